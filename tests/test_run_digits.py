@@ -1,0 +1,114 @@
+"""End to end: `tuner run` on the embedded digits with real Ray, Optuna, ASHA and MLflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tuner.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = """\
+name: digits_e2e
+data: {dataset: digits, seed: 0}
+search: {algorithm: optuna, num_samples: 4, max_concurrent: 2, seed: 0}
+scheduler: {type: asha, max_epochs: 3, grace_period: 1, reduction_factor: 2}
+resources: {cpu: 1}
+space:
+  model: {name: simple_cnn, width: {int: [8, 16]}, depth: 1}
+  optimizer:
+    choice:
+      sgd: {lr: {loguniform: [1e-2, 1e-1]}, momentum: {uniform: [0.5, 0.9]}}
+      adam: {lr: {loguniform: [1e-3, 1e-2]}}
+  batch_size: {choice: [32, 64]}
+"""
+STATUSES = {"completed", "early_stopped", "diverged", "errored"}
+
+
+@pytest.fixture(scope="module")
+def finished_run(ray_session, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("digits_run")
+    spec = tmp / "digits_e2e.yaml"
+    spec.write_text(SPEC)
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    code = main(["run", str(spec), "--tracking-uri", uri, "--storage", str(tmp / "ray")])
+    assert code == 0
+    return uri, tmp
+
+
+def _runs(uri: str):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("digits_e2e")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("tuner.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("tuner.role") == "trial"]
+    return client, parents, children
+
+
+def test_parent_run_holds_spec_best_config_and_test_metrics(finished_run):
+    uri, _ = finished_run
+    client, parents, _ = _runs(uri)
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == "digits_e2e"
+    assert 0.5 < parent.data.metrics["test_acc"] <= 1.0
+    assert 0.0 < parent.data.metrics["best_val_acc"] <= 1.0
+    for name in ("test_precision", "test_recall", "test_f1"):
+        assert 0.0 < parent.data.metrics[name] <= 1.0
+    assert parent.data.params["best.optimizer.name"] in {"sgd", "adam"}
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "spec")}
+    assert artifacts == {"spec/digits_e2e.yaml"}
+
+
+def test_one_child_run_per_trial_with_params_metrics_and_status(finished_run):
+    uri, _ = finished_run
+    client, parents, children = _runs(uri)
+    assert len(children) == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert len({c.data.tags["tuner.trial_id"] for c in children}) == 4
+    for child in children:
+        status = child.data.tags["tuner.status"]
+        assert status in STATUSES
+        params = child.data.params
+        assert params["model.name"] == "simple_cnn"
+        assert 8 <= int(params["model.width"]) <= 16
+        # Conditional branches: momentum only where the optimizer is sgd.
+        assert ("optimizer.momentum" in params) == (params["optimizer.name"] == "sgd")
+        history = client.get_metric_history(child.info.run_id, "val_acc")
+        steps = [m.step for m in history]
+        assert steps == list(range(1, len(steps) + 1))
+        assert (len(steps) == 3) == (status == "completed")
+        assert {"train_loss", "val_loss", "val_acc"} <= set(child.data.metrics)
+    best = [c for c in children if c.data.tags.get("tuner.best") == "true"]
+    assert len(best) == 1
+    assert best[0].data.metrics["best_val_acc"] == pytest.approx(
+        parents[0].data.metrics["best_val_acc"]
+    )
+
+
+def test_tuner_best_reads_mlflow(finished_run, capsys):
+    uri, _ = finished_run
+    _, parents, _ = _runs(uri)
+    assert main(["best", "digits_e2e", "--top", "2", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert parents[0].info.run_id in out
+    assert "test_acc=" in out
+    assert out.count("simple_cnn") == 2
+
+    assert main(["best", "digits_e2e", "--json", "--tracking-uri", uri]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["trials"]) == 4
+    values = [t["value"] for t in report["trials"]]
+    assert values == sorted(values, reverse=True)
+    assert report["trials"][0]["best"] is True
+
+
+def test_tuner_best_unknown_experiment_exits_2(finished_run, capsys):
+    uri, _ = finished_run
+    assert main(["best", "nope", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert "no experiment named 'nope'" in err and "digits_e2e" in err

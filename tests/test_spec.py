@@ -1,0 +1,137 @@
+"""Spec validation through the real CLI: one line on stderr, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tuner.cli import main
+from tuner.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+VALID = """\
+name: t
+data: {dataset: digits}
+search: {algorithm: optuna, num_samples: 2}
+scheduler: {type: asha, max_epochs: 2, grace_period: 1}
+space:
+  model: {name: simple_cnn, width: {int: [8, 16]}}
+  optimizer:
+    choice:
+      sgd: {lr: {loguniform: [1e-3, 1e-1]}, momentum: {uniform: [0.5, 0.9]}}
+      adam: {lr: 1e-3}
+"""
+
+
+def run_cli(tmp_path: Path, capsys, text: str, *extra: str) -> tuple[int, str]:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    code = main(["run", str(spec), *extra])
+    return code, capsys.readouterr().err
+
+
+def test_valid_spec_loads_with_numbers_like_1e_minus_3():
+    spec_file = ROOT / "search_spaces" / "digits.yaml"
+    spec = load_spec(spec_file)
+    assert spec.space["optimizer"]["choice"]["sgd"]["lr"]["loguniform"] == [1e-3, 3e-1]
+    assert spec.experiment == "digits"
+
+
+def test_overrides_apply_before_validation(tmp_path):
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(VALID)
+    spec = load_spec(spec_file, ["search.num_samples=7", "search.algorithm=random"])
+    assert spec.search.num_samples == 7
+    assert spec.search.algorithm == "random"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (VALID + "serach: {}\n", "serach: unknown key (did you mean `search`?)"),
+        (
+            VALID.replace("num_samples: 2", "num_samples: many"),
+            "search.num_samples: Input should be a valid integer",
+        ),
+        (
+            VALID.replace("max_epochs: 2", "max_epochs: 0"),
+            "scheduler.max_epochs: Input should be greater than or equal to 1",
+        ),
+        (VALID.replace("[8, 16]", "[16, 8]"), "space.model.width.int: needs lo <= hi"),
+        (
+            VALID.replace("[1e-3, 1e-1]", "[0, 1e-1]"),
+            "space.optimizer.choice.sgd.lr: loguniform needs 0 < lo",
+        ),
+        (
+            VALID.replace("{int: [8, 16]}", "{int: []}"),
+            "space.model.width.int: must be a list of two integers",
+        ),
+        (
+            VALID.replace("simple_cnn", "resnet9000"),
+            "space.model.name: unknown model 'resnet9000'; known:",
+        ),
+        (
+            VALID.replace("adam: {lr", "adamm: {lr"),
+            "space.optimizer.choice.adamm: unknown optimizer 'adamm'; known: adadelta, adam",
+        ),
+        (
+            VALID.replace("momentum:", "momentm:"),
+            "space.optimizer.choice.sgd.momentm: unknown key (did you mean `momentum`?)",
+        ),
+        (
+            VALID.replace("dataset: digits", "dataset: imagenet"),
+            "data.dataset: unknown dataset 'imagenet'; known:",
+        ),
+        (VALID.replace("algorithm: optuna", "algorithm: grid"), "space.model.width.int"),
+        (
+            VALID.replace("algorithm: optuna", "algorithm: hyperband"),
+            "search.algorithm: must be 'optuna', 'random' or 'grid'",
+        ),
+        (VALID + "  optimiser: adam\n", "space.optimiser: unknown key (did you mean `optimizer`?)"),
+        ("name: [unclosed\n", "invalid YAML at line 2"),
+        ("- just\n- a list\n", "a spec must be a YAML mapping"),
+    ],
+)
+def test_bad_specs_fail_with_one_line_and_exit_2(tmp_path, capsys, monkeypatch, text, expected):
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(tmp_path, capsys, text)
+    assert code == 2
+    assert err.count("\n") == 1, err
+    assert "spec.yaml" in err or "--set" in err
+    assert expected in err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # nothing written
+
+
+def test_grid_over_a_continuous_range_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text = VALID.replace("algorithm: optuna", "algorithm: grid").replace("{int: [8, 16]}", "16")
+    code, err = run_cli(tmp_path, capsys, text)
+    assert code == 2
+    assert (
+        "space.optimizer.choice.sgd.lr: grid search can't enumerate a continuous distribution"
+        in err
+    )
+
+
+def test_missing_spec_file_and_bad_flags_exit_2(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.yaml")]) == 2
+    assert "no such spec file" in capsys.readouterr().err
+    assert main(["run"]) == 2
+    assert "the following arguments are required: spec" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "x.yaml"), "--set", "novalue"]) == 2
+
+
+def test_set_override_with_a_bad_value_names_the_flag(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(tmp_path, capsys, VALID, "--set", "search.num_samples=-3")
+    assert code == 2
+    assert "search.num_samples: Input should be greater than or equal to 1" in err
+
+
+@pytest.mark.parametrize(
+    "spec_file", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_spec_validates(spec_file):
+    assert load_spec(spec_file).name

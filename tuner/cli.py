@@ -1,0 +1,206 @@
+"""`python -m tuner ...`: run a search, read its results, browse them, list what's available.
+
+Usage errors (a bad spec, a missing dataset, a wrong flag) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tuner.errors import UsageError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's default prints the whole usage block
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="tuner",
+        description="Hyperparameter search for image classifiers: one YAML spec, "
+        "Ray Tune (Optuna + ASHA), every trial recorded in MLflow.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run the search a spec describes")
+    run.add_argument("spec", type=Path, help="the experiment's YAML file (see search_spaces/)")
+    run.add_argument("--name", help="experiment name (overrides the spec's `name`)")
+    run.add_argument("--num-samples", type=int, help="number of trials (search.num_samples)")
+    run.add_argument("--max-epochs", type=int, help="epoch budget per trial (scheduler.max_epochs)")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override any spec value, e.g. --set search.algorithm=random (repeatable)",
+    )
+    _tracking_flag(run)
+    run.add_argument(
+        "--storage",
+        help="where Ray Tune keeps experiment state and checkpoints: a directory, a shared "
+        "file system or s3://... (default: ./tuner_results)",
+    )
+    run.add_argument(
+        "--address",
+        help="join this Ray cluster (e.g. auto, or ray://head:10001); default: $RAY_ADDRESS, "
+        "else start Ray on this machine",
+    )
+
+    best = commands.add_parser("best", help="print the best trials of an experiment's latest run")
+    best.add_argument("name", help="experiment name")
+    best.add_argument("--top", type=int, default=5, help="how many trials (default 5)")
+    best.add_argument("--json", action="store_true", help="machine-readable output")
+    _tracking_flag(best)
+
+    ui = commands.add_parser("ui", help="start the MLflow UI on the tracking store")
+    ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    _tracking_flag(ui)
+
+    listing = commands.add_parser("list", help="list models or datasets")
+    listing.add_argument("what", choices=["models", "datasets"])
+    listing.add_argument("--in-channels", type=int, default=3)
+    listing.add_argument("--image-size", type=int, default=32)
+    listing.add_argument("--num-classes", type=int, default=10)
+
+    data = commands.add_parser("data", help="dataset utilities")
+    data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    fetch = data_commands.add_parser("fetch", help="download a dataset (needs a network)")
+    fetch.add_argument("dataset", help="cifar10, mnist or fashion_mnist")
+    fetch.add_argument("--root", type=Path, required=True, help="directory to download into")
+    return parser
+
+
+def _tracking_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: the spec's tracking.uri, else sqlite:///mlflow.db "
+        "in the current directory)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UsageError as error:
+        print(f"tuner: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("tuner: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tuner.spec import load_spec
+
+    overrides = list(args.overrides)
+    for flag, key in (
+        ("name", "name"),
+        ("num_samples", "search.num_samples"),
+        ("max_epochs", "scheduler.max_epochs"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    spec = load_spec(args.spec, overrides)
+
+    from tuner.runner import run_search
+    from tuner.summary import print_summary
+
+    summary = run_search(
+        spec, args.spec, tracking_uri=args.tracking_uri, storage=args.storage, address=args.address
+    )
+    print_summary(summary)
+    return 0
+
+
+def _best(args: argparse.Namespace) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from tuner.results import latest_parent, summary_of, trials_of
+    from tuner.summary import print_best
+    from tuner.tracking import default_tracking_uri
+
+    client = MlflowClient(args.tracking_uri or default_tracking_uri())
+    parent = latest_parent(client, args.name)
+    trials = trials_of(client, parent)[: args.top]
+    if args.json:
+        print(json.dumps({**summary_of(parent), "trials": [t.__dict__ for t in trials]}, indent=2))
+    else:
+        print_best(args.name, summary_of(parent), trials)
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from tuner.tracking import default_tracking_uri
+
+    uri = args.tracking_uri or default_tracking_uri()
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"tuner: warning: the UI on {args.host} is reachable from other machines",
+            file=sys.stderr,
+        )
+    print(f"MLflow UI for {uri} at http://{args.host}:{args.port}", flush=True)
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
+    os.execv(sys.executable, command)
+    return 0  # not reached: execv replaces this process
+
+
+def _list(args: argparse.Namespace) -> int:
+    if args.what == "datasets":
+        import data
+
+        for name in sorted(data.DATASETS):
+            print(name)
+        return 0
+    import models
+
+    print(
+        f"{'model':<18}{'parameters':>14}  (input {args.in_channels}x{args.image_size}x"
+        f"{args.image_size}, {args.num_classes} classes)"
+    )
+    for name in sorted(models.MODELS):
+        model = models.build(
+            name,
+            num_classes=args.num_classes,
+            in_channels=args.in_channels,
+            image_size=args.image_size,
+        )
+        print(f"{name:<18}{models.count_parameters(model):>14,}")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    import data
+    from data.fetch import fetch
+
+    try:
+        where = fetch(args.dataset, args.root)
+    except data.DatasetError as error:
+        raise UsageError(str(error)) from None
+    print(f"{args.dataset} is in {where}")
+    return 0
+
+
+COMMANDS = {"run": _run, "best": _best, "ui": _ui, "list": _list, "data": _data}

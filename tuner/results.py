@@ -1,0 +1,85 @@
+"""Reading results back from MLflow (never from Ray's files): the best trials of a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from tuner.errors import UsageError
+from tuner.tracking import PARENT_ROLE, TRIAL_ROLE
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A trial as MLflow holds it."""
+
+    trial_id: str
+    run_id: str
+    status: str
+    value: float | None  # the trial's best value of the search metric
+    epochs: int
+    params: dict[str, str]
+    best: bool
+
+
+def latest_parent(client: MlflowClient, experiment_name: str) -> Run:
+    """The newest parent run of ``experiment_name``; UsageError when there is none."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise UsageError(
+            f"no experiment named {experiment_name!r} in this tracking store; "
+            f"known: {', '.join(names) or 'none'} (check --tracking-uri)"
+        )
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`tuner.role` = '{PARENT_ROLE}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        raise UsageError(f"experiment {experiment_name!r} has no tuner run yet")
+    return runs[0]
+
+
+def trials_of(client: MlflowClient, parent: Run) -> list[TrialRecord]:
+    """Every trial of a parent run, best first by the run's search metric."""
+    metric = parent.data.tags.get("tuner.metric", "val_acc")
+    mode = parent.data.tags.get("tuner.mode", "max")
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=(
+            f"tags.mlflow.parentRunId = '{parent.info.run_id}' "
+            f"and tags.`tuner.role` = '{TRIAL_ROLE}'"
+        ),
+        max_results=50000,
+    )
+    records = [_record(run, metric) for run in runs]
+    sign = -1 if mode == "max" else 1
+    records.sort(key=lambda r: (r.value is None, sign * r.value if r.value is not None else 0))
+    return records
+
+
+def _record(run: Run, metric: str) -> TrialRecord:
+    value = run.data.metrics.get(f"best_{metric}")
+    return TrialRecord(
+        trial_id=run.data.tags.get("tuner.trial_id", "?"),
+        run_id=run.info.run_id,
+        status=run.data.tags.get("tuner.status", "unknown"),
+        value=value,
+        epochs=int(run.data.metrics.get("epoch", 0)),
+        params=dict(run.data.params),
+        best=run.data.tags.get("tuner.best") == "true",
+    )
+
+
+def summary_of(parent: Run) -> dict[str, Any]:
+    """The parent run's headline numbers: best value, test metrics, where it is."""
+    return {
+        "run_id": parent.info.run_id,
+        "metric": parent.data.tags.get("tuner.metric", "val_acc"),
+        "metrics": dict(parent.data.metrics),
+    }

@@ -1,0 +1,239 @@
+"""One search, end to end: data → Ray Tune (searcher + scheduler) → MLflow → test evaluation."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+import data
+from tuner import space as space_lang
+from tuner.errors import UsageError
+from tuner.spec import Spec
+from tuner.tracking import Experiment, TrialRecorder, default_tracking_uri
+from tuner.trainables import Settings, trainable_module
+
+
+@dataclass
+class TrialRow:
+    """One line of the closing table."""
+
+    trial_id: str
+    params: dict[str, Any]
+    best_value: float
+    epochs: int
+    status: str
+
+
+@dataclass
+class Summary:
+    """What a finished search produced and where it lives."""
+
+    experiment: str
+    tracking_uri: str
+    parent_run_id: str
+    storage: str
+    metric: str
+    best: TrialRow
+    test_metrics: dict[str, float]
+    trials: list[TrialRow] = field(default_factory=list)
+
+
+def run_search(
+    spec: Spec,
+    spec_path: Path,
+    *,
+    tracking_uri: str | None = None,
+    storage: str | None = None,
+    address: str | None = None,
+) -> Summary:
+    """Run the search a validated spec describes; returns the summary printed by the CLI."""
+    splits = _load_data(spec)
+    tracking_uri = tracking_uri or spec.tracking.uri or default_tracking_uri()
+    storage = storage or str(Path.cwd() / "tuner_results")
+    trainable = trainable_module(spec.trainable)
+    settings = Settings(max_epochs=spec.scheduler.max_epochs, seed=spec.search.seed)
+    tree = space_lang.parse(spec.space)
+
+    _start_ray(address)
+    experiment = Experiment(tracking_uri, spec.experiment)
+    parent_id = experiment.start(
+        spec_path,
+        {"tuner.spec": spec_path.name, "tuner.metric": spec.metric, "tuner.mode": spec.mode},
+    )
+    recorder = TrialRecorder(experiment, spec.metric, spec.mode)
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(
+                tune.with_parameters(trainable.train, splits=splits, settings=settings),
+                {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+            ),
+            param_space=_param_space(spec, tree),
+            tune_config=tune.TuneConfig(
+                metric=spec.metric,
+                mode=spec.mode,
+                search_alg=_searcher(spec, tree),
+                scheduler=_scheduler(spec),
+                num_samples=1 if spec.search.algorithm == "grid" else spec.search.num_samples,
+                time_budget_s=spec.search.time_budget_s,
+            ),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=storage,
+                callbacks=[recorder],
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=1,
+                    checkpoint_score_attribute=spec.metric,
+                    checkpoint_score_order=spec.mode,
+                ),
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                progress_reporter=_reporter(spec, tree),
+                verbose=1,
+            ),
+        )
+        results = tuner.fit()
+        rows = _rows(results, recorder, spec)
+        if not rows:
+            raise UsageError(f"{spec.name}: no trial reported `{spec.metric}`; see errors above")
+        best_result = results.get_best_result(spec.metric, spec.mode, scope="all")
+        best = next(row for row in rows if row.trial_id == _trial_id(best_result))
+        test_metrics = trainable.evaluate_test(
+            best_result, splits, settings, spec.metric, spec.mode
+        )
+        recorder.mark_best(best.trial_id)
+        experiment.finish(
+            space_lang.clean_config(best_result.config),
+            {f"best_{spec.metric}": best.best_value},
+            test_metrics,
+        )
+    except BaseException as error:
+        experiment.fail(f"{type(error).__name__}: {error}")
+        raise
+    return Summary(
+        experiment=spec.experiment,
+        tracking_uri=tracking_uri,
+        parent_run_id=parent_id,
+        storage=str(Path(storage) / spec.name),
+        metric=spec.metric,
+        best=best,
+        test_metrics=test_metrics,
+        trials=rows,
+    )
+
+
+def _load_data(spec: Spec) -> data.Splits:
+    try:
+        return data.load(
+            spec.data.dataset,
+            root=spec.data.root,
+            val_fraction=spec.data.val_fraction,
+            test_fraction=spec.data.test_fraction,
+            seed=spec.data.seed,
+            max_train=spec.data.max_train,
+            max_test=spec.data.max_test,
+            **spec.data.options,
+        )
+    except data.DatasetError as error:
+        raise UsageError(f"data: {error}") from None
+    except TypeError as error:  # an option the loader doesn't take
+        raise UsageError(f"data.options: {error}") from None
+
+
+def _start_ray(address: str | None) -> None:
+    # The classic reporter lets us trim the table to the metric and the sampled parameters.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+
+
+def _param_space(spec: Spec, tree: space_lang.Group) -> dict[str, Any]:
+    if spec.search.algorithm == "random":
+        return space_lang.ray_param_space(tree)
+    if spec.search.algorithm == "grid":
+        return space_lang.ray_grid_space(tree)
+    return {}  # optuna: the searcher's define-by-run function samples everything
+
+
+def _searcher(spec: Spec, tree: space_lang.Group) -> Searcher:
+    if spec.search.algorithm == "optuna":
+        import optuna
+
+        searcher: Searcher = OptunaSearch(
+            space=space_lang.optuna_define_by_run(tree),
+            metric=spec.metric,
+            mode=spec.mode,
+            sampler=optuna.samplers.TPESampler(seed=spec.search.seed),
+        )
+    else:
+        searcher = BasicVariantGenerator(random_state=spec.search.seed)
+    concurrency = spec.search.max_concurrent
+    if concurrency and spec.search.algorithm == "optuna":
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=concurrency)
+    return searcher
+
+
+def _scheduler(spec: Spec) -> TrialScheduler:
+    if spec.scheduler.type == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=spec.scheduler.max_epochs,
+        grace_period=spec.scheduler.grace_period,
+        reduction_factor=spec.scheduler.reduction_factor,
+    )
+
+
+def _reporter(spec: Spec, tree: space_lang.Group) -> tune.ProgressReporter:
+    sampled = space_lang.sampled_keys(tree)
+    return tune.CLIReporter(
+        metric_columns={spec.metric: spec.metric, "training_iteration": "epochs"},
+        parameter_columns={key.replace(".", "/"): key for key in sampled},
+        max_report_frequency=15,
+        sort_by_metric=True,
+        metric=spec.metric,
+        mode=spec.mode,
+    )
+
+
+def _trial_id(result: Any) -> str:
+    return result.metrics.get("trial_id") or Path(result.path).name
+
+
+def _rows(results: tune.ResultGrid, recorder: TrialRecorder, spec: Spec) -> list[TrialRow]:
+    rows = []
+    for result in results:
+        if not result.metrics or spec.metric not in result.metrics:
+            continue
+        trial_id = _trial_id(result)
+        history = (
+            result.metrics_dataframe[spec.metric] if result.metrics_dataframe is not None else []
+        )
+        finite = [value for value in history if math.isfinite(value)]
+        best_value = (max if spec.mode == "max" else min)(finite) if finite else math.nan
+        rows.append(
+            TrialRow(
+                trial_id=trial_id,
+                params=space_lang.trial_params(result.config),
+                best_value=best_value,
+                epochs=int(result.metrics.get("training_iteration", 0)),
+                status=recorder.statuses.get(trial_id, "errored" if result.error else "completed"),
+            )
+        )
+    reverse = spec.mode == "max"
+    rows.sort(
+        key=lambda row: (math.isnan(row.best_value), -row.best_value if reverse else row.best_value)
+    )
+    return rows

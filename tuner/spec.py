@@ -1,0 +1,221 @@
+"""Loading and validating an experiment spec (one YAML file) before anything runs.
+
+Every problem becomes one ``SpecError`` line naming the file, the key path and what is allowed;
+the CLI prints it and exits 2. Nothing is written before a spec has passed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tuner import space as space_lang
+from tuner.errors import UsageError
+
+
+class SpecError(UsageError):
+    """A spec that can't run: the message is ``FILE: key.path: problem``."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class DataSpec(_Strict):
+    dataset: str = "digits"
+    root: str | None = None  # where the dataset lives on disk (None: the loader's default)
+    val_fraction: Fraction = 0.2  # of the training data, stratified: used for selection
+    test_fraction: Fraction = 0.2  # only for datasets without their own test split
+    seed: int = 0
+    max_train: PositiveInt | None = None  # stratified subset, for quick searches
+    max_test: PositiveInt | None = None
+    options: dict[str, Any] = {}  # loader options, e.g. image_size for image_folder
+
+
+class SearchSpec(_Strict):
+    algorithm: Literal["optuna", "random", "grid"] = "optuna"
+    num_samples: PositiveInt = 10  # trials (for grid: repeats of the whole grid)
+    max_concurrent: PositiveInt | None = None  # None: as many as resources allow
+    seed: int = 0
+    time_budget_s: Annotated[float, Field(gt=0)] | None = None
+
+
+class SchedulerSpec(_Strict):
+    type: Literal["asha", "fifo"] = "asha"
+    max_epochs: PositiveInt = 10  # the training budget of one trial, in epochs
+    grace_period: PositiveInt = 1  # epochs every trial runs before ASHA may stop it
+    reduction_factor: Annotated[float, Field(gt=1)] = 3
+
+    @model_validator(mode="after")
+    def _grace_within_budget(self) -> SchedulerSpec:
+        if self.grace_period > self.max_epochs:
+            raise ValueError(
+                f"grace_period ({self.grace_period}) must be <= max_epochs ({self.max_epochs})"
+            )
+        return self
+
+
+class ResourcesSpec(_Strict):
+    cpu: Annotated[float, Field(gt=0)] = 1  # CPUs per trial (torch uses that many threads)
+    gpu: Annotated[float, Field(ge=0)] = 0  # GPUs per trial; fractions share one GPU
+
+
+class TrackingSpec(_Strict):
+    uri: str | None = None  # MLflow tracking URI; None: sqlite:///mlflow.db in the cwd
+    experiment: str | None = None  # MLflow experiment name; None: the spec's name
+
+
+class Spec(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    trainable: Literal["deep", "classical"] = "deep"
+    data: DataSpec = DataSpec()
+    metric: str = "val_acc"
+    mode: Literal["max", "min"] = "max"
+    search: SearchSpec = SearchSpec()
+    scheduler: SchedulerSpec = SchedulerSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    tracking: TrackingSpec = TrackingSpec()
+    max_failures: Annotated[int, Field(ge=0)] = 0  # retries of a failing trial
+    space: dict[str, Any] = {}
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML
+# ---------------------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """A safe loader that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise SpecError(f"{source}: invalid YAML at {where}: {error.problem}") from None
+    except yaml.YAMLError as error:
+        raise SpecError(f"{source}: invalid YAML: {error}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
+    """Read, override (``--set key.path=value``) and validate a spec; raises SpecError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file; see search_spaces/ for examples") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError(f"{path}: can't read the spec as UTF-8 text ({error})") from None
+    raw = read_yaml(text, str(path))
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a spec must be a YAML mapping (name:, data:, space:, ...)")
+    for override in overrides or []:
+        apply_override(raw, override, str(path))
+    return validate(raw, str(path))
+
+
+def validate(raw: dict[str, Any], source: str) -> Spec:
+    """Validate a raw spec mapping: the schema, then the space, then the trainable's names."""
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as error:
+        raise SpecError(f"{source}: {_first_error(error)}") from None
+    _check_dataset(spec, source)
+    try:
+        tree = space_lang.parse(spec.space)
+        if spec.search.algorithm == "grid":
+            space_lang.check_grid(tree)
+        _check_trainable(spec, tree)
+    except space_lang.SpaceError as error:
+        raise SpecError(f"{source}: {error}") from None
+    return spec
+
+
+def _check_dataset(spec: Spec, source: str) -> None:
+    import data  # torch is slow to import: only once a spec has parsed
+
+    if spec.data.dataset not in data.DATASETS:
+        known = ", ".join(sorted(data.DATASETS))
+        raise SpecError(
+            f"{source}: data.dataset: unknown dataset {spec.data.dataset!r}; known: {known}"
+        )
+
+
+def _check_trainable(spec: Spec, tree: space_lang.Group) -> None:
+    # Imported here: the trainables pull in torch / OpenCV, which `tuner --help` doesn't need.
+    from tuner.trainables import trainable_module
+
+    trainable_module(spec.trainable).check_space(tree, spec)
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    path = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{path}: {unknown_key(str(first['loc'][-1]), _allowed_keys(first['loc']))}"
+    if first["type"] == "literal_error":
+        return (
+            f"{path}: {first['msg'].replace('Input should be', 'must be')}, got {first['input']!r}"
+        )
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{path}: {message}, got {first['input']!r}" if path else message
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = Spec
+    for part in loc[:-1]:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def unknown_key(key: str, allowed: Sequence[str]) -> str:
+    """``unknown key (did you mean `c`?); allowed: ...`` — the one wording every validator uses."""
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    hint = f" (did you mean `{close[0]}`?)" if close else ""
+    return f"unknown key{hint}; allowed: {', '.join(allowed)}"
+
+
+def apply_override(raw: dict[str, Any], override: str, source: str) -> None:
+    """Apply ``key.path=value`` (value parsed as YAML) to the raw spec, in place."""
+    key_path, sep, text = override.partition("=")
+    if not sep or not key_path:
+        raise SpecError(f"--set {override!r}: expected key.path=value, e.g. search.num_samples=20")
+    node = raw
+    *parents, leaf = key_path.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SpecError(f"--set {override!r}: `{part}` is not a mapping in {source}")
+        node = child
+    node[leaf] = read_yaml(text, f"--set {key_path}")

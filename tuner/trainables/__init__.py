@@ -1,0 +1,31 @@
+"""The kinds of trial a spec can run (`trainable:`).
+
+Each kind is a module with the same four names: ``check_space(tree, spec)`` (validation at load
+time), ``train(config, splits, settings)`` (the Ray Tune function trainable),
+``evaluate_test(result, splits, settings, metric, mode)`` (the best trial on the test split) and
+``build_model(config, splits)``. Modules are imported on demand: torch and OpenCV are slow to
+import and `tuner --help` needs neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import import_module
+from types import ModuleType
+
+TRAINABLES = {
+    "deep": "tuner.trainables.deep",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a trial needs besides its config; sent through Ray's object store with the data."""
+
+    max_epochs: int  # the epoch budget when the config sets no `epochs`
+    seed: int
+
+
+def trainable_module(kind: str) -> ModuleType:
+    """The module implementing trainable ``kind`` (a name the spec schema already checked)."""
+    return import_module(TRAINABLES[kind])

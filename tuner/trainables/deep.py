@@ -1,0 +1,337 @@
+"""The deep-learning trainable: one PyTorch training run per trial, reporting every epoch.
+
+A trial's config (from the spec's space) has these keys, each optional:
+
+    model:        {name: simple_cnn, <the model's options>}
+    optimizer:    {name: sgd | adam | adamw | adadelta | rmsprop, lr, weight_decay, ...}
+    schedule:     {name: constant | step | cosine | onecycle, warmup_epochs, step_size, gamma}
+    batch_size:   images per step
+    epochs:       the trial's epoch budget (default: scheduler.max_epochs)
+    label_smoothing: 0..1
+    augment:      {crop_padding, hflip, rotation, erasing} (see data.augment)
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ray
+import torch
+from ray import tune
+from torch import nn
+
+import models
+from data import Splits
+from data.augment import Augmentation, channel_stats, to_float
+from tuner import space as space_lang
+from tuner.spec import Spec, unknown_key
+from tuner.trainables import Settings
+from tuner.trainables.metrics import classification_metrics
+
+if TYPE_CHECKING:
+    from ray.tune import Result
+
+CONFIG_KEYS = (
+    "model",
+    "optimizer",
+    "schedule",
+    "batch_size",
+    "epochs",
+    "label_smoothing",
+    "augment",
+)
+OPTIMIZER_OPTIONS = {
+    "sgd": ("lr", "weight_decay", "momentum", "nesterov"),
+    "adam": ("lr", "weight_decay"),
+    "adamw": ("lr", "weight_decay"),
+    "adadelta": ("lr", "weight_decay", "rho"),
+    "rmsprop": ("lr", "weight_decay", "momentum", "alpha"),
+}
+SCHEDULE_OPTIONS = {
+    "constant": ("warmup_epochs",),
+    "step": ("warmup_epochs", "step_size", "gamma"),
+    "cosine": ("warmup_epochs",),
+    "onecycle": ("warmup_epochs",),
+}
+AUGMENT_OPTIONS = ("crop_padding", "hflip", "rotation", "erasing")
+CHECKPOINT_FILE = "checkpoint.pt"
+EVAL_BATCH = 1024  # images per forward pass when evaluating: no gradients, so large is fine
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation at load time
+# ---------------------------------------------------------------------------------------------
+
+
+def check_space(tree: space_lang.Group, spec: Spec) -> None:
+    """Refuse unknown settings and unknown model / optimizer / schedule names before Ray starts."""
+    for key in tree.children:
+        if key not in CONFIG_KEYS:
+            raise space_lang.SpaceError(f"space.{key}", unknown_key(key, CONFIG_KEYS))
+    _check_named(tree, "model", models.MODELS, lambda name: list(models.model_options(name)))
+    _check_named(tree, "optimizer", OPTIMIZER_OPTIONS, lambda name: list(OPTIMIZER_OPTIONS[name]))
+    _check_named(tree, "schedule", SCHEDULE_OPTIONS, lambda name: list(SCHEDULE_OPTIONS[name]))
+    augment = tree.children.get("augment")
+    for _, children in space_lang.variants(augment):
+        for key in children:
+            if key not in AUGMENT_OPTIONS:
+                raise space_lang.SpaceError(
+                    f"space.augment.{key}", unknown_key(key, AUGMENT_OPTIONS)
+                )
+
+
+def _check_named(
+    tree: space_lang.Group,
+    key: str,
+    known: Mapping[str, Any],
+    options_of: Callable[[str], list[str]],
+) -> None:
+    """Check a ``{name: ..., options}`` setting: a known name, and options that name accepts."""
+    node = tree.children.get(key)
+    branched = isinstance(node, space_lang.Branches)
+    for name, children in space_lang.variants(node):
+        path = f"space.{key}.choice.{name}" if branched else f"space.{key}"
+        if name is None:
+            raise space_lang.SpaceError(
+                f"{path}.name", f"missing; known: {', '.join(sorted(known))}"
+            )
+        if name not in known:
+            raise space_lang.SpaceError(
+                path if branched else f"{path}.name",
+                f"unknown {key} {name!r}; known: {', '.join(sorted(known))}",
+            )
+        allowed = options_of(name)
+        for option in children:
+            if option not in allowed:
+                raise space_lang.SpaceError(f"{path}.{option}", unknown_key(option, allowed))
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the parts of a run from a config
+# ---------------------------------------------------------------------------------------------
+
+
+def build_model(config: Mapping[str, Any], splits: Splits) -> nn.Module:
+    options = dict(config.get("model") or {"name": "simple_cnn"})
+    return models.build(
+        options.pop("name", "simple_cnn"),
+        num_classes=splits.num_classes,
+        in_channels=splits.in_channels,
+        image_size=splits.image_size,
+        **options,
+    )
+
+
+def build_optimizer(config: Mapping[str, Any], params: Any) -> torch.optim.Optimizer:
+    options = dict(config.get("optimizer") or {})
+    name = options.pop("name", "adam")
+    lr = float(options.pop("lr", 1.0 if name == "adadelta" else 1e-3))
+    if name == "sgd":
+        options.setdefault("momentum", 0.9)
+        return torch.optim.SGD(params, lr=lr, **options)
+    optimizer_class = {
+        "adam": torch.optim.Adam,
+        "adamw": torch.optim.AdamW,
+        "adadelta": torch.optim.Adadelta,
+        "rmsprop": torch.optim.RMSprop,
+    }[name]
+    return optimizer_class(params, lr=lr, **options)
+
+
+def lr_factor(schedule: Mapping[str, Any], epoch: float, epochs: int) -> float:
+    """The learning-rate multiplier at a (fractional) epoch: the schedule times its warm-up."""
+    name = schedule.get("name", "constant")
+    warmup = float(schedule.get("warmup_epochs", 0))
+    progress = min(epoch / max(epochs, 1), 1.0)
+    if name == "step":
+        factor = float(schedule.get("gamma", 0.1)) ** math.floor(
+            epoch / schedule.get("step_size", 10)
+        )
+    elif name == "cosine":
+        factor = 0.5 * (1 + math.cos(math.pi * progress))
+    elif name == "onecycle":
+        # Up for the first 30% of training, then a cosine down to ~0 (Smith & Topin, 2017).
+        peak = 0.3
+        if progress < peak:
+            factor = 0.04 + 0.96 * progress / peak
+        else:
+            factor = 0.5 * (1 + math.cos(math.pi * (progress - peak) / (1 - peak)))
+    else:
+        factor = 1.0
+    if warmup > 0 and epoch < warmup:
+        factor *= (epoch + 1e-3) / warmup
+    return factor
+
+
+def pick_device() -> torch.device:
+    # Ray sets CUDA_VISIBLE_DEVICES to the GPUs it assigned to this trial, so "cuda" here is
+    # the assigned GPU, never device 0 of the machine blindly.
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def use_assigned_cpus() -> None:
+    """Use as many torch threads as CPUs Ray gave this trial: no oversubscription."""
+    if ray.is_initialized():
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+        torch.set_num_threads(max(1, int(cpus)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop
+# ---------------------------------------------------------------------------------------------
+
+
+class Trial:
+    """The state of one training run: model, optimizer, data on the device, epoch counter."""
+
+    def __init__(self, config: Mapping[str, Any], splits: Splits, settings: Settings) -> None:
+        torch.manual_seed(settings.seed)
+        self.device = pick_device()
+        self.config = config
+        self.epochs = int(config.get("epochs", settings.max_epochs))
+        self.batch_size = int(config.get("batch_size", 64))
+        self.schedule = dict(config.get("schedule") or {})
+        self.augment = Augmentation(**(config.get("augment") or {}))
+        self.mean, self.std = (t.to(self.device) for t in channel_stats(splits.train_x))
+        self.data = {
+            split: (
+                getattr(splits, f"{split}_x").to(self.device),
+                getattr(splits, f"{split}_y").to(self.device),
+            )
+            for split in ("train", "val")
+        }
+        self.model = build_model(config, splits).to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(config, self.model.parameters())
+        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.loss_fn = nn.CrossEntropyLoss(
+            label_smoothing=float(config.get("label_smoothing", 0.0))
+        )
+        self.generator = torch.Generator(device="cpu").manual_seed(settings.seed)
+        self.epoch = 0
+
+    def _inputs(self, x_uint8: torch.Tensor, *, train: bool) -> torch.Tensor:
+        x = to_float(x_uint8, self.mean, self.std)
+        if train and self.augment.enabled:
+            x = self.augment(x)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _autocast(self) -> Any:
+        # Mixed precision on CUDA only (bf16 where the GPU has it); CPU runs in float32.
+        dtype = (
+            torch.bfloat16
+            if torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+            else torch.float16
+        )
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.device.type == "cuda")
+
+    def train_epoch(self) -> tuple[float, float]:
+        """One pass over the training data; returns (mean loss, accuracy)."""
+        self.model.train()
+        x_all, y_all = self.data["train"]
+        order = torch.randperm(len(y_all), generator=self.generator).to(self.device)
+        steps = max(1, math.ceil(len(order) / self.batch_size))
+        total_loss, correct = torch.zeros((), device=self.device), 0
+        for step in range(steps):
+            factor = lr_factor(self.schedule, self.epoch + step / steps, self.epochs)
+            for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+                group["lr"] = base_lr * factor
+            index = order[step * self.batch_size : (step + 1) * self.batch_size]
+            x, y = self._inputs(x_all[index], train=True), y_all[index]
+            with self._autocast():
+                logits = self.model(x)
+                loss = self.loss_fn(logits.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total_loss += loss.detach() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+        self.epoch += 1
+        return float(total_loss) / len(order), correct / len(order)
+
+    @torch.no_grad()
+    def predict(self, x_all: torch.Tensor) -> torch.Tensor:
+        """Logits for uint8 images, in large batches, on the trial's device."""
+        self.model.eval()
+        chunks = []
+        for start in range(0, len(x_all), EVAL_BATCH):
+            x = self._inputs(x_all[start : start + EVAL_BATCH].to(self.device), train=False)
+            with self._autocast():
+                chunks.append(self.model(x).float())
+        return torch.cat(chunks)
+
+    def evaluate(self, split: str) -> tuple[float, float]:
+        x, y = self.data[split]
+        logits = self.predict(x)
+        return float(self.loss_fn(logits, y)), float((logits.argmax(1) == y).float().mean())
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = int(state["epoch"])
+        self.generator.set_state(state["generator"])
+
+
+def train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
+    """The Ray Tune function trainable: train, report metrics and a checkpoint every epoch."""
+    use_assigned_cpus()
+    trial = Trial(space_lang.clean_config(config), splits, settings)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            trial.load_state(torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True))
+    while trial.epoch < trial.epochs:
+        train_loss, train_acc = trial.train_epoch()
+        if not math.isfinite(train_loss):
+            # Diverged: report the worst metrics so the searcher learns, then end the trial.
+            tune.report(
+                {
+                    "train_loss": math.inf,
+                    "val_loss": math.inf,
+                    "val_acc": 0.0,
+                    "train_acc": train_acc,
+                    "epochs": trial.epochs,
+                    "diverged": True,
+                }
+            )
+            return
+        val_loss, val_acc = trial.evaluate("val")
+        metrics = {
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": trial.optimizer.param_groups[0]["lr"],
+            "epochs": trial.epochs,
+            "diverged": False,
+        }
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save(trial.state(), Path(directory) / CHECKPOINT_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def evaluate_test(
+    result: Result, splits: Splits, settings: Settings, metric: str, mode: str
+) -> dict[str, float]:
+    """The best trial's best checkpoint, evaluated once on the held-out test split."""
+    trial = Trial(space_lang.clean_config(result.config), splits, settings)
+    checkpoint = result.get_best_checkpoint(metric, mode) or result.checkpoint
+    with checkpoint.as_directory() as directory:
+        trial.load_state(torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True))
+    logits = trial.predict(splits.test_x)
+    return classification_metrics(splits.test_y.numpy(), logits.argmax(1).cpu().numpy())
