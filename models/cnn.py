@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.layers import conv_bn_relu
 from models.registry import check_choice, check_dropout, check_positive, register
 
 
@@ -29,11 +30,7 @@ class SimpleCNN(nn.Module):
         channels, size = in_channels, image_size
         for i in range(depth):
             out = width * 2**i
-            layers += [
-                nn.Conv2d(channels, out, 3, padding=1, bias=False),  # BN supplies the bias
-                nn.BatchNorm2d(out),
-                nn.ReLU(inplace=True),
-            ]
+            layers.append(conv_bn_relu(channels, out))
             if size >= 4:
                 layers.append(nn.MaxPool2d(2))
                 size //= 2
