@@ -18,7 +18,7 @@ search: {algorithm: optuna, num_samples: 4, max_concurrent: 2, seed: 0}
 scheduler: {type: asha, max_epochs: 3, grace_period: 1, reduction_factor: 2}
 resources: {cpu: 1}
 space:
-  model: {name: simple_cnn, width: {int: [8, 16]}, depth: 1}
+  model: {name: simple_cnn, width: {int: [16, 32]}, depth: 2}
   optimizer:
     choice:
       sgd: {lr: {loguniform: [1e-2, 1e-1]}, momentum: {uniform: [0.5, 0.9]}}
@@ -75,7 +75,7 @@ def test_one_child_run_per_trial_with_params_metrics_and_status(finished_run):
         assert status in STATUSES
         params = child.data.params
         assert params["model.name"] == "simple_cnn"
-        assert 8 <= int(params["model.width"]) <= 16
+        assert 16 <= int(params["model.width"]) <= 32
         # Conditional branches: momentum only where the optimizer is sgd.
         assert ("optimizer.momentum" in params) == (params["optimizer.name"] == "sgd")
         history = client.get_metric_history(child.info.run_id, "val_acc")

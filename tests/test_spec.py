@@ -83,7 +83,6 @@ def test_overrides_apply_before_validation(tmp_path):
             VALID.replace("dataset: digits", "dataset: imagenet"),
             "data.dataset: unknown dataset 'imagenet'; known:",
         ),
-        (VALID.replace("algorithm: optuna", "algorithm: grid"), "space.model.width.int"),
         (
             VALID.replace("algorithm: optuna", "algorithm: hyperband"),
             "search.algorithm: must be 'optuna', 'random' or 'grid'",

@@ -100,7 +100,7 @@ def run_search(
             ),
         )
         results = tuner.fit()
-        rows = _rows(results, recorder, spec)
+        rows = _rows(results, recorder, spec, space_lang.sampled_keys(tree))
         if not rows:
             raise UsageError(f"{spec.name}: no trial reported `{spec.metric}`; see errors above")
         best_result = results.get_best_result(spec.metric, spec.mode, scope="all")
@@ -150,6 +150,8 @@ def _load_data(spec: Spec) -> data.Splits:
 def _start_ray(address: str | None) -> None:
     # The classic reporter lets us trim the table to the metric and the sampled parameters.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune warns on every snapshot when epochs are short; the snapshots are cheap here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -197,14 +199,12 @@ def _scheduler(spec: Spec) -> TrialScheduler:
 
 
 def _reporter(spec: Spec, tree: space_lang.Group) -> tune.ProgressReporter:
-    sampled = space_lang.sampled_keys(tree)
+    sampled = space_lang.sampled_keys(tree, common_only=True)
     return tune.CLIReporter(
         metric_columns={spec.metric: spec.metric, "training_iteration": "epochs"},
         parameter_columns={key.replace(".", "/"): key for key in sampled},
         max_report_frequency=15,
-        sort_by_metric=True,
-        metric=spec.metric,
-        mode=spec.mode,
+        sort_by_metric=True,  # Tune passes the metric and mode to the reporter itself
     )
 
 
@@ -212,7 +212,10 @@ def _trial_id(result: Any) -> str:
     return result.metrics.get("trial_id") or Path(result.path).name
 
 
-def _rows(results: tune.ResultGrid, recorder: TrialRecorder, spec: Spec) -> list[TrialRow]:
+def _rows(
+    results: tune.ResultGrid, recorder: TrialRecorder, spec: Spec, sampled: list[str]
+) -> list[TrialRow]:
+    """One row per trial that reported the metric, best first; params: the sampled ones."""
     rows = []
     for result in results:
         if not result.metrics or spec.metric not in result.metrics:
@@ -226,7 +229,11 @@ def _rows(results: tune.ResultGrid, recorder: TrialRecorder, spec: Spec) -> list
         rows.append(
             TrialRow(
                 trial_id=trial_id,
-                params=space_lang.trial_params(result.config),
+                params={
+                    key: value
+                    for key, value in space_lang.trial_params(result.config).items()
+                    if key in sampled
+                },
                 best_value=best_value,
                 epochs=int(result.metrics.get("training_iteration", 0)),
                 status=recorder.statuses.get(trial_id, "errored" if result.error else "completed"),

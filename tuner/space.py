@@ -201,17 +201,25 @@ def leaves(group: Group, path: str = "space") -> Iterator[tuple[str, Node]]:
             yield here, node
 
 
-def sampled_keys(group: Group, prefix: str = "") -> list[str]:
-    """The config keys a search varies (``optimizer.name``, ``optimizer.lr``), each once."""
+def sampled_keys(group: Group, prefix: str = "", *, common_only: bool = False) -> list[str]:
+    """The config keys a search varies (``optimizer.name``, ``optimizer.lr``), each once.
+
+    With ``common_only``, a branch's keys count only when every branch has them (a progress
+    table can't show ``momentum`` for a trial whose optimizer has none).
+    """
     keys: list[str] = []
     for key, node in group.children.items():
         here = f"{prefix}{key}"
         if isinstance(node, Group):
-            found = sampled_keys(node, f"{here}.")
+            found = sampled_keys(node, f"{here}.", common_only=common_only)
         elif isinstance(node, Branches):
-            found = [f"{here}.name"]
-            for sub in node.options.values():
-                found += sampled_keys(sub, f"{here}.")
+            per_branch = [
+                sampled_keys(sub, f"{here}.", common_only=common_only)
+                for sub in node.options.values()
+            ]
+            found = [f"{here}.name"] + [k for keys_ in per_branch for k in keys_]
+            if common_only:
+                found = [k for k in found if k == f"{here}.name" or all(k in b for b in per_branch)]
         else:
             found = [] if isinstance(node, Const) else [here]
         keys += [k for k in dict.fromkeys(found) if k not in keys]
@@ -257,12 +265,16 @@ def optuna_define_by_run(space: Group) -> Callable[[optuna.Trial], dict[str, Any
     Optuna parameter names are dotted key paths with the branch name included
     (``optimizer.sgd.lr``), so two branches' ``lr`` are separate parameters to the sampler.
     """
+    return _DefineByRun(space)
 
-    def define(trial: optuna.Trial) -> dict[str, Any]:
-        prefixed = _PrefixedTrial(trial)
-        return _sample_group(space, prefixed, "")
 
-    return define
+@dataclass(frozen=True)
+class _DefineByRun:
+    # A class, not a closure: Tune pickles the searcher (with this) into its experiment state.
+    space: Group
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        return _sample_group(self.space, _PrefixedTrial(trial), "")
 
 
 class _PrefixedTrial:
