@@ -11,10 +11,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tuner.errors import UsageError
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,17 +45,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY.PATH=VALUE",
         help="override any spec value, e.g. --set search.algorithm=random (repeatable)",
     )
-    _tracking_flag(run)
     run.add_argument(
-        "--storage",
-        help="where Ray Tune keeps experiment state and checkpoints: a directory, a shared "
-        "file system or s3://... (default: ./tuner_results)",
+        "--resume",
+        action="store_true",
+        help="continue this spec's interrupted search from its storage (same MLflow run)",
     )
+    _tracking_flag(run)
+    _storage_flag(run)
     run.add_argument(
         "--address",
         help="join this Ray cluster (e.g. auto, or ray://head:10001); default: $RAY_ADDRESS, "
         "else start Ray on this machine",
     )
+
+    resume = commands.add_parser(
+        "resume", help="continue an interrupted experiment, with the spec MLflow kept for it"
+    )
+    resume.add_argument("name", help="experiment name")
+    _tracking_flag(resume)
+    _storage_flag(resume)
+    resume.add_argument("--address", help="join this Ray cluster (see `run --help`)")
 
     best = commands.add_parser("best", help="print the best trials of an experiment's latest run")
     best.add_argument("name", help="experiment name")
@@ -80,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _storage_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage",
+        help="where Ray Tune keeps experiment state and checkpoints: a directory, a shared "
+        "file system or s3://... (default: ./tuner_results)",
+    )
+
+
 def _tracking_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tracking-uri",
@@ -97,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("tuner: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -113,13 +132,53 @@ def _run(args: argparse.Namespace) -> int:
         if value is not None:
             overrides.append(f"{key}={value}")
     spec = load_spec(args.spec, overrides)
+    return _search(
+        spec, args.spec, args, resume=args.resume, resume_hint=f"run {args.spec} --resume"
+    )
 
-    from tuner.runner import run_search
+
+def _resume(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    from tuner.results import latest_parent, spec_of
+    from tuner.spec import load_spec
+    from tuner.tracking import default_tracking_uri
+
+    uri = args.tracking_uri or default_tracking_uri()
+    parent = latest_parent(MlflowClient(uri), args.name)
+    if args.storage is None and "tuner.storage" in parent.data.tags:
+        args.storage = parent.data.tags["tuner.storage"].rsplit("/", 1)[0]
+    args.tracking_uri = uri
+    with tempfile.TemporaryDirectory() as directory:
+        spec_path = spec_of(parent, uri, Path(directory))
+        spec = load_spec(spec_path)
+        return _search(spec, spec_path, args, resume=True, resume_hint=f"resume {args.name}")
+
+
+def _search(
+    spec: Any, spec_path: Path, args: argparse.Namespace, *, resume: bool, resume_hint: str
+) -> int:
+    from tuner.runner import Interrupted, run_search
     from tuner.summary import print_summary
 
-    summary = run_search(
-        spec, args.spec, tracking_uri=args.tracking_uri, storage=args.storage, address=args.address
-    )
+    try:
+        summary = run_search(
+            spec,
+            spec_path,
+            tracking_uri=args.tracking_uri,
+            storage=args.storage,
+            address=args.address,
+            resume=resume,
+        )
+    except Interrupted as stopped:
+        print(
+            f"tuner: interrupted; the search state is saved in {stopped}. "
+            f"Continue with: python -m tuner {resume_hint}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     print_summary(summary)
     return 0
 
@@ -203,4 +262,4 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "best": _best, "ui": _ui, "list": _list, "data": _data}
+COMMANDS = {"run": _run, "resume": _resume, "best": _best, "ui": _ui, "list": _list, "data": _data}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Run
@@ -76,10 +77,27 @@ def _record(run: Run, metric: str) -> TrialRecord:
     )
 
 
+def spec_of(parent: Run, tracking_uri: str, directory: Path) -> Path:
+    """Download the spec file a parent run was started with into ``directory``."""
+    import mlflow.artifacts
+
+    local = mlflow.artifacts.download_artifacts(
+        run_id=parent.info.run_id,
+        artifact_path="spec",
+        tracking_uri=tracking_uri,
+        dst_path=str(directory),
+    )
+    files = sorted(Path(local).glob("*.y*ml"))
+    if not files:
+        raise UsageError(f"run {parent.info.run_id} has no spec artifact to resume from")
+    return files[0]
+
+
 def summary_of(parent: Run) -> dict[str, Any]:
     """The parent run's headline numbers: best value, test metrics, where it is."""
     return {
         "run_id": parent.info.run_id,
         "metric": parent.data.tags.get("tuner.metric", "val_acc"),
         "metrics": dict(parent.data.metrics),
+        "sampled": [k for k in parent.data.tags.get("tuner.sampled", "").split(",") if k] or None,
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +17,14 @@ from ray.tune.search.optuna import OptunaSearch
 import data
 from tuner import space as space_lang
 from tuner.errors import UsageError
+from tuner.results import TrialRecord, trials_of
 from tuner.spec import Spec
 from tuner.tracking import Experiment, TrialRecorder, default_tracking_uri
 from tuner.trainables import Settings, trainable_module
 
 
-@dataclass
-class TrialRow:
-    """One line of the closing table."""
-
-    trial_id: str
-    params: dict[str, Any]
-    best_value: float
-    epochs: int
-    status: str
+class Interrupted(Exception):
+    """The search was stopped (Ctrl-C) before it finished; its state is saved for --resume."""
 
 
 @dataclass
@@ -42,9 +36,10 @@ class Summary:
     parent_run_id: str
     storage: str
     metric: str
-    best: TrialRow
+    best_trial_id: str
     test_metrics: dict[str, float]
-    trials: list[TrialRow] = field(default_factory=list)
+    trials: list[TrialRecord]
+    sampled: list[str]  # the config keys the search varied, for the closing table
 
 
 def run_search(
@@ -54,78 +49,110 @@ def run_search(
     tracking_uri: str | None = None,
     storage: str | None = None,
     address: str | None = None,
+    resume: bool = False,
 ) -> Summary:
-    """Run the search a validated spec describes; returns the summary printed by the CLI."""
+    """Run (or resume) the search a validated spec describes; MLflow records every trial."""
     splits = _load_data(spec)
     tracking_uri = tracking_uri or spec.tracking.uri or default_tracking_uri()
     storage = storage or str(Path.cwd() / "tuner_results")
+    experiment_path = f"{storage.rstrip('/')}/{spec.name}"
     trainable = trainable_module(spec.trainable)
     settings = Settings(max_epochs=spec.scheduler.max_epochs, seed=spec.search.seed)
     tree = space_lang.parse(spec.space)
+    if resume and not tune.Tuner.can_restore(experiment_path):
+        raise UsageError(f"nothing to resume at {experiment_path}; run without --resume")
 
     _start_ray(address)
     experiment = Experiment(tracking_uri, spec.experiment)
-    parent_id = experiment.start(
-        spec_path,
-        {"tuner.spec": spec_path.name, "tuner.metric": spec.metric, "tuner.mode": spec.mode},
+    function = tune.with_resources(
+        tune.with_parameters(trainable.train, splits=splits, settings=settings),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
-    recorder = TrialRecorder(experiment, spec.metric, spec.mode)
-    try:
-        tuner = tune.Tuner(
-            tune.with_resources(
-                tune.with_parameters(trainable.train, splits=splits, settings=settings),
-                {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
-            ),
-            param_space=_param_space(spec, tree),
-            tune_config=tune.TuneConfig(
-                metric=spec.metric,
-                mode=spec.mode,
-                search_alg=_searcher(spec, tree),
-                scheduler=_scheduler(spec),
-                num_samples=1 if spec.search.algorithm == "grid" else spec.search.num_samples,
-                time_budget_s=spec.search.time_budget_s,
-            ),
-            run_config=tune.RunConfig(
-                name=spec.name,
-                storage_path=storage,
-                callbacks=[recorder],
-                checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=1,
-                    checkpoint_score_attribute=spec.metric,
-                    checkpoint_score_order=spec.mode,
-                ),
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                progress_reporter=_reporter(spec, tree),
-                verbose=1,
-            ),
+    if resume:
+        experiment.resume()
+        tuner = tune.Tuner.restore(
+            experiment_path, function, resume_unfinished=True, resume_errored=True
         )
+    else:
+        experiment.start(
+            spec_path,
+            {
+                "tuner.spec": spec_path.name,
+                "tuner.metric": spec.metric,
+                "tuner.mode": spec.mode,
+                "tuner.storage": experiment_path,
+            },
+        )
+        tuner = _new_tuner(spec, tree, function, storage, experiment)
+    try:
         results = tuner.fit()
-        rows = _rows(results, recorder, spec, space_lang.sampled_keys(tree))
-        if not rows:
-            raise UsageError(f"{spec.name}: no trial reported `{spec.metric}`; see errors above")
-        best_result = results.get_best_result(spec.metric, spec.mode, scope="all")
-        best = next(row for row in rows if row.trial_id == _trial_id(best_result))
+        if results.num_terminated + results.num_errors < len(results):
+            experiment.interrupt()
+            raise Interrupted(experiment_path)
+        best_result = _best_result(results, spec)
         test_metrics = trainable.evaluate_test(
             best_result, splits, settings, spec.metric, spec.mode
         )
-        recorder.mark_best(best.trial_id)
+        best_trial_id = _trial_id(best_result)
+        experiment.mark_best(best_trial_id)
+        best_value = _best_value(best_result, spec)
         experiment.finish(
             space_lang.clean_config(best_result.config),
-            {f"best_{spec.metric}": best.best_value},
+            {f"best_{spec.metric}": best_value},
             test_metrics,
         )
+    except Interrupted:
+        raise
     except BaseException as error:
         experiment.fail(f"{type(error).__name__}: {error}")
         raise
     return Summary(
         experiment=spec.experiment,
         tracking_uri=tracking_uri,
-        parent_run_id=parent_id,
-        storage=str(Path(storage) / spec.name),
+        parent_run_id=experiment.parent_id,
+        storage=experiment_path,
         metric=spec.metric,
-        best=best,
+        best_trial_id=best_trial_id,
         test_metrics=test_metrics,
-        trials=rows,
+        trials=trials_of(experiment.client, experiment.client.get_run(experiment.parent_id)),
+        sampled=space_lang.sampled_keys(tree),
+    )
+
+
+def _new_tuner(
+    spec: Spec, tree: space_lang.Group, function: Any, storage: str, experiment: Experiment
+) -> tune.Tuner:
+    recorder = TrialRecorder(
+        experiment.tracking_uri,
+        experiment.experiment_id,
+        experiment.parent_id,
+        spec.metric,
+        spec.mode,
+    )
+    return tune.Tuner(
+        function,
+        param_space=_param_space(spec, tree),
+        tune_config=tune.TuneConfig(
+            metric=spec.metric,
+            mode=spec.mode,
+            search_alg=_searcher(spec, tree),
+            scheduler=_scheduler(spec),
+            num_samples=1 if spec.search.algorithm == "grid" else spec.search.num_samples,
+            time_budget_s=spec.search.time_budget_s,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=storage,
+            callbacks=[recorder],
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=1,
+                checkpoint_score_attribute=spec.metric,
+                checkpoint_score_order=spec.mode,
+            ),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            progress_reporter=_reporter(spec, tree),
+            verbose=1,
+        ),
     )
 
 
@@ -212,35 +239,14 @@ def _trial_id(result: Any) -> str:
     return result.metrics.get("trial_id") or Path(result.path).name
 
 
-def _rows(
-    results: tune.ResultGrid, recorder: TrialRecorder, spec: Spec, sampled: list[str]
-) -> list[TrialRow]:
-    """One row per trial that reported the metric, best first; params: the sampled ones."""
-    rows = []
-    for result in results:
-        if not result.metrics or spec.metric not in result.metrics:
-            continue
-        trial_id = _trial_id(result)
-        history = (
-            result.metrics_dataframe[spec.metric] if result.metrics_dataframe is not None else []
-        )
-        finite = [value for value in history if math.isfinite(value)]
-        best_value = (max if spec.mode == "max" else min)(finite) if finite else math.nan
-        rows.append(
-            TrialRow(
-                trial_id=trial_id,
-                params={
-                    key: value
-                    for key, value in space_lang.trial_params(result.config).items()
-                    if key in sampled
-                },
-                best_value=best_value,
-                epochs=int(result.metrics.get("training_iteration", 0)),
-                status=recorder.statuses.get(trial_id, "errored" if result.error else "completed"),
-            )
-        )
-    reverse = spec.mode == "max"
-    rows.sort(
-        key=lambda row: (math.isnan(row.best_value), -row.best_value if reverse else row.best_value)
-    )
-    return rows
+def _best_result(results: tune.ResultGrid, spec: Spec) -> Any:
+    reported = [r for r in results if r.metrics and spec.metric in r.metrics]
+    if not reported:
+        raise UsageError(f"{spec.name}: no trial reported `{spec.metric}`; see the errors above")
+    return results.get_best_result(spec.metric, spec.mode, scope="all")
+
+
+def _best_value(result: Any, spec: Spec) -> float:
+    """The trial's best metric over its epochs (what ASHA and the checkpoint keep chose on)."""
+    history = [v for v in result.metrics_dataframe[spec.metric] if math.isfinite(v)]
+    return (max if spec.mode == "max" else min)(history) if history else math.nan

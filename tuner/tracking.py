@@ -13,10 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from tuner.errors import UsageError
 from tuner.space import trial_params
 
 PARENT_ROLE = "parent"
@@ -46,16 +47,17 @@ def trial_status(last_result: Mapping[str, Any] | None, errored: bool = False) -
 
 
 class Experiment:
-    """The parent run of one `tuner run` and the helpers to write into it."""
+    """The parent run of one `tuner run` (or of the run it resumes) and what is written to it."""
 
     def __init__(self, tracking_uri: str, experiment_name: str) -> None:
+        self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
         found = self.client.get_experiment_by_name(experiment_name)
         self.experiment_id = (
             found.experiment_id if found else self.client.create_experiment(experiment_name)
         )
         self.name = experiment_name
-        self.parent_id: str | None = None
+        self.parent_id = ""
 
     def start(self, spec_path: Path, tags: Mapping[str, str]) -> str:
         run = self.client.create_run(
@@ -67,61 +69,130 @@ class Experiment:
         self.client.log_artifact(self.parent_id, str(spec_path), artifact_path="spec")
         return self.parent_id
 
+    def resume(self) -> str:
+        """Continue the latest parent run, which must not have finished."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`tuner.role` = '{PARENT_ROLE}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not runs or runs[0].info.status == "FINISHED":
+            raise UsageError(
+                f"experiment {self.name!r} has no unfinished run to resume in "
+                f"{self.tracking_uri}; start a new one without --resume"
+            )
+        self.parent_id = runs[0].info.run_id
+        self.client.update_run(self.parent_id, "RUNNING")
+        self.client.set_tag(self.parent_id, "tuner.status", "running")
+        return self.parent_id
+
+    def children(self) -> list[Run]:
+        return self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'",
+            max_results=50000,
+        )
+
+    def mark_best(self, trial_id: str) -> None:
+        for run in self.children():
+            if run.data.tags.get("tuner.trial_id") == trial_id:
+                self.client.set_tag(run.info.run_id, "tuner.best", "true")
+
     def finish(
         self,
         best_config: Mapping[str, Any],
         best_metrics: Mapping[str, float],
         test_metrics: Mapping[str, float],
     ) -> None:
-        assert self.parent_id is not None
-        params = [
-            Param(f"best.{key}", _param_value(v)) for key, v in trial_params(best_config).items()
-        ]
-        for start in range(0, len(params), MLFLOW_PARAM_LIMIT):
-            self.client.log_batch(self.parent_id, params=params[start : start + MLFLOW_PARAM_LIMIT])
+        best_params = {f"best.{key}": value for key, value in trial_params(best_config).items()}
+        _log_params(self.client, self.parent_id, best_params)
         self.client.log_dict(self.parent_id, dict(best_config), "best_config.json")
         now = _now_ms()
         metrics = [Metric(k, float(v), now, 0) for k, v in {**best_metrics, **test_metrics}.items()]
         self.client.log_batch(self.parent_id, metrics=metrics)
-        self.client.set_terminated(self.parent_id, RunStatus.to_string(RunStatus.FINISHED))
+        self.client.set_tag(self.parent_id, "tuner.status", "completed")
+        self.client.set_terminated(self.parent_id, "FINISHED")
+
+    def interrupt(self) -> None:
+        """Mark the parent and its running trials as killed; `--resume` picks them up again."""
+        for run in self.children():
+            if run.info.status == "RUNNING":
+                self.client.set_tag(run.info.run_id, "tuner.status", "interrupted")
+                self.client.set_terminated(run.info.run_id, "KILLED")
+        self.client.set_tag(self.parent_id, "tuner.status", "interrupted")
+        self.client.set_terminated(self.parent_id, "KILLED")
 
     def fail(self, reason: str) -> None:
-        if self.parent_id is not None:
+        if self.parent_id:
             self.client.set_tag(self.parent_id, "tuner.error", reason[:5000])
-            self.client.set_terminated(self.parent_id, RunStatus.to_string(RunStatus.FAILED))
+            self.client.set_tag(self.parent_id, "tuner.status", "errored")
+            self.client.set_terminated(self.parent_id, "FAILED")
 
 
 class TrialRecorder(tune.Callback):
-    """A Ray Tune callback that mirrors every trial into a child run of the parent run."""
+    """A Ray Tune callback that mirrors every trial into a child run of the parent run.
 
-    def __init__(self, experiment: Experiment, metric: str, mode: str) -> None:
-        self.experiment = experiment
-        self.client = experiment.client
+    Tune pickles its callbacks into the experiment state, so this holds only plain values and
+    rebuilds what it knows from MLflow in ``setup`` — which is how a resumed search finds each
+    trial's existing child run instead of opening a duplicate.
+    """
+
+    def __init__(
+        self, tracking_uri: str, experiment_id: str, parent_id: str, metric: str, mode: str
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_id = parent_id
         self.metric = metric
         self.mode = mode
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
-        self.statuses: dict[str, str] = {}
         self.best_values: dict[str, float] = {}
+        self._client: MlflowClient | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_client": None, "runs": {}, "best_values": {}}
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    def setup(self, **info: Any) -> None:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'",
+            max_results=50000,
+        )
+        for run in runs:
+            trial_id = run.data.tags.get("tuner.trial_id")
+            if trial_id:
+                self.runs[trial_id] = run.info.run_id
+                best = run.data.metrics.get(f"best_{self.metric}")
+                if best is not None:
+                    self.best_values[trial_id] = best
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if trial.trial_id in self.runs:  # a retried trial keeps its one child run
+        run_id = self.runs.get(trial.trial_id)
+        if run_id is not None:  # a retried or resumed trial keeps its one child run
+            self.client.update_run(run_id, "RUNNING")
+            self.client.set_tag(run_id, "tuner.status", "running")
             return
         run = self.client.create_run(
-            self.experiment.experiment_id,
+            self.experiment_id,
             run_name=f"trial_{trial.trial_id}",
             tags={
-                "mlflow.parentRunId": self.experiment.parent_id,
+                "mlflow.parentRunId": self.parent_id,
                 "tuner.role": TRIAL_ROLE,
                 "tuner.trial_id": trial.trial_id,
                 "tuner.status": "running",
             },
         )
         self.runs[trial.trial_id] = run.info.run_id
-        params = [Param(k, _param_value(v)) for k, v in trial_params(trial.config).items()]
-        for start in range(0, len(params), MLFLOW_PARAM_LIMIT):
-            self.client.log_batch(
-                run.info.run_id, params=params[start : start + MLFLOW_PARAM_LIMIT]
-            )
+        _log_params(self.client, run.info.run_id, trial_params(trial.config))
+
+    on_trial_restore = on_trial_start
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -141,23 +212,19 @@ class TrialRecorder(tune.Callback):
         if isinstance(value, int | float) and math.isfinite(value):
             previous = self.best_values.get(trial.trial_id)
             better = max if self.mode == "max" else min
-            self.best_values[trial.trial_id] = (
-                value if previous is None else better(previous, value)
-            )
-            metrics.append(
-                Metric(f"best_{self.metric}", self.best_values[trial.trial_id], now, step)
-            )
+            best = value if previous is None else better(previous, value)
+            self.best_values[trial.trial_id] = best
+            metrics.append(Metric(f"best_{self.metric}", best, now, step))
         self.client.log_batch(run_id, metrics=metrics)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, trial_status(trial.last_result), RunStatus.FINISHED)
+        self._end(trial, trial_status(trial.last_result), "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, "errored", RunStatus.FAILED)
+        self._end(trial, "errored", "FAILED")
 
-    def _end(self, trial: Any, status: str, run_status: int) -> None:
+    def _end(self, trial: Any, status: str, run_status: str) -> None:
         run_id = self.runs.get(trial.trial_id)
-        self.statuses[trial.trial_id] = status
         if run_id is None:
             return
         tags = [RunTag("tuner.status", status)]
@@ -165,12 +232,13 @@ class TrialRecorder(tune.Callback):
             lines = Path(trial.error_file).read_text(errors="replace").strip().splitlines()
             tags.append(RunTag("tuner.error", lines[-1][:5000] if lines else "unknown error"))
         self.client.log_batch(run_id, tags=tags)
-        self.client.set_terminated(run_id, RunStatus.to_string(run_status))
+        self.client.set_terminated(run_id, run_status)
 
-    def mark_best(self, trial_id: str) -> None:
-        run_id = self.runs.get(trial_id)
-        if run_id is not None:
-            self.client.set_tag(run_id, "tuner.best", "true")
+
+def _log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    batch = [Param(key, _param_value(value)) for key, value in params.items()]
+    for start in range(0, len(batch), MLFLOW_PARAM_LIMIT):
+        client.log_batch(run_id, params=batch[start : start + MLFLOW_PARAM_LIMIT])
 
 
 def _param_value(value: Any) -> str:
