@@ -57,7 +57,12 @@ def run_search(
     storage = storage or str(Path.cwd() / "tuner_results")
     experiment_path = f"{storage.rstrip('/')}/{spec.name}"
     trainable = trainable_module(spec.trainable)
-    settings = Settings(max_epochs=spec.scheduler.max_epochs, seed=spec.search.seed)
+    settings = Settings(
+        max_epochs=spec.scheduler.max_epochs,
+        seed=spec.search.seed,
+        metric=spec.metric,
+        mode=spec.mode,
+    )
     tree = space_lang.parse(spec.space)
     if resume and not tune.Tuner.can_restore(experiment_path):
         raise UsageError(f"nothing to resume at {experiment_path}; run without --resume")
@@ -90,9 +95,7 @@ def run_search(
             experiment.interrupt()
             raise Interrupted(experiment_path)
         best_result = _best_result(results, spec)
-        test_metrics = trainable.evaluate_test(
-            best_result, splits, settings, spec.metric, spec.mode
-        )
+        test_metrics = trainable.evaluate_test(best_result, splits, settings)
         best_trial_id = _trial_id(best_result)
         experiment.mark_best(best_trial_id)
         best_value = _best_value(best_result, spec)
@@ -144,11 +147,10 @@ def _new_tuner(
             name=spec.name,
             storage_path=storage,
             callbacks=[recorder],
-            checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1,
-                checkpoint_score_attribute=spec.metric,
-                checkpoint_score_order=spec.mode,
-            ),
+            # Keep the latest two: Tune's saved state always points at a checkpoint that still
+            # exists (keeping the best one instead can delete the one a resume needs). Each
+            # checkpoint also carries the trial's best weights so far, for the test evaluation.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             progress_reporter=_reporter(spec, tree),
             verbose=1,

@@ -2,7 +2,7 @@
 
 Each kind is a module with the same four names: ``check_space(tree, spec)`` (validation at load
 time), ``train(config, splits, settings)`` (the Ray Tune function trainable),
-``evaluate_test(result, splits, settings, metric, mode)`` (the best trial on the test split) and
+``evaluate_test(result, splits, settings)`` (the best trial on the test split) and
 ``build_model(config, splits)``. Modules are imported on demand: torch and OpenCV are slow to
 import and `tuner --help` needs neither.
 """
@@ -24,6 +24,14 @@ class Settings:
 
     max_epochs: int  # the epoch budget when the config sets no `epochs`
     seed: int
+    metric: str  # what the search selects on, e.g. val_acc
+    mode: str  # max or min
+
+    def better(self, value: float, than: float | None) -> bool:
+        """Whether ``value`` of the metric beats ``than`` (None: nothing to beat yet)."""
+        if than is None:
+            return True
+        return value > than if self.mode == "max" else value < than
 
 
 def trainable_module(kind: str) -> ModuleType:

@@ -35,6 +35,7 @@ from tuner.trainables.metrics import classification_metrics
 if TYPE_CHECKING:
     from ray.tune import Result
 
+METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")  # what a trial reports each epoch
 CONFIG_KEYS = (
     "model",
     "optimizer",
@@ -69,6 +70,10 @@ EVAL_BATCH = 1024  # images per forward pass when evaluating: no gradients, so l
 
 def check_space(tree: space_lang.Group, spec: Spec) -> None:
     """Refuse unknown settings and unknown model / optimizer / schedule names before Ray starts."""
+    if spec.metric not in METRICS:
+        raise space_lang.SpaceError(
+            "metric", f"must be one of {', '.join(METRICS)}, got {spec.metric!r}"
+        )
     for key in tree.children:
         if key not in CONFIG_KEYS:
             raise space_lang.SpaceError(f"space.{key}", unknown_key(key, CONFIG_KEYS))
@@ -214,6 +219,18 @@ class Trial:
         )
         self.generator = torch.Generator(device="cpu").manual_seed(settings.seed)
         self.epoch = 0
+        self.settings = settings
+        self.best_value: float | None = None  # of settings.metric, over the epochs so far
+        self.best_weights: dict[str, torch.Tensor] = {}
+
+    def remember_if_best(self, metrics: Mapping[str, float]) -> None:
+        """Keep a copy of the weights of the best epoch so far: the test split evaluates those."""
+        value = metrics[self.settings.metric]
+        if self.settings.better(value, self.best_value):
+            self.best_value = value
+            self.best_weights = {
+                k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
+            }
 
     def _inputs(self, x_uint8: torch.Tensor, *, train: bool) -> torch.Tensor:
         x = to_float(x_uint8, self.mean, self.std)
@@ -278,6 +295,8 @@ class Trial:
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
             "generator": self.generator.get_state(),
+            "best_value": self.best_value,
+            "best_weights": self.best_weights,
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -285,6 +304,8 @@ class Trial:
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = int(state["epoch"])
         self.generator.set_state(state["generator"])
+        self.best_value = state["best_value"]
+        self.best_weights = state["best_weights"]
 
 
 def train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
@@ -320,18 +341,17 @@ def train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
             "epochs": trial.epochs,
             "diverged": False,
         }
+        trial.remember_if_best(metrics)
         with tempfile.TemporaryDirectory() as directory:
             torch.save(trial.state(), Path(directory) / CHECKPOINT_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
-def evaluate_test(
-    result: Result, splits: Splits, settings: Settings, metric: str, mode: str
-) -> dict[str, float]:
-    """The best trial's best checkpoint, evaluated once on the held-out test split."""
+def evaluate_test(result: Result, splits: Splits, settings: Settings) -> dict[str, float]:
+    """The best trial's best epoch, evaluated once on the held-out test split."""
     trial = Trial(space_lang.clean_config(result.config), splits, settings)
-    checkpoint = result.get_best_checkpoint(metric, mode) or result.checkpoint
-    with checkpoint.as_directory() as directory:
+    with result.checkpoint.as_directory() as directory:
         trial.load_state(torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True))
+    trial.model.load_state_dict(trial.best_weights)
     logits = trial.predict(splits.test_x)
     return classification_metrics(splits.test_y.numpy(), logits.argmax(1).cpu().numpy())
