@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -112,3 +119,37 @@ def test_tuner_best_unknown_experiment_exits_2(finished_run, capsys):
     assert main(["best", "nope", "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err
     assert "no experiment named 'nope'" in err and "digits_e2e" in err
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_tuner_ui_serves_the_store_on_loopback(finished_run):
+    uri, tmp = finished_run
+    port = _free_port()
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "tuner", "ui", "--port", str(port), "--tracking-uri", uri],
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=digits_e2e"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    body = json.loads(response.read())
+                break
+            except OSError:
+                assert ui.poll() is None, "tuner ui exited"
+                assert time.monotonic() < deadline, "tuner ui never answered"
+                time.sleep(1)
+        assert body["experiment"]["name"] == "digits_e2e"
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)

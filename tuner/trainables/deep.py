@@ -14,8 +14,11 @@ A trial's config (from the spec's space) has these keys, each optional:
 from __future__ import annotations
 
 import math
+import pickle
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +47,7 @@ CONFIG_KEYS = (
     "epochs",
     "label_smoothing",
     "augment",
+    "fault",  # fault injection, for testing recovery (see FaultInjection)
 )
 OPTIMIZER_OPTIONS = {
     "sgd": ("lr", "weight_decay", "momentum", "nesterov"),
@@ -59,6 +63,7 @@ SCHEDULE_OPTIONS = {
     "onecycle": ("warmup_epochs",),
 }
 AUGMENT_OPTIONS = ("crop_padding", "hflip", "rotation", "erasing")
+FAULT_OPTIONS = ("epoch", "repeat")
 CHECKPOINT_FILE = "checkpoint.pt"
 EVAL_BATCH = 1024  # images per forward pass when evaluating: no gradients, so large is fine
 
@@ -80,13 +85,15 @@ def check_space(tree: space_lang.Group, spec: Spec) -> None:
     _check_named(tree, "model", models.MODELS, lambda name: list(models.model_options(name)))
     _check_named(tree, "optimizer", OPTIMIZER_OPTIONS, lambda name: list(OPTIMIZER_OPTIONS[name]))
     _check_named(tree, "schedule", SCHEDULE_OPTIONS, lambda name: list(SCHEDULE_OPTIONS[name]))
-    augment = tree.children.get("augment")
-    for _, children in space_lang.variants(augment):
-        for key in children:
-            if key not in AUGMENT_OPTIONS:
-                raise space_lang.SpaceError(
-                    f"space.augment.{key}", unknown_key(key, AUGMENT_OPTIONS)
-                )
+    _check_keys(tree, "augment", AUGMENT_OPTIONS)
+    _check_keys(tree, "fault", FAULT_OPTIONS)
+
+
+def _check_keys(tree: space_lang.Group, key: str, allowed: tuple[str, ...]) -> None:
+    for _, children in space_lang.variants(tree.children.get(key)):
+        for option in children:
+            if option not in allowed:
+                raise space_lang.SpaceError(f"space.{key}.{option}", unknown_key(option, allowed))
 
 
 def _check_named(
@@ -118,6 +125,11 @@ def _check_named(
 # ---------------------------------------------------------------------------------------------
 # Building the parts of a run from a config
 # ---------------------------------------------------------------------------------------------
+
+
+def options_of(config: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A section's settings without its branch ``name`` (``augment: {choice: {light: ...}}``)."""
+    return {k: v for k, v in (config.get(key) or {}).items() if k != "name"}
 
 
 def build_model(config: Mapping[str, Any], splits: Splits) -> nn.Module:
@@ -200,7 +212,7 @@ class Trial:
         self.epochs = int(config.get("epochs", settings.max_epochs))
         self.batch_size = int(config.get("batch_size", 64))
         self.schedule = dict(config.get("schedule") or {})
-        self.augment = Augmentation(**(config.get("augment") or {}))
+        self.augment = Augmentation(**options_of(config, "augment"))
         self.mean, self.std = (t.to(self.device) for t in channel_stats(splits.train_x))
         self.data = {
             split: (
@@ -311,12 +323,12 @@ class Trial:
 def train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
     """The Ray Tune function trainable: train, report metrics and a checkpoint every epoch."""
     use_assigned_cpus()
-    trial = Trial(space_lang.clean_config(config), splits, settings)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            trial.load_state(torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True))
+    config = space_lang.clean_config(config)
+    trial = Trial(config, splits, settings)
+    resumed = restore(trial, tune.get_checkpoint())
+    fault = FaultInjection(**options_of(config, "fault"))
     while trial.epoch < trial.epochs:
+        fault.maybe_raise(trial.epoch + 1, resumed)
         train_loss, train_acc = trial.train_epoch()
         if not math.isfinite(train_loss):
             # Diverged: report the worst metrics so the searcher learns, then end the trial.
@@ -345,6 +357,38 @@ def train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
         with tempfile.TemporaryDirectory() as directory:
             torch.save(trial.state(), Path(directory) / CHECKPOINT_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def restore(trial: Trial, checkpoint: tune.Checkpoint | None) -> bool:
+    """Continue from a checkpoint; one that can't be read is reported and training restarts."""
+    if checkpoint is None:
+        return False
+    with checkpoint.as_directory() as directory:
+        path = Path(directory) / CHECKPOINT_FILE
+        try:
+            trial.load_state(torch.load(path, weights_only=True))
+        except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as error:
+            warnings.warn(
+                f"checkpoint {path} can't be read ({error}); training from scratch", stacklevel=1
+            )
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class FaultInjection:
+    """``fault: {epoch: N}`` in a config raises at epoch N, to exercise recovery for real.
+
+    By default it fails only in a trial's first attempt, so a retry from the last checkpoint
+    goes on; ``repeat: true`` fails every attempt, until the trial is recorded as errored.
+    """
+
+    epoch: int = 0
+    repeat: bool = False
+
+    def maybe_raise(self, epoch: int, resumed: bool) -> None:
+        if epoch == self.epoch and (self.repeat or not resumed):
+            raise RuntimeError(f"injected fault at epoch {epoch}")
 
 
 def evaluate_test(result: Result, splits: Splits, settings: Settings) -> dict[str, float]:
