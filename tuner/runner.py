@@ -86,6 +86,7 @@ def run_search(
                 "tuner.metric": spec.metric,
                 "tuner.mode": spec.mode,
                 "tuner.storage": experiment_path,
+                "tuner.sampled": ",".join(space_lang.sampled_keys(tree)),
             },
         )
         tuner = _new_tuner(spec, tree, function, storage, experiment)
@@ -95,7 +96,8 @@ def run_search(
             experiment.interrupt()
             raise Interrupted(experiment_path)
         best_result = _best_result(results, spec)
-        test_metrics = trainable.evaluate_test(best_result, splits, settings)
+        evaluation = trainable.evaluate_test(best_result, splits, settings)
+        test_metrics = evaluation.metrics
         best_trial_id = _trial_id(best_result)
         experiment.mark_best(best_trial_id)
         best_value = _best_value(best_result, spec)

@@ -33,7 +33,7 @@ from data.augment import Augmentation, channel_stats, to_float
 from tuner import space as space_lang
 from tuner.spec import Spec, unknown_key
 from tuner.trainables import Settings
-from tuner.trainables.metrics import classification_metrics
+from tuner.trainables.metrics import Evaluation
 
 if TYPE_CHECKING:
     from ray.tune import Result
@@ -391,11 +391,11 @@ class FaultInjection:
             raise RuntimeError(f"injected fault at epoch {epoch}")
 
 
-def evaluate_test(result: Result, splits: Splits, settings: Settings) -> dict[str, float]:
+def evaluate_test(result: Result, splits: Splits, settings: Settings) -> Evaluation:
     """The best trial's best epoch, evaluated once on the held-out test split."""
     trial = Trial(space_lang.clean_config(result.config), splits, settings)
     with result.checkpoint.as_directory() as directory:
         trial.load_state(torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True))
     trial.model.load_state_dict(trial.best_weights)
     logits = trial.predict(splits.test_x)
-    return classification_metrics(splits.test_y.numpy(), logits.argmax(1).cpu().numpy())
+    return Evaluation(splits.test_y.numpy(), logits.argmax(1).cpu().numpy(), splits.classes)

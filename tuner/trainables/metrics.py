@@ -1,19 +1,30 @@
-"""Test-split metrics shared by every trainable (report 000 quoted exactly these four)."""
+"""The test-split evaluation every trainable returns (report 000 quoted exactly these four)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """Accuracy and macro precision / recall / F1 on the test split."""
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, average="macro", zero_division=0
-    )
-    return {
-        "test_acc": float(accuracy_score(y_true, y_pred)),
-        "test_precision": float(precision),
-        "test_recall": float(recall),
-        "test_f1": float(f1),
-    }
+@dataclass(frozen=True)
+class Evaluation:
+    """The best trial's predictions on the held-out test split, and what they score."""
+
+    y_true: np.ndarray  # int labels
+    y_pred: np.ndarray
+    classes: tuple[str, ...]
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Accuracy and macro precision / recall / F1."""
+        precision, recall, f1, _ = precision_recall_fscore_support(
+            self.y_true, self.y_pred, average="macro", zero_division=0
+        )
+        return {
+            "test_acc": float(accuracy_score(self.y_true, self.y_pred)),
+            "test_precision": float(precision),
+            "test_recall": float(recall),
+            "test_f1": float(f1),
+        }
