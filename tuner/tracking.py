@@ -148,10 +148,11 @@ class TrialRecorder(tune.Callback):
         self.mode = mode
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self.best_values: dict[str, float] = {}
+        self.nodes: dict[str, str] = {}  # Tune trial id -> Ray node id it last reported from
         self._client: MlflowClient | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_client": None, "runs": {}, "best_values": {}}
+        return {**self.__dict__, "_client": None, "runs": {}, "best_values": {}, "nodes": {}}
 
     @property
     def client(self) -> MlflowClient:
@@ -208,6 +209,10 @@ class TrialRecorder(tune.Callback):
             if isinstance(result.get(key), int | float)
         ]
         metrics.append(Metric("epoch", step, now, step))
+        node = result.get("node_id")
+        if node and self.nodes.get(trial.trial_id) != node:  # where it runs (it may move)
+            self.nodes[trial.trial_id] = node
+            self.client.set_tag(run_id, "tuner.node_id", str(node))
         value = result.get(self.metric)
         if isinstance(value, int | float) and math.isfinite(value):
             previous = self.best_values.get(trial.trial_id)

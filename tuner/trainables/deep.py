@@ -352,6 +352,7 @@ def train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
             "lr": trial.optimizer.param_groups[0]["lr"],
             "epochs": trial.epochs,
             "diverged": False,
+            "node_id": ray.get_runtime_context().get_node_id(),
         }
         trial.remember_if_best(metrics)
         with tempfile.TemporaryDirectory() as directory:
