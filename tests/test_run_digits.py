@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC = """\
 name: digits_e2e
 data: {dataset: digits, seed: 0}
-search: {algorithm: optuna, num_samples: 4, max_concurrent: 2, seed: 0}
+search: {algorithm: optuna, num_samples: 3, max_concurrent: 2, seed: 0}
 scheduler: {type: asha, max_epochs: 3, grace_period: 1, reduction_factor: 2}
 resources: {cpu: 1}
 space:
@@ -41,7 +41,18 @@ def finished_run(ray_session, tmp_path_factory):
     spec = tmp / "digits_e2e.yaml"
     spec.write_text(SPEC)
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    code = main(["run", str(spec), "--tracking-uri", uri, "--storage", str(tmp / "ray")])
+    code = main(
+        [
+            "run",
+            str(spec),
+            "--tracking-uri",
+            uri,
+            "--storage",
+            str(tmp / "ray"),
+            "--num-samples",
+            "4",
+        ]
+    )
     assert code == 0
     return uri, tmp
 
@@ -62,6 +73,7 @@ def test_parent_run_holds_spec_best_config_and_test_metrics(finished_run):
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert parent.info.run_name == "digits_e2e"
+    assert parent.data.tags["tuner.overrides"] == "search.num_samples=4"  # the CLI flag won
     assert 0.5 < parent.data.metrics["test_acc"] <= 1.0
     assert 0.0 < parent.data.metrics["best_val_acc"] <= 1.0
     for name in ("test_precision", "test_recall", "test_f1"):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tuner.cli import main
-from tuner.spec import load_spec
+from tuner.spec import load_spec, masked_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 VALID = """\
@@ -134,3 +134,8 @@ def test_set_override_with_a_bad_value_names_the_flag(tmp_path, capsys, monkeypa
 )
 def test_every_shipped_spec_validates(spec_file):
     assert load_spec(spec_file).name
+
+
+def test_secret_looking_overrides_are_masked_for_mlflow():
+    line = masked_overrides(["search.num_samples=7", "data.options.api_key=abc", "x.TOKEN=t"])
+    assert line == "search.num_samples=7; data.options.api_key=***; x.TOKEN=***"

@@ -133,7 +133,12 @@ def _run(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={value}")
     spec = load_spec(args.spec, overrides)
     return _search(
-        spec, args.spec, args, resume=args.resume, resume_hint=f"run {args.spec} --resume"
+        spec,
+        args.spec,
+        args,
+        resume=args.resume,
+        resume_hint=f"run {args.spec} --resume",
+        overrides=overrides,
     )
 
 
@@ -158,7 +163,13 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _search(
-    spec: Any, spec_path: Path, args: argparse.Namespace, *, resume: bool, resume_hint: str
+    spec: Any,
+    spec_path: Path,
+    args: argparse.Namespace,
+    *,
+    resume: bool,
+    resume_hint: str,
+    overrides: list[str] | None = None,
 ) -> int:
     from tuner.runner import Interrupted, run_search
     from tuner.summary import print_summary
@@ -171,6 +182,7 @@ def _search(
             storage=args.storage,
             address=args.address,
             resume=resume,
+            overrides=overrides or [],
         )
     except Interrupted as stopped:
         print(

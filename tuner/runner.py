@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import data
 from tuner import space as space_lang
 from tuner.errors import UsageError
 from tuner.results import TrialRecord, trials_of
-from tuner.spec import Spec
+from tuner.spec import Spec, masked_overrides
 from tuner.tracking import Experiment, TrialRecorder, default_tracking_uri
 from tuner.trainables import Settings, trainable_module
 
@@ -50,6 +51,7 @@ def run_search(
     storage: str | None = None,
     address: str | None = None,
     resume: bool = False,
+    overrides: Sequence[str] = (),
 ) -> Summary:
     """Run (or resume) the search a validated spec describes; MLflow records every trial."""
     splits = _load_data(spec)
@@ -87,6 +89,7 @@ def run_search(
                 "tuner.mode": spec.mode,
                 "tuner.storage": experiment_path,
                 "tuner.sampled": ",".join(space_lang.sampled_keys(tree)),
+                "tuner.overrides": masked_overrides(overrides),
             },
         )
         tuner = _new_tuner(spec, tree, function, storage, experiment)
