@@ -41,13 +41,8 @@ def _finished_epochs(db: Path) -> int:
         return 0
 
 
-@pytest.mark.slow
-def test_sigkill_then_resume_records_every_trial_once(ray_session, tmp_path):
-    spec = tmp_path / "digits_resume.yaml"
-    spec.write_text(SPEC)
-    db = tmp_path / "mlflow.db"
-    uri = f"sqlite:///{db}"
-    storage = tmp_path / "ray"
+def _run_and_kill(spec: Path, uri: str, storage: Path, after_epochs: int) -> None:
+    """Start `tuner run` in its own session and SIGKILL it, with the Ray it started, midway."""
     command = [
         sys.executable,
         "-m",
@@ -59,35 +54,49 @@ def test_sigkill_then_resume_records_every_trial_once(ray_session, tmp_path):
         "--storage",
         str(storage),
     ]
-    # Its own session, so the kill takes the driver and the Ray it started, as a crash would.
+    db = Path(uri.removeprefix("sqlite:///"))
     driver = subprocess.Popen(
         command,
-        cwd=tmp_path,
+        cwd=spec.parent,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 240
-        while _finished_epochs(db) < 8 and time.monotonic() < deadline:
+        while _finished_epochs(db) < after_epochs and time.monotonic() < deadline:
             assert driver.poll() is None, "the search ended before it could be killed"
             time.sleep(0.5)
-        assert _finished_epochs(db) >= 8, "the search never got going"
+        assert _finished_epochs(db) >= after_epochs, "the search never got going"
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
 
+
+def _runs(uri: str, name: str) -> tuple[list, list, list]:
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("digits_resume")
-    before = client.search_runs([experiment.experiment_id])
-    assert any(run.info.status == "RUNNING" for run in before)  # the crash left runs open
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("tuner.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("tuner.role") == "trial"]
+    return runs, parents, children
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_records_every_trial_once(ray_session, tmp_path):
+    spec = tmp_path / "digits_resume.yaml"
+    spec.write_text(SPEC)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = tmp_path / "ray"
+    _run_and_kill(spec, uri, storage, after_epochs=8)
+    runs, _, _ = _runs(uri, "digits_resume")
+    assert any(run.info.status == "RUNNING" for run in runs)  # the crash left runs open
 
     code = main(["run", str(spec), "--resume", "--tracking-uri", uri, "--storage", str(storage)])
     assert code == 0
 
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("tuner.role") == "parent"]
-    children = [r for r in runs if r.data.tags.get("tuner.role") == "trial"]
+    client = MlflowClient(uri)
+    runs, parents, children = _runs(uri, "digits_resume")
     assert len(parents) == 1  # the resumed search continued the same parent run
     trial_ids = [c.data.tags["tuner.trial_id"] for c in children]
     assert len(trial_ids) == NUM_TRIALS
@@ -100,3 +109,39 @@ def test_sigkill_then_resume_records_every_trial_once(ray_session, tmp_path):
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["test_acc"] >= 0.9
+
+
+SOAK = """\
+name: soak
+data: {dataset: digits, seed: 0}
+search: {algorithm: random, num_samples: 40, seed: 1}
+scheduler: {type: asha, max_epochs: 3, grace_period: 1, reduction_factor: 2}
+max_failures: 2
+resources: {cpu: 1}
+space:
+  model: {name: simple_cnn, width: {int: [8, 24]}, depth: 2}
+  optimizer: {name: adam, lr: {loguniform: [1e-3, 1e-2]}}
+  batch_size: 64
+  fault: {epoch: {choice: [0, 0, 0, 0, 2]}}  # ~20% of trials raise in epoch 2 (0: never)
+"""
+
+
+@pytest.mark.slow
+def test_soak_40_trials_with_failures_and_a_driver_kill(ray_session, tmp_path):
+    spec = tmp_path / "soak.yaml"
+    spec.write_text(SOAK)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = tmp_path / "ray"
+    _run_and_kill(spec, uri, storage, after_epochs=30)
+    assert main(["resume", "soak", "--tracking-uri", uri, "--storage", str(storage)]) == 0
+
+    runs, parents, children = _runs(uri, "soak")
+    trial_ids = [c.data.tags["tuner.trial_id"] for c in children]
+    assert len(parents) == 1
+    assert len(set(trial_ids)) == 40  # 40/40 trials accounted for
+    assert len(trial_ids) == 40  # 0 duplicates
+    assert [r.info.run_id for r in runs if r.info.status == "RUNNING"] == []  # 0 left RUNNING
+    statuses = {c.data.tags["tuner.status"] for c in children}
+    assert statuses <= {"completed", "early_stopped"}  # every injected failure was retried
+    faulty = [c for c in children if c.data.params["fault.epoch"] == "2"]
+    assert 3 <= len(faulty) <= 16
