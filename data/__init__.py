@@ -5,7 +5,7 @@ can be shared between trials; models and trainers convert to float on their own 
 This package never imports Ray or MLflow.
 """
 
-from data.registry import DATASETS, DatasetError, RawDataset, Splits, load, register
 from data import loaders  # noqa: F401  (registers the built-in datasets)
+from data.registry import DATASETS, DatasetError, RawDataset, Splits, load, register
 
 __all__ = ["DATASETS", "DatasetError", "RawDataset", "Splits", "load", "register"]

@@ -1,5 +1,5 @@
 """Dataset loaders; importing this package registers each of them."""
 
-from data.loaders import digits
+from data.loaders import cifar10, digits, idx, image_folder
 
-__all__ = ["digits"]
+__all__ = ["cifar10", "digits", "idx", "image_folder"]
