@@ -1,8 +1,14 @@
 """Batched data augmentation: tensor ops on a whole batch, on the batch's device.
 
 No PIL and no per-image Python loop: each transform draws one random vector for the batch and
-applies it with indexing or one ``grid_sample`` call, so augmenting costs about as much as a
-forward pass of a small layer (see bench/bench_data_path.py).
+applies it with index arithmetic, a mask, or one ``grid_sample`` call, so augmenting a batch
+costs about as much as one small layer (bench/bench_data_path.py: ~40x torchvision's
+per-image PIL pipeline on CPU).
+
+Transforms run on *normalised* float images, so "zero" fill (padding, rotation corners,
+erased rectangles) is the dataset's mean colour, as with torchvision's RandomErasing after
+Normalize. Random numbers come from ``generator`` when given (a seeded CPU generator gives the
+same augmentation on CPU and GPU), else from the default generator of the batch's device.
 """
 
 from __future__ import annotations
@@ -14,39 +20,88 @@ import torch
 import torch.nn.functional as F
 
 ERASE_SCALE = (0.02, 0.33)  # erased area as a fraction of the image (torchvision's defaults)
-ERASE_RATIO = (0.3, 3.3)  # erased rectangle's aspect ratio
+ERASE_RATIO = (0.3, 3.3)  # erased rectangle's height / width (torchvision's defaults)
+ERASE_ATTEMPTS = 10  # torchvision's RandomErasing tries 10 rectangles, then leaves the image be
+STATS_CHUNK = 4096  # images per step in channel_stats: bounds the float copy to ~50 MB at 32 px
+PADDING_MODES = ("zeros", "reflect")
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation
+# ---------------------------------------------------------------------------------------------
 
 
 def channel_stats(x_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of uint8 images (N, C, H, W), in 0..1 units."""
-    x = x_uint8.float() / 255
-    std = x.std(dim=(0, 2, 3))
-    return x.mean(dim=(0, 2, 3)), torch.where(std > 0, std, torch.ones_like(std))
+    """Per-channel mean and std of uint8 images (N, C, H, W), in 0..1 units (float32, (C,)).
+
+    A channel with no variation gets std 1, so normalising never divides by zero.
+    """
+    total = torch.zeros(x_uint8.shape[1], dtype=torch.float64, device=x_uint8.device)
+    squares = torch.zeros_like(total)
+    for chunk in x_uint8.split(STATS_CHUNK):  # chunks, not images: a handful of steps
+        chunk = chunk.to(torch.float64) / 255
+        total += chunk.sum(dim=(0, 2, 3))
+        squares += chunk.square().sum(dim=(0, 2, 3))
+    count = x_uint8.numel() / x_uint8.shape[1]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt()
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
+    return mean.float(), std.float()
 
 
-def to_float(x_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 images to normalised float: (x / 255 - mean) / std, per channel."""
-    return (x_uint8.float() / 255 - mean[:, None, None]) / std[:, None, None]
+def to_float(
+    x_uint8: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """uint8 images (N, C, H, W) to normalised float ``(x / 255 - mean) / std``, per channel."""
+    mean = mean.to(device=x_uint8.device, dtype=dtype)[:, None, None]
+    std = std.to(device=x_uint8.device, dtype=dtype)[:, None, None]
+    return (x_uint8.to(dtype) / 255 - mean) / std
+
+
+# ---------------------------------------------------------------------------------------------
+# The augmentation a trial asks for
+# ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Random transforms of a float batch (N, C, H, W); each image draws its own parameters."""
+    """Random transforms of a float batch (N, C, H, W); each image draws its own parameters.
 
-    crop_padding: int = 0  # pixels of zero padding before a random crop back to H x W
-    hflip: bool = False  # mirror left-right with probability 1/2
+    Applied in torchvision's usual order: crop, flip, rotation, erasing.
+    """
+
+    crop_padding: int = 0  # pixels padded on each side before a random crop back to H x W
+    hflip: bool = False  # mirror left-right, each image with probability ``hflip_p``
     rotation: float = 0.0  # maximum rotation, degrees (uniform in [-rotation, rotation])
-    erasing: float = 0.0  # probability of erasing a random rectangle (set to 0)
+    erasing: float = 0.0  # probability per image of erasing one random rectangle (set to 0)
+    padding_mode: str = "zeros"  # crop padding: "zeros" or "reflect" (airbench's choice)
+    hflip_p: float = 0.5  # probability of a flip when hflip is on
+
+    def __post_init__(self) -> None:
+        if self.crop_padding < 0 or self.rotation < 0:
+            raise ValueError("crop_padding and rotation must be >= 0")
+        if not (0 <= self.erasing <= 1 and 0 <= self.hflip_p <= 1):
+            raise ValueError("erasing and hflip_p are probabilities: between 0 and 1")
+        if self.padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES}")
 
     @property
     def enabled(self) -> bool:
+        """Whether any transform is on (a disabled one returns its input unchanged)."""
         return bool(self.crop_padding or self.hflip or self.rotation or self.erasing)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A new augmented batch, same shape, dtype and device as ``x`` (a float tensor)."""
+        if not x.is_floating_point():
+            raise TypeError(f"Augmentation needs float images (see to_float), got {x.dtype}")
         if self.crop_padding:
-            x = random_crop(x, self.crop_padding, generator)
+            x = random_crop(x, self.crop_padding, generator, padding_mode=self.padding_mode)
         if self.hflip:
-            x = random_hflip(x, 0.5, generator)
+            x = random_hflip(x, self.hflip_p, generator)
         if self.rotation:
             x = random_rotation(x, self.rotation, generator)
         if self.erasing:
@@ -54,65 +109,105 @@ class Augmentation:
         return x
 
 
-def _uniform(
-    n: int, low: float, high: float, generator: torch.Generator | None, like: torch.Tensor
+# ---------------------------------------------------------------------------------------------
+# The transforms, each vectorised over the batch
+# ---------------------------------------------------------------------------------------------
+
+
+def _rand(
+    shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor
 ) -> torch.Tensor:
-    # Random numbers come from a CPU generator (seedable, device-independent), then move.
-    values = torch.rand(n, generator=generator) * (high - low) + low
-    return values.to(
-        device=like.device, dtype=like.dtype if like.is_floating_point() else torch.float32
-    )
+    """Uniform [0, 1) float64 numbers from ``generator`` (else ``like``'s device's default
+    generator), returned on ``like``'s device."""
+    device = generator.device if generator is not None else like.device
+    values = torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
+    return values.to(device=like.device)
 
 
 def random_crop(
-    x: torch.Tensor, padding: int, generator: torch.Generator | None = None
+    x: torch.Tensor,
+    padding: int,
+    generator: torch.Generator | None = None,
+    *,
+    padding_mode: str = "zeros",
 ) -> torch.Tensor:
     """Pad every side by ``padding`` pixels, then cut each image at its own random offset."""
+    if padding == 0:
+        return x
     n, c, h, w = x.shape
-    padded = F.pad(x, (padding, padding, padding, padding))
-    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(x.device)
-    rows = offsets[0][:, None] + torch.arange(h, device=x.device)  # (N, H)
-    cols = offsets[1][:, None] + torch.arange(w, device=x.device)  # (N, W)
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    channel = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+    mode = "constant" if padding_mode == "zeros" else padding_mode
+    padded = F.pad(x, (padding, padding, padding, padding), mode=mode)
+    # Offsets uniform in 0..2*padding (inclusive), one (row, column) pair per image.
+    offsets = (_rand((2, n), generator, x) * (2 * padding + 1)).long()
+    rows = offsets[0][:, None] + torch.arange(h, device=x.device)  # (N, H) source rows
+    cols = offsets[1][:, None] + torch.arange(w, device=x.device)  # (N, W) source columns
+    # Two gathers (rows, then columns) instead of one 4-D fancy index: no (N, C, H, W) index.
+    picked_rows = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * padding))
+    return picked_rows.gather(3, cols[:, None, None, :].expand(n, c, h, w))
 
 
 def random_hflip(
-    x: torch.Tensor, p: float, generator: torch.Generator | None = None
+    x: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Mirror each image left-right with probability ``p``."""
-    flip = (torch.rand(len(x), generator=generator) < p).to(x.device)
+    flip = _rand((len(x),), generator, x) < p
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
 def random_rotation(
     x: torch.Tensor, degrees: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Rotate each image by its own angle in [-degrees, degrees] (bilinear, zero fill)."""
-    angles = _uniform(len(x), -degrees, degrees, generator, x) * (math.pi / 180)
+    """Rotate each image about its centre by its own angle, uniform in [-degrees, degrees]."""
+    if degrees == 0:
+        return x
+    return rotate(x, (_rand((len(x),), generator, x) * 2 - 1) * degrees)
+
+
+def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Rotate image i by ``degrees[i]`` counter-clockwise about its centre, in one grid_sample.
+
+    Bilinear, zero fill outside the image: the same pixels as torchvision's
+    ``transforms.functional.rotate(image, angle, BILINEAR)``.
+    """
+    n, _, h, w = x.shape
+    angles = torch.deg2rad(degrees.to(device=x.device, dtype=x.dtype))
     cos, sin = torch.cos(angles), torch.sin(angles)
     zero = torch.zeros_like(cos)
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # affine_grid maps each output pixel, in coordinates scaled to [-1, 1] per axis, to the input
+    # pixel it reads: one 2x3 matrix per image. The h / w factors undo that per-axis scaling so
+    # non-square images turn rigidly; the signs make positive angles counter-clockwise on screen
+    # (y grows downwards), as in torchvision.
+    theta = torch.stack(
+        [torch.stack([cos, -sin * h / w, zero], 1), torch.stack([sin * w / h, cos, zero], 1)], 1
+    )
+    grid = F.affine_grid(theta, [n, x.shape[1], h, w], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def random_erasing(
     x: torch.Tensor, p: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """With probability ``p`` per image, set a random rectangle to 0 (Zhong et al., 2017)."""
+    """With probability ``p`` per image, set one random rectangle to 0 (Zhong et al., 2017).
+
+    Like torchvision's RandomErasing: area a fraction ``ERASE_SCALE`` of the image, aspect ratio
+    log-uniform in ``ERASE_RATIO``; of ``ERASE_ATTEMPTS`` draws per image the first that fits is
+    used, and an image where none fits is left alone.
+    """
     n, _, h, w = x.shape
-    area = _uniform(n, *ERASE_SCALE, generator, x) * h * w
-    log_ratio = _uniform(n, math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1]), generator, x)
-    ratio = torch.exp(log_ratio)
-    eh = torch.sqrt(area * ratio).round().clamp(1, h)
-    ew = torch.sqrt(area / ratio).round().clamp(1, w)
-    top = (_uniform(n, 0, 1, generator, x) * (h - eh + 1)).floor()
-    left = (_uniform(n, 0, 1, generator, x) * (w - ew + 1)).floor()
-    erase = (torch.rand(n, generator=generator) < p).to(x.device)
-    rows = torch.arange(h, device=x.device, dtype=eh.dtype)[None, :]
-    cols = torch.arange(w, device=x.device, dtype=ew.dtype)[None, :]
+    draws = _rand((4, n, ERASE_ATTEMPTS), generator, x)
+    area = (ERASE_SCALE[0] + draws[0] * (ERASE_SCALE[1] - ERASE_SCALE[0])) * (h * w)
+    log_low, log_high = math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1])
+    ratio = torch.exp(log_low + draws[1] * (log_high - log_low))
+    heights = torch.sqrt(area * ratio).round()  # (N, attempts), pixels
+    widths = torch.sqrt(area / ratio).round()
+    fits = (heights < h) & (widths < w)
+    first = fits.float().argmax(dim=1, keepdim=True)  # first attempt that fits (0 if none)
+    eh, ew = heights.gather(1, first)[:, 0], widths.gather(1, first)[:, 0]
+    top = (draws[2, :, 0] * (h - eh + 1)).floor()
+    left = (draws[3, :, 0] * (w - ew + 1)).floor()
+    erase = (_rand((n,), generator, x) < p) & fits.any(dim=1)
+    rows = torch.arange(h, device=x.device)[None, :]
+    cols = torch.arange(w, device=x.device)[None, :]
     in_rows = (rows >= top[:, None]) & (rows < (top + eh)[:, None])  # (N, H)
     in_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])  # (N, W)
     mask = in_rows[:, :, None] & in_cols[:, None, :] & erase[:, None, None]  # (N, H, W)

@@ -1,74 +1,83 @@
-"""MNIST-format idx files (plain or gzipped): `mnist` and `fashion_mnist`."""
+"""The MNIST idx file format (plain or gzipped), shared by the `mnist` and `fashion_mnist` loaders.
+
+An idx file is a 4-byte magic number (0, 0, dtype code, ndim), ndim big-endian uint32 sizes,
+then the values. Images are (N, 28, 28) uint8, labels (N,) uint8.
+"""
 
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from data.registry import DatasetError, RawDataset, register
+from data.registry import DatasetError, RawDataset
 
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # package dataset-fashion-mnist
-FASHION_CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
-FILES = {
+UNSIGNED_BYTE = 0x08  # the only dtype code MNIST-style datasets use
+FILES = {  # split -> file name without .gz
     "train_x": "train-images-idx3-ubyte",
     "train_y": "train-labels-idx1-ubyte",
     "test_x": "t10k-images-idx3-ubyte",
     "test_y": "t10k-labels-idx1-ubyte",
 }
-IDX_DTYPE = {0x08: np.uint8}
+NDIM = {"train_x": 3, "train_y": 1, "test_x": 3, "test_y": 1}
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """One idx file: magic (0, 0, dtype, ndim), big-endian dims, then the data."""
+def read_idx(path: Path, dataset: str = "idx") -> np.ndarray:
+    """One idx file of unsigned bytes as a writable uint8 array; ``.gz`` files are decompressed."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as stream:
-        raw = stream.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPE:
-        raise DatasetError(f"{path} is not an idx file of unsigned bytes (bad magic number)")
+    try:
+        with opener(path, "rb") as stream:
+            raw = stream.read()
+    except (OSError, EOFError, zlib.error) as error:  # corrupt gzip streams raise all three
+        raise DatasetError(f"{dataset}: cannot read {path}: {error}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != UNSIGNED_BYTE:
+        raise DatasetError(
+            f"{dataset}: {path} is not an idx file of unsigned bytes (bad magic number)"
+        )
     ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DatasetError(f"{dataset}: {path} is truncated inside its header")
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).copy()  # writable for torch
+    data = np.frombuffer(raw, dtype=np.uint8, offset=header)
     if data.size != int(np.prod(dims)):
-        raise DatasetError(f"{path} is truncated: expected {dims}, found {data.size} values")
-    return data.reshape(dims)
+        raise DatasetError(
+            f"{dataset}: {path} is truncated: header says {dims}, found {data.size} values"
+        )
+    return data.reshape(dims).copy()  # copy: frombuffer is read-only, torch wants writable
 
 
-def _find(root: Path, stem: str) -> Path | None:
-    for name in (stem, f"{stem}.gz", stem.replace("-idx", ".idx")):
-        if (root / name).is_file():
-            return root / name
+def find_idx_dir(candidates: list[Path]) -> Path | None:
+    """The first directory among ``candidates`` holding all four idx files, else None."""
+    for directory in candidates:
+        if all(_find(directory, stem) for stem in FILES.values()):
+            return directory
     return None
 
 
 def load_idx_dir(root: Path, dataset: str, classes: tuple[str, ...]) -> RawDataset:
-    """The four idx files of an MNIST-format dataset in ``root`` (official test split kept)."""
+    """The four idx files of an MNIST-format dataset in ``root``; the official test split kept."""
     paths = {key: _find(root, stem) for key, stem in FILES.items()}
-    missing = [FILES[key] for key, path in paths.items() if path is None]
-    if missing:
-        raise DatasetError(
-            f"{dataset}: no idx files under {root} (missing {', '.join(missing)}[.gz]); "
-            f"download with `python -m tuner data fetch {dataset} --root {root}` "
-            "or point data.root at them"
-        )
-    arrays = {key: read_idx(path) for key, path in paths.items()}
+    if None in paths.values():
+        raise DatasetError(missing_message(dataset, root, [root]))
+    arrays = {key: read_idx(path, dataset) for key, path in paths.items()}
+    for key, array in arrays.items():
+        if array.ndim != NDIM[key]:
+            raise DatasetError(
+                f"{dataset}: {paths[key]} has {array.ndim} dimensions, expected {NDIM[key]}"
+            )
     for split in ("train", "test"):
         if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
             raise DatasetError(f"{dataset}: {split} images and labels differ in count under {root}")
+    labels = np.concatenate([arrays["train_y"], arrays["test_y"]])
+    if labels.size and labels.max() >= len(classes):
+        raise DatasetError(
+            f"{dataset}: labels under {root} go up to {labels.max()}, expected < {len(classes)}"
+        )
     return RawDataset(
-        x=arrays["train_x"][:, None],
+        x=arrays["train_x"][:, None],  # add the channel axis: (N, 1, H, W)
         y=arrays["train_y"].astype(np.int64),
         classes=classes,
         test_x=arrays["test_x"][:, None],
@@ -76,25 +85,20 @@ def load_idx_dir(root: Path, dataset: str, classes: tuple[str, ...]) -> RawDatas
     )
 
 
-@register("mnist")
-def mnist(root: Path | None = None) -> RawDataset:
-    """MNIST from its idx files in ``root``."""
-    if root is None:
-        raise DatasetError(
-            "mnist: set data.root to a directory of MNIST idx files; download them with "
-            "`python -m tuner data fetch mnist --root DIR` where a network exists"
-        )
-    return load_idx_dir(root, "mnist", tuple(str(c) for c in range(10)))
+def missing_message(dataset: str, root: Path, looked: list[Path]) -> str:
+    """One line: what is missing, every directory searched, and how to get the files."""
+    where = ", ".join(str(p) for p in looked)
+    return (
+        f"{dataset}: no idx files under {where} (looked for {FILES['train_x']}[.gz] and the "
+        f"other three); download with `python -m tuner data fetch {dataset} --root {root}` "
+        "or point data.root at them"
+    )
 
 
-@register("fashion_mnist")
-def fashion_mnist(root: Path | None = None) -> RawDataset:
-    """Fashion-MNIST from ``root``, or from Debian's dataset-fashion-mnist when root is unset."""
-    if root is None:
-        if not DEBIAN_FASHION_MNIST.is_dir():
-            raise DatasetError(
-                f"fashion_mnist: not found at {DEBIAN_FASHION_MNIST}; install it with "
-                "`apt-get install dataset-fashion-mnist`, or set data.root to its idx files"
-            )
-        root = DEBIAN_FASHION_MNIST
-    return load_idx_dir(root, "fashion_mnist", FASHION_CLASSES)
+def _find(directory: Path, stem: str) -> Path | None:
+    # Some mirrors write "train-images.idx3-ubyte"; torchvision keeps both plain and .gz.
+    for name in (stem, stem.replace("-idx", ".idx")):
+        for candidate in (directory / name, directory / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None

@@ -1,4 +1,8 @@
-"""A folder of images, one sub-folder per class (cats/, dogs/; 15-scene's bedroom/, ...)."""
+"""A folder of images, one sub-folder per class (cats/, dogs/; 15-scene's bedroom/, ...).
+
+Images of any size and format OpenCV reads are decoded once, resized to a square and kept as
+uint8 (N, C, size, size): a few thousand photos at 64 px are a few tens of MB in memory.
+"""
 
 from __future__ import annotations
 
@@ -19,19 +23,29 @@ def image_folder(
     *,
     image_size: int = 64,
     grayscale: bool = False,
-    test_root: str | None = None,
+    test_root: str | Path | None = None,
 ) -> RawDataset:
-    """Images of any size resized to ``image_size`` (pixels, square); ``test_root`` is an
-    optional separate test folder with the same class sub-folders."""
+    """Images under ``root/<class>/`` resized to ``image_size`` x ``image_size`` pixels.
+
+    ``grayscale`` gives 1 channel, else 3 (RGB). ``test_root`` is an optional separate test
+    folder with the same class sub-folders; without it ``load`` carves a test split out.
+    Unreadable files are skipped with one warning giving their count.
+    """
     if root is None:
-        raise DatasetError("image_folder: set data.root to a folder with one sub-folder per class")
-    x, y, classes = _read_tree(root, image_size, grayscale)
+        raise DatasetError(
+            "image_folder: data.root is not set; point it at a folder with one sub-folder "
+            "of images per class"
+        )
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise DatasetError(f"image_folder: image_size must be a positive int, got {image_size!r}")
+    x, y, classes = _read_tree(root, image_size, bool(grayscale))
     if test_root is None:
         return RawDataset(x, y, classes)
-    test_x, test_y, test_classes = _read_tree(Path(test_root).expanduser(), image_size, grayscale)
+    test_dir = Path(test_root).expanduser()
+    test_x, test_y, test_classes = _read_tree(test_dir, image_size, bool(grayscale))
     if test_classes != classes:
         raise DatasetError(
-            f"image_folder: test_root {test_root} has classes {list(test_classes)}, "
+            f"image_folder: test_root {test_dir} has classes {list(test_classes)}, "
             f"but {root} has {list(classes)}; they must match"
         )
     return RawDataset(x, y, classes, test_x, test_y)
@@ -40,39 +54,55 @@ def image_folder(
 def _read_tree(
     root: Path, size: int, grayscale: bool
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Every image under ``root``'s class folders, its label, and the class (folder) names."""
     if not root.is_dir():
-        raise DatasetError(f"image_folder: {root} is not a directory; set data.root to your images")
+        raise DatasetError(
+            f"image_folder: {root} is not a directory; point data.root (or test_root) at a "
+            "folder with one sub-folder of images per class"
+        )
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(folders) < 2:
         raise DatasetError(
-            f"image_folder: {root} needs one sub-folder per class (2 or more), found {len(folders)}"
+            f"image_folder: {root} needs one sub-folder of images per class (2 or more), "
+            f"found {len(folders)}"
         )
     images, labels, unreadable = [], [], 0
     for label, folder in enumerate(folders):
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = _image_files(folder)
         if not files:
-            kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+            kinds = " ".join(sorted(IMAGE_SUFFIXES))
             raise DatasetError(f"image_folder: class folder {folder} has no images ({kinds})")
-        for path in files:
-            image = _decode(path, size, grayscale)
-            if image is None:
-                unreadable += 1
-                continue
-            images.append(image)
-            labels.append(label)
+        decoded = [
+            image for image in (_decode(p, size, grayscale) for p in files) if image is not None
+        ]
+        if not decoded:
+            raise DatasetError(f"image_folder: none of the {len(files)} images in {folder} decode")
+        unreadable += len(files) - len(decoded)
+        images += decoded
+        labels += [label] * len(decoded)
     if unreadable:
         warnings.warn(
-            f"image_folder: skipped {unreadable} unreadable image(s) under {root}", stacklevel=2
+            f"image_folder: skipped {unreadable} unreadable image(s) under {root}", stacklevel=3
         )
-    if not images:
-        raise DatasetError(f"image_folder: no readable images under {root}")
     return np.stack(images), np.asarray(labels, dtype=np.int64), tuple(f.name for f in folders)
 
 
+def _image_files(folder: Path) -> list[Path]:
+    """Image files below ``folder`` by suffix, sorted; hidden ones (macOS ``._x.jpg``) left out."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
+
+
 def _decode(path: Path, size: int, grayscale: bool) -> np.ndarray | None:
-    """One image as uint8 (C, size, size), or None when it can't be decoded."""
-    flag = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
-    image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flag)
+    """One image as uint8 (C, size, size), or None when OpenCV can't decode it."""
+    flag = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR  # both give 8-bit pixels
+    try:
+        image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flag)
+    except (OSError, cv2.error):  # unreadable file, or an empty one (imdecode rejects those)
+        return None
     if image is None:
         return None
     # INTER_AREA averages pixels when shrinking, which avoids aliasing on large photos.

@@ -1,0 +1,122 @@
+"""`image_folder`: PNG / JPEG files of varying sizes, one sub-folder per class."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import data
+
+
+def test_images_are_resized_unreadable_ones_skipped_and_a_test_folder_used(
+    tmp_path, fashion, write_image_tree
+):
+    x, y = fashion
+    train = write_image_tree(tmp_path / "train", x[:600], y[:600], classes=4)
+    test = write_image_tree(tmp_path / "test", x[600:], y[600:], classes=4)
+    (tmp_path / "train" / "class_0" / "broken.png").write_bytes(b"not an image")
+    (tmp_path / "train" / "class_1" / "empty.jpg").write_bytes(b"")
+    (tmp_path / "train" / "class_1" / "._0001.jpg").write_bytes(b"macOS metadata")  # hidden
+    (tmp_path / "train" / "class_2" / "notes.txt").write_text("not an image suffix")
+    with pytest.warns(UserWarning, match="skipped 2 unreadable image"):
+        splits = data.load(
+            "image_folder",
+            root=tmp_path / "train",
+            val_fraction=0.25,
+            test_fraction=0.9,  # ignored: test_root is the test split
+            image_size=20,
+            grayscale=True,
+            test_root=tmp_path / "test",
+        )
+    assert splits.classes == ("class_0", "class_1", "class_2", "class_3")
+    assert splits.train_x.shape[1:] == (1, 20, 20) and splits.train_x.dtype == torch.uint8
+    assert len(splits.train_y) + len(splits.val_y) == sum(train.values())
+    assert len(splits.test_y) == sum(test.values())
+    counts = [test[name] for name in splits.classes]
+    assert np.bincount(splits.test_y, minlength=4).tolist() == counts
+    # Stratified: val holds a quarter of each class, to within one image.
+    train_counts = np.array([train[name] for name in splits.classes])
+    assert np.abs(np.bincount(splits.val_y, minlength=4) - train_counts / 4).max() <= 1
+
+
+def test_pixels_keep_their_values_colour_order_and_the_default_size(tmp_path):
+    for name, bgr in (("blue", (255, 0, 0)), ("red", (0, 0, 255))):
+        (tmp_path / name).mkdir()
+        for index, size in enumerate((10, 64, 100)):  # smaller, equal to, larger than 64 px
+            cv2.imwrite(
+                str(tmp_path / name / f"{index}.png"), np.full((size, size, 3), bgr, np.uint8)
+            )
+    raw = data.DATASETS["image_folder"](tmp_path)
+    assert raw.x.shape == (6, 3, 64, 64) and raw.classes == ("blue", "red")
+    red = raw.x[raw.y == 1]
+    assert (red[:, 0] == 255).all() and (red[:, 1:] == 0).all()  # RGB, not OpenCV's BGR
+    assert raw.test_x is None  # load() makes the test split
+
+
+def test_a_png_at_the_target_size_round_trips_exactly(tmp_path, digits):
+    x, _ = digits
+    for name, images in (("a", x[:5]), ("b", x[5:10])):
+        (tmp_path / name).mkdir()
+        for index, image in enumerate(images):
+            cv2.imwrite(str(tmp_path / name / f"{index}.png"), image[0])
+    raw = data.DATASETS["image_folder"](tmp_path, image_size=8, grayscale=True)
+    assert np.array_equal(raw.x, x[:10])
+
+
+def _tree(root, layout: str) -> None:
+    if layout == "missing":
+        return
+    root.mkdir()
+    if layout == "empty":
+        return
+    for name in ("a", "b"):
+        (root / name).mkdir()
+        cv2.imwrite(str(root / name / "x.png"), np.zeros((8, 8), np.uint8))
+    if layout == "one_class":
+        for path in (root / "b").iterdir():
+            path.unlink()
+        (root / "b").rmdir()
+    elif layout == "three_classes":
+        (root / "c").mkdir()
+        cv2.imwrite(str(root / "c" / "x.png"), np.zeros((8, 8), np.uint8))
+    elif layout == "empty_class":
+        (root / "c").mkdir()
+        (root / "c" / "readme.txt").write_text("no images here")
+    elif layout == "unreadable_class":
+        (root / "c").mkdir()
+        (root / "c" / "x.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ("missing", "images is not a directory; point data.root"),
+        ("empty", r"needs one sub-folder of images per class \(2 or more\), found 0"),
+        ("one_class", r"\(2 or more\), found 1"),
+        ("empty_class", r"class folder .*images/c has no images \(\.bmp"),
+        ("unreadable_class", r"none of the 1 images in .*images/c decode"),
+    ],
+)
+def test_bad_folders_are_one_line_dataset_errors(tmp_path, layout, message):
+    root = tmp_path / "images"
+    _tree(root, layout)
+    with pytest.raises(data.DatasetError, match=message) as error:
+        data.load("image_folder", root=root)
+    assert "\n" not in str(error.value)
+
+
+def test_test_root_must_have_the_same_classes(tmp_path):
+    _tree(tmp_path / "images", "two_classes")
+    _tree(tmp_path / "other", "three_classes")
+    with pytest.raises(data.DatasetError, match=r"test_root .*other has classes \['a', 'b', 'c'\]"):
+        data.load("image_folder", root=tmp_path / "images", test_root=str(tmp_path / "other"))
+
+
+@pytest.mark.parametrize("options", [{}, {"image_size": 0}, {"image_size": "64"}])
+def test_image_folder_needs_a_root_and_a_positive_size(tmp_path, options):
+    _tree(tmp_path / "images", "two_classes")
+    root = tmp_path / "images" if options else None
+    with pytest.raises(data.DatasetError, match=r"data\.root is not set|image_size must be"):
+        data.load("image_folder", root=root, **options)
