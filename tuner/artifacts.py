@@ -1,0 +1,325 @@
+"""Plots and tables of a finished search, logged as artifacts of its parent MLflow run.
+
+Everything is read back from MLflow (the child runs' params, tags and metric histories), so the
+same code serves a search that just ended and one resumed after a crash. Each artifact is drawn
+on its own: one that can't be drawn (too few trials for importances, a trainable that reports
+no losses) is skipped with a warning, and nothing here ever fails the search.
+
+On the parent run:
+
+    plots/confusion_matrix.png        counts and row-normalised, class names on both axes
+    plots/learning_curves.png         train/val loss and accuracy of the top-k trials (2x2)
+    plots/optuna_history.png          Optuna's own plots, rebuilt from the finished trials
+    plots/optuna_importances.png
+    plots/optuna_parallel_coordinate.png
+    plots/optuna_slice.png
+    results/confusion_matrix.json     {"classes": [...], "matrix": [[count, ...], ...]}
+    results/trials.csv                one row per trial: id, status, value, epochs, every param
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+import numpy as np
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from tuner.results import TrialRecord, trials_of
+from tuner.trainables.metrics import Evaluation
+
+if TYPE_CHECKING:
+    import optuna
+    from matplotlib.figure import Figure
+
+PLOTS = "plots"
+RESULTS = "results"
+CURVES = (  # the 2x2 learning-curve panels: (metric, title), row by row
+    ("train_loss", "train loss"),
+    ("val_loss", "validation loss"),
+    ("train_acc", "train accuracy"),
+    ("val_acc", "validation accuracy"),
+)
+DPI = 110  # ~A4-width figures stay under ~150 kB each
+MAX_ANNOTATED_CLASSES = 20  # above this, confusion-matrix cells are colour only (text unreadable)
+LOG_SCALE_RATIO = 20.0  # a positive float param spanning more than this ratio is shown log-scale
+OPTUNA_PLOTS = {  # artifact name -> function of optuna.visualization.matplotlib
+    "optuna_history": "plot_optimization_history",
+    "optuna_importances": "plot_param_importances",
+    "optuna_parallel_coordinate": "plot_parallel_coordinate",
+    "optuna_slice": "plot_slice",
+}
+
+
+def log_search_artifacts(
+    client: MlflowClient, parent_run_id: str, evaluation: Evaluation, *, top_k: int = 4
+) -> None:
+    """Log the confusion matrix, learning curves, Optuna plots and the trials CSV on the parent.
+
+    ``evaluation`` is the best trial's test-split evaluation; ``top_k`` trials get learning
+    curves. Problems become warnings: a search is never failed by its plots.
+    """
+    matplotlib.use("Agg")  # no display: draw to files only
+    parent = client.get_run(parent_run_id)
+    trials = trials_of(client, parent)
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("confusion matrix", lambda: _log_confusion(client, parent_run_id, evaluation)),
+        ("trials CSV", lambda: _log_trials_csv(client, parent_run_id, parent, trials)),
+        ("learning curves", lambda: _log_curves(client, parent, trials[:top_k])),
+    ]
+    study = _attempt("Optuna study", lambda: study_of(client, parent, trials))
+    target = f"best {parent.data.tags.get('tuner.metric', 'val_acc')}"
+    for name in OPTUNA_PLOTS if study is not None else ():
+        steps.append((name, lambda n=name: _log_optuna(client, parent_run_id, study, n, target)))
+    for name, step in steps:
+        _attempt(name, step)
+
+
+def _attempt(what: str, step: Callable[[], Any]) -> Any:
+    try:
+        return step()
+    except Exception as error:  # a plot must never fail the search
+        warnings.warn(f"tuner: skipped the {what}: {error}", stacklevel=3)
+        return None
+
+
+def _save(client: MlflowClient, run_id: str, figure: Figure, name: str) -> None:
+    import matplotlib.pyplot as plt
+
+    try:
+        client.log_figure(
+            run_id, figure, f"{PLOTS}/{name}.png", save_kwargs={"dpi": DPI, "bbox_inches": "tight"}
+        )
+    finally:
+        plt.close(figure)
+
+
+# ---------------------------------------------------------------------------------------------
+# Confusion matrix
+# ---------------------------------------------------------------------------------------------
+
+
+def confusion(evaluation: Evaluation) -> np.ndarray:
+    """Counts (true class x predicted class), every class present even if never predicted."""
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(
+        evaluation.y_true, evaluation.y_pred, labels=np.arange(len(evaluation.classes))
+    )
+
+
+def _log_confusion(client: MlflowClient, run_id: str, evaluation: Evaluation) -> None:
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    counts = confusion(evaluation)
+    classes = list(evaluation.classes)
+    client.log_dict(
+        run_id,
+        {"classes": classes, "matrix": counts.tolist(), "total": int(counts.sum())},
+        f"{RESULTS}/confusion_matrix.json",
+    )
+    rows = counts.sum(axis=1, keepdims=True)
+    normalised = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    n = len(classes)
+    side = min(max(4.0, 0.45 * n + 2), 24.0)  # inches per panel: grows with the class count
+    figure, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side), layout="constrained")
+    annotate = n <= MAX_ANNOTATED_CLASSES
+    rotate = 45 if max(len(c) for c in classes) > 3 else 0
+    panels = ((counts, "d", "counts"), (normalised, ".2f", "row-normalised (recall per class)"))
+    for ax, (matrix, fmt, title) in zip(axes, panels, strict=True):
+        ConfusionMatrixDisplay(matrix, display_labels=classes).plot(
+            ax=ax,
+            cmap="Blues",
+            colorbar=False,
+            include_values=annotate,
+            values_format=fmt,
+            xticks_rotation=rotate,
+        )
+        ax.set_title(title)
+    accuracy = evaluation.metrics["test_acc"]
+    figure.suptitle(f"Test split: {int(counts.sum())} images, accuracy {accuracy:.4f}")
+    _save(client, run_id, figure, "confusion_matrix")
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning curves and the trials table
+# ---------------------------------------------------------------------------------------------
+
+
+def _log_curves(client: MlflowClient, parent: Run, trials: Sequence[TrialRecord]) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    histories = {
+        trial.trial_id: {key: _finite_history(client, trial.run_id, key) for key, _ in CURVES}
+        for trial in trials
+    }
+    if not any(len(steps) > 1 for h in histories.values() for steps, _ in h.values()):
+        raise ValueError("no trial reported a metric over more than one epoch")
+    metric = parent.data.tags.get("tuner.metric", "val_acc")
+    figure, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True, layout="constrained")
+    for ax, (key, title) in zip(axes.flat, CURVES, strict=True):
+        for trial in trials:
+            steps, values = histories[trial.trial_id][key]
+            value = "?" if trial.value is None else f"{trial.value:.4f}"
+            label = f"{trial.trial_id} ({metric} {value}, {trial.status})"
+            ax.plot(steps, values, marker="o", markersize=3, label=label)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0][0].legend(fontsize=8, title=f"top {len(trials)} trials")
+    figure.suptitle(f"Learning curves of the {len(trials)} best trials")
+    _save(client, parent.info.run_id, figure, "learning_curves")
+
+
+def _finite_history(client: MlflowClient, run_id: str, key: str) -> tuple[list[int], list[float]]:
+    history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+    points = [(m.step, m.value) for m in history if math.isfinite(m.value)]  # diverged: inf
+    return [s for s, _ in points], [v for _, v in points]
+
+
+def _log_trials_csv(
+    client: MlflowClient, run_id: str, parent: Run, trials: Sequence[TrialRecord]
+) -> None:
+    metric = parent.data.tags.get("tuner.metric", "val_acc")
+    params = sorted({key for trial in trials for key in trial.params})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["trial_id", "status", "best", f"best_{metric}", "epochs", *params, "run_id"])
+    for trial in trials:
+        value = "" if trial.value is None else repr(trial.value)
+        row = [trial.trial_id, trial.status, str(trial.best).lower(), value, trial.epochs]
+        writer.writerow([*row, *(trial.params.get(p, "") for p in params), trial.run_id])
+    client.log_text(run_id, buffer.getvalue(), f"{RESULTS}/trials.csv")
+
+
+# ---------------------------------------------------------------------------------------------
+# Optuna's plots, from a study rebuilt out of the MLflow child runs
+# ---------------------------------------------------------------------------------------------
+
+
+def study_of(client: MlflowClient, parent: Run, trials: Sequence[TrialRecord]) -> optuna.Study:
+    """An in-memory Optuna study holding every trial of a parent run, in start order.
+
+    Only the sampled parameters (the parent's ``tuner.sampled`` tag) are included; each gets a
+    distribution over the values seen (numbers: their range; anything else: categorical).
+    Trials without a value (errored before reporting) are recorded as failed.
+    """
+    import optuna
+
+    mode = parent.data.tags.get("tuner.mode", "max")
+    sampled = [k for k in parent.data.tags.get("tuner.sampled", "").split(",") if k]
+    keys = sampled or sorted({key for trial in trials for key in trial.params})
+    values = {k: [t.params[k] for t in trials if k in t.params] for k in keys}
+    distributions = {k: _distribution(v) for k, v in values.items() if v}
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created" in logs
+    try:
+        study = optuna.create_study(
+            study_name=parent.info.run_name,
+            direction="maximize" if mode == "max" else "minimize",
+        )
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    started = {run.info.run_id: run.info.start_time for run in _children(client, parent)}
+    for trial in sorted(trials, key=lambda t: started.get(t.run_id) or 0):
+        params = {
+            k: _decode(trial.params[k], distributions[k])
+            for k in distributions
+            if k in trial.params
+        }
+        finite = trial.value is not None and math.isfinite(trial.value)
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions={k: distributions[k] for k in params},
+                value=trial.value if finite else None,
+                state=optuna.trial.TrialState.COMPLETE if finite else optuna.trial.TrialState.FAIL,
+                user_attrs={"trial_id": trial.trial_id, "status": trial.status},
+            )
+        )
+    return study
+
+
+def _children(client: MlflowClient, parent: Run) -> list[Run]:
+    return client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        max_results=50000,
+    )
+
+
+def _number(text: str) -> int | float | None:
+    """``"32"`` -> 32, ``"0.01"`` -> 0.01; None for anything else (names, bools, lists)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _distribution(texts: Sequence[str]) -> optuna.distributions.BaseDistribution:
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    numbers = [_number(t) for t in texts]
+    if any(n is None for n in numbers):
+        return CategoricalDistribution(sorted(set(texts)))
+    low, high = min(numbers), max(numbers)
+    if all(isinstance(n, int) for n in numbers):
+        return IntDistribution(int(low), int(high))
+    log = low > 0 and high / low > LOG_SCALE_RATIO  # learning rates, weight decays
+    return FloatDistribution(float(low), float(high), log=log)
+
+
+def _decode(text: str, distribution: optuna.distributions.BaseDistribution) -> Any:
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    if isinstance(distribution, IntDistribution):
+        return int(text)
+    if isinstance(distribution, FloatDistribution):
+        return float(text)
+    return text
+
+
+def _log_optuna(
+    client: MlflowClient, run_id: str, study: optuna.Study, name: str, target: str
+) -> None:
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as plots
+
+    completed = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+    if name == "optuna_importances" and len(completed) < 2:
+        raise ValueError(f"importances need at least 2 completed trials, have {len(completed)}")
+    if not completed:
+        raise ValueError("no completed trial")
+    with warnings.catch_warnings():
+        # Optuna marks its matplotlib plots experimental and warns about small samples.
+        warnings.simplefilter("ignore")
+        axes = getattr(plots, OPTUNA_PLOTS[name])(study, target_name=target)
+    first = np.asarray(axes).flat[0]
+    figure = first.figure
+    if not first.has_data() and not first.lines and not first.collections:
+        plt.close(figure)
+        raise ValueError("Optuna drew nothing (too few trials or parameters)")
+    _save(client, run_id, figure, name)
+
+
+__all__ = ["confusion", "log_search_artifacts", "study_of"]
