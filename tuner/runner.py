@@ -64,6 +64,7 @@ def run_search(
         seed=spec.search.seed,
         metric=spec.metric,
         mode=spec.mode,
+        cache_dir=spec.cache_dir,  # expanded on each node: its own disk, its own home
     )
     tree = space_lang.parse(spec.space)
     if resume and not tune.Tuner.can_restore(experiment_path):

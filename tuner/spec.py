@@ -86,6 +86,7 @@ class Spec(_Strict):
     resources: ResourcesSpec = ResourcesSpec()
     tracking: TrackingSpec = TrackingSpec()
     max_failures: Annotated[int, Field(ge=0)] = 0  # retries of a failing trial
+    cache_dir: str = "~/.cache/tuner/features"  # classical features, on each node's own disk
     space: dict[str, Any] = {}
 
     @property

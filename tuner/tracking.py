@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,14 +23,24 @@ from tuner.space import trial_params
 
 PARENT_ROLE = "parent"
 TRIAL_ROLE = "trial"
-# Values Ray adds to every result that say nothing about the model.
-REPORTED = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+# What trials report that MLflow records per epoch (Ray adds more that says nothing of models).
+REPORTED = (
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_precision",
+    "val_recall",
+    "val_f1",
+    "lr",
+)
 MLFLOW_PARAM_LIMIT = 100  # params per log_batch call
 
 
 def default_tracking_uri() -> str:
-    """MLflow's own default, made explicit so `tuner best` / `tuner ui` find the same store."""
-    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    """$MLFLOW_TRACKING_URI, else MLflow's own default made explicit (so `tuner best` and
+    `tuner ui` find the same store as `tuner run`): sqlite:///mlflow.db in the cwd."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 def trial_status(last_result: Mapping[str, Any] | None, errored: bool = False) -> str:

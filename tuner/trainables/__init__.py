@@ -15,6 +15,7 @@ from types import ModuleType
 
 TRAINABLES = {
     "deep": "tuner.trainables.deep",
+    "classical": "tuner.trainables.classical",
 }
 
 
@@ -26,6 +27,7 @@ class Settings:
     seed: int
     metric: str  # what the search selects on, e.g. val_acc
     mode: str  # max or min
+    cache_dir: str | None = None  # the node-local feature cache of the classical trainable
 
     def better(self, value: float, than: float | None) -> bool:
         """Whether ``value`` of the metric beats ``than`` (None: nothing to beat yet)."""

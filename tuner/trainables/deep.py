@@ -17,7 +17,7 @@ import math
 import pickle
 import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,8 +31,9 @@ import models
 from data import Splits
 from data.augment import Augmentation, channel_stats, to_float
 from tuner import space as space_lang
-from tuner.spec import Spec, unknown_key
+from tuner.spec import Spec
 from tuner.trainables import Settings
+from tuner.trainables.checks import check_keys, check_metric, check_named
 from tuner.trainables.metrics import Evaluation
 
 if TYPE_CHECKING:
@@ -75,51 +76,13 @@ EVAL_BATCH = 1024  # images per forward pass when evaluating: no gradients, so l
 
 def check_space(tree: space_lang.Group, spec: Spec) -> None:
     """Refuse unknown settings and unknown model / optimizer / schedule names before Ray starts."""
-    if spec.metric not in METRICS:
-        raise space_lang.SpaceError(
-            "metric", f"must be one of {', '.join(METRICS)}, got {spec.metric!r}"
-        )
-    for key in tree.children:
-        if key not in CONFIG_KEYS:
-            raise space_lang.SpaceError(f"space.{key}", unknown_key(key, CONFIG_KEYS))
-    _check_named(tree, "model", models.MODELS, lambda name: list(models.model_options(name)))
-    _check_named(tree, "optimizer", OPTIMIZER_OPTIONS, lambda name: list(OPTIMIZER_OPTIONS[name]))
-    _check_named(tree, "schedule", SCHEDULE_OPTIONS, lambda name: list(SCHEDULE_OPTIONS[name]))
-    _check_keys(tree, "augment", AUGMENT_OPTIONS)
-    _check_keys(tree, "fault", FAULT_OPTIONS)
-
-
-def _check_keys(tree: space_lang.Group, key: str, allowed: tuple[str, ...]) -> None:
-    for _, children in space_lang.variants(tree.children.get(key)):
-        for option in children:
-            if option not in allowed:
-                raise space_lang.SpaceError(f"space.{key}.{option}", unknown_key(option, allowed))
-
-
-def _check_named(
-    tree: space_lang.Group,
-    key: str,
-    known: Mapping[str, Any],
-    options_of: Callable[[str], list[str]],
-) -> None:
-    """Check a ``{name: ..., options}`` setting: a known name, and options that name accepts."""
-    node = tree.children.get(key)
-    branched = isinstance(node, space_lang.Branches)
-    for name, children in space_lang.variants(node):
-        path = f"space.{key}.choice.{name}" if branched else f"space.{key}"
-        if name is None:
-            raise space_lang.SpaceError(
-                f"{path}.name", f"missing; known: {', '.join(sorted(known))}"
-            )
-        if name not in known:
-            raise space_lang.SpaceError(
-                path if branched else f"{path}.name",
-                f"unknown {key} {name!r}; known: {', '.join(sorted(known))}",
-            )
-        allowed = options_of(name)
-        for option in children:
-            if option not in allowed:
-                raise space_lang.SpaceError(f"{path}.{option}", unknown_key(option, allowed))
+    check_metric(spec, METRICS)
+    check_keys(tree, "", CONFIG_KEYS)
+    check_named(tree, "model", models.MODELS, lambda name: list(models.model_options(name)))
+    check_named(tree, "optimizer", OPTIMIZER_OPTIONS, lambda name: list(OPTIMIZER_OPTIONS[name]))
+    check_named(tree, "schedule", SCHEDULE_OPTIONS, lambda name: list(SCHEDULE_OPTIONS[name]))
+    check_keys(tree, "augment", AUGMENT_OPTIONS)
+    check_keys(tree, "fault", FAULT_OPTIONS)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""The classical trainable: features (tiny image / bag of SIFT) + kNN or a linear SVM.
+
+A trial's config:
+
+    features:   {name: tiny_image, size, grayscale, norm, zero_mean}
+                {name: bag_of_sift, step, patch_size, resize, vocab_size, sample_size, norm,
+                 pyramid_levels}
+    classifier: {name: knn, k, metric, p, weights} | {name: linear_svm, C}
+
+A trial fits on the train split and reports once. SIFT descriptors, vocabularies and histograms
+are cached on the node (``cache_dir`` in the spec), so a sweep over k / metric / weights computes
+them once for all its trials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import ray
+from ray import tune
+from sklearn.metrics import precision_recall_fscore_support
+from sklearn.pipeline import Pipeline
+
+from data import Splits
+from models.classical import CLASSIFIERS, FEATURES, build_pipeline, parameters
+from tuner import space as space_lang
+from tuner.spec import Spec
+from tuner.trainables import Settings
+from tuner.trainables.checks import check_keys, check_metric, check_named
+from tuner.trainables.metrics import Evaluation
+
+if TYPE_CHECKING:
+    from ray.tune import Result
+
+METRICS = ("val_acc", "val_f1")
+CONFIG_KEYS = ("features", "classifier")
+
+
+def check_space(tree: space_lang.Group, spec: Spec) -> None:
+    """Refuse unknown settings, features, classifiers and parameters before Ray starts."""
+    check_metric(spec, METRICS)
+    check_keys(tree, "", CONFIG_KEYS)
+    check_named(tree, "features", FEATURES, lambda name: list(parameters(FEATURES[name])))
+    check_named(tree, "classifier", CLASSIFIERS, lambda name: list(parameters(CLASSIFIERS[name])))
+
+
+def fit(config: Mapping[str, Any], splits: Splits, settings: Settings) -> Pipeline:
+    """The trial's pipeline, fitted on the train split (features come from the cache if there)."""
+    config = space_lang.clean_config(config)
+    pipeline = build_pipeline(
+        config.get("features") or {"name": "tiny_image"},
+        config.get("classifier") or {"name": "knn"},
+        cache_dir=settings.cache_dir,
+        seed=settings.seed,
+    )
+    return pipeline.fit(splits.train_x.numpy(), splits.train_y.numpy())
+
+
+def train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
+    """The Ray Tune function trainable: fit, score on the validation split, report once."""
+    pipeline = fit(config, splits, settings)
+    predicted = pipeline.predict(splits.val_x.numpy())
+    truth = splits.val_y.numpy()
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        truth, predicted, average="macro", zero_division=0
+    )
+    tune.report(
+        {
+            "val_acc": float((predicted == truth).mean()),
+            "val_precision": float(precision),
+            "val_recall": float(recall),
+            "val_f1": float(f1),
+            "epochs": 1,
+            "diverged": False,
+            "node_id": ray.get_runtime_context().get_node_id(),
+        }
+    )
+
+
+def evaluate_test(result: Result, splits: Splits, settings: Settings) -> Evaluation:
+    """Refit the best config (its features are cached) and classify the test split once."""
+    pipeline = fit(result.config, splits, settings)
+    return Evaluation(
+        splits.test_y.numpy(), pipeline.predict(splits.test_x.numpy()), splits.classes
+    )
