@@ -118,6 +118,7 @@ def log_best_model(
                 signature=infer_signature(example, getattr(model, method)(example)),
                 input_example=example,
                 pyfunc_predict_fn=method,
+                skops_trusted_types=_own_types(model),
                 code_paths=[str(_package_dir("models"))],  # the pipeline's own classes
                 pip_requirements=_requirements("scikit-learn", "opencv-contrib-python-headless"),
                 **common,
@@ -134,7 +135,7 @@ def _active_run(tracking_uri: str, run_id: str) -> Iterator[None]:
     """Make ``run_id`` mlflow's active run against ``tracking_uri``, restoring both afterwards.
 
     ``mlflow.<flavor>.log_model`` logs to the active run only; resuming the run would mark it
-    FINISHED when the block ends, so its status is put back to what it was.
+    FINISHED when the block ends, so its status and end time are put back as they were.
     """
     import mlflow
 
@@ -142,15 +143,15 @@ def _active_run(tracking_uri: str, run_id: str) -> Iterator[None]:
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
-    status = client.get_run(run_id).info.status
+    before = client.get_run(run_id).info
     try:
         with mlflow.start_run(run_id=run_id):
             yield
     finally:
-        if status == "RUNNING":
+        if before.status == "RUNNING":
             client.update_run(run_id, "RUNNING")
-        elif client.get_run(run_id).info.status != status:
-            client.set_terminated(run_id, status)
+        else:  # the run's own end, not the time the model was logged
+            client.set_terminated(run_id, before.status, end_time=before.end_time)
         mlflow.set_tracking_uri(previous_uri)
         mlflow.set_registry_uri(previous_registry)
 
@@ -169,6 +170,13 @@ def _requirements(*packages: str) -> list[str]:
         except PackageNotFoundError:
             pins.append(package)
     return pins
+
+
+def _own_types(estimator: Any) -> list[str]:
+    """The types skops won't load unless told to: our own pipeline's (``models.classical``)."""
+    import skops.io
+
+    return skops.io.get_untrusted_types(data=skops.io.dumps(estimator))
 
 
 def _package_dir(name: str) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
 import re
 import tempfile
 from collections import Counter
@@ -21,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from tuner.results import TrialRecord, latest_parent, trials_of
 
+PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 STATUSES = (  # (tag value, what the report calls it)
     ("completed", "completed"),
     ("early_stopped", "stopped early by ASHA"),
@@ -70,11 +72,19 @@ def write_report(
 def _download(client: MlflowClient, run_id: str, directory: Path) -> dict[str, Path]:
     """The run's spec, plots and results artifacts, by artifact path (missing ones skipped)."""
     files: dict[str, Path] = {}
-    for folder in ("spec", "plots", "results"):
-        if not client.list_artifacts(run_id, folder):
-            continue
-        local = Path(client.download_artifacts(run_id, folder, str(directory)))
-        files.update({f"{folder}/{p.name}": p for p in sorted(local.iterdir()) if p.is_file()})
+    quiet = os.environ.get(PROGRESS_BAR)
+    os.environ[PROGRESS_BAR] = "false"  # MLflow's per-download progress bars, in a report command
+    try:
+        for folder in ("spec", "plots", "results"):
+            if not client.list_artifacts(run_id, folder):
+                continue
+            local = Path(client.download_artifacts(run_id, folder, str(directory)))
+            files.update({f"{folder}/{p.name}": p for p in sorted(local.iterdir()) if p.is_file()})
+    finally:
+        if quiet is None:
+            del os.environ[PROGRESS_BAR]
+        else:
+            os.environ[PROGRESS_BAR] = quiet
     return files
 
 
@@ -98,7 +108,7 @@ def _page(
         f'<p class="meta">{html.escape(_run_line(parent))}</p>',
         "<h2>Trials</h2>",
         _table(["status", "trials"], _status_rows(trials)),
-        "<h2>Test metrics of the best trial</h2>",
+        "<h2>Metrics of the best trial</h2>",
         _table(["metric", "value"], sorted(parent.data.metrics.items(), key=_metric_order)),
         "<h2>Best config</h2>",
         _table(["parameter", "value"], _best_config(parent).items()),
@@ -149,7 +159,9 @@ def _metric_order(item: tuple[str, float]) -> tuple[int, str]:
 
 
 def _best_config(parent: Run) -> dict[str, str]:
-    return {k[5:]: v for k, v in sorted(parent.data.params.items()) if k.startswith("best.")}
+    return {
+        k[5:]: _short(v) for k, v in sorted(parent.data.params.items()) if k.startswith("best.")
+    }
 
 
 def _sampled(parent: Run, trials: Sequence[TrialRecord]) -> list[str]:
@@ -163,7 +175,7 @@ def _top_table(parent: Run, trials: Sequence[TrialRecord], top_k: int) -> str:
     head = ["#", "trial", f"best {metric}", "epochs", "status", *keys]
     rows = [
         [i, t.trial_id, t.value, t.epochs, t.status + (" (best)" if t.best else "")]
-        + [t.params.get(k, "") for k in keys]
+        + [_short(t.params.get(k, "")) for k in keys]
         for i, t in enumerate(trials[:top_k], 1)
     ]
     best = [t.best for t in trials[:top_k]]
@@ -187,9 +199,21 @@ def _cell(value: object) -> str:
 
 
 def _number(value: float) -> str:
+    """Counts with thousands separators, scores to 4 decimals, small values in e-notation."""
     if isinstance(value, int) or (math.isfinite(value) and value == int(value) and value > 100):
-        return f"{int(value):,}"  # counts, parameter counts
-    return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
+        return f"{int(value):,}"
+    if value == 0 or not math.isfinite(value) or abs(value) >= 1e-2:
+        return f"{value:.4f}"
+    return f"{value:.3e}"
+
+
+def _short(text: str) -> str:
+    """A float param as the report shows it (``0.06190490166774187`` -> ``0.0619``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return text if "." not in text and "e" not in text else _number(value)
 
 
 def _plots(files: Mapping[str, Path]) -> list[tuple[str, Path]]:
@@ -228,9 +252,9 @@ def _model_line(client: MlflowClient, run_id: str) -> str:
     v = max(versions, key=lambda v: int(v.version))
     return (
         "<h2>Model</h2>"
-        f"<p>registered as <code>{html.escape(v.name)}</code> version {html.escape(v.version)}: "
+        f"<p>registered as <code>{html.escape(v.name)}</code> version {v.version}: "
         f"<code>mlflow.pyfunc.load_model(&quot;models:/{html.escape(v.name)}/"
-        f"{html.escape(v.version)}&quot;)</code> or <code>python -m tuner predict "
+        f"{v.version}&quot;)</code> or <code>python -m tuner predict "
         f"{html.escape(v.name)} IMAGE...</code></p>"
     )
 
