@@ -1,9 +1,27 @@
-"""Classical image classification as scikit-learn estimators: tiny images and bags of dense
-SIFT words, classified by kNN or a linear SVM, with features cached on disk (report 004)."""
+"""Classical image classification as scikit-learn estimators (report 004, part 1).
 
+Tiny images or bags of dense SIFT words, classified by kNN or a linear SVM::
+
+    pipe = build_pipeline({"type": "bag_of_sift", "resize": 32, "vocab_size": 256},
+                          {"type": "knn", "k": 5}, cache_dir="~/.cache/tuner/features")
+    pipe.set_params(classifier__n_neighbors=3).fit(train_x, train_y)
+
+SIFT descriptors, vocabularies and histograms are cached on disk (``cache.py``), so a sweep
+over classifier settings computes them once. No Ray, no MLflow: plain NumPy, OpenCV, sklearn.
+"""
+
+from models.classical.bag_of_sift import BagOfSift
 from models.classical.cache import FeatureCache, array_digest, cache_key
-from models.classical.features import BagOfSift, TinyImage, extract_dense_sift
-from models.classical.pipeline import CLASSIFIERS, FEATURES, build_pipeline, parameters
+from models.classical.pipeline import (
+    CLASSIFIERS,
+    FEATURES,
+    build_pipeline,
+    knn,
+    linear_svm,
+    parameters,
+)
+from models.classical.sift import extract_dense_sift
+from models.classical.tiny_image import TinyImage
 
 __all__ = [
     "CLASSIFIERS",
@@ -15,5 +33,7 @@ __all__ = [
     "build_pipeline",
     "cache_key",
     "extract_dense_sift",
+    "knn",
+    "linear_svm",
     "parameters",
 ]

@@ -1,8 +1,14 @@
 """A disk cache of feature arrays, shared by every trial on a node and across experiments.
 
-Entries are ``.npy`` files named by a hash of what produced them, so nothing a user writes in a
-spec becomes part of a path. A file lock per entry makes concurrent trials compute an entry once;
-writes go to a temporary file that is renamed into place, so no reader sees a torn file.
+Layout: ``<cache_dir>/<kind>/<hash>.npy`` (kind = ``sift``, ``vocabulary``, ``histograms``) and a
+``<hash>.lock`` beside each entry. The hash covers everything that determines the array (see
+``cache_key``), so nothing a user types becomes part of a path, and an entry can be reused by any
+later experiment that asks for the same thing. Deleting the directory is always safe.
+
+Concurrency: a trial takes an exclusive ``flock`` on the entry's lock file before computing it,
+so two trials asking for the same entry at once compute it once (the second waits, then reads).
+Writes go to a temporary file in the same directory that is renamed into place, so a reader never
+sees a torn file, even if the writer is killed.
 """
 
 from __future__ import annotations
@@ -18,23 +24,33 @@ from typing import Any
 
 import numpy as np
 
+# Bump when the way an entry is computed changes, so stale entries are never read back.
+FORMAT_VERSION = 1
+
 
 def array_digest(array: np.ndarray) -> str:
-    """A content hash of an array (values, shape and dtype): the data's identity in cache keys."""
+    """A content hash of an array (its bytes, shape and dtype): the data's identity in keys."""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{array.shape}{array.dtype}".encode())
-    digest.update(np.ascontiguousarray(array).data)
+    digest.update(f"{array.shape}|{array.dtype.str}|".encode())
+    digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
     return digest.hexdigest()
 
 
 def cache_key(kind: str, **parts: Any) -> str:
-    """The one way a key is made: ``kind`` and a hash of the parts that determine the result."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return f"{kind}-{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"
+    """The one place a key is made: ``<kind>/<hash of the parts and the format version>``.
+
+    ``parts`` are JSON-able values (array digests, parameters); their order does not matter.
+    """
+    text = json.dumps({"format": FORMAT_VERSION, **parts}, sort_keys=True, default=str)
+    return f"{kind}/{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"
 
 
 class FeatureCache:
-    """``get(key, compute)``: the cached array, or compute it once, store it and return it."""
+    """``get(key, compute)``: the stored array, or ``compute()`` once, store it and return it.
+
+    With ``directory=None`` nothing is stored and every ``get`` computes. ``hits`` and
+    ``misses`` count how each ``get`` was answered (a miss is one computation).
+    """
 
     def __init__(self, directory: str | Path | None) -> None:
         self.directory = Path(directory).expanduser() if directory else None
@@ -42,24 +58,32 @@ class FeatureCache:
         self.misses = 0
 
     def get(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """The array stored under ``key``, computing and storing it first if it is missing."""
         if self.directory is None:
             self.misses += 1
             return compute()
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{key}.npy"
-        if path.exists():
+        if path.exists():  # the fast path: no lock needed, files only ever appear whole
             self.hits += 1
             return np.load(path)
-        with open(self.directory / f"{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # a second trial waits here, then reads the file
-            if path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if path.exists():  # another process filled it while we waited
                 self.hits += 1
                 return np.load(path)
             array = compute()
-            with tempfile.NamedTemporaryFile(
-                dir=self.directory, suffix=".tmp", delete=False
-            ) as tmp:
-                np.save(tmp, array)
-            os.replace(tmp.name, path)
+            _write_atomically(path, array)
             self.misses += 1
             return array
+
+
+def _write_atomically(path: Path, array: np.ndarray) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.save(file, array)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise

@@ -1,7 +1,9 @@
-"""Classical pipelines by name: ``{name: tiny_image | bag_of_sift}`` → ``{name: knn | linear_svm}``.
+"""Classical pipelines by name: features (tiny_image | bag_of_sift) → classifier (knn | linear_svm).
 
-Pipeline steps are named ``features`` and ``classifier``, so every parameter is addressable as
-``features__vocab_size`` or ``classifier__n_neighbors``.
+``build_pipeline`` returns an sklearn ``Pipeline`` with two steps, ``features`` and
+``classifier``, so every parameter is addressable by name: ``features__vocab_size``,
+``features__norm``, ``classifier__n_neighbors``, ``classifier__metric``, ``classifier__C``.
+(Specs use the factory's names, ``k`` for kNN; the estimator's own name is ``n_neighbors``.)
 """
 
 from __future__ import annotations
@@ -16,38 +18,51 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
-from models.classical.features import BagOfSift, TinyImage
+from models.classical.bag_of_sift import BagOfSift
+from models.classical.tiny_image import TinyImage
+from models.classical.vectors import check_choice
 
 KNN_METRICS = ("euclidean", "cityblock", "cosine", "chebyshev", "minkowski")
+KNN_WEIGHTS = ("uniform", "distance")
 
 
 def knn(
     k: int = 5, metric: str = "euclidean", p: float = 2, weights: str = "uniform"
 ) -> KNeighborsClassifier:
-    """k nearest neighbours, brute force (batched distance computations, no trees)."""
-    if metric not in KNN_METRICS:
-        raise ValueError(f"knn metric must be one of {', '.join(KNN_METRICS)}, got {metric!r}")
+    """k nearest neighbours by brute force: sklearn's batched pairwise distances, no trees.
+
+    ``p`` is the Minkowski power, used only with ``metric="minkowski"``.
+    """
+    check_choice("knn metric", metric, KNN_METRICS)
+    check_choice("knn weights", weights, KNN_WEIGHTS)
     return KNeighborsClassifier(
-        n_neighbors=k, metric=metric, p=p, weights=weights, algorithm="brute", n_jobs=1
+        n_neighbors=k, metric=metric, p=p, weights=weights, algorithm="brute"
     )
 
 
 def linear_svm(C: float = 1.0) -> LinearSVC:
-    """A linear SVM (liblinear), one-vs-rest."""
-    return LinearSVC(C=C, max_iter=5000)
+    """A one-vs-rest linear SVM (liblinear); ``C`` is the inverse regularisation strength."""
+    # Hellinger histograms with C ~ 1 need more than liblinear's default 1000 iterations.
+    return LinearSVC(C=C, dual="auto", max_iter=5000)
 
 
 FEATURES: dict[str, type[BaseEstimator]] = {"tiny_image": TinyImage, "bag_of_sift": BagOfSift}
 CLASSIFIERS: dict[str, Callable[..., BaseEstimator]] = {"knn": knn, "linear_svm": linear_svm}
-INTERNAL = ("cache_dir", "seed")  # set by the caller, not from a search space
+# Set per run by build_pipeline's keyword arguments, not per trial from a search space.
+RUN_SETTINGS = ("cache_dir", "seed")
+TYPE_KEYS = ("type", "name")  # "type" in code; tuner's configs name a branch with "name"
 
 
 def parameters(factory: Callable[..., Any]) -> dict[str, Any]:
-    """A feature's or classifier's parameters with their defaults (for validating specs)."""
+    """A feature's or classifier's tunable parameters and their defaults, in signature order.
+
+    ``parameters(FEATURES["bag_of_sift"])`` → ``{"step": 4, "patch_size": 8, ...}``; a spec
+    validator uses the names to refuse unknown parameters when a spec is loaded.
+    """
     return {
         name: param.default
         for name, param in inspect.signature(factory).parameters.items()
-        if name not in INTERNAL
+        if name not in RUN_SETTINGS
     }
 
 
@@ -58,34 +73,39 @@ def build_pipeline(
     cache_dir: str | Path | None = None,
     seed: int = 0,
 ) -> Pipeline:
-    """``features`` and ``classifier`` are ``{name: ..., **parameters}`` mappings."""
-    feature_name, feature_params = _split(features, FEATURES, "features")
-    classifier_name, classifier_params = _split(classifier, CLASSIFIERS, "classifier")
-    if feature_name == "bag_of_sift":
-        feature_params = {
-            **feature_params,
-            "seed": seed,
-            "cache_dir": str(cache_dir) if cache_dir else None,
-        }
+    """A ``features`` → ``classifier`` Pipeline from ``{"type": name, **parameters}`` mappings.
+
+    ``cache_dir`` (None: no cache) and ``seed`` go to the features that use them (bag_of_sift).
+    Unknown types or parameters raise a one-line ValueError listing the allowed names.
+    """
+    feature_type, feature_params = _split(features, FEATURES, "features")
+    classifier_type, classifier_params = _split(classifier, CLASSIFIERS, "classifier")
+    run_settings = {"cache_dir": str(cache_dir) if cache_dir else None, "seed": seed}
+    accepted = inspect.signature(FEATURES[feature_type]).parameters
+    feature_params |= {name: value for name, value in run_settings.items() if name in accepted}
     return Pipeline(
         [
-            ("features", FEATURES[feature_name](**feature_params)),
-            ("classifier", CLASSIFIERS[classifier_name](**classifier_params)),
+            ("features", FEATURES[feature_type](**feature_params)),
+            ("classifier", CLASSIFIERS[classifier_type](**classifier_params)),
         ]
     )
 
 
 def _split(
     settings: Mapping[str, Any], known: Mapping[str, Callable[..., Any]], what: str
-) -> tuple[str, dict]:
+) -> tuple[str, dict[str, Any]]:
+    """``{"type": name, **params}`` → ``(name, params)``, checked against ``known``."""
     options = dict(settings)
-    name = options.pop("name", None)
+    given = [key for key in TYPE_KEYS if key in options]
+    if len(given) != 1:
+        raise ValueError(f"{what}: give exactly one 'type'; known: {', '.join(known)}")
+    name = options.pop(given[0])
     if name not in known:
-        raise ValueError(f"{what}: unknown name {name!r}; known: {', '.join(known)}")
+        raise ValueError(f"{what}: unknown type {name!r}; known: {', '.join(known)}")
     allowed = parameters(known[name])
     for option in options:
         if option not in allowed:
             raise ValueError(
-                f"{what}.{option}: unknown parameter of {name}; allowed: {', '.join(allowed)}"
+                f"{what}.{option}: not a parameter of {name}; allowed: {', '.join(allowed)}"
             )
     return name, options

@@ -1,0 +1,145 @@
+"""Bags of dense SIFT words: descriptors → k-means vocabulary → (pyramid) word histograms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.utils.validation import check_is_fitted
+
+from models.classical import sift
+from models.classical.cache import FeatureCache, array_digest, cache_key
+from models.classical.vectors import check_choice, normalise
+
+HISTOGRAM_NORMS = ("l1", "l2", "sqrt")
+PYRAMID_LEVELS = (0, 1, 2)
+
+
+class BagOfSift(TransformerMixin, BaseEstimator):
+    """Dense SIFT words counted per image (optionally per spatial-pyramid cell).
+
+    Parameters
+    ----------
+    step : pixels between keypoints of the dense grid (after ``resize``).
+    patch_size : side in pixels of the square each descriptor describes (after ``resize``).
+    resize : resize images to ``resize`` x ``resize`` px first (None: keep their size).
+        SIFT on 28 px images works; 32 px gives a few more keypoints at step 4.
+    vocab_size : number of visual words (k-means clusters).
+    sample_size : descriptors sampled (seeded) from the training set to fit k-means.
+    seed : seeds the sample and MiniBatchKMeans.
+    norm : histogram normalisation: ``l1``, ``l2`` or ``sqrt`` (Hellinger: l1, then sqrt).
+    pyramid_levels : 0 (a plain bag of words), 1 or 2 (Lazebnik et al. 2006 spatial pyramid);
+        output length is ``vocab_size * sum(4**l for l in range(pyramid_levels + 1))``.
+    cache_dir : where descriptors, vocabularies and histograms are cached (None: no cache).
+
+    Learned: ``vocabulary_`` (vocab_size, 128) float32. ``cache_`` counts hits and misses.
+    Without a cache, ``fit_transform`` extracts descriptors once; ``fit`` then ``transform``
+    on the same images extracts them twice.
+    """
+
+    def __init__(
+        self,
+        step: int = 4,
+        patch_size: int = 8,
+        resize: int | None = None,
+        vocab_size: int = 200,
+        sample_size: int = 20000,
+        seed: int = 0,
+        norm: str = "l2",
+        pyramid_levels: int = 0,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        self.step = step
+        self.patch_size = patch_size
+        self.resize = resize
+        self.vocab_size = vocab_size
+        self.sample_size = sample_size
+        self.seed = seed
+        self.norm = norm
+        self.pyramid_levels = pyramid_levels
+        self.cache_dir = cache_dir
+
+    # -- the estimator API --------------------------------------------------------------------
+
+    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> BagOfSift:
+        """Build (or read from the cache) the vocabulary of ``X``'s descriptors."""
+        self._fit(X, self._lazy_descriptors(X, array_digest(X)))
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) uint8 → (N, vocab_size * cells) float32 normalised histograms."""
+        check_is_fitted(self, "vocabulary_")
+        digest = array_digest(X)
+        return self._histograms(X, digest, self._lazy_descriptors(X, digest))
+
+    def fit_transform(self, X: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+        """``fit(X).transform(X)``, hashing and describing ``X`` once."""
+        digest = array_digest(X)
+        descriptors = self._lazy_descriptors(X, digest)
+        self._fit(X, descriptors)
+        return self._histograms(X, digest, descriptors)
+
+    # -- the three cached stages --------------------------------------------------------------
+
+    def _sift_params(self) -> dict:
+        return {"step": self.step, "patch_size": self.patch_size, "resize": self.resize}
+
+    def _lazy_descriptors(self, X: np.ndarray, digest: str) -> Callable[[], np.ndarray]:
+        """Descriptors of ``X``, fetched or extracted only if a later stage misses its cache."""
+        key = cache_key("sift", data=digest, opencv=cv2.__version__, **self._sift_params())
+
+        @cache
+        def descriptors() -> np.ndarray:
+            # Looked up on the module at call time, so tests can wrap it to count extractions.
+            return self.cache_.get(key, lambda: sift.extract_dense_sift(X, **self._sift_params()))
+
+        return descriptors
+
+    def _fit(self, X: np.ndarray, descriptors: Callable[[], np.ndarray]) -> None:
+        check_choice("norm", self.norm, HISTOGRAM_NORMS)
+        check_choice("pyramid_levels", self.pyramid_levels, PYRAMID_LEVELS)
+        self.cache_ = FeatureCache(self.cache_dir)
+        key = cache_key(
+            "vocabulary",
+            data=array_digest(X),
+            opencv=cv2.__version__,
+            vocab_size=self.vocab_size,
+            sample_size=self.sample_size,
+            seed=self.seed,
+            **self._sift_params(),
+        )
+        self.vocabulary_ = self.cache_.get(key, lambda: self._kmeans(descriptors()))
+
+    def _kmeans(self, descriptors: np.ndarray) -> np.ndarray:
+        flat = descriptors.reshape(-1, descriptors.shape[-1])
+        rng = np.random.default_rng(self.seed)
+        sample = flat[rng.choice(len(flat), min(self.sample_size, len(flat)), replace=False)]
+        kmeans = MiniBatchKMeans(n_clusters=self.vocab_size, random_state=self.seed)
+        return kmeans.fit(sample.astype(np.float32)).cluster_centers_.astype(np.float32)
+
+    def _histograms(
+        self, X: np.ndarray, digest: str, descriptors: Callable[[], np.ndarray]
+    ) -> np.ndarray:
+        key = cache_key(
+            "histograms",
+            data=digest,
+            vocabulary=array_digest(self.vocabulary_),
+            norm=self.norm,
+            pyramid_levels=self.pyramid_levels,
+            **self._sift_params(),
+        )
+
+        def compute() -> np.ndarray:
+            words = sift.assign_words(descriptors(), self.vocabulary_)
+            side = (self.resize, self.resize) if self.resize else X.shape[-2:]
+            positions = sift.grid_positions(*side, self.step, self.patch_size)
+            positions = positions / np.array(side[::-1], dtype=np.float64)  # (x, y) in 0..1
+            counts = sift.pyramid_histograms(words, positions, self.vocab_size, self.pyramid_levels)
+            return normalise(counts, self.norm)
+
+        return self.cache_.get(key, compute)
