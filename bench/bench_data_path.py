@@ -63,8 +63,10 @@ def cifar_like_images(count: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def batched_epoch(x: torch.Tensor, augment: Augmentation, mean, std) -> Iterable[torch.Tensor]:
-    """One shuffled epoch of normalised, augmented float batches."""
+def batched_epoch(
+    x: torch.Tensor, augment: Augmentation, mean: torch.Tensor, std: torch.Tensor
+) -> Iterable[torch.Tensor]:
+    """One shuffled epoch of normalised, augmented float batches, as a trainer makes them."""
     order = torch.randperm(len(x), device=x.device)
     for index in order.split(SETTINGS["batch_size"]):
         yield augment(to_float(x[index], mean, std))
@@ -90,6 +92,7 @@ class PilDataset(Dataset):
 
 
 def torchvision_transform(mean: torch.Tensor, std: torch.Tensor) -> transforms.Compose:
+    """The usual CIFAR training transforms, with the same settings as the batched path."""
     return transforms.Compose(
         [
             transforms.RandomCrop(SETTINGS["image_size"], padding=SETTINGS["crop_padding"]),
@@ -130,7 +133,7 @@ def time_epoch(batches: Iterable[torch.Tensor], device: torch.device) -> Timing:
         seen += len(batch)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    del batches  # joins DataLoader workers, so their CPU time is counted
+    # An exhausted DataLoader iterator has joined its workers, so their CPU time is counted.
     return Timing(time.perf_counter() - wall, cpu_seconds() - cpu, seen)
 
 
