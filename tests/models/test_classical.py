@@ -1,4 +1,8 @@
-"""Tiny images, bags of dense SIFT words (real OpenCV), the feature cache, kNN and the SVM."""
+"""Tiny images, bags of dense SIFT words (real OpenCV), the feature cache, kNN and the SVM.
+
+Small real data: sklearn's 8x8 digits (upsampled by ``resize``), a few hundred Fashion-MNIST
+images, and crops of sklearn's two colour photographs.
+"""
 
 from __future__ import annotations
 
@@ -7,192 +11,381 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.base import clone
+from sklearn.datasets import load_sample_images
 from sklearn.neighbors import KNeighborsClassifier
 
-import data
 from models import classical
-from models.classical import features as features_module
+from models.classical import sift
 
 FASHION = pytest.mark.skipif(
     not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs dataset-fashion-mnist"
 )
+# Settings that keep each registry entry quick on 8x8 digits; an entry not listed uses defaults.
+QUICK = {
+    "tiny_image": {"size": 8},
+    "bag_of_sift": {"resize": 32, "step": 4, "vocab_size": 32, "sample_size": 3000},
+}
+SMALL_SIFT = {"step": 4, "patch_size": 8, "resize": 16, "vocab_size": 8, "sample_size": 1000}
 
 
 @pytest.fixture(scope="module")
-def digits():
+def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    import data  # here, not at the top: spawned workers import this module, and data imports torch
+
     splits = data.load("digits", max_train=400, max_test=100)
-    return (
-        splits.train_x.numpy(),
-        splits.train_y.numpy(),
-        splits.val_x.numpy(),
-        splits.val_y.numpy(),
-    )
+    return tuple(t.numpy() for t in (splits.train_x, splits.train_y, splits.val_x, splits.val_y))
+
+
+@pytest.fixture(scope="module")
+def photos() -> np.ndarray:
+    """48 colour crops (N, 3, 64, 64) of varied content: sky, buildings, petals, leaves."""
+    crops = [
+        image[top : top + 64, left : left + 64]
+        for image in load_sample_images().images
+        for top in range(0, 384, 100)
+        for left in range(0, 576, 100)
+    ]
+    return np.stack(crops[:48]).transpose(0, 3, 1, 2).copy()
 
 
 @pytest.fixture
-def count_sift(monkeypatch):
-    """Counts calls of the real dense-SIFT extractor."""
+def sift_calls(monkeypatch) -> list[tuple[int, ...]]:
+    """Shapes of the image arrays the real dense-SIFT extractor was called on."""
     calls = []
-    real = features_module.extract_dense_sift
+    real = sift.extract_dense_sift
 
-    def counted(*args, **kwargs):
-        calls.append(args[0].shape)
-        return real(*args, **kwargs)
+    def counted(images, *args, **kwargs):
+        calls.append(images.shape)
+        return real(images, *args, **kwargs)
 
-    monkeypatch.setattr(features_module, "extract_dense_sift", counted)
+    monkeypatch.setattr(sift, "extract_dense_sift", counted)
     return calls
 
 
-@pytest.mark.parametrize("norm", ["none", "l1", "l2", "zscore"])
-def test_tiny_image_sizes_and_norms(digits, norm):
-    x = digits[0][:50]
-    out = classical.TinyImage(size=4, norm=norm, zero_mean=False).fit(x).transform(x)
-    assert out.shape == (50, 16)
+def check_norm(out: np.ndarray, norm: str) -> None:
     if norm == "l1":
         assert np.allclose(np.abs(out).sum(1), 1, atol=1e-5)
-    if norm == "l2":
-        assert np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
-    if norm == "zscore":
-        assert np.allclose(out.mean(1), 0, atol=1e-5) and np.allclose(out.std(1), 1, atol=1e-3)
+    elif norm in ("l2", "sqrt"):  # sqrt: Hellinger rows are unit vectors (squares sum to 1)
+        assert np.allclose((out**2).sum(1), 1, atol=1e-5)
+    elif norm == "zscore":
+        assert np.allclose(out.mean(1), 0, atol=1e-4) and np.allclose(out.std(1), 1, atol=1e-3)
+
+
+# -- tiny images ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm", ["none", "l1", "l2", "zscore"])
+def test_tiny_image_norms(digits, norm):
+    out = classical.TinyImage(size=4, norm=norm, zero_mean=False).fit_transform(digits[0][:50])
+    assert out.shape == (50, 16) and out.dtype == np.float32
+    check_norm(out, norm)
 
 
 def test_tiny_image_area_resize_averages_pixels():
     image = np.zeros((1, 1, 4, 4), np.uint8)
     image[0, 0, :2, :2] = 200  # top-left quadrant bright
-    out = classical.TinyImage(size=2, norm="none", zero_mean=False).fit(image).transform(image)
+    out = classical.TinyImage(size=2, norm="none", zero_mean=False).fit_transform(image)
     assert np.allclose(out, [[200, 0, 0, 0]])
-    colour = np.repeat(image, 3, axis=1)
-    assert classical.TinyImage(size=2, grayscale=False, norm="none", zero_mean=False).fit(
-        colour
-    ).transform(colour).shape == (1, 12)
+    centred = classical.TinyImage(size=2, norm="none", zero_mean=True).fit_transform(image)
+    assert np.allclose(centred, [[150, -50, -50, -50]])
+
+
+def test_tiny_image_on_colour_photos(photos):
+    grey = classical.TinyImage(size=16).fit_transform(photos)
+    colour = classical.TinyImage(size=16, grayscale=False, norm="none", zero_mean=False)
+    rgb = colour.fit_transform(photos)
+    assert grey.shape == (48, 256) and rgb.shape == (48, 3 * 256)
+    # Channels first, like the input: the first 256 values are the red channel's tiny image.
+    red = classical.TinyImage(size=16, norm="none", zero_mean=False).fit_transform(photos[:, :1])
+    assert np.allclose(rgb[:, :256], red, atol=1e-3)
+    assert len(np.unique(grey.round(4), axis=0)) == 48  # varied content, distinct vectors
+
+
+# -- dense SIFT and bags of words -------------------------------------------------------------
 
 
 def test_dense_sift_is_real_opencv_sift_on_a_grid(digits):
     descriptors = classical.extract_dense_sift(digits[0][:5], step=4, patch_size=8, resize=16)
     assert descriptors.shape == (5, 9, 128)  # keypoints at 4, 8, 12 on each axis of 16 px
     assert descriptors.dtype == np.uint8 and descriptors.max() > 0
+    # Default step / patch on 28 px Fashion-MNIST: keypoints at 4, 8, ..., 24 → 6 x 6 per image.
+    assert classical.extract_dense_sift(np.zeros((2, 1, 28, 28), np.uint8), 4, 8, None).shape == (
+        2,
+        36,
+        128,
+    )
+
+
+def test_dense_sift_on_an_image_smaller_than_a_patch_uses_its_centre(digits):
+    assert (
+        classical.extract_dense_sift(digits[0][:3], step=4, patch_size=16, resize=None).shape[1]
+        == 1
+    )
 
 
 @pytest.mark.parametrize(("norm", "levels"), [("l1", 0), ("l2", 1), ("sqrt", 2)])
-def test_bag_of_sift_histograms_pyramid_and_norms(digits, norm, levels):
-    x = digits[0][:120]
-    bag = classical.BagOfSift(
-        step=4,
-        patch_size=8,
-        resize=16,
-        vocab_size=10,
-        norm=norm,
-        pyramid_levels=levels,
-        sample_size=2000,
-    )
-    out = bag.fit(x).transform(x)
+def test_bag_of_sift_pyramid_length_and_norms(digits, norm, levels):
+    bag = classical.BagOfSift(**{**SMALL_SIFT, "vocab_size": 10}, norm=norm, pyramid_levels=levels)
+    out = bag.fit_transform(digits[0][:120])
     assert out.shape == (120, 10 * sum(4**level for level in range(levels + 1)))
-    if norm == "l1":
-        assert np.allclose(out.sum(1), 1, atol=1e-5)
-    if norm == "l2":
-        assert np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
-    if norm == "sqrt":
-        assert np.allclose((out**2).sum(1), 1, atol=1e-5)
+    check_norm(out, norm)
 
 
-def test_cache_second_fit_does_no_sift_work(digits, tmp_path, count_sift):
+def test_pyramid_weights_follow_lazebnik():
+    # One image, four keypoints, one per quadrant, all word 0: level 0 holds 4 words at weight
+    # 1/4, level 1 one per cell at 1/4, level 2 one per occupied cell at 1/2 (L = 2).
+    words = np.zeros((1, 4), dtype=np.int64)
+    positions = np.array([[0.1, 0.1], [0.9, 0.1], [0.1, 0.9], [0.9, 0.9]])
+    counts = sift.pyramid_histograms(words, positions, vocab_size=2, levels=2)[0]
+    assert counts.shape == (2 * 21,)
+    assert counts[0] == 4 * 0.25 and counts[1] == 0
+    assert np.allclose(counts[2:10:2], 0.25)  # level 1: cells 0..3, word 0
+    level2 = counts[10:].reshape(16, 2)[:, 0]
+    assert np.allclose(level2[[0, 3, 12, 15]], 0.5) and level2.sum() == 2.0
+
+
+def test_bag_of_sift_on_colour_photos(photos, tmp_path):
+    bag = classical.BagOfSift(step=8, patch_size=16, vocab_size=16, pyramid_levels=1)
+    out = bag.fit_transform(photos)
+    assert out.shape == (48, 16 * 5) and bag.vocabulary_.shape == (16, 128)
+    check_norm(out, "l2")
+    assert len(np.unique(out.round(5), axis=0)) == 48
+
+
+def test_transform_before_fit_is_an_sklearn_not_fitted_error(digits):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        classical.BagOfSift().transform(digits[0][:2])
+
+
+# -- the cache --------------------------------------------------------------------------------
+
+
+def test_second_fit_and_transform_of_the_same_data_do_no_sift_work(digits, tmp_path, sift_calls):
     x = digits[0][:100]
-    params = dict(
-        step=4, patch_size=8, resize=16, vocab_size=8, sample_size=1000, cache_dir=str(tmp_path)
-    )
-    first = classical.BagOfSift(**params).fit(x).transform(x)
-    assert len(count_sift) == 1  # fit and transform share one extraction
-    second = classical.BagOfSift(**params).fit(x)
+    first = classical.BagOfSift(**SMALL_SIFT, cache_dir=tmp_path).fit(x).transform(x)
+    assert len(sift_calls) == 1  # fit and transform share one extraction through the cache
+    second = classical.BagOfSift(**SMALL_SIFT, cache_dir=tmp_path).fit(x)
     assert np.array_equal(second.transform(x), first)
-    assert len(count_sift) == 1  # everything came from the cache
-    assert second.cache_.hits == 2 and second.cache_.misses == 0
-    classical.BagOfSift(**{**params, "step": 3}).fit(x)  # another setting: a miss
-    assert len(count_sift) == 2
-    assert all(not p.name.startswith("tmp") for p in tmp_path.iterdir())  # no torn leftovers
+    assert len(sift_calls) == 1  # vocabulary and histograms both came from the cache
+    assert (second.cache_.hits, second.cache_.misses) == (2, 0)
+    # A histogram setting reuses the descriptors; a SIFT setting or other pixels do not.
+    classical.BagOfSift(**SMALL_SIFT, norm="sqrt", cache_dir=tmp_path).fit_transform(x)
+    assert len(sift_calls) == 1
+    classical.BagOfSift(**{**SMALL_SIFT, "step": 3}, cache_dir=tmp_path).fit(x)
+    assert len(sift_calls) == 2
+    changed = x.copy()
+    changed[0, 0, 0, 0] ^= 1  # one pixel: same shape, other content, another key
+    classical.BagOfSift(**SMALL_SIFT, cache_dir=tmp_path).fit(changed)
+    assert len(sift_calls) == 3
+    assert {p.name for p in tmp_path.iterdir()} == {"sift", "vocabulary", "histograms"}
+    assert not list(tmp_path.rglob("*.tmp"))
 
 
-def _fill(directory: str, start: multiprocessing.Event, out: multiprocessing.Queue) -> None:
-    splits = data.load("digits", max_train=300)
-    bag = classical.BagOfSift(step=2, patch_size=8, resize=32, vocab_size=16, cache_dir=directory)
-    start.wait()
-    histograms = bag.fit(splits.train_x.numpy()).transform(splits.train_x.numpy())
+def test_without_a_cache_fit_transform_extracts_once(digits, sift_calls):
+    classical.BagOfSift(**SMALL_SIFT).fit_transform(digits[0][:50])
+    assert len(sift_calls) == 1
+
+
+def test_a_failed_computation_stores_nothing(tmp_path):
+    cache = classical.FeatureCache(tmp_path)
+
+    def fail() -> np.ndarray:
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        cache.get("sift/abc", fail)
+    assert cache.get("sift/abc", lambda: np.arange(3)).tolist() == [0, 1, 2]
+    assert classical.FeatureCache(tmp_path).get("sift/abc", fail).tolist() == [0, 1, 2]
+    assert sorted(p.name for p in (tmp_path / "sift").iterdir()) == ["abc.lock", "abc.npy"]
+
+
+def test_cache_keys_depend_on_every_part_but_not_their_order():
+    key = classical.cache_key("sift", data="d", step=4, resize=None)
+    assert key == classical.cache_key("sift", resize=None, step=4, data="d")
+    assert key != classical.cache_key("sift", data="d", step=4, resize=32)
+    assert key.startswith("sift/")
+    a = np.zeros((2, 3), np.uint8)
+    assert classical.array_digest(a) != classical.array_digest(a.reshape(3, 2))
+    assert classical.array_digest(a) != classical.array_digest(a.astype(np.int8))
+
+
+def _fill_cache(directory: str, images: np.ndarray, counter: str, barrier, out) -> None:
+    """One 'trial' process: count real SIFT extractions in a file, then fit and transform."""
+    real = sift.extract_dense_sift
+
+    def counted(*args, **kwargs):
+        with open(counter, "a") as file:  # O_APPEND: one whole line per call, any process
+            file.write("sift\n")
+        return real(*args, **kwargs)
+
+    sift.extract_dense_sift = counted
+    bag = classical.BagOfSift(
+        resize=32, vocab_size=16, sample_size=2000, pyramid_levels=1, cache_dir=directory
+    )
+    barrier.wait()  # both processes ask for the same entries at the same moment
+    histograms = bag.fit_transform(images)
     out.put((bag.cache_.misses, histograms))
 
 
-def test_two_processes_filling_one_entry_compute_it_once(tmp_path):
+def test_two_processes_filling_one_entry_compute_it_once(digits, tmp_path):
     context = multiprocessing.get_context("spawn")
-    start, out = context.Event(), context.Queue()
-    workers = [context.Process(target=_fill, args=(str(tmp_path), start, out)) for _ in range(2)]
+    barrier, out = context.Barrier(2), context.Queue()
+    counter = tmp_path / "sift_calls.txt"
+    cache_dir = tmp_path / "cache"
+    workers = [
+        context.Process(
+            target=_fill_cache, args=(str(cache_dir), digits[0][:200], str(counter), barrier, out)
+        )
+        for _ in range(2)
+    ]
     for worker in workers:
         worker.start()
-    start.set()
-    results = [out.get(timeout=180) for _ in workers]
+    results = [out.get(timeout=120) for _ in workers]
     for worker in workers:
-        worker.join(timeout=60)
-    misses = sorted(result[0] for result in results)
-    assert misses == [0, 3]  # descriptors, vocabulary, histograms: computed by one process only
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+    assert counter.read_text().splitlines() == ["sift"]  # one extraction between the two
+    # Descriptors, vocabulary, histograms: each computed by exactly one of the processes.
+    assert sum(misses for misses, _ in results) == 3
     assert np.array_equal(results[0][1], results[1][1])
-    assert len(list(tmp_path.glob("*.npy"))) == 3
+    assert len(list(cache_dir.rglob("*.npy"))) == 3 and not list(cache_dir.rglob("*.tmp"))
 
 
-def test_knn_through_the_pipeline_equals_sklearn_on_the_same_features(digits):
-    x, y, vx, _ = digits
-    pipeline = classical.build_pipeline(
-        {"name": "tiny_image", "size": 8, "norm": "l2"},
-        {"name": "knn", "k": 3, "metric": "cityblock", "weights": "distance"},
-    ).fit(x, y)
-    tiny = classical.TinyImage(size=8, norm="l2").fit(x)
-    direct = KNeighborsClassifier(3, metric="cityblock", weights="distance").fit(
-        tiny.transform(x), y
-    )
-    assert np.array_equal(pipeline.predict(vx), direct.predict(tiny.transform(vx)))
-    assert (pipeline.predict(vx) == digits[3]).mean() > 0.9
+# -- pipelines --------------------------------------------------------------------------------
 
 
-def test_every_parameter_is_addressable_by_name(digits):
+@pytest.mark.parametrize("feature", list(classical.FEATURES))
+@pytest.mark.parametrize("classifier", list(classical.CLASSIFIERS))
+def test_every_registered_pipeline_learns_digits(digits, feature, classifier, tmp_path):
     x, y, vx, vy = digits
-    pipeline = classical.build_pipeline({"name": "tiny_image"}, {"name": "knn", "k": 1})
-    pipeline.set_params(features__size=8, classifier__n_neighbors=5)
-    assert pipeline.get_params()["classifier__n_neighbors"] == 5
-    assert pipeline.fit(x, y).score(vx, vy) > 0.9
-    svm = classical.build_pipeline(
-        {"name": "tiny_image", "size": 8}, {"name": "linear_svm", "C": 1.0}
+    pipeline = classical.build_pipeline(
+        {"type": feature, **QUICK.get(feature, {})}, {"type": classifier}, cache_dir=tmp_path
     )
+    assert pipeline.fit(x, y).score(vx, vy) > 0.7  # chance is 0.1
+    copy = clone(pipeline)  # what a search does to an estimator: parameters survive
+    for name, step in pipeline.steps:
+        assert copy.named_steps[name].get_params() == step.get_params()
+
+
+@pytest.mark.parametrize(
+    ("role", "name"),
+    [("features", name) for name in classical.FEATURES]
+    + [("classifier", name) for name in classical.CLASSIFIERS],
+)
+def test_parameters_lists_what_build_pipeline_accepts(role, name):
+    registry = classical.FEATURES if role == "features" else classical.CLASSIFIERS
+    defaults = classical.parameters(registry[name])
+    assert defaults and "cache_dir" not in defaults and "seed" not in defaults
+    spec = {"features": {"type": "tiny_image"}, "classifier": {"type": "knn"}}
+    spec[role] = {"type": name, **defaults}
+    classical.build_pipeline(**spec)  # every listed name, at its default, is accepted
+
+
+def test_every_parameter_is_addressable_by_name(digits, tmp_path):
+    x, y, vx, vy = digits
+    pipeline = classical.build_pipeline(
+        {"type": "bag_of_sift", "resize": 32, "vocab_size": 16},
+        {"type": "knn", "k": 1},
+        cache_dir=tmp_path,
+        seed=3,
+    )
+    params = pipeline.get_params()
+    assert params["features__cache_dir"] == str(tmp_path) and params["features__seed"] == 3
+    pipeline.set_params(features__vocab_size=32, features__norm="sqrt", classifier__n_neighbors=5)
+    assert pipeline.named_steps["classifier"].n_neighbors == 5
+    assert pipeline.fit(x, y).named_steps["features"].vocabulary_.shape == (32, 128)
+    assert pipeline.score(vx, vy) > 0.7
+    svm = classical.build_pipeline({"name": "tiny_image"}, {"name": "linear_svm"})  # tuner's key
+    svm.set_params(features__size=8, classifier__C=0.5)
     assert svm.fit(x, y).score(vx, vy) > 0.85
+
+
+@pytest.mark.parametrize(
+    "knn",
+    [
+        {"k": 3, "metric": "cityblock", "weights": "distance"},
+        {"k": 5, "metric": "cosine"},
+        {"k": 1, "metric": "chebyshev"},
+        {"k": 4, "metric": "minkowski", "p": 3, "weights": "distance"},
+    ],
+)
+def test_knn_through_the_pipeline_equals_sklearn_on_the_same_features(digits, knn):
+    x, y, vx, _ = digits
+    pipeline = classical.build_pipeline({"type": "tiny_image", "size": 8}, {"type": "knn", **knn})
+    tiny = classical.TinyImage(size=8).fit(x)
+    direct = KNeighborsClassifier(
+        knn["k"],
+        metric=knn["metric"],
+        p=knn.get("p", 2),
+        weights=knn.get("weights", "uniform"),
+    ).fit(tiny.transform(x), y)
+    assert np.array_equal(pipeline.fit(x, y).predict(vx), direct.predict(tiny.transform(vx)))
+
+
+def test_knn_on_cached_bag_of_sift_equals_sklearn_on_the_same_histograms(digits, tmp_path):
+    x, y, vx, _ = digits
+    settings = {**SMALL_SIFT, "resize": 32, "vocab_size": 32}
+    pipeline = classical.build_pipeline(
+        {"type": "bag_of_sift", **settings}, {"type": "knn", "k": 3}, cache_dir=tmp_path
+    ).fit(x, y)
+    bag = classical.BagOfSift(**settings).fit(x)  # no cache: recomputed from scratch
+    direct = KNeighborsClassifier(3).fit(bag.transform(x), y)
+    assert np.array_equal(pipeline.predict(vx), direct.predict(bag.transform(vx)))
 
 
 @pytest.mark.parametrize(
     ("features", "classifier", "message"),
     [
-        (
-            {"name": "hog"},
-            {"name": "knn"},
-            "features: unknown name 'hog'; known: tiny_image, bag_of_sift",
-        ),
-        ({"name": "tiny_image", "sise": 4}, {"name": "knn"}, "features.sise: unknown parameter"),
-        ({"name": "tiny_image"}, {"name": "knn", "metric": "hamming"}, "knn metric must be one of"),
-        ({"name": "tiny_image"}, {"name": "forest"}, "classifier: unknown name 'forest'"),
+        ({"type": "hog"}, {"type": "knn"}, r"^features: unknown type 'hog'; known: tiny_image, "),
+        ({"size": 8}, {"type": "knn"}, r"^features: give exactly one 'type'"),
+        ({"type": "tiny_image", "sise": 4}, {"type": "knn"}, r"^features.sise: not a parameter"),
+        ({"type": "bag_of_sift", "cache_dir": "x"}, {"type": "knn"}, "features.cache_dir"),
+        ({"type": "tiny_image"}, {"type": "forest"}, r"^classifier: unknown type 'forest'"),
+        ({"type": "tiny_image"}, {"type": "knn", "n_neighbors": 3}, r"allowed: k, metric, p, "),
+        ({"type": "tiny_image"}, {"type": "knn", "metric": "hamming"}, "knn metric must be one"),
+        ({"type": "tiny_image"}, {"type": "knn", "weights": "rank"}, "knn weights must be one"),
     ],
 )
-def test_bad_names_and_parameters_are_one_line_errors(features, classifier, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_types_and_parameters_are_one_line_value_errors(features, classifier, message):
+    with pytest.raises(ValueError, match=message) as raised:
         classical.build_pipeline(features, classifier)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "message"),
+    [
+        (classical.TinyImage(norm="sqrt"), "norm must be one of none, l1, l2, zscore"),
+        (classical.BagOfSift(norm="zscore"), "norm must be one of l1, l2, sqrt"),
+        (classical.BagOfSift(pyramid_levels=3), "pyramid_levels must be one of 0, 1, 2"),
+    ],
+)
+def test_bad_feature_settings_fail_at_fit(digits, estimator, message):
+    with pytest.raises(ValueError, match=message):
+        estimator.fit(digits[0][:10])
+
+
+# -- Fashion-MNIST ----------------------------------------------------------------------------
 
 
 @FASHION
-def test_bag_of_sift_learns_fashion_mnist_subset(tmp_path):
-    splits = data.load("fashion_mnist", max_train=1500, max_test=300)
-    pipeline = classical.build_pipeline(
-        {
-            "name": "bag_of_sift",
-            "step": 4,
-            "patch_size": 8,
-            "resize": 32,
-            "vocab_size": 64,
-            "pyramid_levels": 1,
-        },
-        {"name": "linear_svm", "C": 1.0},
+def test_both_features_learn_a_fashion_mnist_subset(tmp_path):
+    import data
+
+    splits = data.load("fashion_mnist", max_train=600, max_test=200)
+    x, y = splits.train_x.numpy(), splits.train_y.numpy()
+    tx, ty = splits.test_x.numpy(), splits.test_y.numpy()
+    tiny = classical.build_pipeline({"type": "tiny_image", "size": 14}, {"type": "knn"})
+    assert tiny.fit(x, y).score(tx, ty) > 0.6  # chance is 0.1
+    bag = classical.build_pipeline(
+        {"type": "bag_of_sift", "vocab_size": 64, "pyramid_levels": 1, "norm": "sqrt"},
+        {"type": "linear_svm"},
         cache_dir=tmp_path,
-    ).fit(splits.train_x.numpy(), splits.train_y.numpy())
-    accuracy = pipeline.score(splits.test_x.numpy(), splits.test_y.numpy())
-    assert accuracy > 0.6  # chance is 0.1
+    )
+    assert bag.fit(x, y).score(tx, ty) > 0.6
+    histograms = bag.named_steps["features"].transform(tx)
+    assert histograms.shape == (len(tx), 64 * 5)
+    check_norm(histograms, "sqrt")
