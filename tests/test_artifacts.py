@@ -1,0 +1,300 @@
+"""Artifacts of a finished search (plots, tables) and its exported best model, on real runs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pytest
+from mlflow.entities import Metric, Param, Run
+from mlflow.tracking import MlflowClient
+from ray.tune import ExperimentAnalysis, ResultGrid
+
+from data import Splits
+from tuner import export
+from tuner.artifacts import log_search_artifacts, study_of
+from tuner.cli import main
+from tuner.errors import UsageError
+from tuner.results import latest_parent, trials_of
+from tuner.runner import _load_data
+from tuner.spec import load_spec
+from tuner.trainables import Settings, deep
+from tuner.trainables.metrics import Evaluation
+
+SPEC = """\
+name: digits_artifacts
+data: {dataset: digits, seed: 0}
+search: {algorithm: optuna, num_samples: 3, max_concurrent: 2, seed: 0}
+scheduler: {type: asha, max_epochs: 2, grace_period: 1, reduction_factor: 2}
+resources: {cpu: 1}
+space:
+  model: {name: simple_cnn, width: {int: [8, 16]}, depth: 1}
+  optimizer:
+    choice:
+      sgd: {lr: {loguniform: [1e-2, 1e-1]}, momentum: {uniform: [0.5, 0.9]}}
+      adam: {lr: {loguniform: [1e-3, 1e-2]}}
+  batch_size: {choice: [32, 64]}
+"""
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PLOTS = {
+    "confusion_matrix",
+    "learning_curves",
+    "optuna_history",
+    "optuna_importances",
+    "optuna_parallel_coordinate",
+    "optuna_slice",
+}
+
+
+@dataclass
+class Logged:
+    """A finished search with its artifacts and best model logged, and what they came from."""
+
+    uri: str
+    client: MlflowClient
+    parent: Run
+    evaluation: Evaluation
+    splits: Splits
+    tmp: Path
+
+
+def run_and_log(tmp: Path, spec_text: str) -> Logged:
+    """`tuner run` a spec, then log its artifacts and best model as runner.py does at the end.
+
+    The best trial's result, test evaluation and model are rebuilt from Ray's storage, the same
+    inputs run_search hands these functions.
+    """
+    spec_path = tmp / "spec.yaml"
+    spec_path.write_text(spec_text)
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    storage = tmp / "ray"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp)  # MLflow keeps artifacts in ./mlruns: the test's tmp, not the repo
+        assert main(["run", str(spec_path), "--tracking-uri", uri, "--storage", str(storage)]) == 0
+        spec = load_spec(spec_path)
+        splits = _load_data(spec)
+        settings = Settings(
+            max_epochs=spec.scheduler.max_epochs,
+            seed=spec.search.seed,
+            metric=spec.metric,
+            mode=spec.mode,
+        )
+        grid = ResultGrid(ExperimentAnalysis(str(storage / spec.name)))
+        best = grid.get_best_result(spec.metric, spec.mode, scope="all")
+        evaluation = deep.evaluate_test(best, splits, settings)
+        client = MlflowClient(uri)
+        parent_id = latest_parent(client, spec.experiment).info.run_id
+        log_search_artifacts(client, parent_id, evaluation)
+        export.log_best_model(
+            uri,
+            parent_id,
+            export.deep_classifier(best, splits),
+            splits.test_x[:4].numpy(),
+            classes=splits.classes,
+            registered_name=spec.experiment,
+        )
+    return Logged(uri, client, client.get_run(parent_id), evaluation, splits, tmp)
+
+
+@pytest.fixture(scope="module")
+def logged(ray_session, tmp_path_factory) -> Logged:
+    return run_and_log(tmp_path_factory.mktemp("artifacts"), SPEC)
+
+
+def _artifact_bytes(logged: Logged, path: str) -> bytes:
+    local = logged.client.download_artifacts(logged.parent.info.run_id, path, str(logged.tmp))
+    return Path(local).read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots and tables
+# ---------------------------------------------------------------------------------------------
+
+
+def test_every_plot_is_a_png_on_the_parent_run(logged):
+    listed = logged.client.list_artifacts(logged.parent.info.run_id, "plots")
+    assert {Path(a.path).stem for a in listed} == PLOTS
+    for artifact in listed:
+        assert artifact.path.endswith(".png")
+        assert _artifact_bytes(logged, artifact.path).startswith(PNG_MAGIC), artifact.path
+        assert artifact.file_size > 10_000  # a drawn figure, not an empty canvas
+
+
+def test_confusion_matrix_counts_the_test_split(logged):
+    matrix = json.loads(_artifact_bytes(logged, "results/confusion_matrix.json"))
+    counts = np.array(matrix["matrix"])
+    assert matrix["classes"] == list(logged.splits.classes)
+    assert counts.shape == (10, 10)
+    assert counts.sum() == matrix["total"] == len(logged.splits.test_y)
+    # Rows are true classes: each row holds that class's test images.
+    np.testing.assert_array_equal(counts.sum(axis=1), np.bincount(logged.splits.test_y.numpy()))
+    # The diagonal is the accuracy the run logged for the same (best) checkpoint.
+    accuracy = np.trace(counts) / counts.sum()
+    assert accuracy == pytest.approx(logged.parent.data.metrics["test_acc"])
+
+
+def test_trials_csv_has_one_row_per_trial(logged):
+    rows = list(csv.DictReader(io.StringIO(_artifact_bytes(logged, "results/trials.csv").decode())))
+    trials = trials_of(logged.client, logged.parent)
+    assert len(rows) == len(trials) == 3
+    by_id = {row["trial_id"]: row for row in rows}
+    for trial in trials:
+        row = by_id[trial.trial_id]
+        assert row["status"] == trial.status
+        assert row["best"] == str(trial.best).lower()
+        assert float(row["best_val_acc"]) == pytest.approx(trial.value)
+        assert int(row["epochs"]) == trial.epochs
+        assert row["run_id"] == trial.run_id
+        for key, value in trial.params.items():
+            assert row[key] == value
+        # Conditional branches: momentum is blank where the optimizer has none.
+        assert (row["optimizer.momentum"] != "") == (row["optimizer.name"] == "sgd")
+    assert sum(row["best"] == "true" for row in rows) == 1
+
+
+def test_study_is_rebuilt_from_the_child_runs(logged):
+    trials = trials_of(logged.client, logged.parent)
+    study = study_of(logged.client, logged.parent, trials)
+    assert len(study.trials) == 3
+    assert study.direction.name == "MAXIMIZE"
+    assert study.best_value == pytest.approx(logged.parent.data.metrics["best_val_acc"])
+    sampled = set(logged.parent.data.tags["tuner.sampled"].split(","))
+    for trial in study.trials:
+        assert set(trial.params) <= sampled  # constants (model.name, depth) left out
+        assert ("optimizer.momentum" in trial.params) == (trial.params["optimizer.name"] == "sgd")
+        assert 8 <= trial.params["model.width"] <= 16
+    assert "model.name" not in study.trials[0].params
+
+
+def test_a_plot_that_cant_be_drawn_is_skipped_with_a_warning(tmp_path):
+    """One trial of one epoch: no importances, no learning curves; the rest is still logged."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("tiny", artifact_location=str(tmp_path / "artifacts"))
+    tags = {"tuner.role": "parent", "tuner.metric": "val_acc", "tuner.mode": "max"}
+    parent = client.create_run(experiment, run_name="tiny", tags={**tags, "tuner.sampled": "lr"})
+    child = client.create_run(
+        experiment,
+        tags={
+            "mlflow.parentRunId": parent.info.run_id,
+            "tuner.role": "trial",
+            "tuner.trial_id": "t0",
+            "tuner.status": "completed",
+        },
+    )
+    client.log_batch(
+        child.info.run_id,
+        metrics=[Metric("val_acc", 0.5, 0, 1), Metric("best_val_acc", 0.5, 0, 1)],
+        params=[Param("lr", "0.1")],
+    )
+    # Class "c" is never predicted nor present: its row and column are still drawn, all zero.
+    evaluation = Evaluation(np.array([0, 1, 1]), np.array([0, 0, 1]), ("a", "b", "c"))
+    with pytest.warns(UserWarning) as caught:
+        log_search_artifacts(client, parent.info.run_id, evaluation)
+    skipped = " ".join(str(w.message) for w in caught)
+    assert "learning curves" in skipped and "optuna_importances" in skipped
+    plots = {Path(a.path).stem for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"confusion_matrix", "optuna_history"} <= plots
+    assert not {"learning_curves", "optuna_importances"} & plots
+    assert plt.get_fignums() == []  # every figure closed, drawn or not
+    local = client.download_artifacts(parent.info.run_id, "results", str(tmp_path))
+    matrix = json.loads((Path(local) / "confusion_matrix.json").read_text())
+    assert matrix["matrix"] == [[1, 0, 0], [1, 1, 0], [0, 0, 0]]
+
+
+# ---------------------------------------------------------------------------------------------
+# The exported model
+# ---------------------------------------------------------------------------------------------
+
+
+def test_best_model_is_registered_and_loads_with_pyfunc(logged):
+    versions = logged.client.search_model_versions("name = 'digits_artifacts'")
+    assert len(versions) == 1
+    assert versions[0].run_id == logged.parent.info.run_id
+    mlflow.set_registry_uri(logged.uri)
+    try:
+        model = mlflow.pyfunc.load_model("models:/digits_artifacts/latest")
+    finally:
+        mlflow.set_registry_uri("")
+    assert model.metadata.metadata["classes"] == list(logged.splits.classes)
+    assert tuple(model.metadata.get_input_schema().inputs[0].shape) == (-1, 1, 8, 8)
+    images = logged.splits.test_x[:16].numpy().astype(np.float32)  # any batch size
+    probabilities = model.predict(images)
+    assert probabilities.shape == (16, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(probabilities.argmax(1), logged.evaluation.y_pred[:16])
+    # Logging the model left the parent run as the search ended it.
+    parent = logged.client.get_run(logged.parent.info.run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["tuner.status"] == "completed"
+    classes_json = _artifact_bytes(logged, "model/classes.json")
+    assert json.loads(classes_json) == list(logged.splits.classes)
+
+
+def test_predict_agrees_with_the_test_evaluation(logged):
+    paths = []
+    for i in range(8):  # the first test images, written losslessly at their own size
+        path = logged.tmp / f"test_{i}.png"
+        assert cv2.imwrite(str(path), logged.splits.test_x[i, 0].numpy())
+        paths.append(path)
+    rows = export.predict(logged.uri, "digits_artifacts", paths)
+    classes = logged.splits.classes
+    assert [name for _, name, _ in rows] == [classes[i] for i in logged.evaluation.y_pred[:8]]
+    assert [path for path, _, _ in rows] == [str(p) for p in paths]
+    assert all(0.1 <= probability <= 1.0 for _, _, probability in rows)
+
+
+def test_predict_converts_channels_and_size(logged):
+    """A colour JPEG of another size is made grey and 8x8, like the training images."""
+    digit = logged.splits.test_x[0, 0].numpy()
+    big = cv2.resize(digit, (40, 40), interpolation=cv2.INTER_NEAREST)
+    path = logged.tmp / "colour.jpg"
+    assert cv2.imwrite(str(path), cv2.cvtColor(big, cv2.COLOR_GRAY2BGR))
+    assert export.read_image(path, 1, 8, 8).shape == (1, 8, 8)
+    assert export.read_image(path, 3, 32, 32).shape == (3, 32, 32)
+    ((_, name, probability),) = export.predict(logged.uri, "digits_artifacts", [path])
+    assert name in logged.splits.classes
+    assert 0.0 < probability <= 1.0 and math.isfinite(probability)
+
+
+def test_predict_says_what_is_wrong(logged):
+    junk = logged.tmp / "junk.png"
+    junk.write_bytes(b"not an image")
+    with pytest.raises(UsageError, match=r"junk\.png"):
+        export.predict(logged.uri, "digits_artifacts", [junk])
+    with pytest.raises(UsageError, match="no registered model 'nope'"):
+        export.predict(logged.uri, "nope", [junk])
+
+
+def test_sklearn_pipelines_export_too(logged):
+    """A classical pipeline is logged with mlflow.sklearn and predicts through the same path."""
+    from models.classical import build_pipeline
+
+    splits = logged.splits
+    pipeline = build_pipeline({"name": "tiny_image", "size": 8}, {"name": "knn", "k": 3})
+    pipeline.fit(splits.train_x.numpy(), splits.train_y.numpy())
+    run = logged.client.create_run(logged.parent.info.experiment_id, run_name="knn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        version = export.log_best_model(
+            logged.uri,
+            run.info.run_id,
+            pipeline,
+            splits.test_x[:4].numpy(),
+            classes=splits.classes,
+            registered_name="digits_knn_export",
+        )
+    assert str(version.version) == "1"
+    path = logged.tmp / "test_0.png"
+    cv2.imwrite(str(path), splits.test_x[0, 0].numpy())
+    ((_, name, probability),) = export.predict(logged.uri, "digits_knn_export", [path])
+    assert name == splits.classes[int(pipeline.predict(splits.test_x[:1].numpy())[0])]
+    assert 0.0 < probability <= 1.0
