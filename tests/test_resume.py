@@ -145,3 +145,56 @@ def test_soak_40_trials_with_failures_and_a_driver_kill(ray_session, tmp_path):
     assert statuses <= {"completed", "early_stopped"}  # every injected failure was retried
     faulty = [c for c in children if c.data.params["fault.epoch"] == "2"]
     assert 3 <= len(faulty) <= 16
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(ray_session, tmp_path):
+    spec = tmp_path / "digits_resume.yaml"
+    spec.write_text(SPEC)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = [
+        sys.executable,
+        "-m",
+        "tuner",
+        "run",
+        str(spec),
+        "--tracking-uri",
+        uri,
+        "--storage",
+        str(tmp_path / "ray"),
+    ]
+    driver = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 240
+    while _finished_epochs(tmp_path / "mlflow.db") < 4 and time.monotonic() < deadline:
+        assert driver.poll() is None
+        time.sleep(0.5)
+    driver.send_signal(signal.SIGINT)
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130
+    assert f"Continue with: python -m tuner run {spec} --resume" in err
+    runs, parents, children = _runs(uri, "digits_resume")
+    assert parents[0].data.tags["tuner.status"] == "interrupted"
+    assert parents[0].info.status == "KILLED"
+    assert all(r.info.status != "RUNNING" for r in runs)
+    assert any(c.data.tags["tuner.status"] == "interrupted" for c in children)
+
+    assert (
+        main(
+            [
+                "run",
+                str(spec),
+                "--resume",
+                "--tracking-uri",
+                uri,
+                "--storage",
+                str(tmp_path / "ray"),
+            ]
+        )
+        == 0
+    )
+    runs, parents, children = _runs(uri, "digits_resume")
+    assert parents[0].info.status == "FINISHED"
+    assert len(children) == NUM_TRIALS
+    assert {c.data.tags["tuner.status"] for c in children} == {"completed"}

@@ -96,9 +96,6 @@ def run_search(
         tuner = _new_tuner(spec, tree, function, storage, experiment)
     try:
         results = tuner.fit()
-        if results.num_terminated + results.num_errors < len(results):
-            experiment.interrupt()
-            raise Interrupted(experiment_path)
         best_result = _best_result(results, spec)
         evaluation = trainable.evaluate_test(best_result, splits, settings)
         test_metrics = evaluation.metrics
@@ -110,8 +107,10 @@ def run_search(
             {f"best_{spec.metric}": best_value},
             test_metrics,
         )
-    except Interrupted:
-        raise
+    except KeyboardInterrupt:
+        # Tune's state is saved at every checkpoint; mark MLflow's runs so resume finds them.
+        experiment.interrupt()
+        raise Interrupted(experiment_path) from None
     except BaseException as error:
         experiment.fail(f"{type(error).__name__}: {error}")
         raise
@@ -185,6 +184,9 @@ def _load_data(spec: Spec) -> data.Splits:
 def _start_ray(address: str | None) -> None:
     # The classic reporter lets us trim the table to the metric and the sampled parameters.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Ctrl-C raises KeyboardInterrupt out of fit() (Tune's own handler would end the search
+    # as if it had finished), so tuner marks MLflow's runs and prints how to resume.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     # Tune warns on every snapshot when epochs are short; the snapshots are cheap here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():

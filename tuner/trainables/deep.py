@@ -63,7 +63,7 @@ SCHEDULE_OPTIONS = {
     "cosine": ("warmup_epochs",),
     "onecycle": ("warmup_epochs",),
 }
-AUGMENT_OPTIONS = ("crop_padding", "hflip", "rotation", "erasing")
+AUGMENT_OPTIONS = ("crop_padding", "hflip", "rotation", "erasing", "padding_mode", "hflip_p")
 FAULT_OPTIONS = ("epoch", "repeat")
 CHECKPOINT_FILE = "checkpoint.pt"
 EVAL_BATCH = 1024  # images per forward pass when evaluating: no gradients, so large is fine
@@ -210,7 +210,7 @@ class Trial:
     def _inputs(self, x_uint8: torch.Tensor, *, train: bool) -> torch.Tensor:
         x = to_float(x_uint8, self.mean, self.std)
         if train and self.augment.enabled:
-            x = self.augment(x)
+            x = self.augment(x, self.generator)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -292,7 +292,14 @@ def train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
     fault = FaultInjection(**options_of(config, "fault"))
     while trial.epoch < trial.epochs:
         fault.maybe_raise(trial.epoch + 1, resumed)
-        train_loss, train_acc = trial.train_epoch()
+        try:
+            train_loss, train_acc = trial.train_epoch()
+        except torch.OutOfMemoryError:
+            # Recorded as the trial's error (tuner.error), with what to change; the search goes on.
+            raise RuntimeError(
+                f"out of memory at batch_size {trial.batch_size} on {trial.device}: "
+                "use a smaller batch_size, or fewer trials per GPU"
+            ) from None
         if not math.isfinite(train_loss):
             # Diverged: report the worst metrics so the searcher learns, then end the trial.
             tune.report(
