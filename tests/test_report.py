@@ -1,0 +1,168 @@
+"""`tuner report` and `tuner compare`, read back from real runs' MLflow store alone."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from ray.tune import ExperimentAnalysis, ResultGrid
+
+from tuner.artifacts import log_search_artifacts
+from tuner.cli import main
+from tuner.errors import UsageError
+from tuner.report import compare, write_report
+from tuner.results import latest_parent, trials_of
+from tuner.runner import _load_data
+from tuner.spec import load_spec
+from tuner.trainables import Settings, deep
+
+DEEP = """\
+name: digits_report
+data: {dataset: digits, seed: 0}
+search: {algorithm: optuna, num_samples: 3, max_concurrent: 2, seed: 0}
+scheduler: {type: asha, max_epochs: 2, grace_period: 1, reduction_factor: 2}
+resources: {cpu: 1}
+space:
+  model: {name: simple_cnn, width: {int: [8, 16]}, depth: 1}
+  optimizer:
+    choice:
+      sgd: {lr: {loguniform: [1e-2, 1e-1]}, momentum: {uniform: [0.5, 0.9]}}
+      adam: {lr: {loguniform: [1e-3, 1e-2]}}
+  batch_size: {choice: [32, 64]}
+"""
+CLASSICAL = """\
+name: digits_report_knn
+trainable: classical
+cache_dir: CACHE_DIR
+data: {dataset: digits, seed: 0}
+search: {algorithm: optuna, num_samples: 2, max_concurrent: 2, seed: 0}
+scheduler: {type: fifo}
+resources: {cpu: 1}
+space:
+  features: {name: tiny_image, size: 8, norm: {choice: [none, l2]}}
+  classifier: {name: knn, k: {int: [1, 5]}}
+"""
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+IMAGE = re.compile(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+@dataclass
+class Store:
+    uri: str
+    client: MlflowClient
+    tmp: Path
+
+
+@pytest.fixture(scope="module")
+def store(ray_session, tmp_path_factory) -> Store:
+    """Two finished experiments in one store: a deep one with its artifacts, a classical one."""
+    tmp = tmp_path_factory.mktemp("report")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp)  # MLflow keeps artifacts in ./mlruns: the test's tmp, not the repo
+        knn = CLASSICAL.replace("CACHE_DIR", str(tmp / "features"))  # not the user's ~/.cache
+        for name, text in (("deep.yaml", DEEP), ("knn.yaml", knn)):
+            (tmp / name).write_text(text)
+            run = ["run", str(tmp / name), "--tracking-uri", uri, "--storage", str(tmp / "ray")]
+            assert main(run) == 0
+        _log_artifacts(tmp / "deep.yaml", tmp / "ray", uri)
+    return Store(uri, MlflowClient(uri), tmp)
+
+
+def _log_artifacts(spec_path: Path, storage: Path, uri: str) -> None:
+    """What runner.py logs at the end of a search, from the best result in Ray's storage."""
+    spec = load_spec(spec_path)
+    splits = _load_data(spec)
+    settings = Settings(spec.scheduler.max_epochs, spec.search.seed, spec.metric, spec.mode)
+    grid = ResultGrid(ExperimentAnalysis(str(storage / spec.name)))
+    best = grid.get_best_result(spec.metric, spec.mode, scope="all")
+    client = MlflowClient(uri)
+    parent = latest_parent(client, spec.experiment)
+    log_search_artifacts(client, parent.info.run_id, deep.evaluate_test(best, splits, settings))
+
+
+def _text(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def test_report_is_one_self_contained_html_file(store):
+    path = write_report(store.uri, "digits_report", store.tmp / "out")
+    assert path == store.tmp / "out" / "digits_report.html"
+    page = path.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    # Nothing to fetch: no scripts, no remote stylesheets, images or fonts.
+    assert "<script" not in page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+    assert "@import" not in page and "url(" not in page
+    images = IMAGE.findall(page)
+    assert len(images) == 6  # confusion matrix, learning curves, 4 Optuna plots
+    for data in images:
+        assert base64.b64decode(data).startswith(PNG_MAGIC)
+    assert 'href="data:text/csv;base64,' in page
+
+
+def test_report_shows_spec_trials_metrics_and_statuses(store):
+    page = write_report(store.uri, "digits_report", store.tmp / "out").read_text()
+    text = _text(page)
+    parent = latest_parent(store.client, "digits_report")
+    trials = trials_of(store.client, parent)
+    assert parent.info.run_id in text
+    assert "loguniform: [1e-2, 1e-1]" in text  # the spec, verbatim
+    for trial in trials:  # the top-k table holds all three
+        assert trial.trial_id in text
+    assert f"test_acc {parent.data.metrics['test_acc']:.4f}" in text
+    assert f"test_f1 {parent.data.metrics['test_f1']:.4f}" in text
+    counts = dict(re.findall(r"<tr><td>([^<]+)</td><td class=\"num\">(\d+)</td></tr>", page))
+    assert counts["total"] == "3"
+    labels = ("completed", "stopped early by ASHA", "diverged (NaN/inf loss)", "errored")
+    assert sum(int(counts[label]) for label in labels) == 3
+    assert int(counts["completed"]) == sum(t.status == "completed" for t in trials)
+    assert "optimizer.name" in text and "best val_acc" in text
+
+
+def test_report_needs_only_the_mlflow_store(store, tmp_path, monkeypatch):
+    """No Ray storage, no spec file, another working directory: the store is enough."""
+    shutil.rmtree(store.tmp / "ray")
+    for spec in ("deep.yaml", "knn.yaml"):
+        (store.tmp / spec).unlink()
+    monkeypatch.chdir(tmp_path)
+    path = write_report(store.uri, "digits_report", "elsewhere")
+    assert path == Path("elsewhere/digits_report.html")
+    page = path.read_text()
+    assert len(IMAGE.findall(page)) == 6
+    assert "simple_cnn" in page
+
+
+def test_report_of_a_run_without_plots(store):
+    """The classical run has no plots logged: the report still has its tables and spec."""
+    page = write_report(store.uri, "digits_report_knn", store.tmp / "out").read_text()
+    assert IMAGE.findall(page) == []
+    assert "tiny_image" in page and "test_acc" in page
+
+
+def test_report_of_an_unknown_experiment_says_so(store):
+    with pytest.raises(UsageError, match="no experiment named 'nope'"):
+        write_report(store.uri, "nope", store.tmp / "out")
+
+
+def test_compare_puts_both_experiments_side_by_side(store):
+    table = compare(store.uri, "digits_report", "digits_report_knn")
+    lines = table.splitlines()
+    assert lines[0].split() == ["digits_report", "digits_report_knn"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:] if line.strip()}
+    deep_run = latest_parent(store.client, "digits_report")
+    knn_run = latest_parent(store.client, "digits_report_knn")
+    assert rows["run"] == [deep_run.info.run_id, knn_run.info.run_id]
+    assert rows["trials"] == ["3", "2"]
+    assert rows["optimizer.name"][0] in {"sgd", "adam"} and rows["optimizer.name"][1] == "-"
+    assert rows["classifier.name"] == ["-", "knn"]
+    assert rows["test_acc"] == [
+        f"{deep_run.data.metrics['test_acc']:.4f}",
+        f"{knn_run.data.metrics['test_acc']:.4f}",
+    ]
+    assert "best_val_acc" in rows and "test_f1" in rows
