@@ -208,6 +208,9 @@ def test_a_plot_that_cant_be_drawn_is_skipped_with_a_warning(tmp_path):
     local = client.download_artifacts(parent.info.run_id, "results", str(tmp_path))
     matrix = json.loads((Path(local) / "confusion_matrix.json").read_text())
     assert matrix["matrix"] == [[1, 0, 0], [1, 1, 0], [0, 0, 0]]
+    # Even a run that doesn't exist only warns: artifacts never fail a finished search.
+    with pytest.warns(UserWarning, match="skipped the"):
+        log_search_artifacts(client, "0" * 32, evaluation)
 
 
 # ---------------------------------------------------------------------------------------------

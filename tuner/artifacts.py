@@ -66,19 +66,22 @@ def log_search_artifacts(
     curves. Problems become warnings: a search is never failed by its plots.
     """
     matplotlib.use("Agg")  # no display: draw to files only
-    parent = client.get_run(parent_run_id)
-    trials = trials_of(client, parent)
-    steps: list[tuple[str, Callable[[], None]]] = [
-        ("confusion matrix", lambda: _log_confusion(client, parent_run_id, evaluation)),
-        ("trials CSV", lambda: _log_trials_csv(client, parent_run_id, parent, trials)),
-        ("learning curves", lambda: _log_curves(client, parent, trials[:top_k])),
-    ]
+    _attempt("confusion matrix", lambda: _log_confusion(client, parent_run_id, evaluation))
+    found = _attempt("trials", lambda: _parent_and_trials(client, parent_run_id))
+    if found is None:
+        return
+    parent, trials = found
+    _attempt("trials CSV", lambda: _log_trials_csv(client, parent_run_id, parent, trials))
+    _attempt("learning curves", lambda: _log_curves(client, parent, trials[:top_k]))
     study = _attempt("Optuna study", lambda: study_of(client, parent, trials))
     target = f"best {parent.data.tags.get('tuner.metric', 'val_acc')}"
     for name in OPTUNA_PLOTS if study is not None else ():
-        steps.append((name, lambda n=name: _log_optuna(client, parent_run_id, study, n, target)))
-    for name, step in steps:
-        _attempt(name, step)
+        _attempt(name, lambda n=name: _log_optuna(client, parent_run_id, study, n, target))
+
+
+def _parent_and_trials(client: MlflowClient, run_id: str) -> tuple[Run, list[TrialRecord]]:
+    parent = client.get_run(run_id)
+    return parent, trials_of(client, parent)
 
 
 def _attempt(what: str, step: Callable[[], Any]) -> Any:
