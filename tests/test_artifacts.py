@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,15 +219,14 @@ def test_a_plot_that_cant_be_drawn_is_skipped_with_a_warning(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_best_model_is_registered_and_loads_with_pyfunc(logged):
+def test_best_model_is_registered_and_loads_with_pyfunc(logged, monkeypatch):
     versions = logged.client.search_model_versions("name = 'digits_artifacts'")
     assert len(versions) == 1
     assert versions[0].run_id == logged.parent.info.run_id
-    mlflow.set_registry_uri(logged.uri)
-    try:
-        model = mlflow.pyfunc.load_model("models:/digits_artifacts/latest")
-    finally:
-        mlflow.set_registry_uri("")
+    # Logging it left mlflow's globals as they were: plain mlflow, pointed by the environment.
+    assert logged.uri not in {os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", logged.uri)
+    model = mlflow.pyfunc.load_model("models:/digits_artifacts/latest")
     assert model.metadata.metadata["classes"] == list(logged.splits.classes)
     assert tuple(model.metadata.get_input_schema().inputs[0].shape) == (-1, 1, 8, 8)
     images = logged.splits.test_x[:16].numpy().astype(np.float32)  # any batch size

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 MODEL_NAME = "model"  # the logged model's name within the parent run
 CLASSES_FILE = "classes.json"
 EXAMPLE_IMAGES = 4  # test images kept as the model's input example
+URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 class RawImageClassifier(nn.Module):
@@ -131,29 +133,52 @@ def log_best_model(
 
 
 @contextlib.contextmanager
+def _using_store(tracking_uri: str) -> Iterator[None]:
+    """Point mlflow's fluent API (log_model, load_model, the registry) at ``tracking_uri``.
+
+    Afterwards everything is as it was, environment variables included: mlflow's setters also
+    export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, which Ray workers would inherit.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved_tracking = getattr(tracking_utils, "_tracking_uri", None)
+    saved_registry = getattr(registry_utils, "_registry_uri", None)
+    saved_env = {name: os.environ.get(name) for name in URI_VARIABLES}
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)  # the model registry lives in the same store
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_tracking)
+        mlflow.set_registry_uri(saved_registry)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
 def _active_run(tracking_uri: str, run_id: str) -> Iterator[None]:
-    """Make ``run_id`` mlflow's active run against ``tracking_uri``, restoring both afterwards.
+    """Make ``run_id`` mlflow's active run against ``tracking_uri`` for the block.
 
     ``mlflow.<flavor>.log_model`` logs to the active run only; resuming the run would mark it
     FINISHED when the block ends, so its status and end time are put back as they were.
     """
     import mlflow
 
-    previous_uri, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
     before = client.get_run(run_id).info
     try:
-        with mlflow.start_run(run_id=run_id):
+        with _using_store(tracking_uri), mlflow.start_run(run_id=run_id):
             yield
     finally:
         if before.status == "RUNNING":
             client.update_run(run_id, "RUNNING")
         else:  # the run's own end, not the time the model was logged
             client.set_terminated(run_id, before.status, end_time=before.end_time)
-        mlflow.set_tracking_uri(previous_uri)
-        mlflow.set_registry_uri(previous_registry)
 
 
 def _requirements(*packages: str) -> list[str]:
@@ -197,17 +222,14 @@ def load_registered(tracking_uri: str, experiment_name: str) -> Any:
 
     from tuner.errors import UsageError
 
-    previous = mlflow.get_registry_uri()
-    mlflow.set_registry_uri(tracking_uri)
     try:
-        return mlflow.pyfunc.load_model(f"models:/{experiment_name}/latest")
+        with _using_store(tracking_uri):
+            return mlflow.pyfunc.load_model(f"models:/{experiment_name}/latest")
     except MlflowException as error:
         raise UsageError(
             f"no registered model {experiment_name!r} in {tracking_uri} ({error.message}); "
             "run the search first (check --tracking-uri)"
         ) from None
-    finally:
-        mlflow.set_registry_uri(previous)
 
 
 def predict(
