@@ -101,7 +101,7 @@ def log_best_model(
             "await_registration_for": 0,  # local stores register at once
         }
         if isinstance(model, nn.Module):
-            model = model.eval()
+            model = model.cpu().eval()  # served on CPU; the pt2 graph is traced on this device
             inputs = example.astype(np.float32)
             with torch.no_grad():
                 outputs = model(torch.from_numpy(inputs)).numpy()
@@ -126,10 +126,9 @@ def log_best_model(
                 **common,
             )
         mlflow.log_dict(list(classes), f"{MODEL_NAME}/{CLASSES_FILE}")
-    version = mlflow.MlflowClient(tracking_uri).get_model_version(
+    return mlflow.MlflowClient(tracking_uri).get_model_version(
         registered_name, str(info.registered_model_version)
     )
-    return version
 
 
 @contextlib.contextmanager
