@@ -26,7 +26,7 @@ from tuner.artifacts import log_search_artifacts, study_of
 from tuner.cli import main
 from tuner.errors import UsageError
 from tuner.results import latest_parent, trials_of
-from tuner.runner import _load_data
+from tuner.runner import load_data
 from tuner.spec import load_spec
 from tuner.trainables import Settings, deep
 from tuner.trainables.metrics import Evaluation
@@ -69,11 +69,8 @@ class Logged:
 
 
 def run_and_log(tmp: Path, spec_text: str) -> Logged:
-    """`tuner run` a spec, then log its artifacts and best model as runner.py does at the end.
-
-    The best trial's result, test evaluation and model are rebuilt from Ray's storage, the same
-    inputs run_search hands these functions.
-    """
+    """`tuner run` a spec (which logs the artifacts and the best model), then rebuild the best
+    trial's test evaluation from Ray's storage, to check the artifacts against."""
     spec_path = tmp / "spec.yaml"
     spec_path.write_text(spec_text)
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
@@ -82,7 +79,7 @@ def run_and_log(tmp: Path, spec_text: str) -> Logged:
         patch.chdir(tmp)  # MLflow keeps artifacts in ./mlruns: the test's tmp, not the repo
         assert main(["run", str(spec_path), "--tracking-uri", uri, "--storage", str(storage)]) == 0
         spec = load_spec(spec_path)
-        splits = _load_data(spec)
+        splits = load_data(spec)
         settings = Settings(
             max_epochs=spec.scheduler.max_epochs,
             seed=spec.search.seed,
@@ -94,15 +91,6 @@ def run_and_log(tmp: Path, spec_text: str) -> Logged:
         evaluation = deep.evaluate_test(best, splits, settings)
         client = MlflowClient(uri)
         parent_id = latest_parent(client, spec.experiment).info.run_id
-        log_search_artifacts(client, parent_id, evaluation)
-        export.log_best_model(
-            uri,
-            parent_id,
-            export.deep_classifier(best, splits),
-            splits.test_x[:4].numpy(),
-            classes=splits.classes,
-            registered_name=spec.experiment,
-        )
     return Logged(uri, client, client.get_run(parent_id), evaluation, splits, tmp)
 
 
@@ -197,7 +185,7 @@ def test_a_plot_that_cant_be_drawn_is_skipped_with_a_warning(tmp_path):
         params=[Param("lr", "0.1")],
     )
     # Class "c" is never predicted nor present: its row and column are still drawn, all zero.
-    evaluation = Evaluation(np.array([0, 1, 1]), np.array([0, 0, 1]), ("a", "b", "c"))
+    evaluation = Evaluation(np.array([0, 1, 1]), np.array([0, 0, 1]), ("a", "b", "c"), None)
     with pytest.warns(UserWarning) as caught:
         log_search_artifacts(client, parent.info.run_id, evaluation)
     skipped = " ".join(str(w.message) for w in caught)
@@ -242,13 +230,17 @@ def test_best_model_is_registered_and_loads_with_pyfunc(logged, monkeypatch):
     assert json.loads(classes_json) == list(logged.splits.classes)
 
 
-def test_predict_agrees_with_the_test_evaluation(logged):
+def test_predict_agrees_with_the_test_evaluation(logged, capsys):
     paths = []
     for i in range(8):  # the first test images, written losslessly at their own size
         path = logged.tmp / f"test_{i}.png"
         assert cv2.imwrite(str(path), logged.splits.test_x[i, 0].numpy())
         paths.append(path)
-    rows = export.predict(logged.uri, "digits_artifacts", paths)
+    assert (
+        main(["predict", "digits_artifacts", *map(str, paths), "--tracking-uri", logged.uri]) == 0
+    )
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    rows = [(path, name, float(probability)) for path, name, probability in rows]
     classes = logged.splits.classes
     assert [name for _, name, _ in rows] == [classes[i] for i in logged.evaluation.y_pred[:8]]
     assert [path for path, _, _ in rows] == [str(p) for p in paths]

@@ -72,6 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
     best.add_argument("--json", action="store_true", help="machine-readable output")
     _tracking_flag(best)
 
+    report = commands.add_parser(
+        "report", help="write a self-contained HTML report of an experiment's latest run"
+    )
+    report.add_argument("name", help="experiment name")
+    report.add_argument("--out", type=Path, default=Path("."), help="directory (default: .)")
+    _tracking_flag(report)
+
+    predict = commands.add_parser("predict", help="classify image files with the best model")
+    predict.add_argument("name", help="experiment name (its registered model)")
+    predict.add_argument("images", nargs="+", type=Path, help="image files")
+    _tracking_flag(predict)
+
+    compare = commands.add_parser("compare", help="two experiments' best configs and test metrics")
+    compare.add_argument("name1")
+    compare.add_argument("name2")
+    _tracking_flag(compare)
+
     ui = commands.add_parser("ui", help="start the MLflow UI on the tracking store")
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
@@ -212,6 +229,33 @@ def _best(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from tuner.report import write_report
+    from tuner.tracking import default_tracking_uri
+
+    print(write_report(args.tracking_uri or default_tracking_uri(), args.name, args.out))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from tuner.export import predict
+    from tuner.tracking import default_tracking_uri
+
+    for path, label, probability in predict(
+        args.tracking_uri or default_tracking_uri(), args.name, args.images
+    ):
+        print(f"{path}\t{label}\t{probability:.4f}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from tuner.report import compare
+    from tuner.tracking import default_tracking_uri
+
+    print(compare(args.tracking_uri or default_tracking_uri(), args.name1, args.name2), end="")
+    return 0
+
+
 def _ui(args: argparse.Namespace) -> int:
     from tuner.tracking import default_tracking_uri
 
@@ -274,4 +318,14 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "resume": _resume, "best": _best, "ui": _ui, "list": _list, "data": _data}
+COMMANDS = {
+    "report": _report,
+    "predict": _predict,
+    "compare": _compare,
+    "run": _run,
+    "resume": _resume,
+    "best": _best,
+    "ui": _ui,
+    "list": _list,
+    "data": _data,
+}

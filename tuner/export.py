@@ -28,9 +28,6 @@ from torch import nn
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
-    from ray.tune import Result
-
-    from data import Splits
 
 MODEL_NAME = "model"  # the logged model's name within the parent run
 CLASSES_FILE = "classes.json"
@@ -55,20 +52,6 @@ class RawImageClassifier(nn.Module):
         # The same arithmetic as data.augment.to_float, so predictions match the evaluation.
         x = (x / 255 - self.mean) / self.std
         return torch.softmax(self.network(x).float(), dim=1)
-
-
-def deep_classifier(result: Result, splits: Splits) -> RawImageClassifier:
-    """The best epoch's weights of a deep trial (its checkpoint's ``best_weights``), wrapped."""
-    from data.augment import channel_stats
-    from tuner import space as space_lang
-    from tuner.trainables import deep
-
-    network = deep.build_model(space_lang.clean_config(result.config), splits)
-    with result.checkpoint.as_directory() as directory:
-        state = torch.load(Path(directory) / deep.CHECKPOINT_FILE, weights_only=True)
-    network.load_state_dict(state["best_weights"])
-    mean, std = channel_stats(splits.train_x)
-    return RawImageClassifier(network, mean, std).eval()
 
 
 def log_best_model(
@@ -281,7 +264,6 @@ def read_image(path: str | Path, channels: int, height: int, width: int) -> np.n
 
 __all__ = [
     "RawImageClassifier",
-    "deep_classifier",
     "load_registered",
     "log_best_model",
     "predict",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,15 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 import data
+from tuner import export
 from tuner import space as space_lang
+from tuner.artifacts import log_search_artifacts
 from tuner.errors import UsageError
 from tuner.results import TrialRecord, trials_of
 from tuner.spec import Spec, masked_overrides
 from tuner.tracking import Experiment, TrialRecorder, default_tracking_uri
 from tuner.trainables import Settings, trainable_module
+from tuner.trainables.metrics import Evaluation
 
 
 class Interrupted(Exception):
@@ -54,7 +58,7 @@ def run_search(
     overrides: Sequence[str] = (),
 ) -> Summary:
     """Run (or resume) the search a validated spec describes; MLflow records every trial."""
-    splits = _load_data(spec)
+    splits = load_data(spec)
     tracking_uri = tracking_uri or spec.tracking.uri or default_tracking_uri()
     storage = storage or str(Path.cwd() / "tuner_results")
     experiment_path = f"{storage.rstrip('/')}/{spec.name}"
@@ -102,6 +106,8 @@ def run_search(
         best_trial_id = _trial_id(best_result)
         experiment.mark_best(best_trial_id)
         best_value = _best_value(best_result, spec)
+        log_search_artifacts(experiment.client, experiment.parent_id, evaluation)
+        _export(experiment, evaluation, splits, spec.experiment)
         experiment.finish(
             space_lang.clean_config(best_result.config),
             {f"best_{spec.metric}": best_value},
@@ -125,6 +131,21 @@ def run_search(
         trials=trials_of(experiment.client, experiment.client.get_run(experiment.parent_id)),
         sampled=space_lang.sampled_keys(tree),
     )
+
+
+def _export(experiment: Experiment, evaluation: Evaluation, splits: data.Splits, name: str) -> None:
+    """Register the best model under the experiment's name; a failure here only warns."""
+    try:
+        export.log_best_model(
+            experiment.tracking_uri,
+            experiment.parent_id,
+            evaluation.model,
+            splits.test_x[: export.EXAMPLE_IMAGES].numpy(),
+            classes=splits.classes,
+            registered_name=name,
+        )
+    except Exception as error:  # the search itself succeeded: keep its results
+        warnings.warn(f"tuner: the best model was not exported: {error}", stacklevel=1)
 
 
 def _new_tuner(
@@ -163,7 +184,8 @@ def _new_tuner(
     )
 
 
-def _load_data(spec: Spec) -> data.Splits:
+def load_data(spec: Spec) -> data.Splits:
+    """The spec's dataset, split; a missing or malformed one is a UsageError (exit 2)."""
     try:
         return data.load(
             spec.data.dataset,

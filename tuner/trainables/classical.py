@@ -81,6 +81,5 @@ def train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
 def evaluate_test(result: Result, splits: Splits, settings: Settings) -> Evaluation:
     """Refit the best config (its features are cached) and classify the test split once."""
     pipeline = fit(result.config, splits, settings)
-    return Evaluation(
-        splits.test_y.numpy(), pipeline.predict(splits.test_x.numpy()), splits.classes
-    )
+    predicted = pipeline.predict(splits.test_x.numpy())
+    return Evaluation(splits.test_y.numpy(), predicted, splits.classes, pipeline)

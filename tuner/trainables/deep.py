@@ -31,6 +31,7 @@ import models
 from data import Splits
 from data.augment import Augmentation, channel_stats, to_float
 from tuner import space as space_lang
+from tuner.export import RawImageClassifier
 from tuner.spec import Spec
 from tuner.trainables import Settings
 from tuner.trainables.checks import check_keys, check_metric, check_named
@@ -369,4 +370,5 @@ def evaluate_test(result: Result, splits: Splits, settings: Settings) -> Evaluat
         trial.load_state(torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True))
     trial.model.load_state_dict(trial.best_weights)
     logits = trial.predict(splits.test_x)
-    return Evaluation(splits.test_y.numpy(), logits.argmax(1).cpu().numpy(), splits.classes)
+    model = RawImageClassifier(trial.model.cpu().eval(), trial.mean.cpu(), trial.std.cpu())
+    return Evaluation(splits.test_y.numpy(), logits.argmax(1).cpu().numpy(), splits.classes, model)

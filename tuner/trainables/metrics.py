@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
@@ -10,11 +11,13 @@ from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The best trial's predictions on the held-out test split, and what they score."""
+    """The best trial's predictions on the held-out test split, what they score, and the model
+    that made them (a module on raw 0..255 images, or a fitted sklearn pipeline) for export."""
 
     y_true: np.ndarray  # int labels
     y_pred: np.ndarray
     classes: tuple[str, ...]
+    model: Any
 
     @property
     def metrics(self) -> dict[str, float]:
