@@ -68,7 +68,8 @@ class BagOfSift(TransformerMixin, BaseEstimator):
 
     def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> BagOfSift:
         """Build (or read from the cache) the vocabulary of ``X``'s descriptors."""
-        self._fit(X, self._lazy_descriptors(X, array_digest(X)))
+        digest = array_digest(X)
+        self._fit(digest, self._lazy_descriptors(X, digest))
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
@@ -81,7 +82,7 @@ class BagOfSift(TransformerMixin, BaseEstimator):
         """``fit(X).transform(X)``, hashing and describing ``X`` once."""
         digest = array_digest(X)
         descriptors = self._lazy_descriptors(X, digest)
-        self._fit(X, descriptors)
+        self._fit(digest, descriptors)
         return self._histograms(X, digest, descriptors)
 
     # -- the three cached stages --------------------------------------------------------------
@@ -100,13 +101,13 @@ class BagOfSift(TransformerMixin, BaseEstimator):
 
         return descriptors
 
-    def _fit(self, X: np.ndarray, descriptors: Callable[[], np.ndarray]) -> None:
+    def _fit(self, digest: str, descriptors: Callable[[], np.ndarray]) -> None:
         check_choice("norm", self.norm, HISTOGRAM_NORMS)
         check_choice("pyramid_levels", self.pyramid_levels, PYRAMID_LEVELS)
         self.cache_ = FeatureCache(self.cache_dir)
         key = cache_key(
             "vocabulary",
-            data=array_digest(X),
+            data=digest,
             opencv=cv2.__version__,
             vocab_size=self.vocab_size,
             sample_size=self.sample_size,
