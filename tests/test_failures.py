@@ -111,3 +111,35 @@ def test_a_truncated_checkpoint_restarts_training_from_scratch(tmp_path):
     (tmp_path / CHECKPOINT_FILE).write_bytes(whole)
     assert restore(fresh, tune.Checkpoint.from_directory(tmp_path)) is True
     assert fresh.epoch == 1
+
+
+def test_an_out_of_memory_trial_is_recorded_as_such(ray_session, tmp_path, capsys):
+    # A real allocation failure: the second conv of this net would need ~79 TB.
+    spec = tmp_path / "oom.yaml"
+    spec.write_text(
+        "name: oom\n"
+        "scheduler: {type: fifo, max_epochs: 1}\n"
+        "space:\n"
+        "  model: {name: simple_cnn, width: 1048576, depth: 2}\n"
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = main(
+        [
+            "run",
+            str(spec),
+            "--num-samples",
+            "1",
+            "--tracking-uri",
+            uri,
+            "--storage",
+            str(tmp_path / "ray"),
+        ]
+    )
+    assert code == 2  # no trial could report: a clear one-line error, no traceback
+    assert "no trial reported `val_acc`" in capsys.readouterr().err
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("oom")
+    (trial,) = client.search_runs([experiment.experiment_id], "tags.`tuner.role` = 'trial'")
+    assert trial.data.tags["tuner.status"] == "errored"
+    assert "MemoryError: out of memory with model" in trial.data.tags["tuner.error"]
+    assert "use a smaller model or batch" in trial.data.tags["tuner.error"]

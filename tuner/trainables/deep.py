@@ -288,19 +288,32 @@ def train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
     """The Ray Tune function trainable: train, report metrics and a checkpoint every epoch."""
     use_assigned_cpus()
     config = space_lang.clean_config(config)
+    try:
+        _train(config, splits, settings)
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        # Recorded as the trial's error (tuner.error), with what to change; the search goes on.
+        raise MemoryError(
+            f"out of memory with model {config.get('model')} and batch_size "
+            f"{config.get('batch_size', 64)}: use a smaller model or batch, or fewer trials per "
+            f"GPU ({str(error).splitlines()[0][:200]})"
+        ) from None
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator failing (a RuntimeError from torch)."""
+    text = str(error)
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in text
+
+
+def _train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
     trial = Trial(config, splits, settings)
     resumed = restore(trial, tune.get_checkpoint())
     fault = FaultInjection(**options_of(config, "fault"))
     while trial.epoch < trial.epochs:
         fault.maybe_raise(trial.epoch + 1, resumed)
-        try:
-            train_loss, train_acc = trial.train_epoch()
-        except torch.OutOfMemoryError:
-            # Recorded as the trial's error (tuner.error), with what to change; the search goes on.
-            raise RuntimeError(
-                f"out of memory at batch_size {trial.batch_size} on {trial.device}: "
-                "use a smaller batch_size, or fewer trials per GPU"
-            ) from None
+        train_loss, train_acc = trial.train_epoch()
         if not math.isfinite(train_loss):
             # Diverged: report the worst metrics so the searcher learns, then end the trial.
             tune.report(
