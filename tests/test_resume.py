@@ -163,8 +163,14 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(ray_session, tmp_path):
         "--storage",
         str(tmp_path / "ray"),
     ]
+    # A shell's background job ignores SIGINT, and children inherit that: restore the default.
     driver = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 240
     while _finished_epochs(tmp_path / "mlflow.db") < 4 and time.monotonic() < deadline:

@@ -117,8 +117,8 @@ def read_yaml(text: str, source: str) -> Any:
         mark = error.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         raise SpecError(f"{source}: invalid YAML at {where}: {error.problem}") from None
-    except yaml.YAMLError as error:
-        raise SpecError(f"{source}: invalid YAML: {error}") from None
+    except yaml.YAMLError as error:  # e.g. control characters: PyYAML's message spans lines
+        raise SpecError(f"{source}: invalid YAML: {' '.join(str(error).split())}") from None
 
 
 # ---------------------------------------------------------------------------------------------
