@@ -32,6 +32,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tuner.results import TrialRecord, trials_of
+from tuner.tracking import child_runs
 from tuner.trainables.metrics import Evaluation
 
 if TYPE_CHECKING:
@@ -233,7 +234,10 @@ def study_of(client: MlflowClient, parent: Run, trials: Sequence[TrialRecord]) -
         )
     finally:
         optuna.logging.set_verbosity(verbosity)
-    started = {run.info.run_id: run.info.start_time for run in _children(client, parent)}
+    started = {
+        run.info.run_id: run.info.start_time
+        for run in child_runs(client, parent.info.experiment_id, parent.info.run_id)
+    }
     for trial in sorted(trials, key=lambda t: started.get(t.run_id) or 0):
         params = {
             k: _decode(trial.params[k], distributions[k])
@@ -251,14 +255,6 @@ def study_of(client: MlflowClient, parent: Run, trials: Sequence[TrialRecord]) -
             )
         )
     return study
-
-
-def _children(client: MlflowClient, parent: Run) -> list[Run]:
-    return client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
-        max_results=50000,
-    )
 
 
 def _number(text: str) -> int | float | None:

@@ -10,7 +10,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tuner.errors import UsageError
-from tuner.tracking import PARENT_ROLE, TRIAL_ROLE
+from tuner.tracking import PARENT_ROLE, child_runs
 
 
 @dataclass(frozen=True)
@@ -50,14 +50,7 @@ def trials_of(client: MlflowClient, parent: Run) -> list[TrialRecord]:
     """Every trial of a parent run, best first by the run's search metric."""
     metric = parent.data.tags.get("tuner.metric", "val_acc")
     mode = parent.data.tags.get("tuner.mode", "max")
-    runs = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=(
-            f"tags.mlflow.parentRunId = '{parent.info.run_id}' "
-            f"and tags.`tuner.role` = '{TRIAL_ROLE}'"
-        ),
-        max_results=50000,
-    )
+    runs = child_runs(client, parent.info.experiment_id, parent.info.run_id)
     records = [_record(run, metric) for run in runs]
     sign = -1 if mode == "max" else 1
     records.sort(key=lambda r: (r.value is None, sign * r.value if r.value is not None else 0))

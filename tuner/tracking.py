@@ -43,6 +43,17 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def child_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
+    """The trial runs nested under a parent run (the one query every reader uses)."""
+    return client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.mlflow.parentRunId = '{parent_id}' and tags.`tuner.role` = '{TRIAL_ROLE}'"
+        ),
+        max_results=50000,
+    )
+
+
 def trial_status(last_result: Mapping[str, Any] | None, errored: bool = False) -> str:
     """completed / early_stopped (by ASHA, before its epoch budget) / diverged / errored."""
     if errored:
@@ -99,11 +110,7 @@ class Experiment:
         return self.parent_id
 
     def children(self) -> list[Run]:
-        return self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'",
-            max_results=50000,
-        )
+        return child_runs(self.client, self.experiment_id, self.parent_id)
 
     def mark_best(self, trial_id: str) -> None:
         for run in self.children():
@@ -172,12 +179,7 @@ class TrialRecorder(tune.Callback):
         return self._client
 
     def setup(self, **info: Any) -> None:
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'",
-            max_results=50000,
-        )
-        for run in runs:
+        for run in child_runs(self.client, self.experiment_id, self.parent_id):
             trial_id = run.data.tags.get("tuner.trial_id")
             if trial_id:
                 self.runs[trial_id] = run.info.run_id
