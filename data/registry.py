@@ -50,6 +50,22 @@ class Splits:
     def image_size(self) -> int:
         return int(self.train_x.shape[-1])
 
+    def with_val_in_train(self) -> Splits:
+        """The validation images added to training (to retrain a chosen config on both).
+
+        The validation split stays as it was for code that expects one; nothing may select
+        on it any more.
+        """
+        return Splits(
+            torch.cat([self.train_x, self.val_x]),
+            torch.cat([self.train_y, self.val_y]),
+            self.val_x,
+            self.val_y,
+            self.test_x,
+            self.test_y,
+            classes=self.classes,
+        )
+
 
 Loader = Callable[..., RawDataset]
 DATASETS: dict[str, Loader] = {}

@@ -20,6 +20,7 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from tuner.progress import short_value
 from tuner.results import TrialRecord, latest_parent, trials_of
 
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
@@ -27,6 +28,7 @@ STATUSES = (  # (tag value, what the report calls it)
     ("completed", "completed"),
     ("early_stopped", "stopped early by ASHA"),
     ("diverged", "diverged (NaN/inf loss)"),
+    ("rejected", "rejected by constraints"),
     ("errored", "errored"),
 )
 PLOT_ORDER = (  # the plots tuner.artifacts logs, in reading order; any others follow
@@ -159,9 +161,8 @@ def _metric_order(item: tuple[str, float]) -> tuple[int, str]:
 
 
 def _best_config(parent: Run) -> dict[str, str]:
-    return {
-        k[5:]: _short(v) for k, v in sorted(parent.data.params.items()) if k.startswith("best.")
-    }
+    params = sorted(parent.data.params.items())
+    return {k.removeprefix("best."): short_value(v) for k, v in params if k.startswith("best.")}
 
 
 def _sampled(parent: Run, trials: Sequence[TrialRecord]) -> list[str]:
@@ -175,7 +176,7 @@ def _top_table(parent: Run, trials: Sequence[TrialRecord], top_k: int) -> str:
     head = ["#", "trial", f"best {metric}", "epochs", "status", *keys]
     rows = [
         [i, t.trial_id, t.value, t.epochs, t.status + (" (best)" if t.best else "")]
-        + [_short(t.params.get(k, "")) for k in keys]
+        + [short_value(t.params.get(k, "")) for k in keys]
         for i, t in enumerate(trials[:top_k], 1)
     ]
     best = [t.best for t in trials[:top_k]]
@@ -205,15 +206,6 @@ def _number(value: float) -> str:
     if value == 0 or not math.isfinite(value) or abs(value) >= 1e-2:
         return f"{value:.4f}"
     return f"{value:.3e}"
-
-
-def _short(text: str) -> str:
-    """A float param as the report shows it (``0.06190490166774187`` -> ``0.0619``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        return text
-    return text if "." not in text and "e" not in text else _number(value)
 
 
 def _plots(files: Mapping[str, Path]) -> list[tuple[str, Path]]:

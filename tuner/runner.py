@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import ray
@@ -21,11 +22,13 @@ from tuner import export
 from tuner import space as space_lang
 from tuner.artifacts import log_search_artifacts
 from tuner.errors import UsageError
+from tuner.progress import TrialLines, trial_table
 from tuner.results import TrialRecord, trials_of
 from tuner.spec import Spec, masked_overrides
 from tuner.tracking import Experiment, TrialRecorder, default_tracking_uri
 from tuner.trainables import Settings, trainable_module
 from tuner.trainables.metrics import Evaluation
+from tuner.trainables.size import ModelSize
 
 
 class Interrupted(Exception):
@@ -43,6 +46,8 @@ class Summary:
     metric: str
     best_trial_id: str
     test_metrics: dict[str, float]
+    model_size: ModelSize  # of the tested model
+    retrained: bool  # final.retrain: the tested model was trained again on train+val
     trials: list[TrialRecord]
     sampled: list[str]  # the config keys the search varied, for the closing table
 
@@ -69,6 +74,8 @@ def run_search(
         metric=spec.metric,
         mode=spec.mode,
         cache_dir=spec.cache_dir,  # expanded on each node: its own disk, its own home
+        max_params=spec.constraints.max_params,
+        max_model_mb=spec.constraints.max_model_mb,
     )
     tree = space_lang.parse(spec.space)
     if resume and not tune.Tuner.can_restore(experiment_path):
@@ -101,17 +108,20 @@ def run_search(
     try:
         results = tuner.fit()
         best_result = _best_result(results, spec)
-        evaluation = trainable.evaluate_test(best_result, splits, settings)
-        test_metrics = evaluation.metrics
+        best_config = space_lang.clean_config(best_result.config)
+        if spec.final.retrain:
+            evaluation = _retrain_and_test(trainable, best_config, splits, settings, spec)
+        else:
+            evaluation = trainable.evaluate_test(best_result, splits, settings)
         best_trial_id = _trial_id(best_result)
         experiment.mark_best(best_trial_id)
-        best_value = _best_value(best_result, spec)
         log_search_artifacts(experiment.client, experiment.parent_id, evaluation)
         _export(experiment, evaluation, splits, spec.experiment)
         experiment.finish(
-            space_lang.clean_config(best_result.config),
-            {f"best_{spec.metric}": best_value},
-            test_metrics,
+            best_config,
+            {f"best_{spec.metric}": _best_value(best_result, spec)},
+            evaluation.logged_metrics,
+            final="retrained on train+val" if spec.final.retrain else "best checkpoint",
         )
     except KeyboardInterrupt:
         # Tune's state is saved at every checkpoint; mark MLflow's runs so resume finds them.
@@ -127,10 +137,28 @@ def run_search(
         storage=experiment_path,
         metric=spec.metric,
         best_trial_id=best_trial_id,
-        test_metrics=test_metrics,
+        test_metrics=evaluation.metrics,
+        model_size=evaluation.model_size,
+        retrained=spec.final.retrain,
         trials=trials_of(experiment.client, experiment.client.get_run(experiment.parent_id)),
         sampled=space_lang.sampled_keys(tree),
     )
+
+
+def _retrain_and_test(
+    trainable: ModuleType,
+    config: dict[str, Any],
+    splits: data.Splits,
+    settings: Settings,
+    spec: Spec,
+) -> Evaluation:
+    """``final.retrain``, as a Ray task with a trial's resources (a GPU on a GPU cluster)."""
+    images = len(splits.train_y) + len(splits.val_y)
+    print(f"Retraining the best config on train+val ({images} images), then testing it.")
+    task = ray.remote(trainable.retrain_and_test).options(
+        num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu, max_retries=spec.max_failures
+    )
+    return ray.get(task.remote(config, splits, settings))
 
 
 def _export(experiment: Experiment, evaluation: Evaluation, splits: data.Splits, name: str) -> None:
@@ -172,13 +200,13 @@ def _new_tuner(
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=storage,
-            callbacks=[recorder],
+            callbacks=[recorder, TrialLines(spec.metric, spec.mode, space_lang.sampled_keys(tree))],
             # Keep the latest two: Tune's saved state always points at a checkpoint that still
             # exists (keeping the best one instead can delete the one a resume needs). Each
             # checkpoint also carries the trial's best weights so far, for the test evaluation.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            progress_reporter=_reporter(spec, tree),
+            progress_reporter=trial_table(spec.metric, tree),
             verbose=1,
         ),
     )
@@ -211,6 +239,8 @@ def _start_ray(address: str | None) -> None:
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     # Tune warns on every snapshot when epochs are short; the snapshots are cheap here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # MLflow draws a progress bar per artifact it downloads while registering the best model.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -257,25 +287,25 @@ def _scheduler(spec: Spec) -> TrialScheduler:
     )
 
 
-def _reporter(spec: Spec, tree: space_lang.Group) -> tune.ProgressReporter:
-    sampled = space_lang.sampled_keys(tree, common_only=True)
-    return tune.CLIReporter(
-        metric_columns={spec.metric: spec.metric, "training_iteration": "epochs"},
-        parameter_columns={key.replace(".", "/"): key for key in sampled},
-        max_report_frequency=15,
-        sort_by_metric=True,  # Tune passes the metric and mode to the reporter itself
-    )
-
-
 def _trial_id(result: Any) -> str:
     return result.metrics.get("trial_id") or Path(result.path).name
 
 
 def _best_result(results: tune.ResultGrid, spec: Spec) -> Any:
+    """The trial with the best metric over all its epochs; rejected trials never count."""
     reported = [r for r in results if r.metrics and spec.metric in r.metrics]
     if not reported:
         raise UsageError(f"{spec.name}: no trial reported `{spec.metric}`; see the errors above")
-    return results.get_best_result(spec.metric, spec.mode, scope="all")
+    trained = [r for r in reported if not r.metrics.get("rejected")]
+    if not trained:
+        raise UsageError(
+            f"{spec.name}: every trial's model broke the spec's constraints "
+            f"({spec.constraints.model_dump(exclude_none=True)}); loosen them or shrink the space"
+        )
+    best_values = [(_best_value(r, spec), r) for r in trained]
+    finite = [pair for pair in best_values if math.isfinite(pair[0])] or best_values
+    pick = max if spec.mode == "max" else min
+    return pick(finite, key=lambda pair: pair[0])[1]
 
 
 def _best_value(result: Any, spec: Spec) -> float:

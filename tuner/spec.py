@@ -70,6 +70,21 @@ class ResourcesSpec(_Strict):
     gpu: Annotated[float, Field(ge=0)] = 0  # GPUs per trial; fractions share one GPU
 
 
+class ConstraintsSpec(_Strict):
+    """Limits on the model a config builds; a config over them is rejected, never trained."""
+
+    max_params: PositiveInt | None = None  # learned numbers (deep: parameters)
+    max_model_mb: Annotated[float, Field(gt=0)] | None = None  # its weights, in MB (2**20 bytes)
+
+
+class FinalSpec(_Strict):
+    """What happens to the best config after the search, before the test split is touched."""
+
+    # True: retrain the best config on train+val for its full epoch budget, then test that
+    # model; False: test the best trial's best checkpoint as it is.
+    retrain: bool = False
+
+
 class TrackingSpec(_Strict):
     uri: str | None = None  # MLflow tracking URI; None: sqlite:///mlflow.db in the cwd
     experiment: str | None = None  # MLflow experiment name; None: the spec's name
@@ -85,6 +100,8 @@ class Spec(_Strict):
     scheduler: SchedulerSpec = SchedulerSpec()
     resources: ResourcesSpec = ResourcesSpec()
     tracking: TrackingSpec = TrackingSpec()
+    constraints: ConstraintsSpec = ConstraintsSpec()
+    final: FinalSpec = FinalSpec()
     max_failures: Annotated[int, Field(ge=0)] = 0  # retries of a failing trial
     cache_dir: str = "~/.cache/tuner/features"  # classical features, on each node's own disk
     space: dict[str, Any] = {}

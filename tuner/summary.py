@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tuner.progress import short_value
 from tuner.results import TrialRecord
 from tuner.runner import Summary
 
@@ -21,20 +22,11 @@ def trials_table(
         value = "-" if trial.value is None else f"{trial.value:.4f}"
         status = trial.status + (" *" if trial.best else "")
         params = {k: v for k, v in trial.params.items() if keys is None or k in keys}
-        config = "  ".join(f"{key}={_short(value)}" for key, value in params.items())
+        config = "  ".join(f"{key}={short_value(value)}" for key, value in params.items())
         lines.append(
             f"{rank:>2}  {trial.trial_id:<12}{value:>10}{trial.epochs:>8}  {status:<16}{config}"
         )
     return "\n".join(lines)
-
-
-def _short(text: str) -> str:
-    # MLflow keeps params as strings: shorten long floats (0.0021856...) for the table.
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return text if number.is_integer() or len(text) <= 8 else f"{number:.4g}"
 
 
 def print_summary(summary: Summary) -> None:
@@ -45,7 +37,10 @@ def print_summary(summary: Summary) -> None:
     print(f"\nTop {len(top)} of {len(summary.trials)} trials ({statuses}); * = best:")
     print(trials_table(summary.metric, top, summary.sampled))
     tests = "  ".join(f"{k}={v:.4f}" for k, v in summary.test_metrics.items())
-    print(f"\nBest trial {summary.best_trial_id} on the test split: {tests}")
+    tested = "retrained on train+val" if summary.retrained else "best checkpoint"
+    print(f"\nBest trial {summary.best_trial_id} ({tested}) on the test split: {tests}")
+    size = summary.model_size
+    print(f"Its model: {size.params:,} parameters, {size.mb:.2f} MB")
     uri = summary.tracking_uri
     print(f"MLflow: experiment {summary.experiment!r}, run {summary.parent_run_id}, store {uri}")
     print(f"  browse: python -m tuner ui --tracking-uri {uri}")
@@ -55,6 +50,11 @@ def print_summary(summary: Summary) -> None:
 
 def print_best(name: str, parent: Mapping[str, Any], trials: Sequence[TrialRecord]) -> None:
     print(f"Experiment {name!r}, run {parent['run_id']}:")
-    headline = {k: v for k, v in parent["metrics"].items() if k.startswith(("best_", "test_"))}
+    metrics = parent["metrics"]
+    headline = {  # per-class accuracies (test_acc_per_class/...) stay in MLflow and the report
+        k: v for k, v in metrics.items() if k.startswith(("best_", "test_")) and "/" not in k
+    }
     print("  " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(headline.items())))
+    if "model_params" in metrics:
+        print(f"  model: {metrics['model_params']:,.0f} parameters, {metrics['model_mb']:.2f} MB")
     print(trials_table(parent["metric"], trials, parent["sampled"]))

@@ -33,6 +33,8 @@ REPORTED = (
     "val_recall",
     "val_f1",
     "lr",
+    "model_params",
+    "model_mb",
 )
 MLFLOW_PARAM_LIMIT = 100  # params per log_batch call
 
@@ -55,17 +57,29 @@ def child_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> list
 
 
 def trial_status(last_result: Mapping[str, Any] | None, errored: bool = False) -> str:
-    """completed / early_stopped (by ASHA, before its epoch budget) / diverged / errored."""
+    """completed / early_stopped (by ASHA, before its epoch budget) / diverged / errored /
+    rejected (by the spec's constraints, untrained)."""
     if errored:
         return "errored"
     if not last_result:
         return "early_stopped"  # stopped before reporting anything
+    if last_result.get("rejected"):
+        return "rejected"
     if last_result.get("diverged"):
         return "diverged"
     budget = last_result.get("epochs")
     if budget is not None and last_result.get("training_iteration", 0) < budget:
         return "early_stopped"
     return "completed"
+
+
+def error_line(trial: Any) -> str:
+    """The last line of a failed Tune trial's traceback: the exception and its message."""
+    if trial.error_file and Path(trial.error_file).exists():
+        lines = Path(trial.error_file).read_text(errors="replace").strip().splitlines()
+        if lines:
+            return lines[-1]
+    return "unknown error"
 
 
 class Experiment:
@@ -122,13 +136,17 @@ class Experiment:
         best_config: Mapping[str, Any],
         best_metrics: Mapping[str, float],
         test_metrics: Mapping[str, float],
+        *,
+        final: str,
     ) -> None:
+        """Record the search's outcome; ``final`` says which model the test metrics are of."""
         best_params = {f"best.{key}": value for key, value in trial_params(best_config).items()}
         _log_params(self.client, self.parent_id, best_params)
         self.client.log_dict(self.parent_id, dict(best_config), "best_config.json")
         now = _now_ms()
         metrics = [Metric(k, float(v), now, 0) for k, v in {**best_metrics, **test_metrics}.items()]
         self.client.log_batch(self.parent_id, metrics=metrics)
+        self.client.set_tag(self.parent_id, "tuner.final", final)
         self.client.set_tag(self.parent_id, "tuner.status", "completed")
         self.client.set_terminated(self.parent_id, "FINISHED")
 
@@ -246,9 +264,10 @@ class TrialRecorder(tune.Callback):
         if run_id is None:
             return
         tags = [RunTag("tuner.status", status)]
-        if status == "errored" and trial.error_file and Path(trial.error_file).exists():
-            lines = Path(trial.error_file).read_text(errors="replace").strip().splitlines()
-            tags.append(RunTag("tuner.error", lines[-1][:5000] if lines else "unknown error"))
+        if status == "errored":
+            tags.append(RunTag("tuner.error", error_line(trial)[:5000]))
+        if status == "rejected":
+            tags.append(RunTag("tuner.rejected", str(trial.last_result["rejected"])))
         self.client.log_batch(run_id, tags=tags)
         self.client.set_terminated(run_id, run_status)
 

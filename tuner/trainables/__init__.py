@@ -1,14 +1,16 @@
 """The kinds of trial a spec can run (`trainable:`).
 
-Each kind is a module with the same four names: ``check_space(tree, spec)`` (validation at load
+Each kind is a module with the same names: ``check_space(tree, spec)`` (validation at load
 time), ``train(config, splits, settings)`` (the Ray Tune function trainable),
 ``evaluate_test(result, splits, settings)`` (the best trial on the test split) and
-``build_model(config, splits)``. Modules are imported on demand: torch and OpenCV are slow to
+``retrain_and_test(config, splits, settings)`` (the best config trained again on train+val,
+then tested). Modules are imported on demand: torch and OpenCV are slow to
 import and `tuner --help` needs neither.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from importlib import import_module
 from types import ModuleType
@@ -28,6 +30,13 @@ class Settings:
     metric: str  # what the search selects on, e.g. val_acc
     mode: str  # max or min
     cache_dir: str | None = None  # the node-local feature cache of the classical trainable
+    max_params: int | None = None  # spec.constraints: bigger models are rejected untrained
+    max_model_mb: float | None = None
+
+    @property
+    def worst(self) -> float:
+        """The metric's worst value: what a rejected or diverged trial reports."""
+        return 0.0 if self.mode == "max" else math.inf
 
     def better(self, value: float, than: float | None) -> bool:
         """Whether ``value`` of the metric beats ``than`` (None: nothing to beat yet)."""

@@ -29,6 +29,7 @@ from tuner.spec import Spec
 from tuner.trainables import Settings
 from tuner.trainables.checks import check_keys, check_metric, check_named
 from tuner.trainables.metrics import Evaluation
+from tuner.trainables.size import report_rejected, size_of, violation
 
 if TYPE_CHECKING:
     from ray.tune import Result
@@ -60,6 +61,10 @@ def fit(config: Mapping[str, Any], splits: Splits, settings: Settings) -> Pipeli
 def train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
     """The Ray Tune function trainable: fit, score on the validation split, report once."""
     pipeline = fit(config, splits, settings)
+    size = size_of(pipeline)  # a kNN's grows with its training set: known only once fitted
+    if reason := violation(size, settings):
+        report_rejected(reason, settings)
+        return
     predicted = pipeline.predict(splits.val_x.numpy())
     truth = splits.val_y.numpy()
     precision, recall, f1, _ = precision_recall_fscore_support(
@@ -74,12 +79,21 @@ def train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
             "epochs": 1,
             "diverged": False,
             "node_id": ray.get_runtime_context().get_node_id(),
+            **size.metrics,
         }
     )
 
 
 def evaluate_test(result: Result, splits: Splits, settings: Settings) -> Evaluation:
     """Refit the best config (its features are cached) and classify the test split once."""
-    pipeline = fit(result.config, splits, settings)
+    return _test(fit(result.config, splits, settings), splits)
+
+
+def retrain_and_test(config: Mapping[str, Any], splits: Splits, settings: Settings) -> Evaluation:
+    """``final.retrain``: the config fitted on train+val, then tested once."""
+    return _test(fit(config, splits.with_val_in_train(), settings), splits)
+
+
+def _test(pipeline: Pipeline, splits: Splits) -> Evaluation:
     predicted = pipeline.predict(splits.test_x.numpy())
     return Evaluation(splits.test_y.numpy(), predicted, splits.classes, pipeline)

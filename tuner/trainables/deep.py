@@ -36,6 +36,7 @@ from tuner.spec import Spec
 from tuner.trainables import Settings
 from tuner.trainables.checks import check_keys, check_metric, check_named
 from tuner.trainables.metrics import Evaluation
+from tuner.trainables.size import report_rejected, size_of, violation
 
 if TYPE_CHECKING:
     from ray.tune import Result
@@ -309,6 +310,10 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def _train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
     trial = Trial(config, splits, settings)
+    size = size_of(trial.model)
+    if reason := violation(size, settings):
+        report_rejected(reason, settings)
+        return
     resumed = restore(trial, tune.get_checkpoint())
     fault = FaultInjection(**options_of(config, "fault"))
     while trial.epoch < trial.epochs:
@@ -337,6 +342,7 @@ def _train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
             "epochs": trial.epochs,
             "diverged": False,
             "node_id": ray.get_runtime_context().get_node_id(),
+            **size.metrics,
         }
         trial.remember_if_best(metrics)
         with tempfile.TemporaryDirectory() as directory:
@@ -382,6 +388,25 @@ def evaluate_test(result: Result, splits: Splits, settings: Settings) -> Evaluat
     with result.checkpoint.as_directory() as directory:
         trial.load_state(torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True))
     trial.model.load_state_dict(trial.best_weights)
+    return _test(trial, splits)
+
+
+def retrain_and_test(config: Mapping[str, Any], splits: Splits, settings: Settings) -> Evaluation:
+    """``final.retrain``: the config trained afresh on train+val for its whole epoch budget
+    (nothing is left to select an epoch on), then its last epoch tested once."""
+    use_assigned_cpus()
+    trial = Trial(space_lang.clean_config(config), splits.with_val_in_train(), settings)
+    while trial.epoch < trial.epochs:
+        loss, _ = trial.train_epoch()
+        if not math.isfinite(loss):
+            warnings.warn(
+                f"retraining diverged at epoch {trial.epoch}; testing it as is", stacklevel=1
+            )
+            break
+    return _test(trial, splits)
+
+
+def _test(trial: Trial, splits: Splits) -> Evaluation:
     logits = trial.predict(splits.test_x)
     model = RawImageClassifier(trial.model.cpu().eval(), trial.mean.cpu(), trial.std.cpu())
     return Evaluation(splits.test_y.numpy(), logits.argmax(1).cpu().numpy(), splits.classes, model)
