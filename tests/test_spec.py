@@ -51,6 +51,15 @@ def test_overrides_apply_before_validation(tmp_path):
     [
         (VALID + "serach: {}\n", "serach: unknown key (did you mean `search`?)"),
         (
+            VALID + "constraints: {max_param: 1000}\n",
+            "constraints.max_param: unknown key (did you mean `max_params`?)",
+        ),
+        (
+            VALID + "constraints: {max_model_mb: 0}\n",
+            "constraints.max_model_mb: Input should be greater than 0",
+        ),
+        (VALID + "final: {retrain: maybe}\n", "final.retrain: Input should be a valid boolean"),
+        (
             VALID.replace("num_samples: 2", "num_samples: many"),
             "search.num_samples: Input should be a valid integer",
         ),
