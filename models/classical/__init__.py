@@ -1,17 +1,20 @@
 """Classical image classification as scikit-learn estimators (report 004, part 1).
 
-Tiny images or bags of dense SIFT words, classified by kNN or a linear SVM::
+Tiny images or bags of dense SIFT words, classified by kNN (``KNNClassifier``: brute force,
+torch's distances) or a linear SVM::
 
     pipe = build_pipeline({"type": "bag_of_sift", "resize": 32, "vocab_size": 256},
                           {"type": "knn", "k": 5}, cache_dir="~/.cache/tuner/features")
     pipe.set_params(classifier__n_neighbors=3).fit(train_x, train_y)
 
 SIFT descriptors, vocabularies and histograms are cached on disk (``cache.py``), so a sweep
-over classifier settings computes them once. No Ray, no MLflow: plain NumPy, OpenCV, sklearn.
+over classifier settings computes them once. No Ray, no MLflow: plain NumPy, OpenCV, sklearn,
+and torch for the kNN's distances.
 """
 
 from models.classical.bag_of_sift import BagOfSift
 from models.classical.cache import FeatureCache, array_digest, cache_key
+from models.classical.knn import KNNClassifier
 from models.classical.pipeline import (
     CLASSIFIERS,
     FEATURES,
@@ -28,6 +31,7 @@ __all__ = [
     "FEATURES",
     "BagOfSift",
     "FeatureCache",
+    "KNNClassifier",
     "TinyImage",
     "array_digest",
     "build_pipeline",

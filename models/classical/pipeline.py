@@ -14,30 +14,25 @@ from pathlib import Path
 from typing import Any
 
 from sklearn.base import BaseEstimator
-from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
 from models.classical.bag_of_sift import BagOfSift
+from models.classical.knn import KNNClassifier, check_knn_settings
 from models.classical.tiny_image import TinyImage
-from models.classical.vectors import check_choice
-
-KNN_METRICS = ("euclidean", "cityblock", "cosine", "chebyshev", "minkowski")
-KNN_WEIGHTS = ("uniform", "distance")
 
 
 def knn(
     k: int = 5, metric: str = "euclidean", p: float = 2, weights: str = "uniform"
-) -> KNeighborsClassifier:
-    """k nearest neighbours by brute force: sklearn's batched pairwise distances, no trees.
+) -> KNNClassifier:
+    """k nearest neighbours by brute force, torch's distances in chunks, sklearn's votes.
 
-    ``p`` is the Minkowski power, used only with ``metric="minkowski"``.
+    ``metric`` is one of ``knn.KNN_METRICS``, ``weights`` ``uniform`` or ``distance``; ``p`` is
+    the Minkowski power, used only with ``metric="minkowski"``. Checked here, so a bad spec
+    fails when it is loaded.
     """
-    check_choice("knn metric", metric, KNN_METRICS)
-    check_choice("knn weights", weights, KNN_WEIGHTS)
-    return KNeighborsClassifier(
-        n_neighbors=k, metric=metric, p=p, weights=weights, algorithm="brute"
-    )
+    check_knn_settings(metric, p, weights)
+    return KNNClassifier(n_neighbors=k, metric=metric, p=p, weights=weights)
 
 
 def linear_svm(C: float = 1.0) -> LinearSVC:

@@ -7,6 +7,7 @@ images, and crops of sklearn's two colour photographs.
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from models import classical
 from models.classical import sift
+from models.classical.knn import KNN_METRICS, KNN_WEIGHTS, chunk_rows
 
 FASHION = pytest.mark.skipif(
     not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs dataset-fashion-mnist"
@@ -27,6 +29,7 @@ QUICK = {
     "bag_of_sift": {"resize": 32, "step": 4, "vocab_size": 32, "sample_size": 3000},
 }
 SMALL_SIFT = {"step": 4, "patch_size": 8, "resize": 16, "vocab_size": 8, "sample_size": 1000}
+BAG_FOR_KNN = {**SMALL_SIFT, "resize": 32, "vocab_size": 32}
 
 
 @pytest.fixture(scope="module")
@@ -303,37 +306,135 @@ def test_every_parameter_is_addressable_by_name(digits, tmp_path):
     assert svm.fit(x, y).score(vx, vy) > 0.85
 
 
-@pytest.mark.parametrize(
-    "knn",
-    [
-        {"k": 3, "metric": "cityblock", "weights": "distance"},
-        {"k": 5, "metric": "cosine"},
-        {"k": 1, "metric": "chebyshev"},
-        {"k": 4, "metric": "minkowski", "p": 3, "weights": "distance"},
-    ],
-)
-def test_knn_through_the_pipeline_equals_sklearn_on_the_same_features(digits, knn):
+KNN_SETTINGS = [
+    pytest.param(metric, weights, id=f"{metric}-{weights}")
+    for metric in KNN_METRICS
+    for weights in KNN_WEIGHTS
+]
+
+
+def sklearn_knn(k: int, metric: str, weights: str) -> KNeighborsClassifier:
+    return KNeighborsClassifier(k, metric=metric, p=3, weights=weights, algorithm="brute")
+
+
+def check_same_as_sklearn(pipeline, images, train, labels, queries) -> None:
+    """A fitted kNN pipeline against sklearn's brute force on the same features (float64).
+
+    float64 because on float32 input sklearn rounds each coordinate difference (cityblock,
+    chebyshev) or the cosine to float32, which reorders neighbours within 1e-7 of each other;
+    on float64 input it computes the exact distances, as ours does. Training rows at exactly
+    equal distances sklearn orders by its internal chunking, so the votes are compared where
+    the k nearest are unambiguous (the k-th and (k+1)-th distances differ): most queries.
+    """
+    ours = pipeline.named_steps["classifier"]
+    k, train, queries = ours.n_neighbors, train.astype(np.float64), queries.astype(np.float64)
+    theirs = sklearn_knn(k, ours.metric, ours.weights).fit(train, labels)
+    their_distances = theirs.kneighbors(queries, k + 1)[0]
+    our_distances = ours.kneighbors(pipeline.named_steps["features"].transform(images))[0]
+    assert np.allclose(our_distances, their_distances[:, :k], rtol=1e-9, atol=1e-12)
+    clear = their_distances[:, k - 1] < their_distances[:, k]
+    assert clear.mean() > 0.7  # chebyshev on the digits' histograms: 79%; the rest: 100%
+    assert np.array_equal(pipeline.predict(images)[clear], theirs.predict(queries)[clear])
+    assert np.allclose(pipeline.predict_proba(images)[clear], theirs.predict_proba(queries)[clear])
+
+
+@pytest.mark.parametrize(("metric", "weights"), KNN_SETTINGS)
+def test_knn_through_the_pipeline_equals_sklearn_on_the_same_features(digits, metric, weights):
     x, y, vx, _ = digits
-    pipeline = classical.build_pipeline({"type": "tiny_image", "size": 8}, {"type": "knn", **knn})
+    knn = {"type": "knn", "k": 4, "metric": metric, "p": 3, "weights": weights}  # even k: ties
+    pipeline = classical.build_pipeline({"type": "tiny_image", "size": 8}, knn).fit(x, y)
     tiny = classical.TinyImage(size=8).fit(x)
-    direct = KNeighborsClassifier(
-        knn["k"],
-        metric=knn["metric"],
-        p=knn.get("p", 2),
-        weights=knn.get("weights", "uniform"),
-    ).fit(tiny.transform(x), y)
-    assert np.array_equal(pipeline.fit(x, y).predict(vx), direct.predict(tiny.transform(vx)))
+    check_same_as_sklearn(pipeline, vx, tiny.transform(x), y, tiny.transform(vx))
 
 
-def test_knn_on_cached_bag_of_sift_equals_sklearn_on_the_same_histograms(digits, tmp_path):
+@pytest.fixture(scope="module")
+def sift_histograms(digits) -> tuple[np.ndarray, np.ndarray]:
+    """Train and val bag-of-SIFT histograms of the digits, computed without a cache."""
+    bag = classical.BagOfSift(**BAG_FOR_KNN).fit(digits[0])
+    return bag.transform(digits[0]), bag.transform(digits[2])
+
+
+@pytest.mark.parametrize(("metric", "weights"), KNN_SETTINGS)
+def test_knn_on_cached_bag_of_sift_equals_sklearn_on_the_same_histograms(
+    digits, sift_histograms, tmp_path_factory, metric, weights
+):
     x, y, vx, _ = digits
-    settings = {**SMALL_SIFT, "resize": 32, "vocab_size": 32}
+    knn = {"type": "knn", "k": 3, "metric": metric, "p": 3, "weights": weights}
+    cache = tmp_path_factory.getbasetemp() / "knn_on_bag_of_sift"  # shared: features once
     pipeline = classical.build_pipeline(
-        {"type": "bag_of_sift", **settings}, {"type": "knn", "k": 3}, cache_dir=tmp_path
+        {"type": "bag_of_sift", **BAG_FOR_KNN}, knn, cache_dir=cache
+    )
+    check_same_as_sklearn(pipeline.fit(x, y), vx, sift_histograms[0], y, sift_histograms[1])
+
+
+@pytest.mark.parametrize("metric", KNN_METRICS)
+def test_knn_chunks_change_no_result(digits, sift_histograms, metric):
+    # Histograms of 8x8 digits: many training rows tie (chebyshev above all).
+    train, queries = sift_histograms
+    whole = classical.KNNClassifier(5, metric=metric, p=3, weights="distance").fit(train, digits[1])
+    rowwise = clone(whole).set_params(working_memory=1e-6).fit(train, digits[1])
+    assert chunk_rows(len(train), 8, whole.working_memory) >= len(queries)  # float64 distances
+    assert chunk_rows(len(train), 8, rowwise.working_memory) == 1
+    (distances, indices), (row_distances, row_indices) = (
+        whole.kneighbors(queries),
+        rowwise.kneighbors(queries),
+    )
+    assert np.array_equal(indices, row_indices)
+    assert np.allclose(distances, row_distances, rtol=1e-12)
+    assert np.array_equal(whole.predict(queries), rowwise.predict(queries))
+    assert np.allclose(whole.predict_proba(queries), rowwise.predict_proba(queries))
+
+
+def test_knn_chunks_fit_the_working_memory():
+    rows = chunk_rows(10_000, 8, working_memory=256)  # float64 distances to 10k training rows
+    per_row = 10_000 * (8 + 1)  # the distances and their mask
+    assert rows == 2982 and rows * per_row <= 256 * 2**20 < (rows + 1) * per_row
+
+
+@pytest.mark.parametrize("metric", KNN_METRICS)
+def test_knn_zero_distances_and_tied_votes_follow_sklearn(metric):
+    # Two copies of the query (classes 2 and 1), then a row of class 0 at a positive distance.
+    train = np.array([[1, 0], [1, 0], [3, 1], [0, 1]], np.float32)
+    labels = np.array([2, 1, 0, 0])
+    query = np.array([[1, 0]], np.float32)
+    for weights, proba, label in [("distance", [0, 0.5, 0.5], 1), ("uniform", [1 / 3] * 3, 0)]:
+        knn = classical.KNNClassifier(3, metric=metric, p=3, weights=weights).fit(train, labels)
+        # Distance: only the exact matches vote; a tie goes to the lowest class either way.
+        assert np.allclose(knn.predict_proba(query), [proba]) and knn.predict(query) == [label]
+        theirs = sklearn_knn(3, metric, weights).fit(train, labels)
+        assert np.allclose(theirs.predict_proba(query), [proba]) and theirs.predict(query) == [
+            label
+        ]
+
+
+@pytest.mark.parametrize("metric", KNN_METRICS)
+def test_knn_of_equally_distant_training_rows_takes_the_first(metric):
+    # Rows 1 and 2 are the same point, of classes 1 and 0: the one nearest place goes to row 1.
+    train = np.array([[0, 2], [2, 1], [2, 1], [5, 5]], np.float32)
+    query = np.array([[2, 0]], np.float32)
+    for labels in ([0, 1, 0, 1], [1, 0, 1, 0]):
+        knn = classical.KNNClassifier(1, metric=metric, p=3).fit(train, labels)
+        assert knn.kneighbors(query)[1].tolist() == [[1]]
+        assert knn.predict(query).tolist() == [labels[1]]
+
+
+def test_a_fitted_knn_pipeline_pickles(digits):
+    x, y, vx, _ = digits
+    pipeline = classical.build_pipeline(
+        {"type": "tiny_image", "size": 8}, {"type": "knn", "metric": "cityblock"}
     ).fit(x, y)
-    bag = classical.BagOfSift(**settings).fit(x)  # no cache: recomputed from scratch
-    direct = KNeighborsClassifier(3).fit(bag.transform(x), y)
-    assert np.array_equal(pipeline.predict(vx), direct.predict(bag.transform(vx)))
+    loaded = pickle.loads(pickle.dumps(pipeline))
+    assert np.array_equal(loaded.predict_proba(vx), pipeline.predict_proba(vx))
+    assert loaded.named_steps["classifier"].classes_.tolist() == list(range(10))
+
+
+def test_knn_refuses_more_neighbours_than_training_rows_and_other_widths(digits):
+    knn = classical.KNNClassifier(3)
+    with pytest.raises(ValueError, match=r"n_neighbors must be in 1\.\.2"):
+        knn.fit(np.zeros((2, 4), np.float32), [0, 1])
+    knn.fit(np.zeros((3, 4), np.float32), [0, 1, 1])
+    with pytest.raises(ValueError, match="X has 5 features; the kNN was fit on 4"):
+        knn.predict(np.zeros((1, 5), np.float32))
 
 
 @pytest.mark.parametrize(
