@@ -7,22 +7,19 @@ torch's distances) or a linear SVM::
                           {"type": "knn", "k": 5}, cache_dir="~/.cache/tuner/features")
     pipe.set_params(classifier__n_neighbors=3).fit(train_x, train_y)
 
-SIFT descriptors, vocabularies and histograms are cached on disk (``cache.py``), so a sweep
-over classifier settings computes them once. No Ray, no MLflow: plain NumPy, OpenCV, sklearn,
+SIFT descriptors, vocabularies, histograms and the kNN's neighbours are cached on disk
+(``cache.py``), so a sweep over classifier settings computes the features once, and the
+distances once per kNN metric. No Ray, no MLflow: plain NumPy, OpenCV, sklearn,
 and torch for the kNN's distances.
 """
 
 from models.classical.bag_of_sift import BagOfSift
 from models.classical.cache import FeatureCache, array_digest, cache_key
 from models.classical.knn import KNNClassifier
-from models.classical.pipeline import (
-    CLASSIFIERS,
-    FEATURES,
-    build_pipeline,
-    knn,
-    linear_svm,
-    parameters,
-)
+
+# The classifiers' factories are reached by name, CLASSIFIERS["knn"]: ``models.classical.knn``
+# is the module of KNNClassifier, not the factory.
+from models.classical.pipeline import CLASSIFIERS, FEATURES, build_pipeline, parameters
 from models.classical.sift import extract_dense_sift
 from models.classical.tiny_image import TinyImage
 
@@ -37,7 +34,5 @@ __all__ = [
     "build_pipeline",
     "cache_key",
     "extract_dense_sift",
-    "knn",
-    "linear_svm",
     "parameters",
 ]

@@ -1,9 +1,10 @@
 """A disk cache of feature arrays, shared by every trial on a node and across experiments.
 
-Layout: ``<cache_dir>/<kind>/<hash>.npy`` (kind = ``sift``, ``vocabulary``, ``histograms``) and a
-``<hash>.lock`` beside each entry. The hash covers everything that determines the array (see
-``cache_key``), so nothing a user types becomes part of a path, and an entry can be reused by any
-later experiment that asks for the same thing. Deleting the directory between runs is safe.
+Layout: ``<cache_dir>/<kind>/<hash>.npy`` (kind = ``sift``, ``vocabulary``, ``histograms``, and
+``neighbours`` for the kNN) and a ``<hash>.lock`` beside each entry. The hash covers everything
+that determines the array (see ``cache_key``), so nothing a user types becomes part of a path,
+and an entry can be reused by any later experiment that asks for the same thing. Deleting the
+directory between runs is safe.
 
 Concurrency: a trial takes an exclusive ``flock`` on the entry's lock file before computing it,
 so two trials asking for the same entry at once compute it once (the second waits, then reads).

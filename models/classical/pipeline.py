@@ -23,16 +23,20 @@ from models.classical.tiny_image import TinyImage
 
 
 def knn(
-    k: int = 5, metric: str = "euclidean", p: float = 2, weights: str = "uniform"
+    k: int = 5,
+    metric: str = "euclidean",
+    p: float = 2,
+    weights: str = "uniform",
+    cache_dir: str | Path | None = None,
 ) -> KNNClassifier:
     """k nearest neighbours by brute force, torch's distances in chunks, sklearn's votes.
 
     ``metric`` is one of ``knn.KNN_METRICS``, ``weights`` ``uniform`` or ``distance``; ``p`` is
     the Minkowski power, used only with ``metric="minkowski"``. Checked here, so a bad spec
-    fails when it is loaded.
+    fails when it is loaded. ``cache_dir`` (a run setting) caches the neighbours found.
     """
     check_knn_settings(metric, p, weights)
-    return KNNClassifier(n_neighbors=k, metric=metric, p=p, weights=weights)
+    return KNNClassifier(n_neighbors=k, metric=metric, p=p, weights=weights, cache_dir=cache_dir)
 
 
 def linear_svm(C: float = 1.0) -> LinearSVC:
@@ -70,20 +74,21 @@ def build_pipeline(
 ) -> Pipeline:
     """A ``features`` → ``classifier`` Pipeline from ``{"type": name, **parameters}`` mappings.
 
-    ``cache_dir`` (None: no cache) and ``seed`` go to the features that use them (bag_of_sift).
-    Unknown types or parameters raise a one-line ValueError listing the allowed names.
+    ``cache_dir`` (None: no cache) and ``seed`` go to the steps that take them (bag_of_sift
+    both, knn the cache). Unknown types or parameters raise a one-line ValueError listing the
+    allowed names.
     """
-    feature_type, feature_params = _split(features, FEATURES, "features")
-    classifier_type, classifier_params = _split(classifier, CLASSIFIERS, "classifier")
     run_settings = {"cache_dir": str(cache_dir) if cache_dir else None, "seed": seed}
-    accepted = inspect.signature(FEATURES[feature_type]).parameters
-    feature_params |= {name: value for name, value in run_settings.items() if name in accepted}
-    return Pipeline(
-        [
-            ("features", FEATURES[feature_type](**feature_params)),
-            ("classifier", CLASSIFIERS[classifier_type](**classifier_params)),
-        ]
-    )
+    steps = []
+    for step, settings, known in [
+        ("features", features, FEATURES),
+        ("classifier", classifier, CLASSIFIERS),
+    ]:
+        name, params = _split(settings, known, step)
+        accepted = inspect.signature(known[name]).parameters
+        params |= {key: value for key, value in run_settings.items() if key in accepted}
+        steps.append((step, known[name](**params)))
+    return Pipeline(steps)
 
 
 def _split(

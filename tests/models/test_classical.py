@@ -17,8 +17,9 @@ from sklearn.datasets import load_sample_images
 from sklearn.neighbors import KNeighborsClassifier
 
 from models import classical
+from models.classical import knn as knn_module
 from models.classical import sift
-from models.classical.knn import KNN_METRICS, KNN_WEIGHTS, chunk_rows
+from models.classical.knn import CACHED_NEIGHBOURS, KNN_METRICS, KNN_WEIGHTS, chunk_rows
 
 FASHION = pytest.mark.skipif(
     not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs dataset-fashion-mnist"
@@ -297,6 +298,7 @@ def test_every_parameter_is_addressable_by_name(digits, tmp_path):
     )
     params = pipeline.get_params()
     assert params["features__cache_dir"] == str(tmp_path) and params["features__seed"] == 3
+    assert params["classifier__cache_dir"] == str(tmp_path)  # the kNN caches its neighbours
     pipeline.set_params(features__vocab_size=32, features__norm="sqrt", classifier__n_neighbors=5)
     assert pipeline.named_steps["classifier"].n_neighbors == 5
     assert pipeline.fit(x, y).named_steps["features"].vocabulary_.shape == (32, 128)
@@ -416,6 +418,43 @@ def test_knn_of_equally_distant_training_rows_takes_the_first(metric):
         knn = classical.KNNClassifier(1, metric=metric, p=3).fit(train, labels)
         assert knn.kneighbors(query)[1].tolist() == [[1]]
         assert knn.predict(query).tolist() == [labels[1]]
+
+
+def test_knn_neighbours_are_cached_for_every_k_up_to_the_cached_depth(
+    digits, tmp_path, monkeypatch
+):
+    searches = []  # the k of each real search (one per chunk of queries)
+    real = knn_module.nearest
+
+    def counted(distances, k):
+        searches.append(k)
+        return real(distances, k)
+
+    monkeypatch.setattr(knn_module, "nearest", counted)
+    tiny = classical.TinyImage(size=8).fit(digits[0])
+    train, labels, queries = tiny.transform(digits[0]), digits[1], tiny.transform(digits[2])
+
+    def both(k: int, **settings) -> tuple[classical.KNNClassifier, classical.KNNClassifier]:
+        cached = classical.KNNClassifier(k, cache_dir=tmp_path, **settings).fit(train, labels)
+        return cached, clone(cached).set_params(cache_dir=None).fit(train, labels)
+
+    cached, fresh = both(3, metric="cityblock")
+    assert np.array_equal(cached.predict_proba(queries), fresh.predict_proba(queries))
+    assert searches == [CACHED_NEIGHBOURS, 3]  # the cache's search goes deeper than k
+    for k, weights in [(1, "uniform"), (7, "distance"), (CACHED_NEIGHBOURS, "distance")]:
+        cached, fresh = both(k, metric="cityblock", weights=weights)
+        searches.clear()
+        (distances, indices), proba = cached.kneighbors(queries), cached.predict_proba(queries)
+        assert searches == []  # read back
+        assert np.array_equal(indices, fresh.kneighbors(queries)[1])
+        assert np.array_equal(distances, fresh.kneighbors(queries)[0])
+        assert np.array_equal(proba, fresh.predict_proba(queries))
+    searches.clear()
+    both(CACHED_NEIGHBOURS + 1, metric="cityblock")[0].kneighbors(queries)  # deeper
+    both(3, metric="euclidean")[0].kneighbors(queries)  # another metric
+    both(3, metric="cityblock")[0].kneighbors(queries[:10])  # other queries
+    assert searches == [CACHED_NEIGHBOURS + 1, CACHED_NEIGHBOURS, CACHED_NEIGHBOURS]
+    assert len(list((tmp_path / "neighbours").glob("*.npy"))) == 4
 
 
 def test_a_fitted_knn_pipeline_pickles(digits):
