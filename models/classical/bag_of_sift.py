@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from models.classical import sift
 from models.classical.cache import FeatureCache, array_digest, cache_key
+from models.classical.progress import progress
 from models.classical.vectors import check_choice, normalise
 
 HISTOGRAM_NORMS = ("l1", "l2", "sqrt")
@@ -121,7 +122,12 @@ class BagOfSift(TransformerMixin, BaseEstimator):
         rng = np.random.default_rng(self.seed)
         sample = flat[rng.choice(len(flat), min(self.sample_size, len(flat)), replace=False)]
         kmeans = MiniBatchKMeans(n_clusters=self.vocab_size, random_state=self.seed)
-        return kmeans.fit(sample.astype(np.float32)).cluster_centers_.astype(np.float32)
+        # One step: MiniBatchKMeans.fit reports nothing as it goes; the bar times it.
+        desc = f"k-means, {self.vocab_size} words from {len(sample)} descriptors"
+        with progress(1, desc, "fit") as advance:
+            kmeans.fit(sample.astype(np.float32))
+            advance(1)
+        return kmeans.cluster_centers_.astype(np.float32)
 
     def _histograms(
         self, X: np.ndarray, digest: str, descriptors: Callable[[], np.ndarray]

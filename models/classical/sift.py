@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 from sklearn.metrics import pairwise_distances_argmin
 
+from models.classical.progress import progress
 from models.classical.vectors import to_grey
 
 # OpenCV's SIFT makes each of the descriptor's 4 x 4 spatial bins 1.5 * KeyPoint.size pixels
@@ -59,11 +60,13 @@ def extract_dense_sift(
     keypoints = [cv2.KeyPoint(float(x), float(y), size, 0) for x, y in positions]
     sift = cv2.SIFT_create()
     out = np.empty((len(grey), len(keypoints), 128), dtype=np.uint8)
-    for index, image in enumerate(grey):  # OpenCV describes one image per call
-        kept, descriptors = sift.compute(image, keypoints)
-        if len(kept) != len(keypoints):  # OpenCV drops none on a grid inside the image
-            raise RuntimeError(f"OpenCV kept {len(kept)} of {len(keypoints)} keypoints")
-        out[index] = descriptors
+    with progress(len(grey), f"dense SIFT, {len(keypoints)} per image", "img") as advance:
+        for index, image in enumerate(grey):  # OpenCV describes one image per call
+            kept, descriptors = sift.compute(image, keypoints)
+            if len(kept) != len(keypoints):  # OpenCV drops none on a grid inside the image
+                raise RuntimeError(f"OpenCV kept {len(kept)} of {len(keypoints)} keypoints")
+            out[index] = descriptors
+            advance(1)
     return out
 
 
@@ -71,11 +74,13 @@ def assign_words(descriptors: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
     """(N, K, 128) descriptors → (N, K) index of the nearest word (Euclidean)."""
     n, k, dim = descriptors.shape
     words = np.empty((n, k), dtype=np.int64)
-    for start in range(0, n, ASSIGN_CHUNK):
-        chunk = descriptors[start : start + ASSIGN_CHUNK].reshape(-1, dim).astype(np.float32)
-        words[start : start + ASSIGN_CHUNK] = pairwise_distances_argmin(chunk, vocabulary).reshape(
-            -1, k
-        )
+    with progress(n, f"visual words of {len(vocabulary)}", "img") as advance:
+        for start in range(0, n, ASSIGN_CHUNK):
+            images = descriptors[start : start + ASSIGN_CHUNK]
+            flat = images.reshape(-1, dim).astype(np.float32)
+            nearest = pairwise_distances_argmin(flat, vocabulary)
+            words[start : start + len(images)] = nearest.reshape(-1, k)
+            advance(len(images))
     return words
 
 

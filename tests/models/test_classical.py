@@ -6,6 +6,8 @@ images, and crops of sklearn's two colour photographs.
 
 from __future__ import annotations
 
+import functools
+import io
 import multiprocessing
 import pickle
 from pathlib import Path
@@ -15,10 +17,11 @@ import pytest
 from sklearn.base import clone
 from sklearn.datasets import load_sample_images
 from sklearn.neighbors import KNeighborsClassifier
+from tqdm import tqdm
 
 from models import classical
 from models.classical import knn as knn_module
-from models.classical import sift
+from models.classical import progress, sift
 from models.classical.knn import CACHED_NEIGHBOURS, KNN_METRICS, KNN_WEIGHTS, chunk_rows
 
 FASHION = pytest.mark.skipif(
@@ -162,6 +165,32 @@ def test_transform_before_fit_is_an_sklearn_not_fitted_error(digits):
 
     with pytest.raises(NotFittedError):
         classical.BagOfSift().transform(digits[0][:2])
+
+
+# -- progress ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bars():
+    """What tqdm draws for the features' progress, into a string instead of a terminal."""
+    out = io.StringIO()
+    progress.use(functools.partial(tqdm, file=out, mininterval=0))
+    yield out
+    progress.use(None)
+
+
+def test_sift_words_and_kmeans_show_their_progress(digits, bars):
+    classical.BagOfSift(**SMALL_SIFT).fit_transform(digits[0][:50])
+    drawn = bars.getvalue()
+    # Each bar's last state: all done, with its elapsed time.
+    assert "dense SIFT, 9 per image: 100%" in drawn and "50/50" in drawn
+    assert "k-means, 8 words from 450 descriptors: 100%" in drawn and "1/1" in drawn
+    assert "visual words of 8: 100%" in drawn
+
+
+def test_no_bar_unless_stderr_is_a_terminal(digits, capsys):
+    classical.BagOfSift(**SMALL_SIFT).fit_transform(digits[0][:50])  # tqdm on pytest's stderr
+    assert capsys.readouterr().err == ""
 
 
 # -- the cache --------------------------------------------------------------------------------
