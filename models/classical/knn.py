@@ -3,7 +3,7 @@
 Why not scikit-learn's ``KNeighborsClassifier(algorithm="brute")``: a sweep over k and weights
 on the same features asks for the same neighbours again and again, and ``KNNClassifier`` caches
 them on disk (``cache_dir``), which scikit-learn's ``predict`` can't be made to (with uniform
-weights it never calls ``kneighbors``). Its distances are float64, so neighbours rank the same
+weights it never calls ``kneighbors``). Distances here are float64, so neighbours rank the same
 however the work is chunked or threaded. Speed is about even: on 2,000 x 10,000 256-d
 histograms on 2 idle cores, scikit-learn takes 0.16 / 0.68 / 2.05 / 1.62 s (euclidean /
 cosine / cityblock / chebyshev) and this 0.24 / 0.22 / 1.84 / 1.62 s.
