@@ -31,20 +31,6 @@ from tuner.spec import load_spec
 from tuner.trainables import Settings, deep
 from tuner.trainables.metrics import Evaluation
 
-SPEC = """\
-name: digits_artifacts
-data: {dataset: digits, seed: 0}
-search: {algorithm: optuna, num_samples: 3, max_concurrent: 2, seed: 0}
-scheduler: {type: asha, max_epochs: 2, grace_period: 1, reduction_factor: 2}
-resources: {cpu: 1}
-space:
-  model: {name: simple_cnn, width: {int: [8, 16]}, depth: 1}
-  optimizer:
-    choice:
-      sgd: {lr: {loguniform: [1e-2, 1e-1]}, momentum: {uniform: [0.5, 0.9]}}
-      adam: {lr: {loguniform: [1e-3, 1e-2]}}
-  batch_size: {choice: [32, 64]}
-"""
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = {
     "confusion_matrix",
@@ -68,35 +54,24 @@ class Logged:
     tmp: Path
 
 
-def run_and_log(tmp: Path, spec_text: str) -> Logged:
-    """`tuner run` a spec (which logs the artifacts and the best model), then rebuild the best
-    trial's test evaluation from Ray's storage, to check the artifacts against."""
-    spec_path = tmp / "spec.yaml"
-    spec_path.write_text(spec_text)
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    storage = tmp / "ray"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(tmp)  # MLflow keeps artifacts in ./mlruns: the test's tmp, not the repo
-        assert main(["run", str(spec_path), "--tracking-uri", uri, "--storage", str(storage)]) == 0
-        spec = load_spec(spec_path)
-        splits = load_data(spec)
-        settings = Settings(
-            max_epochs=spec.scheduler.max_epochs,
-            seed=spec.search.seed,
-            metric=spec.metric,
-            mode=spec.mode,
-        )
-        grid = ResultGrid(ExperimentAnalysis(str(storage / spec.name)))
-        best = grid.get_best_result(spec.metric, spec.mode, scope="all")
-        evaluation = deep.evaluate_test(best, splits, settings)
-        client = MlflowClient(uri)
-        parent_id = latest_parent(client, spec.experiment).info.run_id
-    return Logged(uri, client, client.get_run(parent_id), evaluation, splits, tmp)
-
-
 @pytest.fixture(scope="module")
-def logged(ray_session, tmp_path_factory) -> Logged:
-    return run_and_log(tmp_path_factory.mktemp("artifacts"), SPEC)
+def logged(digits_search) -> Logged:
+    """The shared digits search, and the best trial's test evaluation rebuilt from Ray's
+    storage, to check the artifacts against."""
+    spec = load_spec(digits_search.tmp / "digits_search.yaml")
+    splits = load_data(spec)
+    settings = Settings(
+        max_epochs=spec.scheduler.max_epochs,
+        seed=spec.search.seed,
+        metric=spec.metric,
+        mode=spec.mode,
+    )
+    grid = ResultGrid(ExperimentAnalysis(str(digits_search.storage / spec.name)))
+    best = grid.get_best_result(spec.metric, spec.mode, scope="all")
+    evaluation = deep.evaluate_test(best, splits, settings)
+    client = MlflowClient(digits_search.uri)
+    parent = latest_parent(client, spec.experiment)
+    return Logged(digits_search.uri, client, parent, evaluation, splits, digits_search.tmp)
 
 
 def _artifact_bytes(logged: Logged, path: str) -> bytes:
@@ -160,7 +135,7 @@ def test_study_is_rebuilt_from_the_child_runs(logged):
     for trial in study.trials:
         assert set(trial.params) <= sampled  # constants (model.name, depth) left out
         assert ("optimizer.momentum" in trial.params) == (trial.params["optimizer.name"] == "sgd")
-        assert 8 <= trial.params["model.width"] <= 16
+        assert 16 <= trial.params["model.width"] <= 32
     assert "model.name" not in study.trials[0].params
 
 
@@ -208,13 +183,13 @@ def test_a_plot_that_cant_be_drawn_is_skipped_with_a_warning(tmp_path):
 
 
 def test_best_model_is_registered_and_loads_with_pyfunc(logged, monkeypatch):
-    versions = logged.client.search_model_versions("name = 'digits_artifacts'")
+    versions = logged.client.search_model_versions("name = 'digits_search'")
     assert len(versions) == 1
     assert versions[0].run_id == logged.parent.info.run_id
     # Logging it left mlflow's globals as they were: plain mlflow, pointed by the environment.
     assert logged.uri not in {os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()}
     monkeypatch.setenv("MLFLOW_TRACKING_URI", logged.uri)
-    model = mlflow.pyfunc.load_model("models:/digits_artifacts/latest")
+    model = mlflow.pyfunc.load_model("models:/digits_search/latest")
     assert model.metadata.metadata["classes"] == list(logged.splits.classes)
     assert tuple(model.metadata.get_input_schema().inputs[0].shape) == (-1, 1, 8, 8)
     images = logged.splits.test_x[:16].numpy().astype(np.float32)  # any batch size
@@ -236,9 +211,7 @@ def test_predict_agrees_with_the_test_evaluation(logged, capsys):
         path = logged.tmp / f"test_{i}.png"
         assert cv2.imwrite(str(path), logged.splits.test_x[i, 0].numpy())
         paths.append(path)
-    assert (
-        main(["predict", "digits_artifacts", *map(str, paths), "--tracking-uri", logged.uri]) == 0
-    )
+    assert main(["predict", "digits_search", *map(str, paths), "--tracking-uri", logged.uri]) == 0
     rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
     rows = [(path, name, float(probability)) for path, name, probability in rows]
     classes = logged.splits.classes
@@ -255,7 +228,7 @@ def test_predict_converts_channels_and_size(logged):
     assert cv2.imwrite(str(path), cv2.cvtColor(big, cv2.COLOR_GRAY2BGR))
     assert export.read_image(path, 1, 8, 8).shape == (1, 8, 8)
     assert export.read_image(path, 3, 32, 32).shape == (3, 32, 32)
-    ((_, name, probability),) = export.predict(logged.uri, "digits_artifacts", [path])
+    ((_, name, probability),) = export.predict(logged.uri, "digits_search", [path])
     assert name in logged.splits.classes
     assert 0.0 < probability <= 1.0 and math.isfinite(probability)
 
@@ -264,7 +237,7 @@ def test_predict_says_what_is_wrong(logged):
     junk = logged.tmp / "junk.png"
     junk.write_bytes(b"not an image")
     with pytest.raises(UsageError, match=r"junk\.png"):
-        export.predict(logged.uri, "digits_artifacts", [junk])
+        export.predict(logged.uri, "digits_search", [junk])
     with pytest.raises(UsageError, match="no registered model 'nope'"):
         export.predict(logged.uri, "nope", [junk])
 
@@ -276,7 +249,9 @@ def test_sklearn_pipelines_export_too(logged):
     splits = logged.splits
     pipeline = build_pipeline({"name": "tiny_image", "size": 8}, {"name": "knn", "k": 3})
     pipeline.fit(splits.train_x.numpy(), splits.train_y.numpy())
-    run = logged.client.create_run(logged.parent.info.experiment_id, run_name="knn")
+    # Its own experiment: the search's experiment must keep only the search's runs.
+    experiment = logged.client.create_experiment("digits_knn_export")
+    run = logged.client.create_run(experiment, run_name="knn")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         version = export.log_best_model(

@@ -9,11 +9,10 @@ import io
 import numpy as np
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
+from conftest import new_store, tuner_run
 
 import data
 import models
-from tuner.cli import main
 from tuner.trainables import Settings
 from tuner.trainables.metrics import Evaluation
 from tuner.trainables.size import MB, size_of, violation
@@ -81,20 +80,15 @@ def test_per_class_accuracy_uses_metric_safe_names_and_skips_absent_classes():
 
 @pytest.fixture(scope="module")
 def finished(ray_session, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("final")
-    spec = tmp / "final_e2e.yaml"
-    spec.write_text(SPEC)
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    store = new_store(tmp_path_factory, "final")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["run", str(spec), "--tracking-uri", uri, "--storage", str(tmp / "ray")])
-    assert code == 0, printed.getvalue()[-3000:]
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("final_e2e")
-    runs = client.search_runs([experiment.experiment_id])
+        tuner_run(store, SPEC)
+    experiment = store.client.get_experiment_by_name("final_e2e")
+    runs = store.client.search_runs([experiment.experiment_id])
     parent = next(r for r in runs if r.data.tags["tuner.role"] == "parent")
     trials = [r for r in runs if r.data.tags["tuner.role"] == "trial"]
-    return client, parent, trials, printed.getvalue()
+    return store.client, parent, trials, printed.getvalue()
 
 
 def test_configs_over_the_limit_are_rejected_untrained(finished):

@@ -4,32 +4,16 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
+from conftest import Store, tuner_run
 
 from tuner.cli import main
 from tuner.errors import UsageError
 from tuner.report import write_report
 from tuner.results import latest_parent, trials_of
 
-DEEP = """\
-name: digits_report
-data: {dataset: digits, seed: 0}
-search: {algorithm: optuna, num_samples: 3, max_concurrent: 2, seed: 0}
-scheduler: {type: asha, max_epochs: 2, grace_period: 1, reduction_factor: 2}
-resources: {cpu: 1}
-space:
-  model: {name: simple_cnn, width: {int: [8, 16]}, depth: 1}
-  optimizer:
-    choice:
-      sgd: {lr: {loguniform: [1e-2, 1e-1]}, momentum: {uniform: [0.5, 0.9]}}
-      adam: {lr: {loguniform: [1e-3, 1e-2]}}
-  batch_size: {choice: [32, 64]}
-"""
 CLASSICAL = """\
 name: digits_report_knn
 trainable: classical
@@ -46,26 +30,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 IMAGE = re.compile(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
 
-@dataclass
-class Store:
-    uri: str
-    client: MlflowClient
-    tmp: Path
-
-
 @pytest.fixture(scope="module")
-def store(ray_session, tmp_path_factory) -> Store:
-    """Two finished experiments in one store: a deep one with its artifacts, a classical one."""
-    tmp = tmp_path_factory.mktemp("report")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(tmp)  # MLflow keeps artifacts in ./mlruns: the test's tmp, not the repo
-        knn = CLASSICAL.replace("CACHE_DIR", str(tmp / "features"))  # not the user's ~/.cache
-        for name, text in (("deep.yaml", DEEP), ("knn.yaml", knn)):
-            (tmp / name).write_text(text)
-            run = ["run", str(tmp / name), "--tracking-uri", uri, "--storage", str(tmp / "ray")]
-            assert main(run) == 0
-    return Store(uri, MlflowClient(uri), tmp)
+def store(digits_search) -> Store:
+    """Two finished experiments in one store: the shared deep search, and a classical one."""
+    knn = CLASSICAL.replace("CACHE_DIR", str(digits_search.tmp / "features"))  # not ~/.cache
+    tuner_run(digits_search, knn)
+    return digits_search
 
 
 def _text(html: str) -> str:
@@ -74,9 +44,9 @@ def _text(html: str) -> str:
 
 def test_report_is_one_self_contained_html_file(store, capsys):
     out = store.tmp / "out"
-    assert main(["report", "digits_report", "--out", str(out), "--tracking-uri", store.uri]) == 0
+    assert main(["report", "digits_search", "--out", str(out), "--tracking-uri", store.uri]) == 0
     path = Path(capsys.readouterr().out.strip())
-    assert path == store.tmp / "out" / "digits_report.html"
+    assert path == store.tmp / "out" / "digits_search.html"
     page = path.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     # Nothing to fetch: no scripts, no remote stylesheets, images or fonts.
@@ -91,9 +61,9 @@ def test_report_is_one_self_contained_html_file(store, capsys):
 
 
 def test_report_shows_spec_trials_metrics_and_statuses(store):
-    page = write_report(store.uri, "digits_report", store.tmp / "out").read_text()
+    page = write_report(store.uri, "digits_search", store.tmp / "out").read_text()
     text = _text(page)
-    parent = latest_parent(store.client, "digits_report")
+    parent = latest_parent(store.client, "digits_search")
     trials = trials_of(store.client, parent)
     assert parent.info.run_id in text
     assert "loguniform: [1e-2, 1e-1]" in text  # the spec, verbatim
@@ -111,12 +81,18 @@ def test_report_shows_spec_trials_metrics_and_statuses(store):
 
 def test_report_needs_only_the_mlflow_store(store, tmp_path, monkeypatch):
     """No Ray storage, no spec file, another working directory: the store is enough."""
-    shutil.rmtree(store.tmp / "ray")
-    for spec in ("deep.yaml", "knn.yaml"):
-        (store.tmp / spec).unlink()
+    hidden = tmp_path / "hidden"  # moved away for this test only: other tests share the store
+    hidden.mkdir()
+    moved = [store.storage, *store.tmp.glob("*.yaml")]
+    for original in moved:
+        original.rename(hidden / original.name)
     monkeypatch.chdir(tmp_path)
-    path = write_report(store.uri, "digits_report", "elsewhere")
-    assert path == Path("elsewhere/digits_report.html")
+    try:
+        path = write_report(store.uri, "digits_search", "elsewhere")
+    finally:
+        for original in moved:
+            (hidden / original.name).rename(original)
+    assert path == Path("elsewhere/digits_search.html")
     page = path.read_text()
     assert len(IMAGE.findall(page)) == 6
     assert "simple_cnn" in page
@@ -136,12 +112,12 @@ def test_report_of_an_unknown_experiment_says_so(store):
 
 
 def test_compare_puts_both_experiments_side_by_side(store, capsys):
-    assert main(["compare", "digits_report", "digits_report_knn", "--tracking-uri", store.uri]) == 0
+    assert main(["compare", "digits_search", "digits_report_knn", "--tracking-uri", store.uri]) == 0
     table = capsys.readouterr().out
     lines = table.splitlines()
-    assert lines[0].split() == ["digits_report", "digits_report_knn"]
+    assert lines[0].split() == ["digits_search", "digits_report_knn"]
     rows = {line.split()[0]: line.split()[1:] for line in lines[2:] if line.strip()}
-    deep_run = latest_parent(store.client, "digits_report")
+    deep_run = latest_parent(store.client, "digits_search")
     knn_run = latest_parent(store.client, "digits_report_knn")
     assert rows["run"] == [deep_run.info.run_id, knn_run.info.run_id]
     assert rows["trials"] == ["3", "2"]

@@ -23,21 +23,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tuner.cli import main
 from tuner.results import latest_parent, trials_of
 
 pytestmark = pytest.mark.slow
 
-SPEC = """\
-name: digits_ui
-data: {dataset: digits, seed: 0}
-search: {algorithm: optuna, num_samples: 3, max_concurrent: 2, seed: 0}
-scheduler: {type: asha, max_epochs: 2, grace_period: 1, reduction_factor: 2}
-resources: {cpu: 1}
-space:
-  model: {name: simple_cnn, width: {int: [8, 16]}, depth: 1}
-  optimizer: {name: adam, lr: {loguniform: [1e-3, 1e-2]}}
-"""
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 UI_START_S = 120  # the MLflow server takes 5-60 s to answer, depending on the machine's load
 # Quiet, sandboxed-from-the-network Chromium: no updates, no sync, no QUIC, a throwaway profile.
@@ -71,19 +60,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ui(ray_session, tmp_path_factory):
-    """A finished 3-trial search, and `tuner ui` serving its store on a free loopback port."""
-    tmp = tmp_path_factory.mktemp("ui")
-    (tmp / "digits_ui.yaml").write_text(SPEC)
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(tmp)  # MLflow keeps artifacts in ./mlruns: the test's tmp, not the repo
-        run = ["run", "digits_ui.yaml", "--tracking-uri", uri, "--storage", str(tmp / "ray")]
-        assert main(run) == 0
+def ui(digits_search, tmp_path_factory):
+    """The shared finished 3-trial search, and `tuner ui` serving its store on a free port."""
+    tmp, uri = tmp_path_factory.mktemp("ui"), digits_search.uri
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "tuner", "ui", "--port", str(port), "--tracking-uri", uri],
-        cwd=tmp,
+        cwd=digits_search.tmp,  # where the search ran: MLflow's relative artifact paths resolve
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
@@ -91,7 +74,8 @@ def ui(ray_session, tmp_path_factory):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(server, f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=digits_ui")
+        by_name = "api/2.0/mlflow/experiments/get-by-name?experiment_name=digits_search"
+        _wait_for(server, f"{url}/{by_name}")
         yield UI(url, uri, MlflowClient(uri), tmp)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -123,7 +107,7 @@ def _post(url: str, body: dict) -> dict:
 
 
 def test_rest_api_returns_every_trial(ui):
-    parent = latest_parent(ui.client, "digits_ui")
+    parent = latest_parent(ui.client, "digits_search")
     trials = trials_of(ui.client, parent)
     assert len(trials) == 3
     found = _post(
@@ -170,7 +154,7 @@ def _render(url: str, tmp: Path, budget_ms: int) -> str:
 
 
 def test_chromium_shows_the_experiment_its_parent_run_and_trial_runs(ui):
-    parent = latest_parent(ui.client, "digits_ui")
+    parent = latest_parent(ui.client, "digits_search")
     runs = [(parent.info.run_id, parent.info.run_name)] + [
         (t.run_id, f"trial_{t.trial_id}") for t in trials_of(ui.client, parent)
     ]
@@ -194,7 +178,7 @@ def test_chromium_shows_the_experiment_its_parent_run_and_trial_runs(ui):
     assert "<title>" in dom and "MLflow" in dom, dom[:500]
     assert not missing, f"runs not listed in the rendered page: {missing}"
     # The experiment by name, in the page's breadcrumb (a link to the experiment itself).
-    assert re.search(rf'href="#/experiments/{experiment}"[^>]*>(<[^>]+>)*\s*digits_ui\s*<', dom)
+    assert re.search(rf'href="#/experiments/{experiment}"[^>]*>(<[^>]+>)*\s*digits_search\s*<', dom)
     screenshot = ui.tmp / "ui.png"
     assert screenshot.read_bytes().startswith(PNG_MAGIC)
     assert screenshot.stat().st_size > 20_000  # a rendered page, not a blank one
