@@ -76,8 +76,11 @@ def run_search(
 
     _start_ray(address)
     experiment = Experiment(tracking_uri, spec.experiment)
+    # Files under data.root are read by each trial on its own node (no shared disk assumed, and
+    # nothing large through the object store); data without a root goes from here in memory.
+    trial_data = data_source(spec) if spec.data.root else splits
     function = tune.with_resources(
-        tune.with_parameters(trainable.train, splits=splits, settings=settings),
+        tune.with_parameters(trainable.train, splits=trial_data, settings=settings),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
     if resume:
@@ -187,20 +190,32 @@ def _new_tuner(
 def load_data(spec: Spec) -> data.Splits:
     """The spec's dataset, split; a missing or malformed one is a UsageError (exit 2)."""
     try:
-        return data.load(
-            spec.data.dataset,
-            root=spec.data.root,
-            val_fraction=spec.data.val_fraction,
-            test_fraction=spec.data.test_fraction,
-            seed=spec.data.seed,
-            max_train=spec.data.max_train,
-            max_test=spec.data.max_test,
-            **spec.data.options,
-        )
+        return data_source(spec).load()
     except data.DatasetError as error:
         raise UsageError(f"data: {error}") from None
     except TypeError as error:  # an option the loader doesn't take
         raise UsageError(f"data.options: {error}") from None
+
+
+def data_source(spec: Spec) -> data.DataSource:
+    """How the spec's dataset is loaded: what the driver and every trial's node read.
+
+    A relative ``root`` is anchored at the current directory (trials run in their own
+    directories); ``~`` stays, to be each node's own home.
+    """
+    root = spec.data.root
+    if root and not root.startswith("~"):
+        root = str(Path(root).absolute())
+    return data.DataSource(
+        spec.data.dataset,
+        root=root,
+        val_fraction=spec.data.val_fraction,
+        test_fraction=spec.data.test_fraction,
+        seed=spec.data.seed,
+        max_train=spec.data.max_train,
+        max_test=spec.data.max_test,
+        options=spec.data.options,
+    )
 
 
 def _start_ray(address: str | None) -> None:

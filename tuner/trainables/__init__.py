@@ -1,7 +1,8 @@
 """The kinds of trial a spec can run (`trainable:`).
 
 Each kind is a module with the same four names: ``check_space(tree, spec)`` (validation at load
-time), ``train(config, splits, settings)`` (the Ray Tune function trainable),
+time), ``train(config, splits, settings)`` (the Ray Tune function trainable; ``splits`` is the
+data in memory, or a ``data.DataSource`` that ``node_data.splits_on_node`` reads on the node),
 ``evaluate_test(result, splits, settings)`` (the best trial on the test split) and
 ``build_model(config, splits)``. Modules are imported on demand: torch and OpenCV are slow to
 import and `tuner --help` needs neither.

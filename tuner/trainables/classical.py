@@ -22,13 +22,14 @@ from ray import tune
 from sklearn.metrics import precision_recall_fscore_support
 from sklearn.pipeline import Pipeline
 
-from data import Splits
+from data import DataSource, Splits
 from models.classical import CLASSIFIERS, FEATURES, build_pipeline, parameters
 from tuner import space as space_lang
 from tuner.spec import Spec
 from tuner.trainables import Settings
 from tuner.trainables.checks import check_keys, check_metric, check_named
 from tuner.trainables.metrics import Evaluation
+from tuner.trainables.node_data import splits_on_node
 
 if TYPE_CHECKING:
     from ray.tune import Result
@@ -57,8 +58,9 @@ def fit(config: Mapping[str, Any], splits: Splits, settings: Settings) -> Pipeli
     return pipeline.fit(splits.train_x.numpy(), splits.train_y.numpy())
 
 
-def train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
+def train(config: dict[str, Any], splits: Splits | DataSource, settings: Settings) -> None:
     """The Ray Tune function trainable: fit, score on the validation split, report once."""
+    splits = splits_on_node(splits)
     pipeline = fit(config, splits, settings)
     predicted = pipeline.predict(splits.val_x.numpy())
     truth = splits.val_y.numpy()
