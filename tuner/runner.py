@@ -289,8 +289,17 @@ def _trial_id(result: Any) -> str:
 def _best_result(results: tune.ResultGrid, spec: Spec) -> Any:
     reported = [r for r in results if r.metrics and spec.metric in r.metrics]
     if not reported:
-        raise UsageError(f"{spec.name}: no trial reported `{spec.metric}`; see the errors above")
+        raise UsageError(f"{spec.name}: no trial reported `{spec.metric}`; {_why(results)}")
     return results.get_best_result(spec.metric, spec.mode, scope="all")
+
+
+def _why(results: tune.ResultGrid) -> str:
+    """The first trial error's last line (what the user must fix), else where to look."""
+    lines = [str(error).strip().splitlines()[-1] for error in results.errors if str(error).strip()]
+    if not lines:
+        return "see the errors above"
+    others = f" ({len(lines) - 1} more failed, see above)" if len(lines) > 1 else ""
+    return f"a trial failed with {lines[0]}{others}"
 
 
 def _best_value(result: Any, spec: Spec) -> float:
