@@ -122,6 +122,17 @@ FILE_DATA = (
 )
 FILE_SPEC = SPEC.replace("data: {dataset: digits, seed: 0}", FILE_DATA)
 assert FILE_DATA in FILE_SPEC, "SPEC's data line changed: update FILE_SPEC"
+CLASSICAL_SPEC = f"""\
+name: on_cluster
+trainable: classical
+{FILE_DATA}
+search: {{algorithm: random, num_samples: 6, seed: 0}}
+scheduler: {{type: fifo}}
+resources: {{cpu: 1}}
+space:
+  features: {{name: bag_of_sift, step: 4, patch_size: 8, resize: 32, vocab_size: 16}}
+  classifier: {{name: knn, k: {{int: [1, 10]}}}}
+"""
 
 
 @pytest.fixture
@@ -149,17 +160,30 @@ def _write_digits(home: Path, digits, write_image_tree) -> None:
 
 
 @pytest.mark.slow
-def test_each_node_reads_data_root_from_its_own_disk(homes, tmp_path, digits, write_image_tree):
+def test_each_node_reads_data_root_and_caches_features_on_its_own_disk(
+    homes, tmp_path, digits, write_image_tree
+):
     ray_cluster, home_of, driver_home = homes
     for home in [*home_of.values(), driver_home]:
         _write_digits(home, digits, write_image_tree)
-    driver, uri = _start(tmp_path, ray_cluster.address, FILE_SPEC, home=driver_home)
+    driver, uri = _start(tmp_path, ray_cluster.address, CLASSICAL_SPEC, home=driver_home)
     assert driver.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-3000:]
     trials = _trials(uri)
     assert len(trials) == 6
     assert {t.data.tags["tuner.status"] for t in trials} == {"completed"}
-    nodes = {t.data.tags["tuner.node_id"] for t in trials}
-    assert len(nodes) > 1 and nodes <= set(home_of), nodes
+    used = {t.data.tags["tuner.node_id"] for t in trials}
+    assert len(used) > 1 and used <= set(home_of), used
+    # Each node cached the features in its own home; the vocabulary's key hashes the training
+    # split, so the same entry name on every node and on the driver (which refit the best
+    # config for the test) means every node read exactly the driver's splits.
+    driver_vocabulary = _entries(driver_home, "vocabulary")
+    assert len(driver_vocabulary) == 1
+    for node, home in home_of.items():
+        assert _entries(home, "vocabulary") == (driver_vocabulary if node in used else set())
+
+
+def _entries(home: Path, kind: str) -> set[str]:
+    return {p.name for p in (home / ".cache" / "tuner" / "features" / kind).glob("*.npy")}
 
 
 @pytest.mark.slow
