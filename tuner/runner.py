@@ -295,7 +295,8 @@ def _best_result(results: tune.ResultGrid, spec: Spec) -> Any:
 
 def _why(results: tune.ResultGrid) -> str:
     """The first trial error's last line (what the user must fix), else where to look."""
-    lines = [str(error).strip().splitlines()[-1] for error in results.errors if str(error).strip()]
+    texts = [str(error).strip() for error in results.errors]
+    lines = [text.splitlines()[-1] for text in texts if text]
     if not lines:
         return "see the errors above"
     others = f" ({len(lines) - 1} more failed, see above)" if len(lines) > 1 else ""
