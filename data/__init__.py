@@ -7,5 +7,6 @@ This package never imports Ray or MLflow.
 
 from data import loaders  # noqa: F401  (registers the built-in datasets)
 from data.registry import DATASETS, DatasetError, RawDataset, Splits, load, register
+from data.source import DataSource
 
-__all__ = ["DATASETS", "DatasetError", "RawDataset", "Splits", "load", "register"]
+__all__ = ["DATASETS", "DataSource", "DatasetError", "RawDataset", "Splits", "load", "register"]

@@ -1,7 +1,10 @@
-"""A real multi-node Ray cluster on loopback (Ray's own test harness): trials spread, survive."""
+"""A real multi-node Ray cluster on loopback (Ray's own test harness): trials spread, survive,
+and read file datasets on their own nodes."""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import time
@@ -35,9 +38,12 @@ def cluster():
     cluster.shutdown()
 
 
-def _start(tmp_path: Path, address: str) -> tuple[subprocess.Popen, str]:
+def _start(
+    tmp_path: Path, address: str, spec_text: str = SPEC, home: Path | None = None
+) -> tuple[subprocess.Popen, str]:
+    """`tuner run` against the cluster, in a subprocess (with its own HOME, if given)."""
     spec = tmp_path / "on_cluster.yaml"
-    spec.write_text(SPEC)
+    spec.write_text(spec_text)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     command = [
         sys.executable,
@@ -52,8 +58,12 @@ def _start(tmp_path: Path, address: str) -> tuple[subprocess.Popen, str]:
         "--storage",
         str(tmp_path / "ray"),
     ]
+    env = {**os.environ, "HOME": str(home)} if home else None
     log = (tmp_path / "driver.log").open("w")
-    return subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT), uri
+    return (
+        subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT),
+        uri,
+    )
 
 
 def _trials(uri: str) -> list:
@@ -98,3 +108,106 @@ def test_losing_a_worker_mid_search_loses_no_trial(cluster, tmp_path):
     assert len({t.data.tags["tuner.trial_id"] for t in trials}) == 6
     assert {t.data.tags["tuner.status"] for t in trials} == {"completed"}
     assert all(t.info.status == "FINISHED" for t in trials)
+
+
+# ---------------------------------------------------------------------------------------------
+# File datasets: each node reads data.root itself. On loopback every node shares one disk, so
+# each node gets its own HOME (the raylet's environment, which its workers inherit), and a root
+# under ~ is a different folder on each node, as on machines that share nothing.
+# ---------------------------------------------------------------------------------------------
+
+FILE_DATA = (
+    "data: {dataset: image_folder, root: ~/datasets/digits, "
+    "options: {image_size: 8, grayscale: true}}"
+)
+FILE_SPEC = SPEC.replace("data: {dataset: digits, seed: 0}", FILE_DATA)
+assert FILE_DATA in FILE_SPEC, "SPEC's data line changed: update FILE_SPEC"
+CLASSICAL_SPEC = f"""\
+name: on_cluster
+trainable: classical
+{FILE_DATA}
+search: {{algorithm: random, num_samples: 6, seed: 0}}
+scheduler: {{type: fifo}}
+resources: {{cpu: 1}}
+space:
+  features: {{name: bag_of_sift, step: 4, patch_size: 8, resize: 32, vocab_size: 16}}
+  classifier: {{name: knn, k: {{int: [1, 10]}}}}
+"""
+
+
+@pytest.fixture
+def homes(tmp_path):
+    """A head and two workers as in ``cluster``, each with its own empty HOME:
+    ``(cluster, {node id: its HOME}, the driver's HOME)``."""
+    homes = {name: tmp_path / "homes" / name for name in ("driver", "head", "worker1", "worker2")}
+    for home in homes.values():
+        home.mkdir(parents=True)
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "env_vars": {"HOME": str(homes["head"])}},
+    )
+    nodes = {cluster.head_node.node_id: homes["head"]}
+    for name in ("worker1", "worker2"):
+        node = cluster.add_node(num_cpus=1, env_vars={"HOME": str(homes[name])})
+        nodes[node.node_id] = homes[name]
+    cluster.wait_for_nodes()
+    yield cluster, nodes, homes["driver"]
+    cluster.shutdown()
+
+
+def _write_digits(home: Path, digits, write_image_tree) -> None:
+    write_image_tree(home / "datasets" / "digits", digits[0][:300], digits[1][:300], classes=3)
+
+
+@pytest.mark.slow
+def test_each_node_reads_data_root_and_caches_features_on_its_own_disk(
+    homes, tmp_path, digits, write_image_tree
+):
+    ray_cluster, home_of, driver_home = homes
+    for home in [*home_of.values(), driver_home]:
+        _write_digits(home, digits, write_image_tree)
+    driver, uri = _start(tmp_path, ray_cluster.address, CLASSICAL_SPEC, home=driver_home)
+    assert driver.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    trials = _trials(uri)
+    assert len(trials) == 6
+    assert {t.data.tags["tuner.status"] for t in trials} == {"completed"}
+    used = {t.data.tags["tuner.node_id"] for t in trials}
+    assert len(used) > 1 and used <= set(home_of), used
+    # Each node cached the features in its own home; the vocabulary's key hashes the training
+    # split, so the same entry name on every node and on the driver (which refit the best
+    # config for the test) means every node read exactly the driver's splits.
+    driver_vocabulary = _entries(driver_home, "vocabulary")
+    assert len(driver_vocabulary) == 1
+    for node, home in home_of.items():
+        assert _entries(home, "vocabulary") == (driver_vocabulary if node in used else set())
+
+
+def _entries(home: Path, kind: str) -> set[str]:
+    return {p.name for p in (home / ".cache" / "tuner" / "features" / kind).glob("*.npy")}
+
+
+@pytest.mark.slow
+def test_a_root_only_the_driver_has_fails_each_trial_naming_its_node(
+    homes, tmp_path, digits, write_image_tree
+):
+    ray_cluster, home_of, driver_home = homes
+    _write_digits(driver_home, digits, write_image_tree)  # no node has a copy
+    spec = FILE_SPEC.replace("num_samples: 6", "num_samples: 2")
+    spec = spec.replace("max_failures: 3", "max_failures: 1")
+    driver, uri = _start(tmp_path, ray_cluster.address, spec, home=driver_home)
+    code = driver.wait(timeout=300)
+    log = (tmp_path / "driver.log").read_text()
+    assert code == 2, log[-3000:]
+    trials = _trials(uri)
+    assert len(trials) == 2 and {t.data.tags["tuner.status"] for t in trials} == {"errored"}
+    for trial in trials:
+        error = trial.data.tags["tuner.error"]
+        assert "data.root ~/datasets/digits is not readable on node " in error
+        node = error.split(" is not readable on node ")[1].split()[0]
+        assert node in home_of, error
+        assert f"image_folder: {home_of[node] / 'datasets' / 'digits'} is not a directory" in error
+        assert "copy the dataset to that path on every node" in error
+    # Each trial was tried 1 + max_failures times (Tune's table of errored trials says so).
+    assert len(re.findall(r"\| train_\w+ +\| +2 \| ", log)) == 2, log[-3000:]
+    last = log.strip().splitlines()[-1]
+    assert last.startswith("tuner: error: ") and "is not readable on node " in last, log[-3000:]

@@ -104,6 +104,12 @@ def test_the_repository_is_mounted_and_installed_from_the_mount(config):
     assert not any(re.search(r"\btorch(vision)?==", c) for c in _commands(config))
 
 
+def test_every_node_fetches_the_data_cifar_yaml_reads(config):
+    """Trials read data.root on their own node: each node (head and workers) needs the files."""
+    root = yaml.safe_load((REPO / "search_spaces" / "cifar.yaml").read_text())["data"]["root"]
+    assert f"python -m tuner data fetch cifar10 --root {root}" in config["setup_commands"]
+
+
 def test_nodes_run_this_ray(config):
     pins = [m for c in config["setup_commands"] for m in re.findall(r"ray\[[^\]]*\]==([\w.]+)", c)]
     assert pins == [ray.__version__]

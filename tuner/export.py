@@ -97,6 +97,7 @@ def log_best_model(
                 **common,
             )
         else:
+            _without_cache(model)
             method = "predict_proba" if hasattr(model, "predict_proba") else "predict"
             info = mlflow.sklearn.log_model(
                 model,
@@ -105,7 +106,9 @@ def log_best_model(
                 pyfunc_predict_fn=method,
                 skops_trusted_types=_own_types(model),
                 code_paths=[str(_package_dir("models"))],  # the pipeline's own classes
-                pip_requirements=_requirements("scikit-learn", "opencv-contrib-python-headless"),
+                pip_requirements=_requirements(
+                    "scikit-learn", "opencv-contrib-python-headless", "torch", "tqdm"
+                ),
                 **common,
             )
         mlflow.log_dict(list(classes), f"{MODEL_NAME}/{CLASSES_FILE}")
@@ -161,6 +164,13 @@ def _active_run(tracking_uri: str, run_id: str) -> Iterator[None]:
             client.update_run(run_id, "RUNNING")
         else:  # the run's own end, not the time the model was logged
             client.set_terminated(run_id, before.status, end_time=before.end_time)
+
+
+def _without_cache(pipeline: Any) -> None:
+    """Drop the steps' feature cache directories: a machine serving the model has its own."""
+    for _, step in getattr(pipeline, "steps", []):
+        if "cache_dir" in step.get_params(deep=False):
+            step.set_params(cache_dir=None)
 
 
 def _requirements(*packages: str) -> list[str]:

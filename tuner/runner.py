@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -76,15 +77,20 @@ def run_search(
         cache_dir=spec.cache_dir,  # expanded on each node: its own disk, its own home
         max_params=spec.constraints.max_params,
         max_model_mb=spec.constraints.max_model_mb,
+        # Someone watches a terminal: trials draw progress bars there (Ray forwards them).
+        progress_bars=sys.stderr.isatty(),
     )
     tree = space_lang.parse(spec.space)
     if resume and not tune.Tuner.can_restore(experiment_path):
         raise UsageError(f"nothing to resume at {experiment_path}; run without --resume")
 
-    _start_ray(address)
+    _start_ray(address, forward_worker_output=settings.progress_bars)
     experiment = Experiment(tracking_uri, spec.experiment)
+    # Files under data.root are read by each trial on its own node (no shared disk assumed, and
+    # nothing large through the object store); data without a root goes from here in memory.
+    trial_data = data_source(spec) if spec.data.root else splits
     function = tune.with_resources(
-        tune.with_parameters(trainable.train, splits=splits, settings=settings),
+        tune.with_parameters(trainable.train, splits=trial_data, settings=settings),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
     if resume:
@@ -215,23 +221,35 @@ def _new_tuner(
 def load_data(spec: Spec) -> data.Splits:
     """The spec's dataset, split; a missing or malformed one is a UsageError (exit 2)."""
     try:
-        return data.load(
-            spec.data.dataset,
-            root=spec.data.root,
-            val_fraction=spec.data.val_fraction,
-            test_fraction=spec.data.test_fraction,
-            seed=spec.data.seed,
-            max_train=spec.data.max_train,
-            max_test=spec.data.max_test,
-            **spec.data.options,
-        )
+        return data_source(spec).load()
     except data.DatasetError as error:
         raise UsageError(f"data: {error}") from None
     except TypeError as error:  # an option the loader doesn't take
         raise UsageError(f"data.options: {error}") from None
 
 
-def _start_ray(address: str | None) -> None:
+def data_source(spec: Spec) -> data.DataSource:
+    """How the spec's dataset is loaded: what the driver and every trial's node read.
+
+    A relative ``root`` is anchored at the current directory (trials run in their own
+    directories); ``~`` stays, to be each node's own home.
+    """
+    root = spec.data.root
+    if root and not root.startswith("~"):
+        root = str(Path(root).absolute())
+    return data.DataSource(
+        spec.data.dataset,
+        root=root,
+        val_fraction=spec.data.val_fraction,
+        test_fraction=spec.data.test_fraction,
+        seed=spec.data.seed,
+        max_train=spec.data.max_train,
+        max_test=spec.data.max_test,
+        options=spec.data.options,
+    )
+
+
+def _start_ray(address: str | None, *, forward_worker_output: bool) -> None:
     # The classic reporter lets us trim the table to the metric and the sampled parameters.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Ctrl-C raises KeyboardInterrupt out of fit() (Tune's own handler would end the search
@@ -245,9 +263,13 @@ def _start_ray(address: str | None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=forward_worker_output)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        ray.init(
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=forward_worker_output,
+        )
 
 
 def _param_space(spec: Spec, tree: space_lang.Group) -> dict[str, Any]:
@@ -295,7 +317,7 @@ def _best_result(results: tune.ResultGrid, spec: Spec) -> Any:
     """The trial with the best metric over all its epochs; rejected trials never count."""
     reported = [r for r in results if r.metrics and spec.metric in r.metrics]
     if not reported:
-        raise UsageError(f"{spec.name}: no trial reported `{spec.metric}`; see the errors above")
+        raise UsageError(f"{spec.name}: no trial reported `{spec.metric}`; {_why(results)}")
     trained = [r for r in reported if not r.metrics.get("rejected")]
     if not trained:
         raise UsageError(
@@ -306,6 +328,16 @@ def _best_result(results: tune.ResultGrid, spec: Spec) -> Any:
     finite = [pair for pair in best_values if math.isfinite(pair[0])] or best_values
     pick = max if spec.mode == "max" else min
     return pick(finite, key=lambda pair: pair[0])[1]
+
+
+def _why(results: tune.ResultGrid) -> str:
+    """The first trial error's last line (what the user must fix), else where to look."""
+    texts = [str(error).strip() for error in results.errors]
+    lines = [text.splitlines()[-1] for text in texts if text]
+    if not lines:
+        return "see the errors above"
+    others = f" ({len(lines) - 1} more failed, see above)" if len(lines) > 1 else ""
+    return f"a trial failed with {lines[0]}{others}"
 
 
 def _best_value(result: Any, spec: Spec) -> float:

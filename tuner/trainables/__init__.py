@@ -1,7 +1,8 @@
 """The kinds of trial a spec can run (`trainable:`).
 
 Each kind is a module with the same names: ``check_space(tree, spec)`` (validation at load
-time), ``train(config, splits, settings)`` (the Ray Tune function trainable),
+time), ``train(config, splits, settings)`` (the Ray Tune function trainable; ``splits`` is the
+data in memory, or a ``data.DataSource`` that ``node_data.splits_on_node`` reads on the node),
 ``evaluate_test(result, splits, settings)`` (the best trial on the test split) and
 ``retrain_and_test(config, splits, settings)`` (the best config trained again on train+val,
 then tested). Modules are imported on demand: torch and OpenCV are slow to
@@ -32,6 +33,7 @@ class Settings:
     cache_dir: str | None = None  # the node-local feature cache of the classical trainable
     max_params: int | None = None  # spec.constraints: bigger models are rejected untrained
     max_model_mb: float | None = None
+    progress_bars: bool = False  # trials draw bars on the driver's terminal (Ray's tqdm_ray)
 
     @property
     def worst(self) -> float:

@@ -22,13 +22,14 @@ from ray import tune
 from sklearn.metrics import precision_recall_fscore_support
 from sklearn.pipeline import Pipeline
 
-from data import Splits
-from models.classical import CLASSIFIERS, FEATURES, build_pipeline, parameters
+from data import DataSource, Splits
+from models.classical import CLASSIFIERS, FEATURES, build_pipeline, parameters, progress
 from tuner import space as space_lang
 from tuner.spec import Spec
 from tuner.trainables import Settings
 from tuner.trainables.checks import check_keys, check_metric, check_named
 from tuner.trainables.metrics import Evaluation
+from tuner.trainables.node_data import splits_on_node
 from tuner.trainables.size import report_rejected, size_of, violation
 
 if TYPE_CHECKING:
@@ -58,8 +59,13 @@ def fit(config: Mapping[str, Any], splits: Splits, settings: Settings) -> Pipeli
     return pipeline.fit(splits.train_x.numpy(), splits.train_y.numpy())
 
 
-def train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
+def train(config: dict[str, Any], splits: Splits | DataSource, settings: Settings) -> None:
     """The Ray Tune function trainable: fit, score on the validation split, report once."""
+    splits = splits_on_node(splits)
+    if settings.progress_bars:  # SIFT and vocabulary bars, drawn by the driver
+        from ray.experimental import tqdm_ray
+
+        progress.use(tqdm_ray.tqdm)
     pipeline = fit(config, splits, settings)
     size = size_of(pipeline)  # a kNN's grows with its training set: known only once fitted
     if reason := violation(size, settings):

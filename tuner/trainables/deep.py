@@ -28,7 +28,7 @@ from ray import tune
 from torch import nn
 
 import models
-from data import Splits
+from data import DataSource, Splits
 from data.augment import Augmentation, channel_stats, to_float
 from tuner import space as space_lang
 from tuner.export import RawImageClassifier
@@ -36,6 +36,7 @@ from tuner.spec import Spec
 from tuner.trainables import Settings
 from tuner.trainables.checks import check_keys, check_metric, check_named
 from tuner.trainables.metrics import Evaluation
+from tuner.trainables.node_data import splits_on_node
 from tuner.trainables.size import report_rejected, size_of, violation
 
 if TYPE_CHECKING:
@@ -285,8 +286,9 @@ class Trial:
         self.best_weights = state["best_weights"]
 
 
-def train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
+def train(config: dict[str, Any], splits: Splits | DataSource, settings: Settings) -> None:
     """The Ray Tune function trainable: train, report metrics and a checkpoint every epoch."""
+    splits = splits_on_node(splits)
     use_assigned_cpus()
     config = space_lang.clean_config(config)
     try:

@@ -1,0 +1,52 @@
+"""A trial's data on its node: in-memory splits as sent, `data.root` read where the trial runs."""
+
+from __future__ import annotations
+
+import socket
+
+import ray
+
+import data
+from tuner.runner import data_source
+from tuner.spec import load_spec
+from tuner.trainables.node_data import DataNotOnNode, splits_on_node
+
+
+@ray.remote
+def _attempt(source: data.DataSource) -> str:
+    """What a trial on a Ray worker sees of a root that isn't there: the error's text."""
+    try:
+        splits_on_node(source)
+    except DataNotOnNode as error:
+        return str(error)
+    return "loaded"
+
+
+def test_a_root_missing_on_the_node_is_one_line_naming_node_path_and_fix(ray_session, tmp_path):
+    missing = tmp_path / "datasets" / "mnist"
+    message = ray.get(_attempt.remote(data.DataSource("mnist", root=str(missing))))
+    (node,) = [n for n in ray.nodes() if n["Alive"]]
+    assert "\n" not in message
+    assert f"data.root {missing} is not readable on node {node['NodeID']} " in message
+    assert f"({node['NodeManagerAddress']}, host {socket.gethostname()}): " in message
+    assert f": mnist: no idx files under {missing}, " in message  # the loader's own reason
+    assert message.endswith(
+        "; the driver read it on its own machine, so copy the dataset to that path on every "
+        "node, or point data.root at a file system all nodes share"
+    )
+
+
+def test_in_memory_splits_are_used_as_sent():
+    splits = data.load("digits", max_train=100, max_test=50)
+    assert splits_on_node(splits) is splits
+
+
+def test_a_relative_root_is_anchored_at_the_driver_cwd_and_home_left_to_each_node(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text("name: x\ndata: {dataset: mnist, root: datasets/mnist}\n")
+    assert data_source(load_spec(spec_file)).root == str(tmp_path / "datasets" / "mnist")
+    home = load_spec(spec_file, ["data.root=~/datasets/mnist"])
+    assert data_source(home).root == "~/datasets/mnist"
