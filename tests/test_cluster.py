@@ -28,13 +28,33 @@ space:
 """
 
 
+def start_cluster(homes: list[Path] | None = None) -> tuple[Cluster, list]:
+    """A head and two workers, each with one CPU (and, given ``homes``, its own HOME), as
+    separate Ray nodes: ``(cluster, [head, worker, worker])``.
+
+    Ray's harness gives each raylet a hard-coded 30 s to register; on 2 cores busy with other
+    processes it sometimes misses, so a cluster that fails to start is started once more.
+    """
+    node_args = [{"num_cpus": 1} for _ in range(3)]
+    for args, home in zip(node_args, homes or [], strict=False):
+        args["env_vars"] = {"HOME": str(home)}
+    for attempt in (1, 2):
+        cluster = Cluster()
+        try:
+            nodes = [cluster.add_node(**args) for args in node_args]  # the first is the head
+            cluster.wait_for_nodes()
+            return cluster, nodes
+        except Exception as error:
+            cluster.shutdown()
+            if attempt == 2 or "timed out during startup" not in str(error):
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture
 def cluster():
-    """A head and two workers, each with its own CPU, as separate Ray nodes."""
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
-    cluster.wait_for_nodes()
-    yield cluster, workers
+    cluster, nodes = start_cluster()
+    yield cluster, nodes[1:]
     cluster.shutdown()
 
 
@@ -135,28 +155,22 @@ space:
 """
 
 
-@pytest.fixture
-def homes(tmp_path):
-    """A head and two workers as in ``cluster``, each with its own empty HOME:
+@pytest.fixture(scope="module")
+def homes(tmp_path_factory):
+    """One cluster for the file-dataset tests, each node with its own empty HOME:
     ``(cluster, {node id: its HOME}, the driver's HOME)``."""
-    homes = {name: tmp_path / "homes" / name for name in ("driver", "head", "worker1", "worker2")}
+    root = tmp_path_factory.mktemp("homes")
+    homes = {name: root / name for name in ("driver", "head", "worker1", "worker2")}
     for home in homes.values():
-        home.mkdir(parents=True)
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 1, "env_vars": {"HOME": str(homes["head"])}},
-    )
-    nodes = {cluster.head_node.node_id: homes["head"]}
-    for name in ("worker1", "worker2"):
-        node = cluster.add_node(num_cpus=1, env_vars={"HOME": str(homes[name])})
-        nodes[node.node_id] = homes[name]
-    cluster.wait_for_nodes()
-    yield cluster, nodes, homes["driver"]
+        home.mkdir()
+    cluster, nodes = start_cluster([homes["head"], homes["worker1"], homes["worker2"]])
+    home_of = {node.node_id: homes[name] for node, name in zip(nodes, list(homes)[1:], strict=True)}
+    yield cluster, home_of, homes["driver"]
     cluster.shutdown()
 
 
-def _write_digits(home: Path, digits, write_image_tree) -> None:
-    write_image_tree(home / "datasets" / "digits", digits[0][:300], digits[1][:300], classes=3)
+def _write_digits(folder: Path, digits, write_image_tree) -> None:
+    write_image_tree(folder, digits[0][:300], digits[1][:300], classes=3)
 
 
 @pytest.mark.slow
@@ -165,7 +179,7 @@ def test_each_node_reads_data_root_and_caches_features_on_its_own_disk(
 ):
     ray_cluster, home_of, driver_home = homes
     for home in [*home_of.values(), driver_home]:
-        _write_digits(home, digits, write_image_tree)
+        _write_digits(home / "datasets" / "digits", digits, write_image_tree)
     driver, uri = _start(tmp_path, ray_cluster.address, CLASSICAL_SPEC, home=driver_home)
     assert driver.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-3000:]
     trials = _trials(uri)
@@ -191,8 +205,10 @@ def test_a_root_only_the_driver_has_fails_each_trial_naming_its_node(
     homes, tmp_path, digits, write_image_tree
 ):
     ray_cluster, home_of, driver_home = homes
-    _write_digits(driver_home, digits, write_image_tree)  # no node has a copy
-    spec = FILE_SPEC.replace("num_samples: 6", "num_samples: 2")
+    # Not the other test's folder (the cluster is shared): this one only the driver has.
+    _write_digits(driver_home / "datasets" / "mine", digits, write_image_tree)
+    spec = FILE_SPEC.replace("~/datasets/digits", "~/datasets/mine")
+    spec = spec.replace("num_samples: 6", "num_samples: 2")
     spec = spec.replace("max_failures: 3", "max_failures: 1")
     driver, uri = _start(tmp_path, ray_cluster.address, spec, home=driver_home)
     code = driver.wait(timeout=300)
@@ -202,10 +218,10 @@ def test_a_root_only_the_driver_has_fails_each_trial_naming_its_node(
     assert len(trials) == 2 and {t.data.tags["tuner.status"] for t in trials} == {"errored"}
     for trial in trials:
         error = trial.data.tags["tuner.error"]
-        assert "data.root ~/datasets/digits is not readable on node " in error
+        assert "data.root ~/datasets/mine is not readable on node " in error
         node = error.split(" is not readable on node ")[1].split()[0]
         assert node in home_of, error
-        assert f"image_folder: {home_of[node] / 'datasets' / 'digits'} is not a directory" in error
+        assert f"image_folder: {home_of[node] / 'datasets' / 'mine'} is not a directory" in error
         assert "copy the dataset to that path on every node" in error
     # Each trial was tried 1 + max_failures times (Tune's table of errored trials says so).
     assert len(re.findall(r"\| train_\w+ +\| +2 \| ", log)) == 2, log[-3000:]
