@@ -28,27 +28,27 @@ space:
 """
 
 
+def home_env(home: Path) -> dict[str, str]:
+    """Environment variables that give a Ray process its own HOME. Ray looks for its auth token
+    under ~/.ray; once a Ray started in this process has turned token auth on, a process with
+    another HOME would not find it (and a raylet would time out), so the path is kept."""
+    env = {"HOME": str(home)}
+    token = Path.home() / ".ray" / "auth_token"
+    if token.exists():
+        env["RAY_AUTH_TOKEN_PATH"] = str(token)
+    return env
+
+
 def start_cluster(homes: list[Path] | None = None) -> tuple[Cluster, list]:
     """A head and two workers, each with one CPU (and, given ``homes``, its own HOME), as
-    separate Ray nodes: ``(cluster, [head, worker, worker])``.
-
-    Ray's harness gives each raylet a hard-coded 30 s to register; on 2 cores busy with other
-    processes it sometimes misses, so a cluster that fails to start is started once more.
-    """
+    separate Ray nodes: ``(cluster, [head, worker, worker])``."""
     node_args = [{"num_cpus": 1} for _ in range(3)]
     for args, home in zip(node_args, homes or [], strict=False):
-        args["env_vars"] = {"HOME": str(home)}
-    for attempt in (1, 2):
-        cluster = Cluster()
-        try:
-            nodes = [cluster.add_node(**args) for args in node_args]  # the first is the head
-            cluster.wait_for_nodes()
-            return cluster, nodes
-        except Exception as error:
-            cluster.shutdown()
-            if attempt == 2 or "timed out during startup" not in str(error):
-                raise
-    raise AssertionError("unreachable")
+        args["env_vars"] = home_env(home)
+    cluster = Cluster()
+    nodes = [cluster.add_node(**args) for args in node_args]  # the first is the head
+    cluster.wait_for_nodes()
+    return cluster, nodes
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def _start(
         "--storage",
         str(tmp_path / "ray"),
     ]
-    env = {**os.environ, "HOME": str(home)} if home else None
+    env = {**os.environ, **home_env(home)} if home else None
     log = (tmp_path / "driver.log").open("w")
     return (
         subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT),
