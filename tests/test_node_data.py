@@ -41,12 +41,18 @@ def test_in_memory_splits_are_used_as_sent():
     assert splits_on_node(splits) is splits
 
 
-def test_a_relative_root_is_anchored_at_the_driver_cwd_and_home_left_to_each_node(
+def test_relative_roots_are_anchored_at_the_driver_cwd_and_home_left_to_each_node(
     tmp_path, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
     spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text("name: x\ndata: {dataset: mnist, root: datasets/mnist}\n")
-    assert data_source(load_spec(spec_file)).root == str(tmp_path / "datasets" / "mnist")
-    home = load_spec(spec_file, ["data.root=~/datasets/mnist"])
-    assert data_source(home).root == "~/datasets/mnist"
+    spec_file.write_text(
+        "name: x\ndata: {dataset: image_folder, root: scenes/train,\n"
+        "  options: {test_root: scenes/test, image_size: 16}}\n"
+    )
+    source = data_source(load_spec(spec_file))
+    assert source.root == str(tmp_path / "scenes" / "train")
+    assert source.options == {"test_root": str(tmp_path / "scenes" / "test"), "image_size": 16}
+    home = load_spec(spec_file, ["data.root=~/scenes/train", "data.options.test_root=~/test"])
+    assert data_source(home).root == "~/scenes/train"
+    assert data_source(home).options["test_root"] == "~/test"
