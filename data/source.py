@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from data.registry import Splits, load
+
+PATH_OPTIONS = ("test_root",)  # loader options that name folders (image_folder's test split)
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,16 @@ class DataSource:
     # Loader options (image_size, ...); a dict is unhashable, so equality alone tells sources
     # that differ only here apart.
     options: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def anchored(self) -> DataSource:
+        """This source with its relative folders (``root``, path options) made absolute from
+        the current directory, for processes that run elsewhere (Ray trials run in their own
+        directories); a ``~`` folder stays, to be each machine's own home."""
+        options = {
+            name: _anchored(value) if name in PATH_OPTIONS else value
+            for name, value in self.options.items()
+        }
+        return replace(self, root=_anchored(self.root), options=options)
 
     def load(self) -> Splits:
         """Read and split the dataset here; raises DatasetError when it is missing or malformed."""
@@ -50,6 +63,13 @@ class DataSource:
             LOADED.clear()
             LOADED[self] = self.load()
         return LOADED[self]
+
+
+def _anchored(folder: Any) -> Any:
+    """``folder`` made absolute from the current directory; unset or ``~/...`` as it is."""
+    if not folder or str(folder).startswith("~"):
+        return folder
+    return str(Path(folder).absolute())
 
 
 LOADED: dict[DataSource, Splits] = {}  # this process's loaded dataset (see load_once)

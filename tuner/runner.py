@@ -228,31 +228,18 @@ def load_data(spec: Spec) -> data.Splits:
         raise UsageError(f"data.options: {error}") from None
 
 
-PATH_OPTIONS = ("test_root",)  # data.options that name folders, anchored like data.root
-
-
 def data_source(spec: Spec) -> data.DataSource:
     """How the spec's dataset is loaded: what the driver and every trial's node read."""
-    options = {
-        name: _anchored(value) if name in PATH_OPTIONS and isinstance(value, str) else value
-        for name, value in spec.data.options.items()
-    }
     return data.DataSource(
         spec.data.dataset,
-        root=_anchored(spec.data.root) if spec.data.root else None,
+        root=spec.data.root,
         val_fraction=spec.data.val_fraction,
         test_fraction=spec.data.test_fraction,
         seed=spec.data.seed,
         max_train=spec.data.max_train,
         max_test=spec.data.max_test,
-        options=options,
-    )
-
-
-def _anchored(path: str) -> str:
-    """A relative path anchored at the current directory (trials run in their own
-    directories); ``~`` stays, to be each node's own home."""
-    return path if path.startswith("~") else str(Path(path).absolute())
+        options=spec.data.options,
+    ).anchored()
 
 
 def _start_ray(address: str | None, *, forward_worker_output: bool) -> None:
