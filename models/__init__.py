@@ -5,7 +5,7 @@ point; ``model_options(name)`` lists a model's options with their defaults. This
 PyTorch / torchvision and never imports Ray or MLflow.
 """
 
-from models import cnn, inception, resnet, vgg  # noqa: F401  (registers the built-in models)
+from models import airbench, cnn, inception, resnet, vgg  # noqa: F401  (registers the built-in models)
 from models.registry import MODELS, ModelError, build, count_parameters, model_options, register
 
 __all__ = ["MODELS", "ModelError", "build", "count_parameters", "model_options", "register"]

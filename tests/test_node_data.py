@@ -9,7 +9,7 @@ import ray
 import data
 from tuner.runner import data_source
 from tuner.spec import load_spec
-from tuner.trainables.node_data import DataNotOnNode, splits_on_node
+from tuner.trainables.node_data import DataNotOnNode, InMemory, splits_on_node
 
 
 @ray.remote
@@ -56,3 +56,23 @@ def test_relative_roots_are_anchored_at_the_driver_cwd_and_home_left_to_each_nod
     home = load_spec(spec_file, ["data.root=~/scenes/train", "data.options.test_root=~/test"])
     assert data_source(home).root == "~/scenes/train"
     assert data_source(home).options["test_root"] == "~/test"
+
+
+@ray.remote
+class _Worker:
+    """One worker process, as a reused Tune trial actor is: it serves trial after trial."""
+
+    def receive(self, sent: InMemory) -> tuple[int, int]:
+        splits = splits_on_node(sent)
+        return id(splits), len(splits.train_y)
+
+
+def test_in_memory_splits_are_fetched_once_per_worker_process(ray_session):
+    splits = data.load("digits", max_train=100, max_test=50)
+    sent = InMemory.put(splits)
+    worker = _Worker.remote()
+    first, second = ray.get([worker.receive.remote(sent), worker.receive.remote(sent)])
+    assert first == second  # the same object: not fetched and deserialized again
+    assert first[1] == len(splits.train_y)
+    other = ray.get(worker.receive.remote(InMemory.put(data.load("digits", max_train=60))))
+    assert other[1] == 60  # another search's data replaces it

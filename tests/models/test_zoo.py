@@ -25,6 +25,8 @@ def _forward_backward(name: str, in_channels: int, image_size: int, num_classes:
     assert out.shape == (2, num_classes)
     out.float().logsumexp(1).sum().backward()
     for pname, param in model.named_parameters():
+        if not param.requires_grad:  # frozen on purpose (airbench's whitening conv, BN scales)
+            continue
         assert param.grad is not None, f"{name}: no gradient for {pname}"
         assert torch.isfinite(param.grad).all(), f"{name}: non-finite gradient in {pname}"
 

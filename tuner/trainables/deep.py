@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import pickle
 import tempfile
+import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -150,6 +151,39 @@ def lr_factor(schedule: Mapping[str, Any], epoch: float, epochs: int) -> float:
     return factor
 
 
+@dataclass(frozen=True)
+class DeviceData:
+    """The train and val splits on the trial's device, with the train split's channel stats."""
+
+    splits: Splits  # what they were copied from
+    device: torch.device
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+ON_DEVICE: list[DeviceData] = []  # this worker's copy (one entry: Tune reuses the worker)
+
+
+def on_device(splits: Splits, device: torch.device) -> DeviceData:
+    """The splits on ``device``, copied once per worker process: a reused worker (Tune's
+    ``reuse_actors``) gets the same ``Splits`` object for every trial, so the copy is kept."""
+    if ON_DEVICE and ON_DEVICE[0].splits is splits and ON_DEVICE[0].device == device:
+        return ON_DEVICE[0]
+    mean, std = (t.to(device) for t in channel_stats(splits.train_x))
+    copy = DeviceData(
+        splits,
+        device,
+        train=(splits.train_x.to(device), splits.train_y.to(device)),
+        val=(splits.val_x.to(device), splits.val_y.to(device)),
+        mean=mean,
+        std=std,
+    )
+    ON_DEVICE[:] = [copy]
+    return copy
+
+
 def pick_device() -> torch.device:
     # Ray sets CUDA_VISIBLE_DEVICES to the GPUs it assigned to this trial, so "cuda" here is
     # the assigned GPU, never device 0 of the machine blindly.
@@ -179,14 +213,9 @@ class Trial:
         self.batch_size = int(config.get("batch_size", 64))
         self.schedule = dict(config.get("schedule") or {})
         self.augment = Augmentation(**options_of(config, "augment"))
-        self.mean, self.std = (t.to(self.device) for t in channel_stats(splits.train_x))
-        self.data = {
-            split: (
-                getattr(splits, f"{split}_x").to(self.device),
-                getattr(splits, f"{split}_y").to(self.device),
-            )
-            for split in ("train", "val")
-        }
+        device_data = on_device(splits, self.device)
+        self.mean, self.std = device_data.mean, device_data.std
+        self.data = {"train": device_data.train, "val": device_data.val}
         self.model = build_model(config, splits).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -233,7 +262,9 @@ class Trial:
         x_all, y_all = self.data["train"]
         order = torch.randperm(len(y_all), generator=self.generator).to(self.device)
         steps = max(1, math.ceil(len(order) / self.batch_size))
-        total_loss, correct = torch.zeros((), device=self.device), 0
+        # Summed on the device: reading a number back every step would wait for the GPU.
+        total_loss = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
         for step in range(steps):
             factor = lr_factor(self.schedule, self.epoch + step / steps, self.epochs)
             for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
@@ -247,9 +278,9 @@ class Trial:
             loss.backward()
             self.optimizer.step()
             total_loss += loss.detach() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
+            correct += (logits.argmax(1) == y).sum()
         self.epoch += 1
-        return float(total_loss) / len(order), correct / len(order)
+        return float(total_loss) / len(order), int(correct) / len(order)
 
     @torch.no_grad()
     def predict(self, x_all: torch.Tensor) -> torch.Tensor:
@@ -320,6 +351,7 @@ def _train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
     fault = FaultInjection(**options_of(config, "fault"))
     while trial.epoch < trial.epochs:
         fault.maybe_raise(trial.epoch + 1, resumed)
+        started = time.perf_counter()
         train_loss, train_acc = trial.train_epoch()
         if not math.isfinite(train_loss):
             # Diverged: report the worst metrics so the searcher learns, then end the trial.
@@ -334,7 +366,7 @@ def _train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
                 }
             )
             return
-        val_loss, val_acc = trial.evaluate("val")
+        val_loss, val_acc = trial.evaluate("val")  # its float()s wait for the device
         metrics = {
             "train_loss": train_loss,
             "train_acc": train_acc,
@@ -344,11 +376,16 @@ def _train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
             "epochs": trial.epochs,
             "diverged": False,
             "node_id": ray.get_runtime_context().get_node_id(),
+            # The trial's own seconds of training + validation: its compute, without Ray's
+            # overheads, so a search's wall time can be compared with what it computed.
+            "epoch_seconds": time.perf_counter() - started,
             **size.metrics,
         }
         trial.remember_if_best(metrics)
         with tempfile.TemporaryDirectory() as directory:
+            saving = time.perf_counter()
             torch.save(trial.state(), Path(directory) / CHECKPOINT_FILE)
+            metrics["checkpoint_seconds"] = time.perf_counter() - saving
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
