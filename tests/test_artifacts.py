@@ -35,6 +35,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = {
     "confusion_matrix",
     "learning_curves",
+    "anytime",
     "optuna_history",
     "optuna_importances",
     "optuna_parallel_coordinate",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tuner.cli import main
+from tuner.cli import build_parser, main, run_spec
 from tuner.spec import load_spec, masked_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +97,10 @@ def test_overrides_apply_before_validation(tmp_path):
             "search.algorithm: must be 'optuna', 'random' or 'grid'",
         ),
         (VALID + "  optimiser: adam\n", "space.optimiser: unknown key (did you mean `optimizer`?)"),
+        (
+            VALID.replace("grace_period: 1", "grace_period: 3"),
+            "scheduler: grace_period (3) must be <= max_epochs (2)",
+        ),
         ("name: [unclosed\n", "invalid YAML at line 2"),
         ("- just\n- a list\n", "a spec must be a YAML mapping"),
     ],
@@ -136,6 +140,34 @@ def test_set_override_with_a_bad_value_names_the_flag(tmp_path, capsys, monkeypa
     code, err = run_cli(tmp_path, capsys, VALID, "--set", "search.num_samples=-3")
     assert code == 2
     assert "search.num_samples: Input should be greater than or equal to 1" in err
+
+
+LONG_GRACE = VALID.replace("max_epochs: 2, grace_period: 1", "max_epochs: 8, grace_period: 3")
+
+
+@pytest.mark.parametrize(
+    "flags", [["--max-epochs", "1"], ["--set", "scheduler.max_epochs=1"]], ids=["flag", "set"]
+)
+def test_a_shorter_budget_on_the_command_line_lowers_the_grace_period(tmp_path, capsys, flags):
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(LONG_GRACE)
+    spec, _ = run_spec(build_parser().parse_args(["run", str(spec_file), *flags]))
+    assert (spec.scheduler.max_epochs, spec.scheduler.grace_period) == (1, 1)
+    assert capsys.readouterr().err == (
+        "tuner: scheduler.grace_period 3 lowered to 1 to fit scheduler.max_epochs=1 "
+        "from the command line\n"
+    )
+    spec, _ = run_spec(build_parser().parse_args(["run", str(spec_file), "--max-epochs", "4"]))
+    assert spec.scheduler.grace_period == 3  # it fits: left alone, and nothing printed
+    assert capsys.readouterr().err == ""
+
+
+def test_a_grace_period_set_with_the_budget_on_the_command_line_must_fit(tmp_path, capsys):
+    code, err = run_cli(
+        tmp_path, capsys, LONG_GRACE, "--max-epochs", "1", "--set", "scheduler.grace_period=2"
+    )
+    assert code == 2
+    assert "scheduler: grace_period (2) must be <= max_epochs (1)" in err
 
 
 @pytest.mark.parametrize(

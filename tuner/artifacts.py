@@ -9,6 +9,7 @@ On the parent run:
 
     plots/confusion_matrix.png        counts and row-normalised, class names on both axes
     plots/learning_curves.png         train/val loss and accuracy of the top-k trials (2x2)
+    plots/anytime.png                 the best metric so far, against wall time and epochs trained
     plots/optuna_history.png          Optuna's own plots, rebuilt from the finished trials
     plots/optuna_importances.png
     plots/optuna_parallel_coordinate.png
@@ -31,6 +32,7 @@ import numpy as np
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from tuner.anytime import search_curve
 from tuner.results import TrialRecord, trials_of
 from tuner.tracking import child_runs
 from tuner.trainables.metrics import Evaluation
@@ -74,6 +76,7 @@ def log_search_artifacts(
     parent, trials = found
     _attempt("trials CSV", lambda: _log_trials_csv(client, parent_run_id, parent, trials))
     _attempt("learning curves", lambda: _log_curves(client, parent, trials[:top_k]))
+    _attempt("anytime curve", lambda: _log_anytime(client, parent))
     study = _attempt("Optuna study", lambda: study_of(client, parent, trials))
     target = f"best {parent.data.tags.get('tuner.metric', 'val_acc')}"
     for name in OPTUNA_PLOTS if study is not None else ():
@@ -183,6 +186,27 @@ def _log_curves(client: MlflowClient, parent: Run, trials: Sequence[TrialRecord]
     axes[0][0].legend(fontsize=8, title=f"top {len(trials)} trials")
     figure.suptitle(f"Learning curves of the {len(trials)} best trials")
     _save(client, parent.info.run_id, figure, "learning_curves")
+
+
+def _log_anytime(client: MlflowClient, parent: Run) -> None:
+    import matplotlib.pyplot as plt
+
+    curve = search_curve(client, parent)
+    if not curve:
+        raise ValueError("no trial reported a finite metric")
+    metric = parent.data.tags.get("tuner.metric", "val_acc")
+    best = [point.best for point in curve]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True, layout="constrained")
+    for ax, xs, label in (
+        (axes[0], [point.seconds for point in curve], "seconds since the search started"),
+        (axes[1], [point.epochs for point in curve], "epochs trained, all trials together"),
+    ):
+        ax.step(xs, best, where="post")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"best {metric} so far")
+    figure.suptitle(f"Anytime curve: best {metric} {best[-1]:.4f} after {curve[-1].epochs} epochs")
+    _save(client, parent.info.run_id, figure, "anytime")
 
 
 def _finite_history(client: MlflowClient, run_id: str, key: str) -> tuple[list[int], list[float]]:

@@ -11,9 +11,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuner.errors import UsageError
+
+if TYPE_CHECKING:  # the spec's module imports Ray, which reading commands do without
+    from tuner.spec import Spec
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C
@@ -137,6 +140,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    spec, overrides = run_spec(args)
+    return _search(
+        spec,
+        args.spec,
+        args,
+        resume=args.resume,
+        resume_hint=f"run {args.spec} --resume",
+        overrides=overrides,
+    )
+
+
+def run_spec(args: argparse.Namespace) -> tuple[Spec, list[str]]:
+    """The spec `tuner run` runs: the file, with ``--set`` and the shortcut flags applied."""
     from tuner.spec import load_spec
 
     overrides = list(args.overrides)
@@ -148,15 +164,7 @@ def _run(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
-    spec = load_spec(args.spec, overrides)
-    return _search(
-        spec,
-        args.spec,
-        args,
-        resume=args.resume,
-        resume_hint=f"run {args.spec} --resume",
-        overrides=overrides,
-    )
+    return load_spec(args.spec, overrides), overrides
 
 
 def _resume(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 from ray import tune
 
 from tuner import space as space_lang
+from tuner.summary import short_value
 from tuner.tracking import error_line, trial_status
 
 
@@ -56,12 +57,3 @@ class TrialLines(tune.Callback):
         shown = [key for key in self.sampled if key in params]
         config = "  ".join(f"{key}={short_value(str(params[key]))}" for key in shown)
         return f"trial {trial.trial_id} {status}: {outcome} | {config}"
-
-
-def short_value(text: str) -> str:
-    """A parameter for a table: long floats (0.0021856...) shortened, anything else as is."""
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return text if number.is_integer() or len(text) <= 8 else f"{number:.4g}"

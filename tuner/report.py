@@ -20,8 +20,8 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from tuner.progress import short_value
 from tuner.results import TrialRecord, latest_parent, trials_of
+from tuner.summary import short_value
 
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 STATUSES = (  # (tag value, what the report calls it)

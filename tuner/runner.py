@@ -7,7 +7,6 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,34 +23,18 @@ from tuner import space as space_lang
 from tuner.artifacts import log_search_artifacts
 from tuner.errors import UsageError
 from tuner.progress import TrialLines, trial_table
-from tuner.results import TrialRecord, trials_of
+from tuner.recorder import TrialRecorder
+from tuner.results import trials_of
 from tuner.spec import Spec, masked_overrides
-from tuner.tracking import Experiment, TrialRecorder, default_tracking_uri
+from tuner.summary import Summary
+from tuner.tracking import Experiment, default_tracking_uri
 from tuner.trainables import Settings, trainable_module
 from tuner.trainables.metrics import Evaluation
 from tuner.trainables.node_data import InMemory
-from tuner.trainables.size import ModelSize
 
 
 class Interrupted(Exception):
     """The search was stopped (Ctrl-C) before it finished; its state is saved for --resume."""
-
-
-@dataclass
-class Summary:
-    """What a finished search produced and where it lives."""
-
-    experiment: str
-    tracking_uri: str
-    parent_run_id: str
-    storage: str
-    metric: str
-    best_trial_id: str
-    test_metrics: dict[str, float]
-    model_size: ModelSize  # of the tested model
-    retrained: bool  # final.retrain: the tested model was trained again on train+val
-    trials: list[TrialRecord]
-    sampled: list[str]  # the config keys the search varied, for the closing table
 
 
 def run_search(

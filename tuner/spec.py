@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -157,7 +158,35 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
         raise SpecError(f"{path}: a spec must be a YAML mapping (name:, data:, space:, ...)")
     for override in overrides or []:
         apply_override(raw, override, str(path))
-    return validate(raw, str(path))
+    note = _fit_grace_period(raw, overrides or [])
+    spec = validate(raw, str(path))
+    if note:
+        print(f"tuner: {note}", file=sys.stderr)
+    return spec
+
+
+def _fit_grace_period(raw: dict[str, Any], overrides: Sequence[str]) -> str | None:
+    """A budget shortened on the command line (``--max-epochs 1``) lowers the file's ASHA
+    grace period to fit, rather than failing; returns the note saying so. A spec file whose own
+    grace period exceeds its own budget, or both set on the command line, still fails."""
+    keys = {override.partition("=")[0] for override in overrides}
+    if "scheduler.max_epochs" not in keys or "scheduler.grace_period" in keys:
+        return None
+    scheduler = raw.get("scheduler")
+    if not isinstance(scheduler, dict):
+        return None
+    grace, budget = scheduler.get("grace_period"), scheduler.get("max_epochs")
+    if not (_is_int(grace) and _is_int(budget) and 1 <= budget < grace):
+        return None  # nothing to lower, or a value that validation reports
+    scheduler["grace_period"] = budget
+    return (
+        f"scheduler.grace_period {grace} lowered to {budget} to fit "
+        f"scheduler.max_epochs={budget} from the command line"
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def validate(raw: dict[str, Any], source: str) -> Spec:

@@ -4,13 +4,41 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from tuner.progress import short_value
 from tuner.results import TrialRecord
-from tuner.runner import Summary
+
+if TYPE_CHECKING:  # imports torch and Ray, which `tuner best` does without
+    from tuner.trainables.size import ModelSize
 
 TOP = 5
+
+
+@dataclass
+class Summary:
+    """What a finished search produced and where it lives."""
+
+    experiment: str
+    tracking_uri: str
+    parent_run_id: str
+    storage: str
+    metric: str
+    best_trial_id: str
+    test_metrics: dict[str, float]
+    model_size: ModelSize  # of the tested model
+    retrained: bool  # final.retrain: the tested model was trained again on train+val
+    trials: list[TrialRecord]
+    sampled: list[str]  # the config keys the search varied, for the closing table
+
+
+def short_value(text: str) -> str:
+    """A parameter for a table: long floats (0.0021856...) shortened, anything else as is."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return text if number.is_integer() or len(text) <= 8 else f"{number:.4g}"
 
 
 def trials_table(

@@ -1,7 +1,9 @@
 """MLflow recording: one parent run per `tuner run`, one nested child run per trial.
 
-Everything is written from the driver (a Ray Tune callback), so trial workers need no access to
-the tracking store. Tags carry a ``tuner.`` prefix so people can filter on them in the UI.
+Everything is written from the driver (the Ray Tune callback in ``tuner.recorder``), so trial
+workers need no access to the tracking store. Tags carry a ``tuner.`` prefix so people can
+filter on them in the UI. This module imports neither Ray nor torch (seconds to import), so
+`tuner best` and the reports read runs through it without them.
 """
 
 from __future__ import annotations
@@ -9,17 +11,24 @@ from __future__ import annotations
 import json
 import math
 import os
+import queue
+import threading
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
-from ray import tune
+from mlflow.utils.validation import (
+    MAX_ENTITIES_PER_BATCH,
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+)
 
 from tuner.errors import UsageError
-from tuner.space import trial_params
 
 PARENT_ROLE = "parent"
 TRIAL_ROLE = "trial"
@@ -36,7 +45,6 @@ REPORTED = (
     "model_params",
     "model_mb",
 )
-MLFLOW_PARAM_LIMIT = 100  # params per log_batch call
 
 
 def default_tracking_uri() -> str:
@@ -124,6 +132,7 @@ class Experiment:
         return self.parent_id
 
     def children(self) -> list[Run]:
+        flush_writes(self.tracking_uri)  # the trials' last writes may still be queued
         return child_runs(self.client, self.experiment_id, self.parent_id)
 
     def mark_best(self, trial_id: str) -> None:
@@ -140,10 +149,12 @@ class Experiment:
         final: str,
     ) -> None:
         """Record the search's outcome; ``final`` says which model the test metrics are of."""
-        best_params = {f"best.{key}": value for key, value in trial_params(best_config).items()}
-        _log_params(self.client, self.parent_id, best_params)
+        from tuner.space import trial_params  # imports Ray: only a search gets here
+
+        best = {f"best.{key}": value for key, value in trial_params(best_config).items()}
+        log_batch(self.client, self.parent_id, params=as_params(best))
         self.client.log_dict(self.parent_id, dict(best_config), "best_config.json")
-        now = _now_ms()
+        now = now_ms()
         metrics = [Metric(k, float(v), now, 0) for k, v in {**best_metrics, **test_metrics}.items()]
         self.client.log_batch(self.parent_id, metrics=metrics)
         self.client.set_tag(self.parent_id, "tuner.final", final)
@@ -160,122 +171,16 @@ class Experiment:
         self.client.set_terminated(self.parent_id, "KILLED")
 
     def fail(self, reason: str) -> None:
+        flush_writes(self.tracking_uri)
         if self.parent_id:
             self.client.set_tag(self.parent_id, "tuner.error", reason[:5000])
             self.client.set_tag(self.parent_id, "tuner.status", "errored")
             self.client.set_terminated(self.parent_id, "FAILED")
 
 
-class TrialRecorder(tune.Callback):
-    """A Ray Tune callback that mirrors every trial into a child run of the parent run.
-
-    Tune pickles its callbacks into the experiment state, so this holds only plain values and
-    rebuilds what it knows from MLflow in ``setup`` — which is how a resumed search finds each
-    trial's existing child run instead of opening a duplicate.
-    """
-
-    def __init__(
-        self, tracking_uri: str, experiment_id: str, parent_id: str, metric: str, mode: str
-    ) -> None:
-        self.tracking_uri = tracking_uri
-        self.experiment_id = experiment_id
-        self.parent_id = parent_id
-        self.metric = metric
-        self.mode = mode
-        self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
-        self.best_values: dict[str, float] = {}
-        self.nodes: dict[str, str] = {}  # Tune trial id -> Ray node id it last reported from
-        self._client: MlflowClient | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_client": None, "runs": {}, "best_values": {}, "nodes": {}}
-
-    @property
-    def client(self) -> MlflowClient:
-        if self._client is None:
-            self._client = MlflowClient(self.tracking_uri)
-        return self._client
-
-    def setup(self, **info: Any) -> None:
-        for run in child_runs(self.client, self.experiment_id, self.parent_id):
-            trial_id = run.data.tags.get("tuner.trial_id")
-            if trial_id:
-                self.runs[trial_id] = run.info.run_id
-                best = run.data.metrics.get(f"best_{self.metric}")
-                if best is not None:
-                    self.best_values[trial_id] = best
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self.runs.get(trial.trial_id)
-        if run_id is not None:  # a retried or resumed trial keeps its one child run
-            self.client.update_run(run_id, "RUNNING")
-            self.client.set_tag(run_id, "tuner.status", "running")
-            return
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"trial_{trial.trial_id}",
-            tags={
-                "mlflow.parentRunId": self.parent_id,
-                "tuner.role": TRIAL_ROLE,
-                "tuner.trial_id": trial.trial_id,
-                "tuner.status": "running",
-            },
-        )
-        self.runs[trial.trial_id] = run.info.run_id
-        _log_params(self.client, run.info.run_id, trial_params(trial.config))
-
-    on_trial_restore = on_trial_start
-
-    def on_trial_result(
-        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
-    ) -> None:
-        run_id = self.runs.get(trial.trial_id)
-        if run_id is None:
-            return
-        step = int(result.get("training_iteration", 0))
-        now = _now_ms()
-        metrics = [
-            Metric(key, float(result[key]), now, step)
-            for key in REPORTED
-            if isinstance(result.get(key), int | float)
-        ]
-        metrics.append(Metric("epoch", step, now, step))
-        node = result.get("node_id")
-        if node and self.nodes.get(trial.trial_id) != node:  # where it runs (it may move)
-            self.nodes[trial.trial_id] = node
-            self.client.set_tag(run_id, "tuner.node_id", str(node))
-        value = result.get(self.metric)
-        if isinstance(value, int | float) and math.isfinite(value):
-            previous = self.best_values.get(trial.trial_id)
-            better = max if self.mode == "max" else min
-            best = value if previous is None else better(previous, value)
-            self.best_values[trial.trial_id] = best
-            metrics.append(Metric(f"best_{self.metric}", best, now, step))
-        self.client.log_batch(run_id, metrics=metrics)
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, trial_status(trial.last_result), "FINISHED")
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, "errored", "FAILED")
-
-    def _end(self, trial: Any, status: str, run_status: str) -> None:
-        run_id = self.runs.get(trial.trial_id)
-        if run_id is None:
-            return
-        tags = [RunTag("tuner.status", status)]
-        if status == "errored":
-            tags.append(RunTag("tuner.error", error_line(trial)[:5000]))
-        if status == "rejected":
-            tags.append(RunTag("tuner.rejected", str(trial.last_result["rejected"])))
-        self.client.log_batch(run_id, tags=tags)
-        self.client.set_terminated(run_id, run_status)
-
-
-def _log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
-    batch = [Param(key, _param_value(value)) for key, value in params.items()]
-    for start in range(0, len(batch), MLFLOW_PARAM_LIMIT):
-        client.log_batch(run_id, params=batch[start : start + MLFLOW_PARAM_LIMIT])
+def as_params(params: Mapping[str, Any]) -> list[Param]:
+    """Config values as MLflow params: lists and dicts as JSON, cut at MLflow's 6000 chars."""
+    return [Param(key, _param_value(value)) for key, value in params.items()]
 
 
 def _param_value(value: Any) -> str:
@@ -283,5 +188,147 @@ def _param_value(value: Any) -> str:
     return text[:6000]
 
 
-def _now_ms() -> int:
+def log_batch(
+    client: MlflowClient,
+    run_id: str,
+    *,
+    metrics: Sequence[Metric] = (),
+    params: Sequence[Param] = (),
+    tags: Sequence[RunTag] = (),
+) -> None:
+    """``client.log_batch``, split into as many calls as MLflow's per-call limits need."""
+    size = MAX_PARAMS_TAGS_PER_BATCH  # params, and tags, per call
+    room = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - 2 * size)  # metrics per call
+    calls = max(
+        math.ceil(len(entities) / limit)
+        for entities, limit in ((params, size), (tags, size), (metrics, room))
+    )
+    for i in range(calls):
+        client.log_batch(
+            run_id,
+            metrics=list(metrics[i * room : (i + 1) * room]),
+            params=list(params[i * size : (i + 1) * size]),
+            tags=list(tags[i * size : (i + 1) * size]),
+        )
+
+
+def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writes in the background
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Write:
+    """One queued write to a run: a batch, then (if ``status``) a change of the run's status."""
+
+    run_id: str
+    metrics: list[Metric] = field(default_factory=list)
+    params: list[Param] = field(default_factory=list)
+    tags: list[RunTag] = field(default_factory=list)
+    status: str | None = None  # RUNNING: update_run; FINISHED / FAILED / KILLED: set_terminated
+
+    def absorb(self, later: Write) -> None:
+        """Take a later write to the same run into this one (their order is kept)."""
+        self.metrics += later.metrics
+        self.params += later.params
+        self.tags += later.tags
+        self.status = later.status
+
+
+class Writer:
+    """One thread that sends queued MLflow writes, so Tune's event loop never waits on the store
+    (a sqlite commit or an HTTP round trip per epoch of every trial).
+
+    One thread keeps each run's writes in order. What queued up while it was writing is merged
+    per run (several epochs' results become one log_batch). A write that fails is kept and
+    reported by ``flush``, which returns once everything queued has been written. (MLflow's own
+    ``synchronous=False`` logging sends batches from a pool of threads, in no set order within a
+    run, and can't queue ``set_terminated``.)
+    """
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.client = MlflowClient(tracking_uri)
+        self._queue: queue.Queue[Write | None] = queue.Queue()
+        self._errors: list[str] = []
+        # A daemon: a driver that dies must not hang on it; flush() is what waits for writes.
+        self._thread = threading.Thread(target=self._loop, name="tuner-mlflow", daemon=True)
+        self._thread.start()
+
+    def put(self, write: Write) -> None:
+        self._queue.put(write)
+
+    def flush(self) -> None:
+        """Wait until every queued write is written; warn about those that failed."""
+        self._queue.join()
+        errors, self._errors = self._errors, []
+        if errors:
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            warnings.warn(
+                f"tuner: {len(errors)} MLflow write(s) failed: {errors[0]}{more}", stacklevel=2
+            )
+
+    def close(self) -> None:
+        self.flush()
+        self._queue.put(None)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            writes = [self._queue.get()]
+            while not self._queue.empty():  # only this thread takes from the queue
+                writes.append(self._queue.get())
+            for write in merged(w for w in writes if w is not None):
+                try:
+                    self._send(write)
+                except Exception as error:  # reported by flush(); later writes still go out
+                    self._errors.append(f"run {write.run_id}: {type(error).__name__}: {error}")
+            for _ in writes:
+                self._queue.task_done()
+            if writes[-1] is None:
+                return
+
+    def _send(self, write: Write) -> None:
+        tags = list({tag.key: tag for tag in write.tags}.values())  # the last value of each key
+        log_batch(self.client, write.run_id, metrics=write.metrics, params=write.params, tags=tags)
+        if write.status == "RUNNING":
+            self.client.update_run(write.run_id, write.status)
+        elif write.status:
+            self.client.set_terminated(write.run_id, write.status)
+
+
+def merged(writes: Iterable[Write]) -> list[Write]:
+    """Each run's consecutive writes as one, up to and including a change of its status."""
+    out: list[Write] = []
+    last: dict[str, Write] = {}  # run id -> its latest write in ``out``
+    for write in writes:
+        previous = last.get(write.run_id)
+        if previous is not None and previous.status is None:
+            previous.absorb(write)
+        else:
+            out.append(write)
+            last[write.run_id] = write
+    return out
+
+
+# Writers by tracking URI. The recorder (which Tune pickles, and unpickles on a resume) and the
+# Experiment find the same writer here; both run in the driver's main thread.
+_writers: dict[str, Writer] = {}
+
+
+def writer(tracking_uri: str) -> Writer:
+    """This process's background writer to ``tracking_uri``, started on first use."""
+    if tracking_uri not in _writers:
+        _writers[tracking_uri] = Writer(tracking_uri)
+    return _writers[tracking_uri]
+
+
+def flush_writes(tracking_uri: str, *, close: bool = False) -> None:
+    """Wait for the queued writes to ``tracking_uri`` (warning of failed ones); ``close`` also
+    stops the writer's thread (the end of an experiment: a later write starts a new one)."""
+    found = _writers.pop(tracking_uri, None) if close else _writers.get(tracking_uri)
+    if found is not None:
+        found.close() if close else found.flush()

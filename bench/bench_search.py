@@ -1,0 +1,158 @@
+"""Does the default search (Optuna TPE + ASHA) find good configs faster than random search?
+
+Runs the same search with four searcher / scheduler pairs, each with several seeds, on a
+Fashion-MNIST subset whose space has bad corners (learning rates that diverge or crawl, tiny
+nets, heavy dropout), all with the same per-trial epoch budget, and compares their anytime
+curves (the best validation accuracy so far, against epochs trained and against wall time;
+``tuner/anytime.py``, read back from MLflow as ``tuner run`` records it). It prints each pair's
+final best and epochs per seed, saves the median curves as a PNG, and ends with one line: the
+epochs the default needed to reach random + FIFO's final best, against the epochs random + FIFO
+trained, as a median over seeds with the spread.
+
+Ray is started once; each search writes to its own MLflow store in a temporary folder. Wall
+times include each search's closing phase (test evaluation, plots, export) only in the total.
+
+    .venv/bin/python bench/bench_search.py                      # 4 pairs x 5 seeds, ~30 min
+    .venv/bin/python bench/bench_search.py --seeds 2 --num-samples 8 --out /tmp/anytime.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tuner import runner
+from tuner.anytime import Point, epochs_to_reach, search_curve
+from tuner.results import latest_parent
+from tuner.spec import read_yaml, validate
+
+SPACE = """\
+name: bench_search
+data: {dataset: fashion_mnist, max_train: 2000, val_fraction: 0.3, max_test: 1000, seed: 0}
+metric: val_acc
+search: {num_samples: 16, max_concurrent: 2}
+scheduler: {max_epochs: 9, grace_period: 1, reduction_factor: 3}
+resources: {cpu: 1}
+space:
+  model:
+    name: simple_cnn
+    width: {int: [4, 64], log: true}
+    depth: {int: [1, 3]}
+    dropout: {uniform: [0.0, 0.7]}
+  optimizer:
+    choice:
+      sgd: {lr: {loguniform: [1e-4, 1.0]}, momentum: {uniform: [0.0, 0.99]}}
+      adam: {lr: {loguniform: [1e-5, 1e-1]}}
+  batch_size: {choice: [32, 64, 128, 256]}
+  schedule: {name: cosine}
+"""
+PAIRS = {  # label -> (search.algorithm, scheduler.type); the default first
+    "optuna + asha (default)": ("optuna", "asha"),
+    "random + fifo": ("random", "fifo"),
+    "random + asha": ("random", "asha"),
+    "optuna + fifo": ("optuna", "fifo"),
+}
+DEFAULT, BASELINE = "optuna + asha (default)", "random + fifo"
+
+
+def run_one(
+    folder: Path, algorithm: str, scheduler: str, seed: int, num_samples: int
+) -> list[Point]:
+    """One search in a fresh store under ``folder``; its anytime curve."""
+    raw = read_yaml(SPACE, "bench_search.py")
+    raw["search"].update(algorithm=algorithm, seed=seed, num_samples=num_samples)
+    raw["scheduler"]["type"] = scheduler
+    if scheduler == "fifo":  # ASHA's settings mean nothing to FIFO
+        raw["scheduler"] = {"type": "fifo", "max_epochs": raw["scheduler"]["max_epochs"]}
+    spec = validate(raw, "bench_search.py")
+    folder.mkdir()
+    os.chdir(folder)
+    spec_path = folder / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    uri = f"sqlite:///{folder}/mlflow.db"
+    runner.run_search(spec, spec_path, tracking_uri=uri, storage=f"{folder}/tuner_results")
+    client = MlflowClient(uri)
+    return search_curve(client, latest_parent(client, spec.experiment))
+
+
+def best_at(curve: list[Point], x: float, key: str) -> float:
+    """The running best at ``x`` epochs or seconds (nan before the first result)."""
+    values = [p.best for p in curve if getattr(p, key) <= x]
+    return values[-1] if values else float("nan")
+
+
+def plot(curves: dict[str, list[list[Point]]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True, layout="constrained")
+    for ax, key, label in ((axes[0], "epochs", "epochs trained"), (axes[1], "seconds", "seconds")):
+        for name, runs in curves.items():
+            end = max(getattr(run[-1], key) for run in runs)
+            xs = [end * i / 200 for i in range(1, 201)]
+            medians = [statistics.median(best_at(run, x, key) for run in runs) for x in xs]
+            ax.plot(xs, medians, label=name)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("best val_acc so far (median over seeds)")
+    axes[0].legend()
+    figure.suptitle("Anytime curves on a Fashion-MNIST subset")
+    figure.savefig(out, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--num-samples", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=Path("bench_search.png"))
+    args = parser.parse_args()
+    out = args.out.absolute()
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    curves: dict[str, list[list[Point]]] = {name: [] for name in PAIRS}
+    # One folder for the whole bench, and the first search's cwd: Ray starts its workers in
+    # the directory the driver had when Ray started, so it must outlive every search.
+    root = Path(tempfile.mkdtemp(prefix="bench_search_"))
+    for seed in range(args.seeds):
+        for index, (name, (algorithm, scheduler)) in enumerate(PAIRS.items()):
+            started = time.perf_counter()
+            folder = root / f"seed{seed}_{index}"
+            curve = run_one(folder, algorithm, scheduler, seed, args.num_samples)
+            curves[name].append(curve)
+            print(
+                f"seed {seed} {name}: best {curve[-1].best:.4f} after {curve[-1].epochs} "
+                f"epochs, {curve[-1].seconds:.0f} s of search "
+                f"({time.perf_counter() - started:.0f} s in all)",
+                flush=True,
+            )
+    ray.shutdown()
+    shutil.rmtree(root)
+    plot(curves, out)
+    needed, spent = [], []
+    for default, baseline in zip(curves[DEFAULT], curves[BASELINE], strict=True):
+        reached = epochs_to_reach(default, baseline[-1].best, "max")
+        needed.append(reached / baseline[-1].epochs if reached else math.inf)  # inf: never
+        spent.append(baseline[-1].epochs)
+    shares = ", ".join(f"{share:.2f}" for share in needed)
+    print(f"anytime curves: {out}")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"{DEFAULT} reached {BASELINE}'s final best with {statistics.median(needed):.2f}x its "
+        f"epochs (median of {len(needed)} seeds; per seed {shares}; "
+        f"{BASELINE} trained {statistics.median(spent):.0f} epochs)"
+    )
+
+
+if __name__ == "__main__":
+    main()

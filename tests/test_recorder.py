@@ -1,0 +1,138 @@
+"""The MLflow recorder on a real sqlite store, driven with real Tune ``Trial`` objects: every
+epoch arrives once and in order, the writes leave Tune's loop, and nothing is lost at the end."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+from ray.tune.experiment import Trial
+
+from tuner import tracking
+from tuner.recorder import TrialRecorder
+from tuner.tracking import Experiment, Write, merged
+
+EPOCHS = 6
+
+
+def new_trial(trial_id: str, width: int) -> Trial:
+    # stub: a Trial as Tune builds it, without looking a trainable up in Ray's registry
+    return Trial("train", stub=True, trial_id=trial_id, config={"model": {"width": width}})
+
+
+def result(step: int, val_acc: float) -> dict:
+    return {
+        "training_iteration": step,
+        "epochs": EPOCHS,
+        "train_loss": 1.0 / step,
+        "val_acc": val_acc,
+        "node_id": "node-a",
+    }
+
+
+def record_search(tmp_path: Path, name: str = "rec") -> tuple[Experiment, list[Trial]]:
+    """A parent run and two trials whose results interleave, recorded the way Tune drives it;
+    the second trial stops after 3 epochs, as ASHA would stop it."""
+    experiment = Experiment(f"sqlite:///{tmp_path / 'mlflow.db'}", name)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: {name}\n")
+    experiment.start(spec, {"tuner.metric": "val_acc", "tuner.mode": "max"})
+    recorder = TrialRecorder(
+        experiment.tracking_uri, experiment.experiment_id, experiment.parent_id, "val_acc", "max"
+    )
+    recorder.setup()
+    trials = [new_trial("t1", 16), new_trial("t2", 32)]
+    for trial in trials:
+        recorder.on_trial_start(iteration=0, trials=trials, trial=trial)
+    for step in range(1, EPOCHS + 1):
+        for trial in trials:
+            if trial.trial_id == "t2" and step > 3:
+                continue
+            value = 0.5 + 0.05 * step if trial.trial_id == "t1" else 0.9 - 0.1 * step
+            trial.update_last_result(result(step, value))
+            recorder.on_trial_result(
+                iteration=step, trials=trials, trial=trial, result=trial.last_result
+            )
+        if step == 3:
+            recorder.on_trial_complete(iteration=step, trials=trials, trial=trials[1])
+    recorder.on_trial_complete(iteration=EPOCHS, trials=trials, trial=trials[0])
+    assert pickle.loads(pickle.dumps(recorder)).runs == {}  # Tune pickles it mid-search
+    recorder.on_experiment_end(trials=trials)
+    return experiment, trials
+
+
+def test_every_epoch_arrives_once_and_in_order_after_the_experiment_ends(tmp_path):
+    experiment, _ = record_search(tmp_path)
+    assert experiment.tracking_uri not in tracking._writers  # the thread was stopped
+    client = experiment.client
+    runs = {run.data.tags["tuner.trial_id"]: run for run in experiment.children()}
+    assert sorted(runs) == ["t1", "t2"]
+    for trial_id, epochs in (("t1", EPOCHS), ("t2", 3)):
+        run = runs[trial_id]
+        for key in ("train_loss", "val_acc", "epoch", "best_val_acc"):
+            history = client.get_metric_history(run.info.run_id, key)
+            assert [m.step for m in history] == list(range(1, epochs + 1)), (trial_id, key)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["tuner.node_id"] == "node-a"
+    assert runs["t1"].data.tags["tuner.status"] == "completed"
+    assert runs["t2"].data.tags["tuner.status"] == "early_stopped"
+    assert runs["t1"].data.params == {"model.width": "16"}
+    assert runs["t1"].data.metrics["best_val_acc"] == pytest.approx(0.5 + 0.05 * EPOCHS)
+    assert runs["t2"].data.metrics["best_val_acc"] == pytest.approx(0.8)  # its first epoch
+
+
+def test_ctrl_c_marks_what_was_queued_before_it(tmp_path):
+    """Ctrl-C skips on_experiment_end: Experiment.interrupt flushes the queue, then marks the
+    runs still running (a writer this fast usually has everything written by then anyway)."""
+    experiment = Experiment(f"sqlite:///{tmp_path / 'mlflow.db'}", "stopped")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: stopped\n")
+    experiment.start(spec, {})
+    recorder = TrialRecorder(
+        experiment.tracking_uri, experiment.experiment_id, experiment.parent_id, "val_acc", "max"
+    )
+    trial = new_trial("t1", 8)
+    recorder.on_trial_start(iteration=0, trials=[trial], trial=trial)
+    for step in range(1, 41):
+        recorder.on_trial_result(
+            iteration=step, trials=[trial], trial=trial, result=result(step, 0.5)
+        )
+    experiment.interrupt()
+    (run,) = experiment.children()
+    assert run.info.status == "KILLED"
+    assert run.data.tags["tuner.status"] == "interrupted"
+    steps = [m.step for m in experiment.client.get_metric_history(run.info.run_id, "epoch")]
+    assert steps == list(range(1, 41))
+    tracking.flush_writes(experiment.tracking_uri, close=True)
+
+
+def test_a_failed_write_is_reported_at_flush(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()  # create the store's tables
+    writer = tracking.writer(uri)
+    writer.put(Write("no-such-run", metrics=[Metric("val_acc", 0.5, 0, 1)]))
+    with pytest.warns(UserWarning, match="1 MLflow write.* failed: run no-such-run"):
+        tracking.flush_writes(uri, close=True)
+
+
+def test_queued_writes_merge_per_run_and_keep_each_runs_order():
+    def metric(step: int) -> Metric:
+        return Metric("val_acc", 0.5, 0, step)
+
+    writes = [
+        Write("a", metrics=[metric(1)]),
+        Write("b", metrics=[metric(1)]),
+        Write("a", metrics=[metric(2)]),
+        Write("a", metrics=[metric(3)], status="FINISHED"),
+        Write("a", status="RUNNING"),  # a retried trial: after its end, never merged before it
+        Write("b", metrics=[metric(2)]),
+    ]
+    out = merged(writes)
+    assert [(w.run_id, [m.step for m in w.metrics], w.status) for w in out] == [
+        ("a", [1, 2, 3], "FINISHED"),
+        ("b", [1, 2], None),
+        ("a", [], "RUNNING"),
+    ]

@@ -1,0 +1,62 @@
+"""A search's anytime curve: the best metric found so far, against wall time and epochs trained.
+
+Every epoch a trial reports is one point of its metric history (MLflow timestamps it when the
+driver receives it). Merging all trials' histories in time order and keeping the running best
+says how fast a search finds good configs: what a user waiting on it sees, and what
+``bench/bench_search.py`` compares between searchers and schedulers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from tuner.tracking import child_runs
+
+
+@dataclass(frozen=True)
+class Point:
+    seconds: float  # since the search's parent run started
+    epochs: int  # epochs trained by all trials so far, this one included
+    best: float  # the best value of the metric so far
+
+
+def anytime_curve(
+    histories: Iterable[Iterable[tuple[int, float]]], *, start_ms: int, mode: str
+) -> list[Point]:
+    """The running best over every (timestamp in ms, value) point of every trial's history.
+
+    Non-finite values (a diverged trial's inf) count as epochs trained but never as the best.
+    """
+    points = sorted(point for history in histories for point in history)
+    better = max if mode == "max" else min
+    curve: list[Point] = []
+    best = math.nan
+    for epochs, (timestamp, value) in enumerate(points, start=1):
+        if math.isfinite(value):
+            best = value if math.isnan(best) else better(best, value)
+        curve.append(Point((timestamp - start_ms) / 1000, epochs, best))
+    return [point for point in curve if not math.isnan(point.best)]
+
+
+def search_curve(client: MlflowClient, parent: Run) -> list[Point]:
+    """The anytime curve of a parent run's trials, read back from MLflow."""
+    metric = parent.data.tags.get("tuner.metric", "val_acc")
+    runs = child_runs(client, parent.info.experiment_id, parent.info.run_id)
+    histories = [
+        [(m.timestamp, m.value) for m in client.get_metric_history(run.info.run_id, metric)]
+        for run in runs
+        if run.data.tags.get("tuner.status") != "rejected"  # reported the worst, trained nothing
+    ]
+    mode = parent.data.tags.get("tuner.mode", "max")
+    return anytime_curve(histories, start_ms=parent.info.start_time, mode=mode)
+
+
+def epochs_to_reach(curve: list[Point], target: float, mode: str) -> int | None:
+    """The epochs trained when the running best first reached ``target`` (None: never)."""
+    reached = (lambda v: v >= target) if mode == "max" else (lambda v: v <= target)
+    return next((point.epochs for point in curve if reached(point.best)), None)

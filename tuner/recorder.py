@@ -1,0 +1,145 @@
+"""The Ray Tune callback that mirrors every trial into a child run of the parent MLflow run.
+
+It runs in the driver's event loop, so it only queues its writes (``tuner.tracking.Writer``
+sends them from a thread); the one call it waits for is ``create_run``, whose id it needs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from mlflow.entities import Metric, RunTag
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from tuner.space import trial_params
+from tuner.tracking import (
+    REPORTED,
+    TRIAL_ROLE,
+    Write,
+    Writer,
+    as_params,
+    child_runs,
+    error_line,
+    flush_writes,
+    now_ms,
+    trial_status,
+    writer,
+)
+
+
+class TrialRecorder(tune.Callback):
+    """A Ray Tune callback that mirrors every trial into a child run of the parent run.
+
+    Tune pickles its callbacks into the experiment state, so this holds only plain values and
+    rebuilds what it knows from MLflow in ``setup`` — which is how a resumed search finds each
+    trial's existing child run instead of opening a duplicate. Its writer (a thread and a queue)
+    is found by tracking URI, never pickled.
+    """
+
+    def __init__(
+        self, tracking_uri: str, experiment_id: str, parent_id: str, metric: str, mode: str
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_id = parent_id
+        self.metric = metric
+        self.mode = mode
+        self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
+        self.best_values: dict[str, float] = {}
+        self.nodes: dict[str, str] = {}  # Tune trial id -> Ray node id it last reported from
+        self._client: MlflowClient | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_client": None, "runs": {}, "best_values": {}, "nodes": {}}
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    @property
+    def writer(self) -> Writer:
+        return writer(self.tracking_uri)
+
+    def setup(self, **info: Any) -> None:
+        for run in child_runs(self.client, self.experiment_id, self.parent_id):
+            trial_id = run.data.tags.get("tuner.trial_id")
+            if trial_id:
+                self.runs[trial_id] = run.info.run_id
+                best = run.data.metrics.get(f"best_{self.metric}")
+                if best is not None:
+                    self.best_values[trial_id] = best
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self.runs.get(trial.trial_id)
+        if run_id is not None:  # a retried or resumed trial keeps its one child run
+            running = [RunTag("tuner.status", "running")]
+            self.writer.put(Write(run_id, tags=running, status="RUNNING"))
+            return
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial_{trial.trial_id}",
+            tags={
+                "mlflow.parentRunId": self.parent_id,
+                "tuner.role": TRIAL_ROLE,
+                "tuner.trial_id": trial.trial_id,
+                "tuner.status": "running",
+            },
+        )
+        self.runs[trial.trial_id] = run.info.run_id
+        self.writer.put(Write(run.info.run_id, params=as_params(trial_params(trial.config))))
+
+    on_trial_restore = on_trial_start
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        run_id = self.runs.get(trial.trial_id)
+        if run_id is None:
+            return
+        step = int(result.get("training_iteration", 0))
+        now = now_ms()
+        metrics = [
+            Metric(key, float(result[key]), now, step)
+            for key in REPORTED
+            if isinstance(result.get(key), int | float)
+        ]
+        metrics.append(Metric("epoch", step, now, step))
+        tags = []
+        node = result.get("node_id")
+        if node and self.nodes.get(trial.trial_id) != node:  # where it runs (it may move)
+            self.nodes[trial.trial_id] = node
+            tags.append(RunTag("tuner.node_id", str(node)))
+        value = result.get(self.metric)
+        if isinstance(value, int | float) and math.isfinite(value):
+            previous = self.best_values.get(trial.trial_id)
+            better = max if self.mode == "max" else min
+            best = value if previous is None else better(previous, value)
+            self.best_values[trial.trial_id] = best
+            metrics.append(Metric(f"best_{self.metric}", best, now, step))
+        self.writer.put(Write(run_id, metrics=metrics, tags=tags))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, trial_status(trial.last_result), "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, "errored", "FAILED")
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        # Every trial has ended: write what is queued and stop the thread. (Ctrl-C skips this
+        # hook; Experiment.interrupt flushes instead.)
+        flush_writes(self.tracking_uri, close=True)
+
+    def _end(self, trial: Any, status: str, run_status: str) -> None:
+        run_id = self.runs.get(trial.trial_id)
+        if run_id is None:
+            return
+        tags = [RunTag("tuner.status", status)]
+        if status == "errored":
+            tags.append(RunTag("tuner.error", error_line(trial)[:5000]))
+        if status == "rejected":
+            tags.append(RunTag("tuner.rejected", str(trial.last_result["rejected"])))
+        self.writer.put(Write(run_id, tags=tags, status=run_status))
