@@ -11,21 +11,19 @@ import pytest
 from tests.conftest import new_store, tuner_run
 
 # One trial at a time (2 CPUs each), so every trial after the first runs in the first one's
-# worker; the grid alternates two configs that differ in optimizer, so a trial follows another
-# trial's different model, optimizer state and random streams.
+# worker; the grid alternates two configs (batch sizes 32, 64, 32, 64), so the second trial of
+# batch size 32 follows another trial's different model state, optimizer state and random
+# streams in the same process, where the first ran in a fresh one.
 REUSE_SEARCH = """\
 name: reuse
 data: {dataset: digits, seed: 0, max_train: 400}
-search: {algorithm: grid, num_samples: 2, seed: 0}
+search: {algorithm: grid, seed: 0}
 scheduler: {type: fifo, max_epochs: 3}
 resources: {cpu: 2}
 space:
   model: {name: simple_cnn, width: 16, depth: 2, dropout: 0.3}
-  optimizer:
-    choice:
-      sgd: {lr: 0.05, momentum: 0.9}
-      adam: {lr: 0.003}
-  batch_size: 32
+  optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
+  batch_size: {choice: [32, 64, 32, 64]}
   augment: {crop_padding: 1, erasing: 0.2}
 """
 
@@ -36,12 +34,12 @@ def test_a_reused_worker_gives_the_same_metric_history_as_a_fresh_one(
 ):
     store = new_store(tmp_path_factory, "reuse")
     tuner_run(store, REUSE_SEARCH)
-    histories: dict[str, list[list[float]]] = defaultdict(list)
+    histories: dict[int, list[list[tuple[float, ...]]]] = defaultdict(list)
     workers = set()
     results = sorted((store.storage / "reuse").glob("*/result.json"))
     for path in results:
         rows = [json.loads(line) for line in path.read_text().splitlines()]
-        histories[rows[0]["config"]["optimizer"]["name"]].append(
+        histories[rows[0]["config"]["batch_size"]].append(
             [(row["train_loss"], row["val_loss"], row["val_acc"]) for row in rows]
         )
         workers.add(rows[0]["pid"])
