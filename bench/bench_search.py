@@ -56,6 +56,10 @@ space:
   batch_size: {choice: [32, 64, 128, 256]}
   schedule: {name: cosine}
 """
+# Every pair gets about the same epochs in all: FIFO trains each trial for the whole budget,
+# ASHA stops most early, so it gets ASHA_TRIALS_PER_FIFO_TRIAL times the trials (16 x 9 = 144
+# epochs for FIFO; 48 trials under ASHA's rungs at 1, 3 and 9 epochs train about as many).
+ASHA_TRIALS_PER_FIFO_TRIAL = 3
 PAIRS = {  # label -> (search.algorithm, scheduler.type); the default first
     "optuna + asha (default)": ("optuna", "asha"),
     "random + fifo": ("random", "fifo"),
@@ -70,6 +74,8 @@ def run_one(
 ) -> list[Point]:
     """One search in a fresh store under ``folder``; its anytime curve."""
     raw = read_yaml(SPACE, "bench_search.py")
+    if scheduler == "asha":
+        num_samples *= ASHA_TRIALS_PER_FIFO_TRIAL
     raw["search"].update(algorithm=algorithm, seed=seed, num_samples=num_samples)
     raw["scheduler"]["type"] = scheduler
     if scheduler == "fifo":  # ASHA's settings mean nothing to FIFO
@@ -115,7 +121,7 @@ def plot(curves: dict[str, list[list[Point]]], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--num-samples", type=int, default=16)
+    parser.add_argument("--num-samples", type=int, default=16, help="trials under FIFO")
     parser.add_argument("--out", type=Path, default=Path("bench_search.png"))
     args = parser.parse_args()
     out = args.out.absolute()

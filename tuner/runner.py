@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import optuna
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
@@ -262,13 +263,11 @@ def _param_space(spec: Spec, tree: space_lang.Group) -> dict[str, Any]:
 
 def _searcher(spec: Spec, tree: space_lang.Group) -> Searcher:
     if spec.search.algorithm == "optuna":
-        import optuna
-
         searcher: Searcher = OptunaSearch(
             space=space_lang.optuna_define_by_run(tree),
             metric=spec.metric,
             mode=spec.mode,
-            sampler=optuna.samplers.TPESampler(seed=spec.search.seed),
+            sampler=tpe_sampler(spec.search.seed),
         )
     else:
         searcher = BasicVariantGenerator(random_state=spec.search.seed)
@@ -276,6 +275,18 @@ def _searcher(spec: Spec, tree: space_lang.Group) -> Searcher:
     if concurrency and spec.search.algorithm == "optuna":
         searcher = ConcurrencyLimiter(searcher, max_concurrent=concurrency)
     return searcher
+
+
+def tpe_sampler(seed: int) -> optuna.samplers.TPESampler:
+    """Optuna's TPE as tuner uses it (``bench/bench_search.py`` measured the choice):
+    multivariate, so parameters that work together (lr with batch size) are modelled together;
+    grouped, so each branch of a conditional space (sgd's lr and momentum, adam's lr) is its own
+    joint model; and a constant liar, so trials that run at once are not sampled at one point."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # `group`
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, constant_liar=True
+        )
 
 
 def _scheduler(spec: Spec) -> TrialScheduler:
