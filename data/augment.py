@@ -9,6 +9,8 @@ Transforms run on *normalised* float images, so "zero" fill (padding, rotation c
 erased rectangles) is the dataset's mean colour, as with torchvision's RandomErasing after
 Normalize. Random numbers come from ``generator`` when given (a seeded CPU generator gives the
 same augmentation on CPU and GPU), else from the default generator of the batch's device.
+
+Translation, as airbench does it, is ``crop_padding`` with ``padding_mode: reflect``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ ERASE_RATIO = (0.3, 3.3)  # erased rectangle's height / width (torchvision's def
 ERASE_ATTEMPTS = 10  # torchvision's RandomErasing tries 10 rectangles, then leaves the image be
 STATS_CHUNK = 2048  # images per step in channel_stats: bounds the float64 copy to 50 MB at 32 px
 PADDING_MODES = ("zeros", "reflect")
+HFLIPS = (False, True, "alternate")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,7 +80,9 @@ class Augmentation:
     """
 
     crop_padding: int = 0  # pixels padded on each side before a random crop back to H x W
-    hflip: bool = False  # mirror left-right, each image with probability ``hflip_p``
+    # Mirror left-right: True, each image with probability ``hflip_p``; "alternate", each image
+    # in every other epoch (see alternating_flips; needs the images' indices and the epoch).
+    hflip: bool | str = False
     rotation: float = 0.0  # maximum rotation, degrees (uniform in [-rotation, rotation])
     erasing: float = 0.0  # probability per image of erasing one random rectangle (set to 0)
     padding_mode: str = "zeros"  # crop padding: "zeros" or "reflect" (airbench's choice)
@@ -90,20 +95,33 @@ class Augmentation:
             raise ValueError("erasing and hflip_p are probabilities: between 0 and 1")
         if self.padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}")
+        if self.hflip not in HFLIPS:
+            raise ValueError(f"hflip must be true, false or alternate, got {self.hflip!r}")
 
     @property
     def enabled(self) -> bool:
         """Whether any transform is on (a disabled one returns its input unchanged)."""
         return bool(self.crop_padding or self.hflip or self.rotation or self.erasing)
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A new augmented batch, same shape, dtype and device as ``x`` (a float tensor)."""
+    def __call__(
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        index: torch.Tensor | None = None,
+        epoch: int = 0,
+    ) -> torch.Tensor:
+        """A new augmented batch, same shape, dtype and device as ``x`` (a float tensor).
+
+        ``index`` (each image's position in the training set) and ``epoch`` are read by
+        ``hflip: alternate`` only.
+        """
         if not x.is_floating_point():
             raise TypeError(f"Augmentation needs float images (see to_float), got {x.dtype}")
         original = x
         if self.crop_padding:
             x = random_crop(x, self.crop_padding, generator, padding_mode=self.padding_mode)
-        flip = _rand((len(x),), generator, x) < self.hflip_p if self.hflip else None
+        flip = self._flips(x, generator, index, epoch)
         if self.rotation:
             # The flip rides along in the rotation's sampling grid: one pass instead of two.
             degrees = (_rand((len(x),), generator, x) * 2 - 1) * self.rotation
@@ -114,6 +132,22 @@ class Augmentation:
             # In place when an earlier transform already made a new tensor (saves a copy).
             x = random_erasing(x, self.erasing, generator, inplace=x is not original)
         return x
+
+    def _flips(
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None,
+        index: torch.Tensor | None,
+        epoch: int,
+    ) -> torch.Tensor | None:
+        """Which images of the batch to mirror (bool (N,)), or None for no flips at all."""
+        if self.hflip == "alternate":
+            if index is None:
+                raise ValueError("hflip: alternate needs the images' indices in the training set")
+            return alternating_flips(index.to(x.device), epoch)
+        if self.hflip:
+            return _rand((len(x),), generator, x) < self.hflip_p
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,6 +192,14 @@ def random_hflip(
     """Mirror each image left-right with probability ``p``."""
     flip = _rand((len(x),), generator, x) < p
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def alternating_flips(index: torch.Tensor, epoch: int) -> torch.Tensor:
+    """airbench's flips: image ``index`` (its position in the training set) is mirrored in the
+    epochs where ``index + epoch`` is odd, so every pair of epochs shows it both ways, and each
+    epoch mirrors half the images (a random half: the training split is shuffled). Random flips
+    would show some images one way only for several epochs."""
+    return (index + epoch) % 2 == 1
 
 
 def random_rotation(

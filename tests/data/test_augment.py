@@ -64,6 +64,38 @@ def test_hflip_with_certainty_mirrors_every_image_and_half_on_average(images):
     assert 0.45 < flipped < 0.55
 
 
+def _mirrored(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Which images of ``out`` are ``x``'s mirrored (bool (N,)); the others must be unchanged."""
+    mirrored = (out == x.flip(-1)).flatten(1).all(1)
+    assert ((out == x).flatten(1).all(1) | mirrored).all()
+    return mirrored
+
+
+def test_alternate_flips_mirror_each_image_in_every_other_epoch():
+    x = _batch(n=64)  # random pixels: no image is its own mirror image
+    alternate = Augmentation(hflip="alternate")
+    index = torch.randperm(1000, generator=_seed(0))[:64]  # a shuffled batch of a training set
+    epochs = [_mirrored(alternate(x, index=index, epoch=epoch), x) for epoch in range(4)]
+    assert 20 < int(epochs[0].sum()) < 44  # about half the images each epoch
+    assert torch.equal(epochs[1], ~epochs[0])  # each image one way in one epoch, the other next
+    assert torch.equal(epochs[2], epochs[0]) and torch.equal(epochs[3], epochs[1])
+    # An image's flip depends on the image (its index) and the epoch, not on its batch.
+    order = torch.randperm(64, generator=_seed(1))
+    shuffled = _mirrored(alternate(x[order], index=index[order], epoch=0), x[order])
+    assert torch.equal(shuffled, epochs[0][order])
+
+
+def test_alternate_flips_draw_no_random_numbers_and_need_the_indices():
+    x, index = _batch(n=32), torch.arange(32)
+    crop = random_crop(x, 2, _seed(4), padding_mode="reflect")
+    out = Augmentation(crop_padding=2, padding_mode="reflect", hflip="alternate")(
+        x, _seed(4), index=index, epoch=1
+    )
+    assert torch.equal(_mirrored(out, crop), index % 2 == 0)  # the same crops, then the flips
+    with pytest.raises(ValueError, match="indices"):
+        Augmentation(hflip="alternate")(x)
+
+
 @pytest.mark.parametrize("mode", ["zeros", "reflect"])
 def test_crops_are_shifted_windows_of_the_padded_image(images, mode):
     out = random_crop(images, 2, _seed(1), padding_mode=mode)
@@ -141,7 +173,12 @@ def test_same_seed_same_output_and_float64_works():
 
 
 def test_bad_settings_and_uint8_input_are_refused():
-    for bad in ({"crop_padding": -1}, {"erasing": 1.5}, {"padding_mode": "wrap"}):
+    for bad in (
+        {"crop_padding": -1},
+        {"erasing": 1.5},
+        {"padding_mode": "wrap"},
+        {"hflip": "alternating"},
+    ):
         with pytest.raises(ValueError):
             Augmentation(**bad)
     with pytest.raises(TypeError, match="to_float"):
