@@ -54,7 +54,8 @@ def test_report_is_one_self_contained_html_file(store, capsys):
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
     assert "@import" not in page and "url(" not in page
     images = IMAGE.findall(page)
-    assert len(images) == 6  # confusion matrix, learning curves, 4 Optuna plots
+    assert len(images) == 7  # confusion matrix, learning curves, anytime curve, 4 Optuna plots
+    assert '<figure id="anytime">' in page
     for data in images:
         assert base64.b64decode(data).startswith(PNG_MAGIC)
     assert 'href="data:text/csv;base64,' in page
@@ -94,7 +95,7 @@ def test_report_needs_only_the_mlflow_store(store, tmp_path, monkeypatch):
             (hidden / original.name).rename(original)
     assert path == Path("elsewhere/digits_search.html")
     page = path.read_text()
-    assert len(IMAGE.findall(page)) == 6
+    assert len(IMAGE.findall(page)) == 7
     assert "simple_cnn" in page
 
 
@@ -102,7 +103,7 @@ def test_report_of_a_classical_run(store):
     """A classical run has its confusion matrix and search plots, but no learning curves (its
     trials report once): the report shows what there is, with its tables and spec."""
     page = write_report(store.uri, "digits_report_knn", store.tmp / "out").read_text()
-    assert 1 <= len(IMAGE.findall(page)) < 6
+    assert 1 <= len(IMAGE.findall(page)) < 7
     assert "tiny_image" in page and "test_acc" in page
 
 

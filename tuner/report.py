@@ -34,6 +34,7 @@ STATUSES = (  # (tag value, what the report calls it)
 PLOT_ORDER = (  # the plots tuner.artifacts logs, in reading order; any others follow
     "confusion_matrix",
     "learning_curves",
+    "anytime",
     "optuna_history",
     "optuna_importances",
     "optuna_parallel_coordinate",
