@@ -94,6 +94,9 @@ def instrument(fresh_workers: bool) -> None:
     timed(BasicVariantGenerator, "next_trial", "searcher")
     timed(runner, "_start_ray", "ray_start")
     timed(tune.Tuner, "fit", "search", then=lambda *a, **k: MOMENTS.setdefault("fit_end", now()))
+    timed(
+        runner, "_new_tuner", "tuner_setup", then=lambda *a, **k: MOMENTS.setdefault("fit", now())
+    )
     if fresh_workers:
         original = tune.TuneConfig.__init__
 
@@ -163,7 +166,10 @@ def main() -> None:
     print(f"compute: {compute:.1f} s of training + validation; limit {limit:.1f} s")
     print(f"search (Tune's loop): {search:.1f} s = {search / limit:.2f}x the compute limit")
     print(f"ray start: {SECONDS['ray_start']:.1f} s")
-    print(f"first trial result: {MOMENTS['first_result']:.1f} s after the command started")
+    print(
+        f"first trial result: {MOMENTS['first_result']:.1f} s after the command started "
+        f"(Tune's loop started at {MOMENTS['fit']:.1f} s)"
+    )
     print(
         f"trial start latency: median {statistics.median(latencies):.2f} s, "
         f"p90 {percentile(latencies, 0.9):.2f} s"
