@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 
 @dataclass(frozen=True)
@@ -125,6 +124,8 @@ def load(
 def _stratified_split(
     x: np.ndarray, y: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split  # ~1 s to import: only to split
+
     return train_test_split(x, y, test_size=fraction, stratify=y, random_state=seed)
 
 
@@ -133,5 +134,7 @@ def _subset(
 ) -> tuple[np.ndarray, np.ndarray]:
     if limit is None or limit >= len(y):
         return x, y
+    from sklearn.model_selection import train_test_split
+
     kept_x, _, kept_y, _ = train_test_split(x, y, train_size=limit, stratify=y, random_state=seed)
     return kept_x, kept_y

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision import models as tv
 
 from models.registry import ModelError, check_choice, check_positive, register
 
@@ -75,6 +74,10 @@ def torchvision_resnet(
     arch: str, num_classes: int, in_channels: int, image_size: int, stem: str, pretrained: object
 ) -> nn.Module:
     """torchvision ``arch`` (no weights) with its first conv, stem and fc adapted to the data."""
+    # Imported here: torchvision (and the torch._dynamo it pulls in) adds ~1.5 s to every trial
+    # worker's start, and most searches build no torchvision model.
+    from torchvision import models as tv
+
     model = getattr(tv, arch)(weights=None, num_classes=num_classes)
     if resolve_stem(stem, image_size) == "small":
         model.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)

@@ -41,13 +41,14 @@ from tuner.export import RawImageClassifier
 from tuner.spec import Spec
 from tuner.trainables import Settings
 from tuner.trainables.checks import check_keys, check_metric, check_named
-from tuner.trainables.metrics import Evaluation
 from tuner.trainables.node_data import splits_on_node
 from tuner.trainables.recipe import Ema, Tta, WithTta, optimizer_with_bias_group, option_names
 from tuner.trainables.size import report_rejected, size_of, violation
 
 if TYPE_CHECKING:
     from ray.tune import Result
+
+    from tuner.trainables.metrics import Evaluation
 
 METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")  # what a trial reports each epoch
 CONFIG_KEYS = (
@@ -500,6 +501,9 @@ def retrain_and_test(config: Mapping[str, Any], splits: Splits, settings: Settin
 
 
 def _test(trial: Trial, splits: Splits) -> Evaluation:
+    # Imported here: scikit-learn's metrics take ~1 s to import, and trial workers never test.
+    from tuner.trainables.metrics import Evaluation
+
     logits = trial.predict(splits.test_x)
     network = trial.eval_model.cpu().eval()
     if trial.tta.enabled:
