@@ -202,10 +202,13 @@ def _log_anytime(client: MlflowClient, parent: Run) -> None:
         (axes[1], [point.epochs for point in curve], "epochs trained, all trials together"),
     ):
         ax.step(xs, best, where="post")
+        ax.set_xlim(left=0)  # from the start: the wait for the first result shows
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"best {metric} so far")
-    figure.suptitle(f"Anytime curve: best {metric} {best[-1]:.4f} after {curve[-1].epochs} epochs")
+    figure.suptitle(
+        f"Anytime curve: best {metric} {best[-1]:.4f}, {curve[-1].epochs} epochs trained in all"
+    )
     _save(client, parent.info.run_id, figure, "anytime")
 
 
