@@ -180,3 +180,156 @@ def test_every_shipped_spec_validates(spec_file):
 def test_secret_looking_overrides_are_masked_for_mlflow():
     line = masked_overrides(["search.num_samples=7", "data.options.api_key=abc", "x.TOKEN=t"])
     assert line == "search.num_samples=7; data.options.api_key=***; x.TOKEN=***"
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings that would be accepted and ignored, or contradict each other (issue 12)
+# ---------------------------------------------------------------------------------------------
+
+CLASSICAL = """\
+name: c
+trainable: classical
+scheduler: {type: fifo}
+resources: {cpu: 1, gpu: 0.5}
+space:
+  classifier: {name: knn, k: {int: [1, 3]}}
+"""
+FIFO = VALID.replace("type: asha", "type: fifo")
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (
+            VALID + "metric: train_acc\n",
+            "metric: the search selects on validation metrics; allowed: val_acc, val_loss, "
+            "got 'train_acc'",
+        ),
+        (
+            VALID + "metric: train_loss\n",
+            "metric: the search selects on validation metrics; allowed: val_acc, val_loss, "
+            "got 'train_loss'",
+        ),
+        (
+            FIFO,
+            "scheduler.grace_period: means nothing to scheduler.type fifo (only asha stops "
+            "trials early); remove it or use type: asha",
+        ),
+        (
+            FIFO.replace("grace_period: 1", "reduction_factor: 2"),
+            "scheduler.reduction_factor: means nothing to scheduler.type fifo (only asha stops "
+            "trials early); remove it or use type: asha",
+        ),
+        (CLASSICAL, "resources.gpu: the classical trainable runs on CPUs only; set 0, got 0.5"),
+        (
+            VALID + "  epochs: {int: [1, 3]}\n",
+            "space.epochs: up to 3 epochs exceeds scheduler.max_epochs (2): a trial would have "
+            "two epoch budgets; keep epochs <= max_epochs, or leave it out",
+        ),
+        (
+            VALID + "  epochs: 5\n",
+            "space.epochs: up to 5 epochs exceeds scheduler.max_epochs (2): a trial would have "
+            "two epoch budgets; keep epochs <= max_epochs, or leave it out",
+        ),
+        (
+            VALID + "  epochs: {choice: [1, 4]}\n",
+            "space.epochs: up to 4 epochs exceeds scheduler.max_epochs (2): a trial would have "
+            "two epoch budgets; keep epochs <= max_epochs, or leave it out",
+        ),
+    ],
+    ids=[
+        "train_acc",
+        "train_loss",
+        "fifo_grace",
+        "fifo_reduction",
+        "classical_gpu",
+        "epochs_int",
+        "epochs_const",
+        "epochs_choice",
+    ],
+)
+def test_contradicting_settings_fail_with_their_one_line(tmp_path, capsys, monkeypatch, text, line):
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(tmp_path, capsys, text)
+    assert code == 2
+    assert err == f"tuner: error: {tmp_path / 'spec.yaml'}: {line}\n"
+
+
+def test_settings_that_fit_together_load(tmp_path):
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(
+        VALID.replace("type: asha, ", "type: fifo, ").replace(", grace_period: 1", "")
+        + "  epochs: {choice: [1, 2]}\n"
+    )
+    spec = load_spec(spec_file)
+    assert spec.scheduler.type == "fifo"
+    spec_file.write_text(CLASSICAL.replace("gpu: 0.5", "gpu: 0"))
+    assert load_spec(spec_file).resources.gpu == 0
+
+
+@pytest.mark.parametrize(
+    ("lines", "mode"),
+    [
+        ("", "max"),
+        ("metric: val_loss\n", "min"),
+        ("metric: val_loss\nmode: max\n", "max"),  # given: kept
+        ("metric: val_acc\nmode: min\n", "min"),
+    ],
+)
+def test_mode_follows_the_metric_unless_given(tmp_path, lines, mode):
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(VALID + lines)
+    assert load_spec(spec_file).mode == mode
+
+
+def test_classical_f1_is_maximised(tmp_path):
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(CLASSICAL.replace("gpu: 0.5", "gpu: 0") + "metric: val_f1\n")
+    assert load_spec(spec_file).mode == "max"
+
+
+GRID = """\
+name: g
+search: {algorithm: grid, max_concurrent: 1}
+scheduler: {type: fifo, max_epochs: 1}
+space:
+  model: {name: simple_cnn, width: {choice: [8, 16, 24]}}
+  optimizer: {name: adam, lr: 1e-3}
+"""
+
+
+@pytest.mark.parametrize(("extra", "trials"), [([], 3), (["search.num_samples=2"], 6)])
+def test_grid_runs_once_by_default_and_num_samples_repeats_it(tmp_path, extra, trials):
+    from ray.tune.experiment import Experiment
+
+    from tuner import space as space_lang
+    from tuner.runner import _param_space, _tune_config
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(GRID)
+    spec = load_spec(spec_file, extra)
+    tree = space_lang.parse(spec.space)
+    config = _tune_config(spec, tree)
+    searcher = config.search_alg  # what Tune counts trials with: no Ray needed
+    searcher.add_configurations(
+        [
+            Experiment(
+                "g", lambda c: None, config=_param_space(spec, tree), num_samples=config.num_samples
+            )
+        ]
+    )
+    assert searcher.total_samples == trials
+    assert searcher.max_concurrent == 1  # search.max_concurrent applies to grid and random too
+
+
+def test_max_concurrent_limits_optuna(tmp_path):
+    from ray.tune.search import ConcurrencyLimiter
+
+    from tuner import space as space_lang
+    from tuner.runner import _tune_config
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(VALID.replace("num_samples: 2", "num_samples: 2, max_concurrent: 3"))
+    spec = load_spec(spec_file)
+    searcher = _tune_config(spec, space_lang.parse(spec.space)).search_alg
+    assert isinstance(searcher, ConcurrencyLimiter) and searcher.max_concurrent == 3

@@ -15,7 +15,7 @@ import optuna
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
-from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchAlgorithm, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 import data
@@ -180,17 +180,7 @@ def _new_tuner(
     return tune.Tuner(
         function,
         param_space=_param_space(spec, tree),
-        tune_config=tune.TuneConfig(
-            metric=spec.metric,
-            mode=spec.mode,
-            search_alg=_searcher(spec, tree),
-            scheduler=_scheduler(spec),
-            num_samples=1 if spec.search.algorithm == "grid" else spec.search.num_samples,
-            time_budget_s=spec.search.time_budget_s,
-            # A finished trial's worker runs the next trial: no new process importing torch,
-            # fetching the data and copying it to the GPU (5-7 s per trial on 2 cores).
-            reuse_actors=True,
-        ),
+        tune_config=_tune_config(spec, tree),
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=storage,
@@ -203,6 +193,21 @@ def _new_tuner(
             progress_reporter=trial_table(spec.metric, tree),
             verbose=1,
         ),
+    )
+
+
+def _tune_config(spec: Spec, tree: space_lang.Group) -> tune.TuneConfig:
+    """How Tune picks trials: the metric, the searcher, the scheduler, how many, how long."""
+    return tune.TuneConfig(
+        metric=spec.metric,
+        mode=spec.mode,
+        search_alg=_searcher(spec, tree),
+        scheduler=_scheduler(spec),
+        num_samples=spec.search.num_samples,  # grid: Tune runs the whole grid this often
+        time_budget_s=spec.search.time_budget_s,
+        # A finished trial's worker runs the next trial: no new process importing torch,
+        # fetching the data and copying it to the GPU (5-7 s per trial on 2 cores).
+        reuse_actors=True,
     )
 
 
@@ -261,20 +266,19 @@ def _param_space(spec: Spec, tree: space_lang.Group) -> dict[str, Any]:
     return {}  # optuna: the searcher's define-by-run function samples everything
 
 
-def _searcher(spec: Spec, tree: space_lang.Group) -> Searcher:
-    if spec.search.algorithm == "optuna":
-        searcher: Searcher = OptunaSearch(
-            space=space_lang.optuna_define_by_run(tree),
-            metric=spec.metric,
-            mode=spec.mode,
-            sampler=tpe_sampler(spec.search.seed),
-        )
-    else:
-        searcher = BasicVariantGenerator(random_state=spec.search.seed)
-    concurrency = spec.search.max_concurrent
-    if concurrency and spec.search.algorithm == "optuna":
-        searcher = ConcurrencyLimiter(searcher, max_concurrent=concurrency)
-    return searcher
+def _searcher(spec: Spec, tree: space_lang.Group) -> Searcher | SearchAlgorithm:
+    # search.max_concurrent is applied here for every algorithm. Not TuneConfig's
+    # max_concurrent_trials: Tune ignores it (with a warning) for a BasicVariantGenerator.
+    concurrency = spec.search.max_concurrent or 0  # 0: as many as resources allow
+    if spec.search.algorithm != "optuna":  # random and grid: Tune's own variant generator
+        return BasicVariantGenerator(random_state=spec.search.seed, max_concurrent=concurrency)
+    searcher = OptunaSearch(
+        space=space_lang.optuna_define_by_run(tree),
+        metric=spec.metric,
+        mode=spec.mode,
+        sampler=tpe_sampler(spec.search.seed),
+    )
+    return ConcurrencyLimiter(searcher, max_concurrent=concurrency) if concurrency else searcher
 
 
 def tpe_sampler(seed: int) -> optuna.samplers.TPESampler:

@@ -45,10 +45,17 @@ class DataSpec(_Strict):
 
 class SearchSpec(_Strict):
     algorithm: Literal["optuna", "random", "grid"] = "optuna"
-    num_samples: PositiveInt = 10  # trials (for grid: repeats of the whole grid)
-    max_concurrent: PositiveInt | None = None  # None: as many as resources allow
+    # Trials; for grid, repeats of the whole grid. None: 10 trials, or the grid once.
+    num_samples: PositiveInt | None = None
+    max_concurrent: PositiveInt | None = None  # any algorithm; None: as many as resources allow
     seed: int = 0
     time_budget_s: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _default_samples(self) -> SearchSpec:
+        if self.num_samples is None:
+            self.num_samples = 1 if self.algorithm == "grid" else 10
+        return self
 
 
 class SchedulerSpec(_Strict):
@@ -96,7 +103,8 @@ class Spec(_Strict):
     trainable: Literal["deep", "classical"] = "deep"
     data: DataSpec = DataSpec()
     metric: str = "val_acc"
-    mode: Literal["max", "min"] = "max"
+    # None: follows the metric (min for a *_loss, max otherwise), so val_loss isn't maximised.
+    mode: Literal["max", "min"] | None = None
     search: SearchSpec = SearchSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
     resources: ResourcesSpec = ResourcesSpec()
@@ -106,6 +114,12 @@ class Spec(_Strict):
     max_failures: Annotated[int, Field(ge=0)] = 0  # retries of a failing trial
     cache_dir: str = "~/.cache/tuner/features"  # classical features, on each node's own disk
     space: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _mode_from_metric(self) -> Spec:
+        if self.mode is None:
+            self.mode = "min" if self.metric.endswith("_loss") else "max"
+        return self
 
     @property
     def experiment(self) -> str:
@@ -201,6 +215,7 @@ def validate(raw: dict[str, Any], source: str) -> Spec:
         if spec.search.algorithm == "grid":
             space_lang.check_grid(tree)
         _check_trainable(spec, tree)
+        _check_together(spec, tree)
     except space_lang.SpaceError as error:
         raise SpecError(f"{source}: {error}") from None
     return spec
@@ -221,6 +236,47 @@ def _check_trainable(spec: Spec, tree: space_lang.Group) -> None:
     from tuner.trainables import trainable_module
 
     trainable_module(spec.trainable).check_space(tree, spec)
+
+
+def _check_together(spec: Spec, tree: space_lang.Group) -> None:
+    """Settings valid one by one that together would be ignored or contradict each other."""
+    scheduler = spec.scheduler
+    asha_only = sorted({"grace_period", "reduction_factor"} & scheduler.model_fields_set)
+    if scheduler.type == "fifo" and asha_only:  # only when written: the defaults are asha's
+        raise space_lang.SpaceError(
+            f"scheduler.{asha_only[0]}",
+            "means nothing to scheduler.type fifo (only asha stops trials early); "
+            "remove it or use type: asha",
+        )
+    # models/classical (features, kNN with torch on the CPU, SVM) never moves data to a GPU:
+    # a GPU per trial would be reserved and left idle.
+    if spec.trainable == "classical" and spec.resources.gpu > 0:
+        raise space_lang.SpaceError(
+            "resources.gpu",
+            f"the classical trainable runs on CPUs only; set 0, got {spec.resources.gpu:g}",
+        )
+    # The deep trainable trains config['epochs'] epochs while ASHA stops at max_epochs.
+    epochs = _largest(tree.children.get("epochs"))
+    if epochs is not None and epochs > scheduler.max_epochs:
+        raise space_lang.SpaceError(
+            "space.epochs",
+            f"up to {epochs:g} epochs exceeds scheduler.max_epochs ({scheduler.max_epochs}): a "
+            "trial would have two epoch budgets; keep epochs <= max_epochs, or leave it out",
+        )
+
+
+def _largest(node: space_lang.Node | None) -> float | None:
+    """The largest number a constant, range or choice can give (None: no numbers)."""
+    if isinstance(node, space_lang.Const):
+        values: list[Any] = [node.value]
+    elif isinstance(node, space_lang.Int | space_lang.Float):
+        values = [node.hi]
+    elif isinstance(node, space_lang.Categorical):
+        values = list(node.options)
+    else:
+        return None
+    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    return max(numbers, default=None)
 
 
 def _first_error(error: ValidationError) -> str:

@@ -10,10 +10,16 @@ from tuner.spec import Spec, unknown_key
 
 
 def check_metric(spec: Spec, reported: Sequence[str]) -> None:
-    if spec.metric not in reported:
+    """The metric is one the trainable reports on the validation split: the search never
+    selects on training numbers (and the test split is touched only after the search)."""
+    allowed = ", ".join(name for name in reported if name.startswith("val_"))
+    if spec.metric in reported and not spec.metric.startswith("val_"):
         raise space_lang.SpaceError(
-            "metric", f"must be one of {', '.join(reported)}, got {spec.metric!r}"
+            "metric",
+            f"the search selects on validation metrics; allowed: {allowed}, got {spec.metric!r}",
         )
+    if spec.metric not in reported:
+        raise space_lang.SpaceError("metric", f"must be one of {allowed}, got {spec.metric!r}")
 
 
 def check_keys(tree: space_lang.Group, key: str, allowed: Sequence[str]) -> None:

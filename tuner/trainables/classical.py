@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import ray
 from ray import tune
 from sklearn.metrics import precision_recall_fscore_support
@@ -30,7 +31,7 @@ from tuner.trainables import Settings
 from tuner.trainables.checks import check_keys, check_metric, check_named
 from tuner.trainables.metrics import Evaluation
 from tuner.trainables.node_data import splits_on_node
-from tuner.trainables.size import report_rejected, size_of, violation
+from tuner.trainables.size import MB, ModelSize, report_rejected, violation
 
 if TYPE_CHECKING:
     from ray.tune import Result
@@ -59,6 +60,40 @@ def fit(config: Mapping[str, Any], splits: Splits, settings: Settings) -> Pipeli
     return pipeline.fit(splits.train_x.numpy(), splits.train_y.numpy())
 
 
+def size_before_fit(config: Mapping[str, Any], splits: Splits) -> ModelSize:
+    """``size_of(fit(config, splits))``, from the config and the data's shapes alone.
+
+    It counts the arrays the fitted steps keep, as ``size_of`` does: a bag of SIFT's vocabulary
+    (vocab_size x 128 float32); a kNN's training features (float32), their labels' indices and
+    the classes; a linear SVM's weights and intercepts (float64; one row for two classes) and
+    the classes. Tiny images learn nothing.
+    """
+    config = space_lang.clean_config(config)
+    features = dict(config.get("features") or {"name": "tiny_image"})
+    classifier = dict(config.get("classifier") or {"name": "knn"})
+    feature = {**parameters(FEATURES[features["name"]]), **features}
+    labels = splits.train_y.numpy()
+    n_train, n_classes = len(labels), len(np.unique(labels))
+    arrays = [(n_classes, labels.dtype.itemsize)]  # (numbers, bytes each): classes_
+    if features["name"] == "bag_of_sift":
+        vocab_size = int(feature["vocab_size"])
+        arrays.append((vocab_size * 128, 4))  # SIFT descriptors have 128 numbers
+        # One histogram per spatial-pyramid cell: 4**level cells at each level.
+        dim = vocab_size * sum(4**level for level in range(int(feature["pyramid_levels"]) + 1))
+    else:
+        channels = 1 if feature["grayscale"] else splits.in_channels
+        dim = int(feature["size"]) ** 2 * channels
+    if classifier["name"] == "knn":
+        arrays += [(n_train * dim, 4), (n_train, np.dtype(np.intp).itemsize)]
+    else:  # one-vs-rest, but a single separating hyperplane for two classes
+        rows = 1 if n_classes == 2 else n_classes
+        arrays += [(rows * dim, 8), (rows, 8)]
+    return ModelSize(
+        params=sum(count for count, _ in arrays),
+        mb=sum(count * itemsize for count, itemsize in arrays) / MB,
+    )
+
+
 def train(config: dict[str, Any], splits: Splits | DataSource, settings: Settings) -> None:
     """The Ray Tune function trainable: fit, score on the validation split, report once."""
     splits = splits_on_node(splits)
@@ -66,11 +101,12 @@ def train(config: dict[str, Any], splits: Splits | DataSource, settings: Setting
         from ray.experimental import tqdm_ray
 
         progress.use(tqdm_ray.tqdm)
-    pipeline = fit(config, splits, settings)
-    size = size_of(pipeline)  # a kNN's grows with its training set: known only once fitted
+    # Checked before fitting: a config over the constraints computes no features at all.
+    size = size_before_fit(config, splits)
     if reason := violation(size, settings):
         report_rejected(reason, settings)
         return
+    pipeline = fit(config, splits, settings)
     predicted = pipeline.predict(splits.val_x.numpy())
     truth = splits.val_y.numpy()
     precision, recall, f1, _ = precision_recall_fscore_support(

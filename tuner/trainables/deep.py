@@ -214,6 +214,23 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def compute_dtype(device: torch.device, capability: tuple[int, int] | None = None) -> torch.dtype:
+    """What autocast computes in: float32 on CPU; bf16 on a GPU with it in hardware (compute
+    capability 8.0+, Ampere on), else fp16 with a GradScaler. ``torch.cuda.is_bf16_supported()``
+    is no guide: it is true on older GPUs too, where bf16 is emulated and slow."""
+    if device.type != "cuda":
+        return torch.float32
+    major_minor = capability or torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major_minor >= (8, 0) else torch.float16
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint read onto the CPU, whatever device wrote it: a CPU driver reads a GPU
+    trial's, and ``load_state`` copies each tensor to where its module lives (the generator's
+    state must stay a CPU tensor, so it can't all go to the trial's device here)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def use_assigned_cpus() -> None:
     """Use as many torch threads as CPUs Ray gave this trial: no oversubscription."""
     if ray.is_initialized():
@@ -256,6 +273,9 @@ class Trial:
         self.train_model = torch.compile(self.model) if compiled else self.model
         self.optimizer = build_optimizer(config, self.model, self.batch_size)
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.dtype = compute_dtype(self.device)
+        # fp16's narrow range underflows small gradients: scale the loss (bf16 doesn't need it).
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.loss_fn = nn.CrossEntropyLoss(
             label_smoothing=float(config.get("label_smoothing", 0.0))
         )
@@ -297,13 +317,9 @@ class Trial:
         return x
 
     def _autocast(self) -> Any:
-        # Mixed precision on CUDA only (bf16 where the GPU has it); CPU runs in float32.
-        dtype = (
-            torch.bfloat16
-            if torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-            else torch.float16
+        return torch.autocast(
+            self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32
         )
-        return torch.autocast(self.device.type, dtype=dtype, enabled=self.device.type == "cuda")
 
     def train_epoch(self) -> tuple[float, float]:
         """One pass over the training data; returns (mean loss, accuracy)."""
@@ -324,8 +340,9 @@ class Trial:
                 logits = self.train_model(x)
                 loss = self.loss_fn(logits.float(), y)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()  # without fp16, these three are plain steps
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             if self.averaged is not None and (self.epoch * steps + step + 1) % self.ema.every == 0:
                 self.averaged.update_parameters(self.model)
             total_loss += loss.detach() * len(y)
@@ -359,6 +376,7 @@ class Trial:
             "best_value": self.best_value,
             "best_weights": self.best_weights,
             "ema": None if self.averaged is None else self.averaged.state_dict(),
+            "scaler": self.scaler.state_dict(),  # {} unless fp16
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -370,6 +388,8 @@ class Trial:
         self.best_weights = state["best_weights"]
         if self.averaged is not None:
             self.averaged.load_state_dict(state["ema"])
+        if state.get("scaler") and self.scaler.is_enabled():  # fp16 to fp16: bf16 has no scale
+            self.scaler.load_state_dict(state["scaler"])
 
 
 def train(config: dict[str, Any], splits: Splits | DataSource, settings: Settings) -> None:
@@ -451,7 +471,7 @@ def restore(trial: Trial, checkpoint: tune.Checkpoint | None) -> bool:
     with checkpoint.as_directory() as directory:
         path = Path(directory) / CHECKPOINT_FILE
         try:
-            trial.load_state(torch.load(path, weights_only=True))
+            trial.load_state(load_checkpoint(path))
         except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as error:
             warnings.warn(
                 f"checkpoint {path} can't be read ({error}); training from scratch", stacklevel=1
@@ -480,7 +500,7 @@ def evaluate_test(result: Result, splits: Splits, settings: Settings) -> Evaluat
     """The best trial's best epoch, evaluated once on the held-out test split."""
     trial = Trial(space_lang.clean_config(result.config), splits, settings)
     with result.checkpoint.as_directory() as directory:
-        trial.load_state(torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True))
+        trial.load_state(load_checkpoint(Path(directory) / CHECKPOINT_FILE))
     trial.eval_model.load_state_dict(trial.best_weights)
     return _test(trial, splits)
 
