@@ -12,12 +12,16 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_digits
+
+if TYPE_CHECKING:
+    from tuner.trainables.metrics import Evaluation
 
 
 @pytest.fixture(scope="session")
@@ -218,3 +222,18 @@ def write_image_tree() -> Callable[..., dict[str, int]]:
         return counts
 
     return write
+
+
+def best_checkpoint_evaluation(store: Store, spec_path: Path) -> Evaluation:
+    """The best trial's best checkpoint on the test split, rebuilt from Ray's storage the way
+    the runner tests it without ``final.retrain``."""
+    from ray.tune import ExperimentAnalysis, ResultGrid
+
+    from tuner.runner import load_data, trial_settings
+    from tuner.spec import load_spec
+    from tuner.trainables import deep
+
+    spec = load_spec(spec_path)
+    grid = ResultGrid(ExperimentAnalysis(str(store.storage / spec.name)))
+    best = grid.get_best_result(spec.metric, spec.mode, scope="all")
+    return deep.evaluate_test(best, load_data(spec), trial_settings(spec))

@@ -16,9 +16,9 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pytest
+from conftest import best_checkpoint_evaluation
 from mlflow.entities import Metric, Param, Run
 from mlflow.tracking import MlflowClient
-from ray.tune import ExperimentAnalysis, ResultGrid
 
 from data import Splits
 from tuner import export
@@ -28,7 +28,6 @@ from tuner.errors import UsageError
 from tuner.results import latest_parent, trials_of
 from tuner.runner import load_data
 from tuner.spec import load_spec
-from tuner.trainables import Settings, deep
 from tuner.trainables.metrics import Evaluation
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -59,17 +58,10 @@ class Logged:
 def logged(digits_search) -> Logged:
     """The shared digits search, and the best trial's test evaluation rebuilt from Ray's
     storage, to check the artifacts against."""
-    spec = load_spec(digits_search.tmp / "digits_search.yaml")
+    spec_path = digits_search.tmp / "digits_search.yaml"
+    spec = load_spec(spec_path)
     splits = load_data(spec)
-    settings = Settings(
-        max_epochs=spec.scheduler.max_epochs,
-        seed=spec.search.seed,
-        metric=spec.metric,
-        mode=spec.mode,
-    )
-    grid = ResultGrid(ExperimentAnalysis(str(digits_search.storage / spec.name)))
-    best = grid.get_best_result(spec.metric, spec.mode, scope="all")
-    evaluation = deep.evaluate_test(best, splits, settings)
+    evaluation = best_checkpoint_evaluation(digits_search, spec_path)
     client = MlflowClient(digits_search.uri)
     parent = latest_parent(client, spec.experiment)
     return Logged(digits_search.uri, client, parent, evaluation, splits, digits_search.tmp)

@@ -6,13 +6,16 @@ from __future__ import annotations
 import contextlib
 import io
 
+import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import new_store, tuner_run
+from conftest import best_checkpoint_evaluation, new_store, tuner_run
 
 import data
 import models
+from tuner.runner import load_data
+from tuner.spec import load_spec
 from tuner.trainables import Settings
 from tuner.trainables.metrics import Evaluation
 from tuner.trainables.size import MB, size_of, violation
@@ -88,11 +91,11 @@ def finished(ray_session, tmp_path_factory):
     runs = store.client.search_runs([experiment.experiment_id])
     parent = next(r for r in runs if r.data.tags["tuner.role"] == "parent")
     trials = [r for r in runs if r.data.tags["tuner.role"] == "trial"]
-    return store.client, parent, trials, printed.getvalue()
+    return store.client, parent, trials, printed.getvalue(), store
 
 
 def test_configs_over_the_limit_are_rejected_untrained(finished):
-    client, _, trials, _ = finished
+    client, _, trials, _, _ = finished
     widths = {r.data.params["model.width"] for r in trials}
     assert widths == {"8", "64"}  # seed 0 samples both, so both paths run
     for run in trials:
@@ -108,14 +111,14 @@ def test_configs_over_the_limit_are_rejected_untrained(finished):
 
 
 def test_the_best_is_never_a_rejected_config(finished):
-    _, parent, trials, _ = finished
+    _, parent, trials, _, _ = finished
     best = [r for r in trials if r.data.tags.get("tuner.best") == "true"]
     assert len(best) == 1 and best[0].data.tags["tuner.status"] == "completed"
     assert parent.data.params["best.model.width"] == "8"
 
 
 def test_parent_records_the_retrained_model_its_size_and_per_class_accuracy(finished):
-    _, parent, trials, _ = finished
+    _, parent, trials, _, _ = finished
     metrics = parent.data.metrics
     assert parent.data.tags["tuner.final"] == "retrained on train+val"
     best = next(r for r in trials if r.data.tags.get("tuner.best") == "true")
@@ -130,7 +133,7 @@ def test_parent_records_the_retrained_model_its_size_and_per_class_accuracy(fini
 
 
 def test_each_finished_trial_gets_one_line(finished):
-    _, _, trials, printed = finished
+    _, _, trials, printed, _ = finished
     lines = [line for line in printed.splitlines() if line.startswith("trial ")]
     assert len(lines) == len(trials) == 4
     for run in trials:
@@ -140,3 +143,26 @@ def test_each_finished_trial_gets_one_line(finished):
         if status == "completed":
             assert f"val_acc {run.data.metrics['best_val_acc']:.4f} after 2 epochs" in line
     assert "Retraining the best config on train+val" in printed
+
+
+def test_the_model_tested_and_registered_is_the_retrained_one(finished, monkeypatch):
+    _, parent, _, _, store = finished
+    spec_path = store.tmp / "final_e2e.yaml"
+    spec = load_spec(spec_path)
+    splits = load_data(spec)
+    images = splits.test_x.numpy().astype(np.float32)  # 0..255, as the exported model takes
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    registered = mlflow.pyfunc.load_model(f"models:/{spec.experiment}/latest")
+    probabilities = registered.predict(images)
+    # The registered model scores exactly the test_acc the parent recorded: fails if the runner
+    # tested one model and exported another.
+    accuracy = np.mean(probabilities.argmax(1) == splits.test_y.numpy())
+    assert accuracy == pytest.approx(parent.data.metrics["test_acc"], abs=1e-12)
+    # ...and it is not the best trial's best checkpoint (rebuilt from Ray's storage the way the
+    # runner tests it without final.retrain): fails if the runner skipped the retraining and
+    # tested and exported the checkpoint. Two differently trained networks never give the same
+    # probabilities, even where their accuracies happen to tie.
+    checkpoint = best_checkpoint_evaluation(store, spec_path)
+    with torch.no_grad():
+        from_checkpoint = checkpoint.model(torch.from_numpy(images)).numpy()
+    assert not np.allclose(probabilities, from_checkpoint, atol=1e-3)

@@ -54,17 +54,8 @@ def run_search(
     storage = storage or str(Path.cwd() / "tuner_results")
     experiment_path = f"{storage.rstrip('/')}/{spec.name}"
     trainable = trainable_module(spec.trainable)
-    settings = Settings(
-        max_epochs=spec.scheduler.max_epochs,
-        seed=spec.search.seed,
-        metric=spec.metric,
-        mode=spec.mode,
-        cache_dir=spec.cache_dir,  # expanded on each node: its own disk, its own home
-        max_params=spec.constraints.max_params,
-        max_model_mb=spec.constraints.max_model_mb,
-        # Someone watches a terminal: trials draw progress bars there (Ray forwards them).
-        progress_bars=sys.stderr.isatty(),
-    )
+    # Someone watches a terminal: trials draw progress bars there (Ray forwards them).
+    settings = trial_settings(spec, progress_bars=sys.stderr.isatty())
     tree = space_lang.parse(spec.space)
     if resume and not tune.Tuner.can_restore(experiment_path):
         raise UsageError(f"nothing to resume at {experiment_path}; run without --resume")
@@ -133,6 +124,20 @@ def run_search(
         retrained=spec.final.retrain,
         trials=trials_of(experiment.client, experiment.client.get_run(experiment.parent_id)),
         sampled=space_lang.sampled_keys(tree),
+    )
+
+
+def trial_settings(spec: Spec, *, progress_bars: bool = False) -> Settings:
+    """What every trial of ``spec`` needs besides its config (the one place they are read)."""
+    return Settings(
+        max_epochs=spec.scheduler.max_epochs,
+        seed=spec.search.seed,
+        metric=spec.metric,
+        mode=spec.mode,
+        cache_dir=spec.cache_dir,  # expanded on each node: its own disk, its own home
+        max_params=spec.constraints.max_params,
+        max_model_mb=spec.constraints.max_model_mb,
+        progress_bars=progress_bars,
     )
 
 
