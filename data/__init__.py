@@ -7,6 +7,15 @@ This package never imports Ray or MLflow.
 
 from data import loaders  # noqa: F401  (registers the built-in datasets)
 from data.registry import DATASETS, DatasetError, RawDataset, Splits, load, register
-from data.source import DataSource
+from data.source import DataSource, anchored_path
 
-__all__ = ["DATASETS", "DataSource", "DatasetError", "RawDataset", "Splits", "load", "register"]
+__all__ = [
+    "DATASETS",
+    "DataSource",
+    "DatasetError",
+    "RawDataset",
+    "Splits",
+    "anchored_path",
+    "load",
+    "register",
+]

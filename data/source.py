@@ -35,10 +35,10 @@ class DataSource:
         the current directory, for processes that run elsewhere (Ray trials run in their own
         directories); a ``~`` folder stays, to be each machine's own home."""
         options = {
-            name: _anchored(value) if name in PATH_OPTIONS else value
+            name: anchored_path(value) if name in PATH_OPTIONS else value
             for name, value in self.options.items()
         }
-        return replace(self, root=_anchored(self.root), options=options)
+        return replace(self, root=anchored_path(self.root), options=options)
 
     def load(self) -> Splits:
         """Read and split the dataset here; raises DatasetError when it is missing or malformed."""
@@ -65,9 +65,10 @@ class DataSource:
         return LOADED[self]
 
 
-def _anchored(folder: Any) -> Any:
-    """``folder`` made absolute from the current directory; unset or ``~/...`` as it is."""
-    if not folder or str(folder).startswith("~"):
+def anchored_path(folder: Any) -> Any:
+    """``folder`` (or file) made absolute from the current directory, for processes that run
+    elsewhere; unset or ``~/...`` as it is (each machine's own home). The one anchoring rule."""
+    if not isinstance(folder, str | Path) or not folder or str(folder).startswith("~"):
         return folder
     return str(Path(folder).absolute())
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from tuner.cli import build_parser, main, run_spec
-from tuner.spec import load_spec, masked_overrides
+from tuner.secrets import masked_overrides
+from tuner.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 VALID = """\

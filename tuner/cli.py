@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue this spec's interrupted search from its storage (same MLflow run)",
     )
-    _tracking_flag(run)
+    _tracking_flag(run, spec=True)
     _storage_flag(run)
     run.add_argument(
         "--address",
@@ -119,11 +119,13 @@ def _storage_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _tracking_flag(parser: argparse.ArgumentParser) -> None:
+def _tracking_flag(parser: argparse.ArgumentParser, *, spec: bool = False) -> None:
+    """``spec``: the command reads a spec, whose tracking.uri comes first (runner.run_search)."""
+    default = "the spec's tracking.uri, else " if spec else ""
     parser.add_argument(
         "--tracking-uri",
-        help="MLflow tracking URI (default: the spec's tracking.uri, else sqlite:///mlflow.db "
-        "in the current directory)",
+        help=f"MLflow tracking URI (default: {default}$MLFLOW_TRACKING_URI, else "
+        "sqlite:///mlflow.db in the current directory)",
     )
 
 
@@ -265,6 +267,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
+    from tuner.secrets import mask_secrets
     from tuner.tracking import default_tracking_uri
 
     uri = args.tracking_uri or default_tracking_uri()
@@ -273,7 +276,7 @@ def _ui(args: argparse.Namespace) -> int:
             f"tuner: warning: the UI on {args.host} is reachable from other machines",
             file=sys.stderr,
         )
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port}", flush=True)
+    print(f"MLflow UI for {mask_secrets(uri)} at http://{args.host}:{args.port}", flush=True)
     command = [
         sys.executable,
         "-m",

@@ -213,13 +213,15 @@ def load_registered(tracking_uri: str, experiment_name: str) -> Any:
     from mlflow.exceptions import MlflowException
 
     from tuner.errors import UsageError
+    from tuner.secrets import mask_secrets
 
     try:
         with _using_store(tracking_uri):
             return mlflow.pyfunc.load_model(f"models:/{experiment_name}/latest")
     except MlflowException as error:
         raise UsageError(
-            f"no registered model {experiment_name!r} in {tracking_uri} ({error.message}); "
+            f"no registered model {experiment_name!r} in {mask_secrets(tracking_uri)} "
+            f"({error.message}); "
             "run the search first (check --tracking-uri)"
         ) from None
 

@@ -28,13 +28,22 @@ class TrialLines(tune.Callback):
     """``trial 3f2a_00004 early_stopped: val_acc 0.9312 after 3 epochs | optimizer.lr=0.0021``
 
     Printed by the driver as each trial ends, so a long search shows steady progress between
-    tables. Holds only plain values: Tune pickles its callbacks into the experiment state.
+    tables; and ``trial 3f2a_00004 warning: <text>`` for each warning a trial reports. Holds
+    only plain values: Tune pickles its callbacks into the experiment state.
     """
 
     def __init__(self, metric: str, mode: str, sampled: Sequence[str]) -> None:
         self.metric = metric
         self.mode = mode
         self.sampled = list(sampled)
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        # A trial's warnings come in its results (see deep.Trial.warn): a worker's own stderr
+        # reaches no one in CI, under nohup or `ray job submit`.
+        for text in result.get("warnings") or ():
+            print(f"trial {trial.trial_id} warning: {text}", flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         print(self.line(trial, trial_status(trial.last_result)), flush=True)

@@ -28,6 +28,9 @@ from tuner.tracking import (
     writer,
 )
 
+WARNINGS_TAG = "tuner.warnings"  # what a trial warned of (deep.Trial.warn), one per line
+MAX_TAG_CHARS = 5000  # within MLflow's limit on a tag's value
+
 
 class TrialRecorder(tune.Callback):
     """A Ray Tune callback that mirrors every trial into a child run of the parent run.
@@ -49,10 +52,18 @@ class TrialRecorder(tune.Callback):
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self.best_values: dict[str, float] = {}
         self.nodes: dict[str, str] = {}  # Tune trial id -> Ray node id it last reported from
+        self.warnings: dict[str, str] = {}  # Tune trial id -> its tuner.warnings tag so far
         self._client: MlflowClient | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_client": None, "runs": {}, "best_values": {}, "nodes": {}}
+        return {
+            **self.__dict__,
+            "_client": None,
+            "runs": {},
+            "best_values": {},
+            "nodes": {},
+            "warnings": {},
+        }
 
     @property
     def client(self) -> MlflowClient:
@@ -69,6 +80,8 @@ class TrialRecorder(tune.Callback):
             trial_id = run.data.tags.get("tuner.trial_id")
             if trial_id:
                 self.runs[trial_id] = run.info.run_id
+                if WARNINGS_TAG in run.data.tags:  # a resumed search appends to them
+                    self.warnings[trial_id] = run.data.tags[WARNINGS_TAG]
                 best = run.data.metrics.get(f"best_{self.metric}")
                 if best is not None:
                     self.best_values[trial_id] = best
@@ -113,6 +126,11 @@ class TrialRecorder(tune.Callback):
         if node and self.nodes.get(trial.trial_id) != node:  # where it runs (it may move)
             self.nodes[trial.trial_id] = node
             tags.append(RunTag("tuner.node_id", str(node)))
+        if result.get("warnings"):  # one per line, after the trial's earlier ones
+            lines = [self.warnings.get(trial.trial_id, ""), *result["warnings"]]
+            self.warnings[trial.trial_id] = "\n".join(filter(None, lines))
+            # MLflow caps a tag's value; the latest warnings matter most.
+            tags.append(RunTag(WARNINGS_TAG, self.warnings[trial.trial_id][-MAX_TAG_CHARS:]))
         value = result.get(self.metric)
         if isinstance(value, int | float) and math.isfinite(value):
             previous = self.best_values.get(trial.trial_id)

@@ -21,6 +21,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tuner.results import TrialRecord, latest_parent, trials_of
+from tuner.secrets import mask_secrets
 from tuner.summary import short_value
 
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
@@ -96,6 +97,12 @@ def _download(client: MlflowClient, run_id: str, directory: Path) -> dict[str, P
 # ---------------------------------------------------------------------------------------------
 
 
+def _spec_block(key: str, path: Path) -> str:
+    # Masked again: runs recorded before tuner masked its spec artifact hold it as written.
+    text = mask_secrets(path.read_text(errors="replace"))
+    return f"<p>{html.escape(key)}</p><pre>{html.escape(text)}</pre>"
+
+
 def _page(
     client: MlflowClient,
     parent: Run,
@@ -121,11 +128,7 @@ def _page(
         "<h2>Plots</h2>",
         *(_figure(key, path) for key, path in _plots(files)),
         "<h2>Spec</h2>",
-        *(
-            f"<p>{html.escape(key)}</p><pre>{html.escape(path.read_text(errors='replace'))}</pre>"
-            for key, path in files.items()
-            if key.startswith("spec/")
-        ),
+        *(_spec_block(key, path) for key, path in files.items() if key.startswith("spec/")),
         _model_line(client, info.run_id),
     ]
     title = f"tuner report: {name}"

@@ -26,7 +26,8 @@ from tuner.errors import UsageError
 from tuner.progress import TrialLines, trial_table
 from tuner.recorder import TrialRecorder
 from tuner.results import trials_of
-from tuner.spec import Spec, masked_overrides
+from tuner.secrets import masked_overrides
+from tuner.spec import Spec
 from tuner.summary import Summary
 from tuner.tracking import Experiment, default_tracking_uri
 from tuner.trainables import Settings, trainable_module
@@ -56,7 +57,7 @@ def run_search(
     trainable = trainable_module(spec.trainable)
     # Someone watches a terminal: trials draw progress bars there (Ray forwards them).
     settings = trial_settings(spec, progress_bars=sys.stderr.isatty())
-    tree = space_lang.parse(spec.space)
+    tree = anchored_space(space_lang.parse(spec.space))
     if resume and not tune.Tuner.can_restore(experiment_path):
         raise UsageError(f"nothing to resume at {experiment_path}; run without --resume")
 
@@ -134,7 +135,7 @@ def trial_settings(spec: Spec, *, progress_bars: bool = False) -> Settings:
         seed=spec.search.seed,
         metric=spec.metric,
         mode=spec.mode,
-        cache_dir=spec.cache_dir,  # expanded on each node: its own disk, its own home
+        cache_dir=data.anchored_path(spec.cache_dir),  # `~`: each node's own disk and home
         max_params=spec.constraints.max_params,
         max_model_mb=spec.constraints.max_model_mb,
         progress_bars=progress_bars,
@@ -224,6 +225,26 @@ def load_data(spec: Spec) -> data.Splits:
         raise UsageError(f"data: {error}") from None
     except TypeError as error:  # an option the loader doesn't take
         raise UsageError(f"data.options: {error}") from None
+
+
+PATH_PARAMS = ("pretrained",)  # model options naming a local file, read inside trials
+
+
+def anchored_space(group: space_lang.Group) -> space_lang.Group:
+    """``group`` with every ``pretrained`` path (a constant, or each option of a choice) made
+    absolute from here: trials run in their own directories."""
+    children: dict[str, space_lang.Node] = {}
+    for key, node in group.children.items():
+        if isinstance(node, space_lang.Group):
+            node = anchored_space(node)
+        elif isinstance(node, space_lang.Branches):
+            node = space_lang.Branches({k: anchored_space(g) for k, g in node.options.items()})
+        elif key in PATH_PARAMS and isinstance(node, space_lang.Const):
+            node = space_lang.Const(data.anchored_path(node.value))
+        elif key in PATH_PARAMS and isinstance(node, space_lang.Categorical):
+            node = space_lang.Categorical(tuple(map(data.anchored_path, node.options)))
+        children[key] = node
+    return space_lang.Group(children)
 
 
 def data_source(spec: Spec) -> data.DataSource:

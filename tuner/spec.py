@@ -309,18 +309,6 @@ def unknown_key(key: str, allowed: Sequence[str]) -> str:
     return f"unknown key{hint}; allowed: {', '.join(allowed)}"
 
 
-SECRET_WORDS = re.compile(r"secret|token|passw|credential|api_?key|access_?key|auth", re.IGNORECASE)
-
-
-def masked_overrides(overrides: Sequence[str]) -> str:
-    """``--set`` overrides as one line for MLflow, values of secret-looking keys masked."""
-    shown = []
-    for override in overrides:
-        key, _, value = override.partition("=")
-        shown.append(f"{key}=***" if SECRET_WORDS.search(key) else f"{key}={value}")
-    return "; ".join(shown)
-
-
 def apply_override(raw: dict[str, Any], override: str, source: str) -> None:
     """Apply ``key.path=value`` (value parsed as YAML) to the raw spec, in place."""
     key_path, sep, text = override.partition("=")

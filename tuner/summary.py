@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tuner.results import TrialRecord
+from tuner.secrets import mask_secrets
 
 if TYPE_CHECKING:  # imports torch and Ray, which `tuner best` does without
     from tuner.trainables.size import ModelSize
@@ -69,7 +70,7 @@ def print_summary(summary: Summary) -> None:
     print(f"\nBest trial {summary.best_trial_id} ({tested}) on the test split: {tests}")
     size = summary.model_size
     print(f"Its model: {size.params:,} parameters, {size.mb:.2f} MB")
-    uri = summary.tracking_uri
+    uri = mask_secrets(summary.tracking_uri)  # a terminal's scrollback is a record too
     print(f"MLflow: experiment {summary.experiment!r}, run {summary.parent_run_id}, store {uri}")
     print(f"  browse: python -m tuner ui --tracking-uri {uri}")
     print(f"  best:   python -m tuner best {summary.experiment} --tracking-uri {uri}")

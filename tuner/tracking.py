@@ -12,6 +12,7 @@ import json
 import math
 import os
 import queue
+import tempfile
 import threading
 import time
 import warnings
@@ -29,6 +30,7 @@ from mlflow.utils.validation import (
 )
 
 from tuner.errors import UsageError
+from tuner.secrets import mask_secrets
 
 PARENT_ROLE = "parent"
 TRIAL_ROLE = "trial"
@@ -110,7 +112,11 @@ class Experiment:
             tags={"tuner.role": PARENT_ROLE, **tags},
         )
         self.parent_id = run.info.run_id
-        self.client.log_artifact(self.parent_id, str(spec_path), artifact_path="spec")
+        # A masked copy, not the file: a spec may hold credentials (a tracking URI's password).
+        with tempfile.TemporaryDirectory() as directory:
+            copy = Path(directory) / spec_path.name  # same name: readers look for spec/<file>
+            copy.write_text(mask_secrets(spec_path.read_text()))
+            self.client.log_artifact(self.parent_id, str(copy), artifact_path="spec")
         return self.parent_id
 
     def resume(self) -> str:
@@ -124,7 +130,7 @@ class Experiment:
         if not runs or runs[0].info.status == "FINISHED":
             raise UsageError(
                 f"experiment {self.name!r} has no unfinished run to resume in "
-                f"{self.tracking_uri}; start a new one without --resume"
+                f"{mask_secrets(self.tracking_uri)}; start a new one without --resume"
             )
         self.parent_id = runs[0].info.run_id
         self.client.update_run(self.parent_id, "RUNNING")

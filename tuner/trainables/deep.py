@@ -90,6 +90,10 @@ FAULT_OPTIONS = ("epoch", "repeat")
 CHECKPOINT_FILE = "checkpoint.pt"
 EVAL_BATCH = 1024  # images per forward pass when evaluating: no gradients, so large is fine
 DATA_INIT_IMAGES = 5000  # airbench's count: plenty for the statistics of 2x2 patches
+# A trial's warnings travel in its next result (``warnings``), which the driver records and
+# prints: a worker's stderr reaches the user only through Ray's log_to_driver, and is lost in
+# CI, under nohup or `ray job submit`. Capped so a result stays small.
+MAX_WARNINGS, MAX_WARNING_CHARS = 5, 500
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,6 +288,20 @@ class Trial:
         self.settings = settings
         self.best_value: float | None = None  # of settings.metric, over the epochs so far
         self.best_weights: dict[str, torch.Tensor] = {}
+        self.warnings: list[str] = []  # not reported yet; see ``warn``
+
+    def warn(self, message: str) -> None:
+        """Warn here (a worker's log) and queue the message for the next reported result."""
+        warnings.warn(message, stacklevel=2)
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(message[:MAX_WARNING_CHARS])
+
+    def with_warnings(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """``metrics`` plus the warnings not reported yet (as ``warnings``), which it clears."""
+        if not self.warnings:
+            return metrics
+        queued, self.warnings = self.warnings, []
+        return {**metrics, "warnings": queued}
 
     def _data_init(self, images: int) -> None:
         """Let a model with ``data_init`` (airbench's whitening) set itself from the first
@@ -431,14 +449,16 @@ def _train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
         if not math.isfinite(train_loss):
             # Diverged: report the worst metrics so the searcher learns, then end the trial.
             tune.report(
-                {
-                    "train_loss": math.inf,
-                    "val_loss": math.inf,
-                    "val_acc": 0.0,
-                    "train_acc": train_acc,
-                    "epochs": trial.epochs,
-                    "diverged": True,
-                }
+                trial.with_warnings(
+                    {
+                        "train_loss": math.inf,
+                        "val_loss": math.inf,
+                        "val_acc": 0.0,
+                        "train_acc": train_acc,
+                        "epochs": trial.epochs,
+                        "diverged": True,
+                    }
+                )
             )
             return
         val_loss, val_acc = trial.evaluate("val")  # its float()s wait for the device
@@ -461,7 +481,10 @@ def _train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
             saving = time.perf_counter()
             torch.save(trial.state(), Path(directory) / CHECKPOINT_FILE)
             metrics["checkpoint_seconds"] = time.perf_counter() - saving
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+            tune.report(
+                trial.with_warnings(metrics),
+                checkpoint=tune.Checkpoint.from_directory(directory),
+            )
 
 
 def restore(trial: Trial, checkpoint: tune.Checkpoint | None) -> bool:
@@ -473,9 +496,7 @@ def restore(trial: Trial, checkpoint: tune.Checkpoint | None) -> bool:
         try:
             trial.load_state(load_checkpoint(path))
         except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as error:
-            warnings.warn(
-                f"checkpoint {path} can't be read ({error}); training from scratch", stacklevel=1
-            )
+            trial.warn(f"checkpoint {path} can't be read ({error}); training from scratch")
             return False
     return True
 
