@@ -2,7 +2,8 @@
 
 Runs the same search with four searcher / scheduler pairs, each with several seeds, on a
 Fashion-MNIST subset whose space has bad corners (learning rates that diverge or crawl, tiny
-nets, heavy dropout), all with the same per-trial epoch budget, and compares their anytime
+nets, heavy dropout), all with the same per-trial epoch budget (ASHA pairs get 3x the trials,
+about the same epochs in all), and compares their anytime
 curves (the best validation accuracy so far, against epochs trained and against wall time;
 ``tuner/anytime.py``, read back from MLflow as ``tuner run`` records it). It prints each pair's
 final best and epochs per seed, saves the median curves as a PNG, and ends with one line: the
@@ -12,7 +13,7 @@ trained, as a median over seeds with the spread.
 Ray is started once; each search writes to its own MLflow store in a temporary folder. Wall
 times include each search's closing phase (test evaluation, plots, export) only in the total.
 
-    .venv/bin/python bench/bench_search.py                      # 4 pairs x 5 seeds, ~30 min
+    .venv/bin/python bench/bench_search.py             # 4 pairs x 5 seeds, ~70 min on 2 cores
     .venv/bin/python bench/bench_search.py --seeds 2 --num-samples 8 --out /tmp/anytime.png
 """
 

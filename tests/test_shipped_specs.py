@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from tuner.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL_RUN = ["--num-samples", "2", "--max-epochs", "1", "--set", "scheduler.grace_period=1"]
+SMALL_RUN = ["--num-samples", "2", "--max-epochs", "1"]  # the grace period is lowered to fit
 
 
 @pytest.fixture

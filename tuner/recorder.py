@@ -53,6 +53,7 @@ class TrialRecorder(tune.Callback):
         self.best_values: dict[str, float] = {}
         self.nodes: dict[str, str] = {}  # Tune trial id -> Ray node id it last reported from
         self.warnings: dict[str, str] = {}  # Tune trial id -> its tuner.warnings tag so far
+        self.last_step: dict[str, int] = {}  # Tune trial id -> the last epoch logged
         self._client: MlflowClient | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -63,6 +64,7 @@ class TrialRecorder(tune.Callback):
             "best_values": {},
             "nodes": {},
             "warnings": {},
+            "last_step": {},
         }
 
     @property
@@ -85,12 +87,17 @@ class TrialRecorder(tune.Callback):
                 best = run.data.metrics.get(f"best_{self.metric}")
                 if best is not None:
                     self.best_values[trial_id] = best
+                if "epoch" in run.data.metrics:  # the latest value: the last epoch logged
+                    self.last_step[trial_id] = int(run.data.metrics["epoch"])
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self.runs.get(trial.trial_id)
+        params = as_params(trial_params(trial.config))
         if run_id is not None:  # a retried or resumed trial keeps its one child run
             running = [RunTag("tuner.status", "running")]
-            self.writer.put(Write(run_id, tags=running, status="RUNNING"))
+            # Its params again (the same values: MLflow accepts that): a driver killed after
+            # creating the run may not have written them.
+            self.writer.put(Write(run_id, params=params, tags=running, status="RUNNING"))
             return
         run = self.client.create_run(
             self.experiment_id,
@@ -103,7 +110,7 @@ class TrialRecorder(tune.Callback):
             },
         )
         self.runs[trial.trial_id] = run.info.run_id
-        self.writer.put(Write(run.info.run_id, params=as_params(trial_params(trial.config))))
+        self.writer.put(Write(run.info.run_id, params=params))
 
     on_trial_restore = on_trial_start
 
@@ -114,6 +121,11 @@ class TrialRecorder(tune.Callback):
         if run_id is None:
             return
         step = int(result.get("training_iteration", 0))
+        if step <= self.last_step.get(trial.trial_id, 0):
+            # An epoch MLflow already holds, trained again from an older checkpoint after a
+            # crash or a retry: each epoch is recorded once, as it was first reported.
+            return
+        self.last_step[trial.trial_id] = step
         now = now_ms()
         metrics = [
             Metric(key, float(result[key]), now, step)

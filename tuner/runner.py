@@ -308,7 +308,7 @@ def _searcher(spec: Spec, tree: space_lang.Group) -> Searcher | SearchAlgorithm:
 
 
 def tpe_sampler(seed: int) -> optuna.samplers.TPESampler:
-    """Optuna's TPE as tuner uses it (``bench/bench_search.py`` measured the choice):
+    """Optuna's TPE as tuner uses it (``bench/bench_search.py`` compares it with random search):
     multivariate, so parameters that work together (lr with batch size) are modelled together;
     grouped, so each branch of a conditional space (sgd's lr and momentum, adam's lr) is its own
     joint model; and a constant liar, so trials that run at once are not sampled at one point."""
