@@ -136,3 +136,16 @@ def test_queued_writes_merge_per_run_and_keep_each_runs_order():
         ("b", [1, 2], None),
         ("a", [], "RUNNING"),
     ]
+
+
+def test_a_trial_the_resumed_search_never_knew_has_its_run_removed(tmp_path, capsys):
+    experiment, trials = record_search(tmp_path)
+    # The resumed search's recorder: Tune's saved state knew t1 only (t2 started after it).
+    resumed = TrialRecorder(
+        experiment.tracking_uri, experiment.experiment_id, experiment.parent_id, "val_acc", "max"
+    )
+    resumed.setup()
+    resumed.on_experiment_end(trials=[trials[0]])
+    kept = {run.data.tags["tuner.trial_id"] for run in experiment.children()}
+    assert kept == {"t1"}
+    assert "trial t2 was not in Tune's saved state: its run is removed" in capsys.readouterr().out

@@ -161,7 +161,18 @@ class TrialRecorder(tune.Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         # Every trial has ended: write what is queued and stop the thread. (Ctrl-C skips this
         # hook; Experiment.interrupt flushes instead.)
+        self._remove_forgotten(trials)
         flush_writes(self.tracking_uri, close=True)
+
+    def _remove_forgotten(self, trials: list) -> None:
+        """A trial started just before a crash or Ctrl-C, after Tune last saved its state, is
+        unknown to the resumed search, which ran another in its place: its run (left open or
+        interrupted) is removed, so the parent holds one run per trial of the search."""
+        known = {trial.trial_id for trial in trials}
+        for trial_id, run_id in self.runs.items():
+            if trial_id not in known:
+                print(f"trial {trial_id} was not in Tune's saved state: its run is removed")
+                self.client.delete_run(run_id)
 
     def _end(self, trial: Any, status: str, run_status: str) -> None:
         run_id = self.runs.get(trial.trial_id)
