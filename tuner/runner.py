@@ -191,8 +191,9 @@ def _new_tuner(
             name=spec.name,
             storage_path=storage,
             callbacks=[recorder, TrialLines(spec.metric, spec.mode, space_lang.sampled_keys(tree))],
-            # Keep the latest two: Tune's saved state always points at a checkpoint that still
-            # exists (keeping the best one instead can delete the one a resume needs). Each
+            # Keep the latest two: Tune's saved state (written at every step, see _start_ray)
+            # points at one of them (keeping the best one instead can delete the one a resume
+            # needs). Each
             # checkpoint also carries the trial's best weights so far, for the test evaluation.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
@@ -267,6 +268,11 @@ def _start_ray(address: str | None, *, forward_worker_output: bool) -> None:
     # Ctrl-C raises KeyboardInterrupt out of fit() (Tune's own handler would end the search
     # as if it had finished), so tuner marks MLflow's runs and prints how to resume.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    # Tune's saved state must name a checkpoint that still exists: each trial keeps its latest
+    # two, and at 0.15 s an epoch a trial makes dozens between Tune's default snapshots (every
+    # 10 s or more), so a driver killed in between resumed trials from deleted checkpoints.
+    # A snapshot at every step of Tune's loop keeps it at most an event behind.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     # Tune warns on every snapshot when epochs are short; the snapshots are cheap here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # MLflow draws a progress bar per artifact it downloads while registering the best model.
