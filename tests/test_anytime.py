@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tuner.anytime import Point, anytime_curve, epochs_to_reach, search_curve
@@ -28,6 +29,7 @@ def test_for_a_loss_lower_is_better():
     assert epochs_to_reach(curve, 1.8, "min") == 2
 
 
+@pytest.mark.slow
 def test_a_search_curve_ends_at_its_best_trial_after_all_its_epochs(digits_search):
     client = MlflowClient(digits_search.uri)
     parent = latest_parent(client, "digits_search")
