@@ -10,13 +10,12 @@ trainer's business, not the model's.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from models.registry import ModelError, register
+from models.registry import ModelError, check_number, register
 
 WHITEN_KERNEL = 2  # pixels; 2x2 patches: 4 * C dimensions, cheap to whiten exactly
 WHITEN_EPS = 5e-4  # added to each patch-covariance eigenvalue (normalized pixels squared)
@@ -152,19 +151,6 @@ def check_widths(widths: object) -> list[int]:
     ):
         raise ModelError(f"option widths={widths!r} must be a list of 1-4 positive integers")
     return list(widths)
-
-
-def check_number(option: str, value: object, high: float = math.inf) -> float:
-    """Return ``value`` as a float, or raise ``ModelError`` unless ``0 < value <= high``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or not 0 < value <= high
-    ):
-        bound = f"in (0, {high:g}]" if math.isfinite(high) else "> 0"
-        raise ModelError(f"option {option}={value!r} must be a finite number {bound}")
-    return float(value)
 
 
 @register("airbench")

@@ -9,6 +9,7 @@ so the spec validator can check option names at load time without building a mod
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 
 from torch import nn
@@ -96,6 +97,19 @@ def check_dropout(value: object, option: str = "dropout") -> float:
     """Return ``value`` as a float, or raise ``ModelError`` unless it is a probability in [0, 1)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
         raise ModelError(f"option {option}={value!r} must be a number in [0, 1)")
+    return float(value)
+
+
+def check_number(option: str, value: object, high: float = math.inf) -> float:
+    """Return ``value`` as a float, or raise ``ModelError`` unless ``0 < value <= high``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 < value <= high
+    ):
+        bound = f"in (0, {high:g}]" if math.isfinite(high) else "> 0"
+        raise ModelError(f"option {option}={value!r} must be a finite number {bound}")
     return float(value)
 
 
