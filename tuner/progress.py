@@ -11,6 +11,7 @@ from ray import tune
 from tuner import space as space_lang
 from tuner.summary import short_value
 from tuner.tracking import error_line, trial_status
+from tuner.trainables import WARNINGS
 
 
 def trial_table(metric: str, tree: space_lang.Group) -> tune.ProgressReporter:
@@ -42,7 +43,7 @@ class TrialLines(tune.Callback):
     ) -> None:
         # A trial's warnings come in its results (see deep.Trial.warn): a worker's own stderr
         # reaches no one in CI, under nohup or `ray job submit`.
-        for text in result.get("warnings") or ():
+        for text in result.get(WARNINGS) or ():
             print(f"trial {trial.trial_id} warning: {text}", flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -27,6 +27,7 @@ from tuner.tracking import (
     trial_status,
     writer,
 )
+from tuner.trainables import WARNINGS
 
 WARNINGS_TAG = "tuner.warnings"  # what a trial warned of (deep.Trial.warn), one per line
 MAX_TAG_CHARS = 5000  # within MLflow's limit on a tag's value
@@ -138,8 +139,8 @@ class TrialRecorder(tune.Callback):
         if node and self.nodes.get(trial.trial_id) != node:  # where it runs (it may move)
             self.nodes[trial.trial_id] = node
             tags.append(RunTag("tuner.node_id", str(node)))
-        if result.get("warnings"):  # one per line, after the trial's earlier ones
-            lines = [self.warnings.get(trial.trial_id, ""), *result["warnings"]]
+        if result.get(WARNINGS):  # one per line, after the trial's earlier ones
+            lines = [self.warnings.get(trial.trial_id, ""), *result[WARNINGS]]
             self.warnings[trial.trial_id] = "\n".join(filter(None, lines))
             # MLflow caps a tag's value; the latest warnings matter most.
             tags.append(RunTag(WARNINGS_TAG, self.warnings[trial.trial_id][-MAX_TAG_CHARS:]))

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from importlib import import_module
 from types import ModuleType
 
+# The key of a trial's result that lists what it warned of since its last report (an
+# unreadable checkpoint, ...): the driver records and prints them (recorder, progress).
+WARNINGS = "warnings"
+
 TRAINABLES = {
     "deep": "tuner.trainables.deep",
     "classical": "tuner.trainables.classical",

@@ -39,7 +39,7 @@ from data.augment import Augmentation, channel_stats, to_float
 from tuner import space as space_lang
 from tuner.export import RawImageClassifier
 from tuner.spec import Spec
-from tuner.trainables import Settings
+from tuner.trainables import WARNINGS, Settings
 from tuner.trainables.checks import check_keys, check_metric, check_named
 from tuner.trainables.node_data import splits_on_node
 from tuner.trainables.recipe import Ema, Tta, WithTta, optimizer_with_bias_group, option_names
@@ -301,7 +301,7 @@ class Trial:
         if not self.warnings:
             return metrics
         queued, self.warnings = self.warnings, []
-        return {**metrics, "warnings": queued}
+        return {**metrics, WARNINGS: queued}
 
     def _data_init(self, images: int) -> None:
         """Let a model with ``data_init`` (airbench's whitening) set itself from the first
