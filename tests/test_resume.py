@@ -73,6 +73,12 @@ def _run_and_kill(spec: Path, uri: str, storage: Path, after_epochs: int) -> Non
         driver.wait()
 
 
+def _cut_short(experiment: Path, pattern: str) -> None:
+    """Empty Tune's newest state file, as a kill while Tune copies it to storage leaves it."""
+    newest = sorted(experiment.glob(pattern))[-1]
+    newest.write_bytes(b"")
+
+
 def _runs(uri: str, name: str) -> tuple[list, list, list]:
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(name)
@@ -91,6 +97,7 @@ def test_sigkill_then_resume_records_every_trial_once(ray_session, tmp_path):
     _run_and_kill(spec, uri, storage, after_epochs=8)
     runs, _, _ = _runs(uri, "digits_resume")
     assert any(run.info.status == "RUNNING" for run in runs)  # the crash left runs open
+    _cut_short(storage / "digits_resume", "searcher-state-*.pkl")  # Optuna's study, cut short
 
     code = main(["run", str(spec), "--resume", "--tracking-uri", uri, "--storage", str(storage)])
     assert code == 0
@@ -136,6 +143,9 @@ def test_soak_40_trials_with_failures_and_a_driver_kill(ray_session, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = tmp_path / "ray"
     _run_and_kill(spec, uri, storage, after_epochs=30)
+    # What CI once hit: the kill struck while Tune copied its experiment state to storage, and
+    # Tune's restore silently began a new search from an empty config.
+    _cut_short(storage / "soak", "experiment_state-*.json")
     assert main(["resume", "soak", "--tracking-uri", uri, "--storage", str(storage)]) == 0
 
     runs, parents, children = _runs(uri, "soak")

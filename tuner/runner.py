@@ -19,7 +19,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchAlg
 from ray.tune.search.optuna import OptunaSearch
 
 import data
-from tuner import export
+from tuner import export, tune_state
 from tuner import space as space_lang
 from tuner.artifacts import log_search_artifacts
 from tuner.errors import UsageError
@@ -58,8 +58,14 @@ def run_search(
     # Someone watches a terminal: trials draw progress bars there (Ray forwards them).
     settings = trial_settings(spec, progress_bars=sys.stderr.isatty())
     tree = anchored_space(space_lang.parse(spec.space))
-    if resume and not tune.Tuner.can_restore(experiment_path):
-        raise UsageError(f"nothing to resume at {experiment_path}; run without --resume")
+    if resume:
+        if not tune.Tuner.can_restore(experiment_path):
+            raise UsageError(f"nothing to resume at {experiment_path}; run without --resume")
+        for name in tune_state.repair(experiment_path):
+            print(
+                f"tuner: Tune's {name} was cut short when the search stopped; "
+                "resuming from tuner's last whole copy of it"
+            )
 
     _start_ray(address, forward_worker_output=settings.progress_bars)
     experiment = Experiment(tracking_uri, spec.experiment)
@@ -190,11 +196,15 @@ def _new_tuner(
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=storage,
-            callbacks=[recorder, TrialLines(spec.metric, spec.mode, space_lang.sampled_keys(tree))],
+            callbacks=[
+                recorder,
+                TrialLines(spec.metric, spec.mode, space_lang.sampled_keys(tree)),
+                tune_state.StateSnapshots(),
+            ],
             # Keep the latest two: Tune's saved state (written at every step, see _start_ray)
             # points at one of them (keeping the best one instead can delete the one a resume
-            # needs). Each
-            # checkpoint also carries the trial's best weights so far, for the test evaluation.
+            # needs). Each checkpoint also carries the trial's best weights so far, for the test
+            # evaluation.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             progress_reporter=trial_table(spec.metric, tree),
