@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +26,10 @@ ERASE_SCALE = (0.02, 0.33)  # erased area as a fraction of the image (torchvisio
 ERASE_RATIO = (0.3, 3.3)  # erased rectangle's height / width (torchvision's defaults)
 ERASE_ATTEMPTS = 10  # torchvision's RandomErasing tries 10 rectangles, then leaves the image be
 STATS_CHUNK = 2048  # images per step in channel_stats: bounds the float64 copy to 50 MB at 32 px
-PADDING_MODES = ("zeros", "reflect")
-HFLIPS = (False, True, "alternate")
+PaddingMode = Literal["zeros", "reflect"]
+PADDING_MODES = get_args(PaddingMode)
+Hflip = Literal[False, True, "alternate"]
+HFLIPS = get_args(Hflip)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,10 +85,10 @@ class Augmentation:
     crop_padding: int = 0  # pixels padded on each side before a random crop back to H x W
     # Mirror left-right: True, each image with probability ``hflip_p``; "alternate", each image
     # in every other epoch (see alternating_flips; needs the images' indices and the epoch).
-    hflip: bool | str = False
+    hflip: Hflip = False
     rotation: float = 0.0  # maximum rotation, degrees (uniform in [-rotation, rotation])
     erasing: float = 0.0  # probability per image of erasing one random rectangle (set to 0)
-    padding_mode: str = "zeros"  # crop padding: "zeros" or "reflect" (airbench's choice)
+    padding_mode: PaddingMode = "zeros"  # crop padding; "reflect" is airbench's choice
     hflip_p: float = 0.5  # probability of a flip when hflip is on
 
     def __post_init__(self) -> None:
@@ -170,7 +173,7 @@ def random_crop(
     padding: int,
     generator: torch.Generator | None = None,
     *,
-    padding_mode: str = "zeros",
+    padding_mode: PaddingMode = "zeros",
 ) -> torch.Tensor:
     """Pad every side by ``padding`` pixels, then cut each image at its own random offset."""
     if padding == 0:

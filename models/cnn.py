@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torch import nn
 
 from models.layers import conv_bn_relu
 from models.registry import check_choice, check_dropout, check_positive, register
+
+Activation = Literal["tanh", "relu"]  # LeNet-5's
 
 
 class SimpleCNN(nn.Module):
@@ -100,7 +104,9 @@ class LeNet5(nn.Module):
     fully connected layers. Below 10 pixels after the first pool, conv2 is padded "same".
     """
 
-    def __init__(self, num_classes: int, in_channels: int, image_size: int, activation: str):
+    def __init__(
+        self, num_classes: int, in_channels: int, image_size: int, activation: Activation
+    ) -> None:
         super().__init__()
         act = nn.Tanh if activation == "tanh" else nn.ReLU
         self.features = nn.Sequential(
@@ -129,8 +135,8 @@ def mnist_cnn(
 
 @register("lenet5")
 def lenet5(
-    *, num_classes: int, in_channels: int, image_size: int, activation: str = "tanh"
+    *, num_classes: int, in_channels: int, image_size: int, activation: Activation = "tanh"
 ) -> nn.Module:
     """Classic LeNet-5 (``activation`` 'tanh' as in the paper, or 'relu'); 61,706 on 1x28x28."""
-    check_choice("activation", activation, ("tanh", "relu"))
+    check_choice("activation", activation, get_args(Activation))
     return LeNet5(num_classes, in_channels, image_size, activation)

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
 from models.registry import ModelError, check_choice, check_positive, register
 
-STEMS = ("auto", "small", "imagenet")
+Stem = Literal["auto", "small", "imagenet"]
+STEMS = get_args(Stem)
 SMALL_IMAGE = (
     64  # pixels: below this, 'auto' uses the small stem (a 7x7/2 + pool stem divides by 4)
 )
 
 
-def resolve_stem(stem: str, image_size: int) -> str:
+def resolve_stem(stem: Stem, image_size: int) -> str:
     """Return 'small' or 'imagenet'; 'auto' means small below ``SMALL_IMAGE`` pixels."""
     check_choice("stem", stem, STEMS)
     if stem == "auto":
@@ -71,7 +73,7 @@ def load_pretrained(model: nn.Module, pretrained: object) -> nn.Module:
 
 
 def torchvision_resnet(
-    arch: str, num_classes: int, in_channels: int, image_size: int, stem: str, pretrained: object
+    arch: str, num_classes: int, in_channels: int, image_size: int, stem: Stem, pretrained: object
 ) -> nn.Module:
     """torchvision ``arch`` (no weights) with its first conv, stem and fc adapted to the data."""
     # Imported here: torchvision (and the torch._dynamo it pulls in) adds ~1.5 s to every trial
@@ -204,7 +206,7 @@ def resnet18(
     num_classes: int,
     in_channels: int,
     image_size: int,
-    stem: str = "auto",
+    stem: Stem = "auto",
     pretrained: str | None = None,
 ) -> nn.Module:
     """torchvision ResNet-18; 11,173,962 parameters with the small stem on 3x32x32, 10 classes."""
@@ -217,7 +219,7 @@ def resnet34(
     num_classes: int,
     in_channels: int,
     image_size: int,
-    stem: str = "auto",
+    stem: Stem = "auto",
     pretrained: str | None = None,
 ) -> nn.Module:
     """torchvision ResNet-34 (basic blocks [3, 4, 6, 3])."""
@@ -230,7 +232,7 @@ def resnet50(
     num_classes: int,
     in_channels: int,
     image_size: int,
-    stem: str = "auto",
+    stem: Stem = "auto",
     pretrained: str | None = None,
 ) -> nn.Module:
     """torchvision ResNet-50; 23,528,522 params with the ImageNet stem, 3 channels, 10 classes."""

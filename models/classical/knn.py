@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -23,15 +24,17 @@ from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 from models.classical.cache import FeatureCache, array_digest, cache_key
 from models.classical.vectors import check_choice
 
-KNN_METRICS = ("euclidean", "cityblock", "cosine", "chebyshev", "minkowski")
-KNN_WEIGHTS = ("uniform", "distance")
+KnnMetric = Literal["euclidean", "cityblock", "cosine", "chebyshev", "minkowski"]
+KnnWeights = Literal["uniform", "distance"]
+KNN_METRICS = get_args(KnnMetric)
+KNN_WEIGHTS = get_args(KnnWeights)
 CDIST_POWERS = {"cityblock": 1.0, "chebyshev": math.inf}  # minkowski takes the estimator's p
 MEBIBYTE = 2**20
 # Neighbours kept per query in the cache: one entry serves every k up to this (specs: 1..20).
 CACHED_NEIGHBOURS = 32
 
 
-def check_knn_settings(metric: str, p: float, weights: str) -> None:
+def check_knn_settings(metric: KnnMetric, p: float, weights: KnnWeights) -> None:
     """One-line ValueErrors for an unknown metric or weighting, or a non-positive ``p``."""
     check_choice("knn metric", metric, KNN_METRICS)
     check_choice("knn weights", weights, KNN_WEIGHTS)
@@ -105,9 +108,9 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         n_neighbors: int = 5,
-        metric: str = "euclidean",
+        metric: KnnMetric = "euclidean",
         p: float = 2,
-        weights: str = "uniform",
+        weights: KnnWeights = "uniform",
         working_memory: float = 256,
         cache_dir: str | Path | None = None,
     ) -> None:

@@ -18,22 +18,23 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
 from models.classical.bag_of_sift import BagOfSift
-from models.classical.knn import KNNClassifier, check_knn_settings
+from models.classical.knn import KNNClassifier, KnnMetric, KnnWeights, check_knn_settings
 from models.classical.tiny_image import TinyImage
 
 
 def knn(
     k: int = 5,
-    metric: str = "euclidean",
+    metric: KnnMetric = "euclidean",
     p: float = 2,
-    weights: str = "uniform",
+    weights: KnnWeights = "uniform",
     cache_dir: str | Path | None = None,
 ) -> KNNClassifier:
     """k nearest neighbours by brute force, torch's distances in chunks, sklearn's votes.
 
-    ``metric`` is one of ``knn.KNN_METRICS``, ``weights`` ``uniform`` or ``distance``; ``p`` is
-    the Minkowski power, used only with ``metric="minkowski"``. Checked here, so a bad spec
-    fails when it is loaded. ``cache_dir`` (a run setting) caches the neighbours found.
+    ``metric`` is one of ``knn.KnnMetric``, ``weights`` ``uniform`` or ``distance``; ``p`` is
+    the Minkowski power, used only with ``metric="minkowski"``. A spec's names and their types
+    are checked from this signature when it is loaded, ``p``'s sign here, when the pipeline is
+    built. ``cache_dir`` (a run setting) caches the neighbours found.
     """
     check_knn_settings(metric, p, weights)
     return KNNClassifier(n_neighbors=k, metric=metric, p=p, weights=weights, cache_dir=cache_dir)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import cv2
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from models.classical.vectors import check_choice, normalise, to_grey
 
-TINY_NORMS = ("none", "l1", "l2", "zscore")
+TinyNorm = Literal["none", "l1", "l2", "zscore"]
+TINY_NORMS = get_args(TinyNorm)
 
 
 class TinyImage(TransformerMixin, BaseEstimator):
@@ -26,7 +29,11 @@ class TinyImage(TransformerMixin, BaseEstimator):
     """
 
     def __init__(
-        self, size: int = 16, grayscale: bool = True, norm: str = "l2", zero_mean: bool = True
+        self,
+        size: int = 16,
+        grayscale: bool = True,
+        norm: TinyNorm = "l2",
+        zero_mean: bool = True,
     ) -> None:
         self.size = size
         self.grayscale = grayscale

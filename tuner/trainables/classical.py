@@ -14,8 +14,8 @@ them once for all its trials.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypedDict, get_type_hints
 
 import numpy as np
 import ray
@@ -28,7 +28,7 @@ from models.classical import CLASSIFIERS, FEATURES, build_pipeline, parameters, 
 from tuner import space as space_lang
 from tuner.spec import Spec
 from tuner.trainables import Settings
-from tuner.trainables.checks import check_keys, check_metric, check_named
+from tuner.trainables.checks import check_keys, check_metric, check_named, option_types
 from tuner.trainables.metrics import Evaluation
 from tuner.trainables.node_data import splits_on_node
 from tuner.trainables.size import MB, ModelSize, report_rejected, violation
@@ -37,15 +37,27 @@ if TYPE_CHECKING:
     from ray.tune import Result
 
 METRICS = ("val_acc", "val_f1")
-CONFIG_KEYS = ("features", "classifier")
+
+
+class TrialConfig(TypedDict, total=False):
+    """A trial's config: the keys a classical spec's space may set (see the module docstring)."""
+
+    features: Mapping[str, Any]
+    classifier: Mapping[str, Any]
 
 
 def check_space(tree: space_lang.Group, spec: Spec) -> None:
-    """Refuse unknown settings, features, classifiers and parameters before Ray starts."""
+    """Refuse unknown settings, features, classifiers, parameters and values of the wrong type
+    (read from the estimators' signatures) before Ray starts."""
     check_metric(spec, METRICS)
-    check_keys(tree, "", CONFIG_KEYS)
-    check_named(tree, "features", FEATURES, lambda name: list(parameters(FEATURES[name])))
-    check_named(tree, "classifier", CLASSIFIERS, lambda name: list(parameters(CLASSIFIERS[name])))
+    check_keys(tree, "", get_type_hints(TrialConfig))
+    check_named(tree, "features", FEATURES, lambda name: typed_parameters(FEATURES[name]))
+    check_named(tree, "classifier", CLASSIFIERS, lambda name: typed_parameters(CLASSIFIERS[name]))
+
+
+def typed_parameters(factory: Callable[..., Any]) -> dict[str, Any]:
+    """A feature's or classifier's parameters (``parameters``) with their type annotations."""
+    return option_types(factory, parameters(factory))
 
 
 def fit(config: Mapping[str, Any], splits: Splits, settings: Settings) -> Pipeline:

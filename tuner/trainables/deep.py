@@ -1,19 +1,7 @@
 """The deep-learning trainable: one PyTorch training run per trial, reporting every epoch.
 
-A trial's config (from the spec's space) has these keys, each optional:
-
-    model:        {name: simple_cnn, <the model's options>}
-    optimizer:    {name: sgd | adam | adamw | adadelta | rmsprop, lr, weight_decay, ...,
-                   bias_lr_scale, bias_weight_decay (see recipe), sgd's lr_per_examples}
-    schedule:     {name: constant | step | cosine | onecycle, warmup_epochs, step_size, gamma}
-    batch_size:   images per step
-    epochs:       the trial's epoch budget (default: scheduler.max_epochs)
-    label_smoothing: 0..1
-    augment:      {crop_padding, hflip: true | alternate, rotation, erasing} (see data.augment)
-    data_init:    training images a model's ``data_init`` sees (airbench's whitening); 0: none
-    ema:          {decay, every}: val and test use a moving average of the weights (recipe.Ema)
-    tta:          {flip, translate}: val and test average logits over views (recipe.Tta)
-    compile:      true: torch.compile the training steps (on a GPU; CPU runs skip it)
+A trial's config (from the spec's space) is a ``TrialConfig``: every key optional, each section
+checked at load time against the code that reads it (``check_space``).
 """
 
 from __future__ import annotations
@@ -26,7 +14,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, get_type_hints
 
 import ray
 import torch
@@ -40,9 +28,9 @@ from tuner import space as space_lang
 from tuner.export import RawImageClassifier
 from tuner.spec import Spec
 from tuner.trainables import WARNINGS, Settings
-from tuner.trainables.checks import check_keys, check_metric, check_named
+from tuner.trainables.checks import check_keys, check_metric, check_named, option_types
 from tuner.trainables.node_data import splits_on_node
-from tuner.trainables.recipe import Ema, Tta, WithTta, optimizer_with_bias_group, option_names
+from tuner.trainables.recipe import Ema, Tta, WithTta, optimizer_with_bias_group
 from tuner.trainables.size import report_rejected, size_of, violation
 
 if TYPE_CHECKING:
@@ -51,20 +39,27 @@ if TYPE_CHECKING:
     from tuner.trainables.metrics import Evaluation
 
 METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")  # what a trial reports each epoch
-CONFIG_KEYS = (
-    "model",
-    "optimizer",
-    "schedule",
-    "batch_size",
-    "epochs",
-    "label_smoothing",
-    "augment",
-    "data_init",
-    "ema",
-    "tta",
-    "compile",
-    "fault",  # fault injection, for testing recovery (see FaultInjection)
-)
+
+
+class TrialConfig(TypedDict, total=False):
+    """A trial's config: the keys a deep spec's space may set, each with its type."""
+
+    model: Mapping[str, Any]  # {name: simple_cnn, <the model's options>} (models.build)
+    # {name: sgd | adam | ..., <the torch optimizer's options>, bias options (see recipe), sgd's
+    # lr_per_examples}: optimizer_options
+    optimizer: Mapping[str, Any]
+    schedule: Mapping[str, Any]  # {name: constant | step | cosine | onecycle, ...}: SCHEDULES
+    batch_size: int  # images per step
+    epochs: int  # the trial's epoch budget (default: scheduler.max_epochs)
+    label_smoothing: float  # 0..1
+    augment: Mapping[str, Any]  # {crop_padding, hflip: true | alternate, ...}: Augmentation
+    data_init: int  # training images a model's ``data_init`` sees (airbench's whitening); 0: none
+    ema: Mapping[str, Any]  # {decay, every}: val and test use a moving average (recipe.Ema)
+    tta: Mapping[str, Any]  # {flip, translate}: val and test average logits over views (Tta)
+    compile: bool  # torch.compile the training steps (on a GPU; CPU runs skip it)
+    fault: Mapping[str, Any]  # fault injection, for testing recovery (see FaultInjection)
+
+
 OPTIMIZERS = {
     "sgd": torch.optim.SGD,
     "adam": torch.optim.Adam,
@@ -72,21 +67,9 @@ OPTIMIZERS = {
     "adadelta": torch.optim.Adadelta,
     "rmsprop": torch.optim.RMSprop,
 }
-BIAS_OPTIONS = ("bias_lr_scale", "bias_weight_decay")  # any optimizer: optimizer_with_bias_group
-OPTIMIZER_OPTIONS = {
-    "sgd": ("lr", "weight_decay", "momentum", "nesterov", "lr_per_examples", *BIAS_OPTIONS),
-    "adam": ("lr", "weight_decay", *BIAS_OPTIONS),
-    "adamw": ("lr", "weight_decay", *BIAS_OPTIONS),
-    "adadelta": ("lr", "weight_decay", "rho", *BIAS_OPTIONS),
-    "rmsprop": ("lr", "weight_decay", "momentum", "alpha", *BIAS_OPTIONS),
-}
-SCHEDULE_OPTIONS = {
-    "constant": ("warmup_epochs",),
-    "step": ("warmup_epochs", "step_size", "gamma"),
-    "cosine": ("warmup_epochs",),
-    "onecycle": ("warmup_epochs",),
-}
-FAULT_OPTIONS = ("epoch", "repeat")
+# Arguments of the torch optimizers that a spec doesn't set: the parameters (from the model),
+# and switches of how an update is computed, not what it is (maximize would climb the loss).
+TORCH_ONLY = ("params", "foreach", "fused", "capturable", "differentiable", "maximize")
 CHECKPOINT_FILE = "checkpoint.pt"
 EVAL_BATCH = 1024  # images per forward pass when evaluating: no gradients, so large is fine
 DATA_INIT_IMAGES = 5000  # airbench's count: plenty for the statistics of 2x2 patches
@@ -102,16 +85,32 @@ MAX_WARNINGS, MAX_WARNING_CHARS = 5, 500
 
 
 def check_space(tree: space_lang.Group, spec: Spec) -> None:
-    """Refuse unknown settings and unknown model / optimizer / schedule names before Ray starts."""
+    """Refuse unknown settings, names and values of the wrong type before Ray starts."""
     check_metric(spec, METRICS)
-    check_keys(tree, "", CONFIG_KEYS)
-    check_named(tree, "model", models.MODELS, lambda name: list(models.model_options(name)))
-    check_named(tree, "optimizer", OPTIMIZER_OPTIONS, lambda name: list(OPTIMIZER_OPTIONS[name]))
-    check_named(tree, "schedule", SCHEDULE_OPTIONS, lambda name: list(SCHEDULE_OPTIONS[name]))
-    check_keys(tree, "augment", option_names(Augmentation))
-    check_keys(tree, "ema", option_names(Ema))
-    check_keys(tree, "tta", option_names(Tta))
-    check_keys(tree, "fault", FAULT_OPTIONS)
+    check_keys(tree, "", get_type_hints(TrialConfig))
+    check_named(
+        tree,
+        "model",
+        models.MODELS,
+        lambda name: option_types(models.MODELS[name], models.model_options(name)),
+    )
+    check_named(tree, "optimizer", OPTIMIZERS, optimizer_options)
+    check_named(tree, "schedule", SCHEDULES, lambda name: option_types(SCHEDULES[name]))
+    check_keys(tree, "augment", option_types(Augmentation))
+    check_keys(tree, "ema", option_types(Ema))
+    check_keys(tree, "tta", option_types(Tta))
+    check_keys(tree, "fault", option_types(FaultInjection))
+
+
+def optimizer_options(name: str) -> dict[str, Any]:
+    """What ``optimizer: {name, ...}`` takes, read from what reads it (build_optimizer): the
+    torch optimizer's own arguments, the bias group's, and for SGD the linear scaling rule's."""
+    torch_options = option_types(OPTIMIZERS[name])
+    return {
+        **{option: kind for option, kind in torch_options.items() if option not in TORCH_ONLY},
+        **option_types(optimizer_with_bias_group),
+        **(option_types(linear_scaling) if name == "sgd" else {}),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,41 +141,87 @@ def build_optimizer(
     name = section.pop("name", "adam")
     lr = float(section.pop("lr", 1.0 if name == "adadelta" else 1e-3))
     if "lr_per_examples" in section:
-        # lr is per that many examples, so each step's rate grows with the batch (the linear
-        # scaling rule, Goyal et al. 2017; airbench sums its loss over the batch, the same
-        # thing). Weight decay follows by itself: SGD takes lr * weight_decay off per step.
-        # airbench's 'lr': 11.5 per 1024 also divides out Nesterov momentum's gain,
-        # 1 + 1 / (1 - momentum): its momentum 0.85 makes that lr 1.5 here, and its weight
-        # decay 0.0153 (per 1024 examples, decoupled from lr) weight_decay 0.0153 / 11.5.
-        lr *= batch_size / float(section.pop("lr_per_examples"))
+        lr = linear_scaling(lr, batch_size, lr_per_examples=float(section.pop("lr_per_examples")))
     if name == "sgd":
         section.setdefault("momentum", 0.9)
     return optimizer_with_bias_group(OPTIMIZERS[name], model, lr=lr, **section)
 
 
-def lr_factor(schedule: Mapping[str, Any], epoch: float, epochs: int) -> float:
-    """The learning-rate multiplier at a (fractional) epoch: the schedule times its warm-up."""
-    name = schedule.get("name", "constant")
-    warmup = float(schedule.get("warmup_epochs", 0))
-    progress = min(epoch / max(epochs, 1), 1.0)
-    if name == "step":
-        factor = float(schedule.get("gamma", 0.1)) ** math.floor(
-            epoch / schedule.get("step_size", 10)
-        )
-    elif name == "cosine":
-        factor = 0.5 * (1 + math.cos(math.pi * progress))
-    elif name == "onecycle":
-        # Up for the first 30% of training, then a cosine down to ~0 (Smith & Topin, 2017).
+def linear_scaling(lr: float, batch_size: int, /, *, lr_per_examples: float) -> float:
+    """SGD's learning rate per step for ``lr`` per ``lr_per_examples`` examples.
+
+    Each step's rate grows with the batch (the linear scaling rule, Goyal et al. 2017; airbench
+    sums its loss over the batch, the same thing), a rule for SGD, not for adaptive optimizers.
+    Weight decay follows by itself: SGD takes lr * weight_decay off per step. airbench's
+    'lr': 11.5 per 1024 also divides out Nesterov momentum's gain, 1 + 1 / (1 - momentum): its
+    momentum 0.85 makes that lr 1.5 here, and its weight decay 0.0153 (per 1024 examples,
+    decoupled from lr) weight_decay 0.0153 / 11.5.
+    """
+    return lr * batch_size / lr_per_examples
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """``schedule: {name: constant}``: the learning-rate multiplier at a (fractional) epoch, a
+    constant 1 after a linear warm-up; each other schedule is a subclass with its own options."""
+
+    warmup_epochs: float = 0  # epochs of linear warm-up from ~0
+
+    def lr_factor(self, epoch: float, epochs: int) -> float:
+        """The schedule's multiplier times its warm-up's."""
+        factor = self.factor(epoch, min(epoch / max(epochs, 1), 1.0))
+        if self.warmup_epochs > 0 and epoch < self.warmup_epochs:
+            factor *= (epoch + 1e-3) / self.warmup_epochs
+        return factor
+
+    def factor(self, epoch: float, progress: float) -> float:
+        """The multiplier at ``epoch``, ``progress`` (0..1) through the trial's epochs."""
+        return 1.0
+
+
+@dataclass(frozen=True)
+class StepSchedule(Schedule):
+    """``{name: step}``: the rate times ``gamma`` every ``step_size`` epochs."""
+
+    step_size: float = 10  # epochs
+    gamma: float = 0.1
+
+    def factor(self, epoch: float, progress: float) -> float:
+        return self.gamma ** math.floor(epoch / self.step_size)
+
+
+@dataclass(frozen=True)
+class CosineSchedule(Schedule):
+    """``{name: cosine}``: half a cosine from 1 down to 0 over the trial's epochs."""
+
+    def factor(self, epoch: float, progress: float) -> float:
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@dataclass(frozen=True)
+class OneCycleSchedule(Schedule):
+    """``{name: onecycle}``: up for the first 30% of training, then a cosine down to ~0 (Smith
+    & Topin, 2017)."""
+
+    def factor(self, epoch: float, progress: float) -> float:
         peak = 0.3
         if progress < peak:
-            factor = 0.04 + 0.96 * progress / peak
-        else:
-            factor = 0.5 * (1 + math.cos(math.pi * (progress - peak) / (1 - peak)))
-    else:
-        factor = 1.0
-    if warmup > 0 and epoch < warmup:
-        factor *= (epoch + 1e-3) / warmup
-    return factor
+            return 0.04 + 0.96 * progress / peak
+        return 0.5 * (1 + math.cos(math.pi * (progress - peak) / (1 - peak)))
+
+
+SCHEDULES: dict[str, type[Schedule]] = {
+    "constant": Schedule,
+    "step": StepSchedule,
+    "cosine": CosineSchedule,
+    "onecycle": OneCycleSchedule,
+}
+
+
+def lr_factor(schedule: Mapping[str, Any], epoch: float, epochs: int) -> float:
+    """The learning-rate multiplier at a (fractional) epoch of a ``schedule:`` section."""
+    options = dict(schedule)
+    return SCHEDULES[options.pop("name", "constant")](**options).lr_factor(epoch, epochs)
 
 
 @dataclass(frozen=True)

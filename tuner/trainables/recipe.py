@@ -2,25 +2,20 @@
 a bias parameter group, an exponential moving average of the weights, test-time augmentation.
 
 Each is a plain function or a small dataclass built from its config section, so the options a
-section accepts are the dataclass's fields (``option_names(Ema)``), never a second list.
+section accepts, and their types, are the dataclass's fields or the function's keyword
+arguments (``checks.option_types(Ema)``), never a second list.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-
-def option_names(section: type) -> tuple[str, ...]:
-    """The settings a config section accepts: its dataclass's fields."""
-    return tuple(field.name for field in fields(section))
-
 
 # ---------------------------------------------------------------------------------------------
 # Parameter groups
@@ -30,6 +25,7 @@ def option_names(section: type) -> tuple[str, ...]:
 def optimizer_with_bias_group(
     optimizer_class: Callable[..., torch.optim.Optimizer],
     model: nn.Module,
+    /,  # from the code; the keyword arguments come from a config
     *,
     bias_lr_scale: float = 1.0,
     bias_weight_decay: bool = True,
