@@ -7,8 +7,12 @@ the disk (float (N, C, H, W) in 0..255), normalises them with the training split
 statistics the trainer used, and returns class probabilities. It is saved in PyTorch's ``pt2``
 format (``torch.export``): the graph and weights, no pickled tuner or ``models`` classes. A
 classical pipeline (an sklearn estimator on uint8 (N, C, H, W)) is logged with
-``mlflow.sklearn``. Either way the class names are in the model's metadata and in
-``classes.json`` beside it, and the input shape is in its signature.
+``mlflow.sklearn``, its feature caches turned off (serving computes features, writes nothing)
+and tuner's ``models`` package beside it (MLflow's ``code_paths``), so it loads where tuner isn't
+installed. Either way the class names are in the model's metadata and in ``classes.json``
+beside it, the input shape is in its signature, and the pinned requirements install every
+package loading and predicting imports (``tests/test_export_env.py`` serves each kind in a
+fresh Python to check).
 """
 
 from __future__ import annotations
@@ -166,11 +170,11 @@ def _active_run(tracking_uri: str, run_id: str) -> Iterator[None]:
             client.set_terminated(run_id, before.status, end_time=before.end_time)
 
 
-def _without_cache(pipeline: Any) -> None:
-    """Drop the steps' feature cache directories: a machine serving the model has its own."""
-    for _, step in getattr(pipeline, "steps", []):
-        if "cache_dir" in step.get_params(deep=False):
-            step.set_params(cache_dir=None)
+def _without_cache(estimator: Any) -> None:
+    """Turn off every step's feature cache (``cache_dir``, nested steps too): a pipeline
+    loaded for serving computes its features and writes nothing, here or where it serves."""
+    names = [name for name in estimator.get_params() if name.split("__")[-1] == "cache_dir"]
+    estimator.set_params(**dict.fromkeys(names))
 
 
 def _requirements(*packages: str) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
@@ -17,8 +18,10 @@ from models.classical.cache import FeatureCache, array_digest, cache_key
 from models.classical.progress import progress
 from models.classical.vectors import check_choice, normalise
 
-HISTOGRAM_NORMS = ("l1", "l2", "sqrt")
-PYRAMID_LEVELS = (0, 1, 2)
+HistogramNorm = Literal["l1", "l2", "sqrt"]
+PyramidLevels = Literal[0, 1, 2]
+HISTOGRAM_NORMS = get_args(HistogramNorm)
+PYRAMID_LEVELS = get_args(PyramidLevels)
 
 
 class BagOfSift(TransformerMixin, BaseEstimator):
@@ -37,10 +40,13 @@ class BagOfSift(TransformerMixin, BaseEstimator):
     pyramid_levels : 0 (a plain bag of words), 1 or 2 (Lazebnik et al. 2006 spatial pyramid);
         output length is ``vocab_size * sum(4**l for l in range(pyramid_levels + 1))``.
     cache_dir : where descriptors, vocabularies and histograms are cached (None: no cache).
+        Read at each call: after ``set_params(cache_dir=None)`` nothing is written anywhere,
+        which is how a pipeline is exported (``tuner/export.py``).
 
-    Learned: ``vocabulary_`` (vocab_size, 128) float32. ``cache_`` counts hits and misses.
-    Without a cache, ``fit_transform`` extracts descriptors once; ``fit`` then ``transform``
-    on the same images extracts them twice.
+    Learned: ``vocabulary_`` (vocab_size, 128) float32. ``cache_`` counts hits and misses
+    since the last ``fit``; it is not pickled, so a loaded estimator keeps no path of the
+    machine that fitted it. Without a cache, ``fit_transform`` extracts descriptors once;
+    ``fit`` then ``transform`` on the same images extracts them twice.
     """
 
     def __init__(
@@ -51,8 +57,8 @@ class BagOfSift(TransformerMixin, BaseEstimator):
         vocab_size: int = 200,
         sample_size: int = 20000,
         seed: int = 0,
-        norm: str = "l2",
-        pyramid_levels: int = 0,
+        norm: HistogramNorm = "l2",
+        pyramid_levels: PyramidLevels = 0,
         cache_dir: str | Path | None = None,
     ) -> None:
         self.step = step
@@ -76,6 +82,7 @@ class BagOfSift(TransformerMixin, BaseEstimator):
     def transform(self, X: np.ndarray) -> np.ndarray:
         """(N, C, H, W) uint8 → (N, vocab_size * cells) float32 normalised histograms."""
         check_is_fitted(self, "vocabulary_")
+        self._follow_cache_dir()
         digest = array_digest(X)
         return self._histograms(X, digest, self._lazy_descriptors(X, digest))
 
@@ -85,6 +92,17 @@ class BagOfSift(TransformerMixin, BaseEstimator):
         descriptors = self._lazy_descriptors(X, digest)
         self._fit(digest, descriptors)
         return self._histograms(X, digest, descriptors)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("cache_", None)  # a directory of the machine that fitted it, and counters
+        return state
+
+    def _follow_cache_dir(self) -> None:
+        """Keep ``cache_`` (and its counts) while it is ``cache_dir``'s; else start a new one."""
+        cache = FeatureCache(self.cache_dir)
+        if getattr(self, "cache_", None) is None or self.cache_.directory != cache.directory:
+            self.cache_ = cache
 
     # -- the three cached stages --------------------------------------------------------------
 
