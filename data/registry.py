@@ -49,6 +49,11 @@ class Splits:
     def image_size(self) -> int:
         return int(self.train_x.shape[-1])
 
+    @property
+    def sizes(self) -> str:
+        """Images per split, e.g. ``train=1257 val=180 test=360``: recorded, checked on resume."""
+        return f"train={len(self.train_y)} val={len(self.val_y)} test={len(self.test_y)}"
+
     def with_val_in_train(self) -> Splits:
         """The validation images added to training (to retrain a chosen config on both).
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from test_recorder import record_search
 
+from tuner.cli import main
+
 ROOT = Path(__file__).resolve().parents[1]
 # Run in a fresh interpreter: this test process has imported Ray and torch already.
 READ = """
@@ -41,3 +43,55 @@ def test_best_and_compare_read_mlflow_without_importing_ray_or_torch(tmp_path):
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
     assert outcome == {"codes": [0, 0, 0], "heavy": []}, done.stderr
     assert "t1" in done.stdout and "t2" in done.stdout  # the trials were read from the store
+
+
+def test_best_json_gives_numbers_and_ties_rank_the_chosen_best_first(tmp_path, capsys):
+    experiment, _ = record_search(tmp_path)
+    client = experiment.client
+    runs = {run.data.tags["tuner.trial_id"]: run for run in experiment.children()}
+    client.log_metric(runs["t2"].info.run_id, "best_val_acc", 0.9)  # t1 and t2 tie at 0.9
+    client.log_metric(runs["t1"].info.run_id, "best_val_acc", 0.9)
+    client.set_tag(runs["t2"].info.run_id, "tuner.best", "true")  # the search chose t2
+    capsys.readouterr()
+    assert main(["best", "rec", "--json", "--tracking-uri", experiment.tracking_uri]) == 0
+    trials = json.loads(capsys.readouterr().out)["trials"]
+    assert [(t["trial_id"], t["best"]) for t in trials] == [("t2", True), ("t1", False)]
+    assert trials[0]["params"] == {"model.width": 32}  # a number, as the trial got it
+    assert main(["best", "rec", "--tracking-uri", experiment.tracking_uri]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert "(* = the trial chosen as best)" in table[0]
+    assert table[3].split()[:2] == ["1", "t2"] and "early_stopped *" in table[3]
+
+
+def test_reading_commands_never_create_a_store(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for command in (["best", "x"], ["report", "x"], ["compare", "x", "y"], ["resume", "x"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"tuner: error: no MLflow store at {tmp_path / 'mlflow.db'} "), err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_usage_errors_name_the_command_once(capsys):
+    assert main(["best", "x", "--top", "0"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "tuner: error: best: argument --top: must be a positive integer, got '0' (see --help)\n"
+    )
+    assert main(["nope"]) == 2
+    assert capsys.readouterr().err.startswith("tuner: error: argument command: invalid choice")
+
+
+def test_a_closed_pipe_ends_listing_quietly():
+    done = subprocess.run(
+        f"{sys.executable} -m tuner list models | head -1",
+        shell=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.count("\n") == 1
+    assert done.stderr == ""

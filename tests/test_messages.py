@@ -14,7 +14,7 @@ from tests.test_recorder import new_trial, result
 from tuner.cli import build_parser
 from tuner.progress import TrialLines
 from tuner.recorder import WARNINGS_TAG, TrialRecorder
-from tuner.tracking import Experiment
+from tuner.tracking import Experiment, SearchTags
 from tuner.trainables import Settings, deep
 
 CONFIG = {"model": {"name": "simple_cnn", "width": 8, "depth": 1}, "epochs": 2}
@@ -48,7 +48,7 @@ def test_warnings_are_tagged_appended_and_printed(tmp_path, capsys):
     experiment = Experiment(f"sqlite:///{tmp_path / 'mlflow.db'}", "warn")
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: warn\n")
-    experiment.start(spec, {})
+    experiment.start(spec, SearchTags())
     args = (experiment.tracking_uri, experiment.experiment_id, experiment.parent_id)
     lines = TrialLines("val_acc", "max", [])
     trial = new_trial("t1", 8)

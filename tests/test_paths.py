@@ -6,6 +6,7 @@ from __future__ import annotations
 from tuner import space as space_lang
 from tuner.runner import anchored_space, trial_settings
 from tuner.spec import load_spec
+from tuner.tracking import Experiment, SearchTags
 
 SPEC = """\
 name: paths
@@ -41,3 +42,30 @@ def test_relative_pretrained_reaches_trials_absolute(tmp_path, monkeypatch):
         (None, str(tmp_path / "weights" / "a.pth"), "~/b.pth")
     )
     assert large["stem"] == space_lang.Const("auto")  # other settings untouched
+
+
+def test_artifacts_live_beside_a_sqlite_store_not_in_the_cwd(tmp_path, monkeypatch):
+    (tmp_path / "store").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    experiment = Experiment(f"sqlite:///{tmp_path / 'store' / 'm.db'}", "a/b c")
+    experiment.start(_spec_file(tmp_path), SearchTags())
+    beside = tmp_path / "store" / "mlartifacts" / "a_b_c"
+    assert experiment.artifacts == beside.as_uri()
+    assert (beside / experiment.parent_id / "artifacts" / "spec" / "s.yaml").is_file()
+    assert list((tmp_path / "elsewhere").iterdir()) == []  # no ./mlruns
+
+
+def test_artifacts_go_where_the_spec_says(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    assert Experiment(uri, "x", "keep").artifacts == (tmp_path / "keep" / "x").as_uri()
+    assert Experiment(uri, "y", "s3://bucket/runs").artifacts == "s3://bucket/runs/y"
+    # An experiment keeps the location it was created with.
+    assert Experiment(uri, "x", "other").artifacts == (tmp_path / "keep" / "x").as_uri()
+
+
+def _spec_file(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\n")
+    return path

@@ -13,7 +13,7 @@ from ray.tune.experiment import Trial
 
 from tuner import tracking
 from tuner.recorder import TrialRecorder
-from tuner.tracking import Experiment, Write, merged
+from tuner.tracking import Experiment, SearchTags, Write, merged
 
 EPOCHS = 6
 
@@ -39,7 +39,7 @@ def record_search(tmp_path: Path, name: str = "rec") -> tuple[Experiment, list[T
     experiment = Experiment(f"sqlite:///{tmp_path / 'mlflow.db'}", name)
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"name: {name}\n")
-    experiment.start(spec, {"tuner.metric": "val_acc", "tuner.mode": "max"})
+    experiment.start(spec, SearchTags(metric="val_acc", mode="max"))
     recorder = TrialRecorder(
         experiment.tracking_uri, experiment.experiment_id, experiment.parent_id, "val_acc", "max"
     )
@@ -90,7 +90,7 @@ def test_ctrl_c_marks_what_was_queued_before_it(tmp_path):
     experiment = Experiment(f"sqlite:///{tmp_path / 'mlflow.db'}", "stopped")
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: stopped\n")
-    experiment.start(spec, {})
+    experiment.start(spec, SearchTags())
     recorder = TrialRecorder(
         experiment.tracking_uri, experiment.experiment_id, experiment.parent_id, "val_acc", "max"
     )

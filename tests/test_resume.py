@@ -8,12 +8,16 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tuner.cli import main
+from tuner.errors import UsageError
+from tuner.results import overrides_of
+from tuner.tracking import Experiment, SearchTags
 
 SPEC = """\
 name: digits_resume
@@ -41,7 +45,9 @@ def _finished_epochs(db: Path) -> int:
         return 0
 
 
-def _run_and_kill(spec: Path, uri: str, storage: Path, after_epochs: int) -> None:
+def _run_and_kill(
+    spec: Path, uri: str, storage: Path, after_epochs: int, flags: Sequence[str] = ()
+) -> None:
     """Start `tuner run` in its own session and SIGKILL it, with the Ray it started, midway."""
     command = [
         sys.executable,
@@ -53,6 +59,7 @@ def _run_and_kill(spec: Path, uri: str, storage: Path, after_epochs: int) -> Non
         uri,
         "--storage",
         str(storage),
+        *flags,
     ]
     db = Path(uri.removeprefix("sqlite:///"))
     driver = subprocess.Popen(
@@ -88,35 +95,43 @@ def _runs(uri: str, name: str) -> tuple[list, list, list]:
     return runs, parents, children
 
 
+# Overrides a resume must keep: another name (so another storage folder and MLflow experiment),
+# a shorter budget than the file's 6 epochs, and a subset of the data.
+FLAGS = ("--name", "digits_set", "--max-epochs", "4", "--set", "data.max_train=900")
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_records_every_trial_once(ray_session, tmp_path):
     spec = tmp_path / "digits_resume.yaml"
     spec.write_text(SPEC)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = tmp_path / "ray"
-    _run_and_kill(spec, uri, storage, after_epochs=8)
-    runs, _, _ = _runs(uri, "digits_resume")
+    _run_and_kill(spec, uri, storage, after_epochs=8, flags=FLAGS)
+    runs, _, _ = _runs(uri, "digits_set")
     assert any(run.info.status == "RUNNING" for run in runs)  # the crash left runs open
-    _cut_short(storage / "digits_resume", "searcher-state-*.pkl")  # Optuna's study, cut short
+    _cut_short(storage / "digits_set", "searcher-state-*.pkl")  # Optuna's study, cut short
 
-    code = main(["run", str(spec), "--resume", "--tracking-uri", uri, "--storage", str(storage)])
-    assert code == 0
+    # From what MLflow recorded alone: the spec file, the overrides, the storage folder.
+    assert main(["resume", "digits_set", "--tracking-uri", uri]) == 0
 
     client = MlflowClient(uri)
-    runs, parents, children = _runs(uri, "digits_resume")
+    runs, parents, children = _runs(uri, "digits_set")
     assert len(parents) == 1  # the resumed search continued the same parent run
     trial_ids = [c.data.tags["tuner.trial_id"] for c in children]
     assert len(trial_ids) == NUM_TRIALS
     assert len(set(trial_ids)) == NUM_TRIALS  # no duplicates
     assert [r.info.status for r in runs if r.info.status == "RUNNING"] == []  # no orphans
     assert {c.data.tags["tuner.status"] for c in children} == {"completed"}
-    for child in children:  # each trial's epochs are recorded once each, 1..6, in order
+    for child in children:  # each trial's epochs are recorded once each, 1..4, in order
         for key in child.data.metrics:  # every metric of a trial run is logged per epoch
             history = client.get_metric_history(child.info.run_id, key)  # in logging order
             # The whole list, not a set: an epoch a resumed trial logs again (replayed from its
             # checkpoint, or by a second recorder) appears twice here and fails this.
-            assert [m.step for m in history] == list(range(1, 7)), (child.info.run_id, key)
+            assert [m.step for m in history] == list(range(1, 5)), (child.info.run_id, key)
     parent = parents[0]
+    # 900 of digits' 1,437 train+val images (the file's 1,149 + 288 without the override); a
+    # resume that loaded other images than the search started on is refused.
+    assert parent.data.tags["tuner.images"] == "train=720 val=180 test=360"
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["test_acc"] >= 0.9
 
@@ -192,7 +207,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(ray_session, tmp_path):
     driver.send_signal(signal.SIGINT)
     _, err = driver.communicate(timeout=120)
     assert driver.returncode == 130
-    assert f"Continue with: python -m tuner run {spec} --resume" in err
+    assert f"Continue with: python -m tuner resume digits_resume --tracking-uri {uri}" in err
     runs, parents, children = _runs(uri, "digits_resume")
     assert parents[0].data.tags["tuner.status"] == "interrupted"
     assert parents[0].info.status == "KILLED"
@@ -217,3 +232,35 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(ray_session, tmp_path):
     assert parents[0].info.status == "FINISHED"
     assert len(children) == NUM_TRIALS
     assert {c.data.tags["tuner.status"] for c in children} == {"completed"}
+
+
+def test_run_resume_with_other_flags_than_the_start_is_refused_before_anything_starts(
+    tmp_path, capsys
+):
+    spec = tmp_path / "digits_resume.yaml"
+    spec.write_text(SPEC)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    started = Experiment(uri, "digits_resume")
+    started.start(spec, SearchTags(overrides=("scheduler.max_epochs=4",)))
+    capsys.readouterr()  # MLflow's notes on creating the store
+
+    code = main(["run", str(spec), "--resume", "--max-epochs", "5", "--tracking-uri", uri])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "tuner: error: --resume continues 'digits_resume' as it was started, with "
+        "scheduler.max_epochs=4; got scheduler.max_epochs=5: repeat those flags, or run: "
+        "python -m tuner resume digits_resume"
+    )
+    assert not (tmp_path / "tuner_results").exists()
+
+
+def test_a_recorded_credential_override_cannot_be_resumed_from_mlflow(tmp_path):
+    spec = tmp_path / "digits_resume.yaml"
+    spec.write_text(SPEC)
+    experiment = Experiment(f"sqlite:///{tmp_path / 'mlflow.db'}", "digits_resume")
+    overrides = ["tracking.uri=https://me:pw@host", "data.options.token=abc", "seed=1"]
+    experiment.start(spec, SearchTags(overrides=tuple(overrides)))
+    parent = experiment.client.get_run(experiment.parent_id)
+    with pytest.raises(UsageError, match=r"--set data.options.token=\.\.\. held a credential"):
+        overrides_of(parent)

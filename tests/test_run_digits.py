@@ -33,7 +33,7 @@ def test_parent_run_holds_spec_best_config_and_test_metrics(finished_run):
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert parent.info.run_name == "digits_search"
-    assert parent.data.tags["tuner.overrides"] == "search.num_samples=3"  # the CLI flag won
+    assert parent.data.tags["tuner.overrides"] == '["search.num_samples=3"]'  # the CLI flag won
     assert 0.5 < parent.data.metrics["test_acc"] <= 1.0
     assert 0.0 < parent.data.metrics["best_val_acc"] <= 1.0
     for name in ("test_precision", "test_recall", "test_f1"):

@@ -3,14 +3,15 @@ HTML report, the closing summary."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from tuner.report import write_report
-from tuner.secrets import mask_secrets, masked_overrides
+from tuner.secrets import mask_secrets
 from tuner.summary import Summary, print_summary
-from tuner.tracking import Experiment
+from tuner.tracking import Experiment, SearchTags
 from tuner.trainables.size import ModelSize
 
 SECRET = "s3cr3t-Pa55"
@@ -42,14 +43,17 @@ def _started(tmp_path: Path, overrides: list[str]) -> tuple[Experiment, Path]:
     spec_path = tmp_path / "leaky.yaml"
     spec_path.write_text(SPEC)
     experiment = Experiment(f"sqlite:///{tmp_path / 'mlflow.db'}", "leaky")
-    experiment.start(spec_path, {"tuner.overrides": masked_overrides(overrides)})
+    experiment.start(spec_path, SearchTags(overrides=tuple(overrides)))
     return experiment, spec_path
 
 
 def test_tags_and_spec_artifact_are_masked(tmp_path):
     experiment, _ = _started(tmp_path, [f"tracking.uri={URI}", f"x.token={SECRET}"])
     run = experiment.client.get_run(experiment.parent_id)
-    assert run.data.tags["tuner.overrides"] == f"tracking.uri={MASKED_URI}; x.token=***"
+    assert json.loads(run.data.tags["tuner.overrides"]) == [
+        f"tracking.uri={MASKED_URI}",
+        "x.token=***",
+    ]
     assert not any(SECRET in value for value in run.data.tags.values())
     local = experiment.client.download_artifacts(experiment.parent_id, "spec", str(tmp_path))
     logged = (Path(local) / "leaky.yaml").read_text()  # same path as the file's own name
@@ -73,6 +77,7 @@ def test_summary_prints_the_tracking_uri_masked(capsys):
     summary = Summary(
         experiment="leaky",
         tracking_uri=URI,
+        artifacts=f"{URI}/mlartifacts/leaky",
         parent_run_id="abc",
         storage="/tmp/tuner_results/leaky",
         metric="val_acc",
@@ -86,4 +91,4 @@ def test_summary_prints_the_tracking_uri_masked(capsys):
     print_summary(summary)
     out = capsys.readouterr().out
     assert SECRET not in out
-    assert out.count(MASKED_URI) == 3
+    assert out.count(MASKED_URI) == 4

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from tuner.cli import build_parser, main, run_spec
-from tuner.secrets import masked_overrides
 from tuner.spec import load_spec
+from tuner.tracking import SearchTags
 
 ROOT = Path(__file__).resolve().parents[1]
 VALID = """\
@@ -140,7 +141,16 @@ def test_set_override_with_a_bad_value_names_the_flag(tmp_path, capsys, monkeypa
     monkeypatch.chdir(tmp_path)
     code, err = run_cli(tmp_path, capsys, VALID, "--set", "search.num_samples=-3")
     assert code == 2
-    assert "search.num_samples: Input should be greater than or equal to 1" in err
+    assert err.startswith(
+        "tuner: error: --set search.num_samples=-3: search.num_samples: Input should be greater "
+        "than or equal to 1"
+    )
+    code, err = run_cli(tmp_path, capsys, VALID, "--set", "space.model.width.int=[8, 4]")
+    assert code == 2
+    assert err.startswith("tuner: error: --set space.model.width.int=[8, 4]: space.model.width")
+    code, err = run_cli(tmp_path, capsys, VALID.replace("max_epochs: 2", "max_epochs: -2"))
+    assert code == 2
+    assert err.startswith("tuner: error: ") and "spec.yaml: scheduler.max_epochs" in err
 
 
 LONG_GRACE = VALID.replace("max_epochs: 2, grace_period: 1", "max_epochs: 8, grace_period: 3")
@@ -179,8 +189,9 @@ def test_every_shipped_spec_validates(spec_file):
 
 
 def test_secret_looking_overrides_are_masked_for_mlflow():
-    line = masked_overrides(["search.num_samples=7", "data.options.api_key=abc", "x.TOKEN=t"])
-    assert line == "search.num_samples=7; data.options.api_key=***; x.TOKEN=***"
+    search = SearchTags(overrides=("search.num_samples=7", "data.options.api_key=abc", "x.TOKEN=t"))
+    recorded = json.loads(search.tags()["tuner.overrides"])
+    assert recorded == ["search.num_samples=7", "data.options.api_key=***", "x.TOKEN=***"]
 
 
 # ---------------------------------------------------------------------------------------------

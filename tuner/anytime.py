@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from tuner.tracking import child_runs
+from tuner.tracking import SearchTags, child_runs
 
 
 @dataclass(frozen=True)
@@ -45,15 +45,15 @@ def anytime_curve(
 
 def search_curve(client: MlflowClient, parent: Run) -> list[Point]:
     """The anytime curve of a parent run's trials, read back from MLflow."""
-    metric = parent.data.tags.get("tuner.metric", "val_acc")
+    search = SearchTags.of(parent)
+    metric = search.metric
     runs = child_runs(client, parent.info.experiment_id, parent.info.run_id)
     histories = [
         [(m.timestamp, m.value) for m in client.get_metric_history(run.info.run_id, metric)]
         for run in runs
         if run.data.tags.get("tuner.status") != "rejected"  # reported the worst, trained nothing
     ]
-    mode = parent.data.tags.get("tuner.mode", "max")
-    return anytime_curve(histories, start_ms=parent.info.start_time, mode=mode)
+    return anytime_curve(histories, start_ms=parent.info.start_time, mode=search.mode)
 
 
 def epochs_to_reach(curve: list[Point], target: float, mode: str) -> int | None:

@@ -34,7 +34,7 @@ from mlflow.tracking import MlflowClient
 
 from tuner.anytime import search_curve
 from tuner.results import TrialRecord, trials_of
-from tuner.tracking import child_runs
+from tuner.tracking import SearchTags, child_runs
 from tuner.trainables.metrics import Evaluation
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def log_search_artifacts(
     _attempt("learning curves", lambda: _log_curves(client, parent, trials[:top_k]))
     _attempt("anytime curve", lambda: _log_anytime(client, parent))
     study = _attempt("Optuna study", lambda: study_of(client, parent, trials))
-    target = f"best {parent.data.tags.get('tuner.metric', 'val_acc')}"
+    target = f"best {SearchTags.of(parent).metric}"
     for name in OPTUNA_PLOTS if study is not None else ():
         _attempt(name, lambda n=name: _log_optuna(client, parent_run_id, study, n, target))
 
@@ -170,7 +170,7 @@ def _log_curves(client: MlflowClient, parent: Run, trials: Sequence[TrialRecord]
     }
     if not any(len(steps) > 1 for h in histories.values() for steps, _ in h.values()):
         raise ValueError("no trial reported a metric over more than one epoch")
-    metric = parent.data.tags.get("tuner.metric", "val_acc")
+    metric = SearchTags.of(parent).metric
     figure, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True, layout="constrained")
     for ax, (key, title) in zip(axes.flat, CURVES, strict=True):
         for trial in trials:
@@ -194,7 +194,7 @@ def _log_anytime(client: MlflowClient, parent: Run) -> None:
     curve = search_curve(client, parent)
     if not curve:
         raise ValueError("no trial reported a finite metric")
-    metric = parent.data.tags.get("tuner.metric", "val_acc")
+    metric = SearchTags.of(parent).metric
     best = [point.best for point in curve]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True, layout="constrained")
     for ax, xs, label in (
@@ -221,7 +221,7 @@ def _finite_history(client: MlflowClient, run_id: str, key: str) -> tuple[list[i
 def _log_trials_csv(
     client: MlflowClient, run_id: str, parent: Run, trials: Sequence[TrialRecord]
 ) -> None:
-    metric = parent.data.tags.get("tuner.metric", "val_acc")
+    metric = SearchTags.of(parent).metric
     params = sorted({key for trial in trials for key in trial.params})
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -247,8 +247,8 @@ def study_of(client: MlflowClient, parent: Run, trials: Sequence[TrialRecord]) -
     """
     import optuna
 
-    mode = parent.data.tags.get("tuner.mode", "max")
-    sampled = [k for k in parent.data.tags.get("tuner.sampled", "").split(",") if k]
+    search = SearchTags.of(parent)
+    mode, sampled = search.mode, list(search.sampled)
     keys = sampled or sorted({key for trial in trials for key in trial.params})
     values = {k: [t.params[k] for t in trials if k in t.params] for k in keys}
     distributions = {k: _distribution(v) for k, v in values.items() if v}

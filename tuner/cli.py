@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner.errors import UsageError
+from tuner.secrets import mask_secrets
 
 if TYPE_CHECKING:  # the spec's module imports Ray, which reading commands do without
     from tuner.spec import Spec
@@ -24,7 +25,8 @@ EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's default prints the whole usage block
-        raise UsageError(f"{self.prog}: {message} (see --help)")
+        command = self.prog.partition(" ")[2]  # "tuner run" -> "run"; main prints "tuner: error"
+        raise UsageError(f"{command + ': ' if command else ''}{message} (see --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     best = commands.add_parser("best", help="print the best trials of an experiment's latest run")
     best.add_argument("name", help="experiment name")
-    best.add_argument("--top", type=int, default=5, help="how many trials (default 5)")
+    best.add_argument("--top", type=_positive, default=5, help="how many trials (default 5)")
     best.add_argument("--json", action="store_true", help="machine-readable output")
     _tracking_flag(best)
 
@@ -88,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     _tracking_flag(predict)
 
     compare = commands.add_parser("compare", help="two experiments' best configs and test metrics")
-    compare.add_argument("name1")
-    compare.add_argument("name2")
+    compare.add_argument("name1", help="an experiment name")
+    compare.add_argument("name2", help="another experiment name")
     _tracking_flag(compare)
 
     ui = commands.add_parser("ui", help="start the MLflow UI on the tracking store")
@@ -98,10 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     _tracking_flag(ui)
 
     listing = commands.add_parser("list", help="list models or datasets")
-    listing.add_argument("what", choices=["models", "datasets"])
-    listing.add_argument("--in-channels", type=int, default=3)
-    listing.add_argument("--image-size", type=int, default=32)
-    listing.add_argument("--num-classes", type=int, default=10)
+    listing.add_argument("what", choices=["models", "datasets"], help="what to list")
+    sized = "models: parameter counts for images of this many"
+    listing.add_argument("--in-channels", type=_positive, default=3, help=f"{sized} channels")
+    listing.add_argument("--image-size", type=_positive, default=32, help=f"{sized} pixels a side")
+    listing.add_argument("--num-classes", type=_positive, default=10, help=f"{sized} classes")
 
     data = commands.add_parser("data", help="dataset utilities")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -109,6 +112,27 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("dataset", help="cifar10, mnist or fashion_mnist")
     fetch.add_argument("--root", type=Path, required=True, help="directory to download into")
     return parser
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
+def _existing_store(tracking_uri: str | None) -> str:
+    """The store a command reads (default: default_tracking_uri()); a sqlite one must exist
+    (MLflow would create an empty one and print its set-up lines)."""
+    from tuner.tracking import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri()
+    database = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+    if database is not None and not Path(database).is_file():
+        raise UsageError(
+            f"no MLflow store at {Path(database).absolute()} (tracking URI {mask_secrets(uri)}); "
+            "run a search first, or point --tracking-uri or MLFLOW_TRACKING_URI at its store"
+        )
+    return uri
 
 
 def _storage_flag(parser: argparse.ArgumentParser) -> None:
@@ -139,18 +163,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tuner: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `tuner list models | head` closed the pipe: nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush
+        return 1
 
 
 def _run(args: argparse.Namespace) -> int:
     spec, overrides = run_spec(args)
-    return _search(
-        spec,
-        args.spec,
-        args,
-        resume=args.resume,
-        resume_hint=f"run {args.spec} --resume",
-        overrides=overrides,
-    )
+    if args.resume:
+        _check_resumed_as_started(spec, overrides, args.tracking_uri)
+    return _search(spec, args.spec, args, resume=args.resume, overrides=overrides)
+
+
+def _check_resumed_as_started(spec: Spec, overrides: list[str], tracking_uri: str | None) -> None:
+    """`run SPEC --resume` continues the search as it was started: the same flags and --set."""
+    from mlflow.tracking import MlflowClient
+
+    from tuner.results import latest_parent
+    from tuner.tracking import SearchTags
+
+    uri = _existing_store(tracking_uri or spec.tracking.uri)
+    started = list(SearchTags.of(latest_parent(MlflowClient(uri), spec.experiment)).overrides)
+    given = [mask_secrets(override) for override in overrides]
+    if sorted(started) != sorted(given):
+        raise UsageError(
+            f"--resume continues {spec.experiment!r} as it was started, with "
+            f"{' '.join(started) or 'no overrides'}; got {' '.join(given) or 'none'}: "
+            f"repeat those flags, or run: python -m tuner resume {spec.experiment}"
+        )
 
 
 def run_spec(args: argparse.Namespace) -> tuple[Spec, list[str]]:
@@ -174,19 +214,17 @@ def _resume(args: argparse.Namespace) -> int:
 
     from mlflow.tracking import MlflowClient
 
-    from tuner.results import latest_parent, spec_of
+    from tuner.results import latest_parent, overrides_of, spec_of
     from tuner.spec import load_spec
-    from tuner.tracking import default_tracking_uri
 
-    uri = args.tracking_uri or default_tracking_uri()
+    uri = _existing_store(args.tracking_uri)
     parent = latest_parent(MlflowClient(uri), args.name)
-    if args.storage is None and "tuner.storage" in parent.data.tags:
-        args.storage = parent.data.tags["tuner.storage"].rsplit("/", 1)[0]
     args.tracking_uri = uri
     with tempfile.TemporaryDirectory() as directory:
         spec_path = spec_of(parent, uri, Path(directory))
-        spec = load_spec(spec_path)
-        return _search(spec, spec_path, args, resume=True, resume_hint=f"resume {args.name}")
+        overrides = overrides_of(parent)
+        spec = load_spec(spec_path, overrides)
+        return _search(spec, spec_path, args, resume=True, overrides=overrides)
 
 
 def _search(
@@ -195,8 +233,7 @@ def _search(
     args: argparse.Namespace,
     *,
     resume: bool,
-    resume_hint: str,
-    overrides: list[str] | None = None,
+    overrides: list[str],
 ) -> int:
     from tuner.runner import Interrupted, run_search
     from tuner.summary import print_summary
@@ -209,12 +246,14 @@ def _search(
             storage=args.storage,
             address=args.address,
             resume=resume,
-            overrides=overrides or [],
+            overrides=overrides,
         )
     except Interrupted as stopped:
+        # `resume` starts it again from what MLflow recorded: the spec file and every override.
+        where = f" --tracking-uri {mask_secrets(args.tracking_uri)}" if args.tracking_uri else ""
         print(
             f"tuner: interrupted; the search state is saved in {stopped}. "
-            f"Continue with: python -m tuner {resume_hint}",
+            f"Continue with: python -m tuner resume {spec.experiment}{where}",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
@@ -225,15 +264,15 @@ def _search(
 def _best(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
-    from tuner.results import latest_parent, summary_of, trials_of
+    from tuner.results import latest_parent, parsed_params, summary_of, trials_of
     from tuner.summary import print_best
-    from tuner.tracking import default_tracking_uri
 
-    client = MlflowClient(args.tracking_uri or default_tracking_uri())
+    client = MlflowClient(_existing_store(args.tracking_uri))
     parent = latest_parent(client, args.name)
     trials = trials_of(client, parent)[: args.top]
     if args.json:
-        print(json.dumps({**summary_of(parent), "trials": [t.__dict__ for t in trials]}, indent=2))
+        rows = [{**t.__dict__, "params": parsed_params(t.params)} for t in trials]
+        print(json.dumps({**summary_of(parent), "trials": rows}, indent=2))
     else:
         print_best(args.name, summary_of(parent), trials)
     return 0
@@ -241,18 +280,16 @@ def _best(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from tuner.report import write_report
-    from tuner.tracking import default_tracking_uri
 
-    print(write_report(args.tracking_uri or default_tracking_uri(), args.name, args.out))
+    print(write_report(_existing_store(args.tracking_uri), args.name, args.out))
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
     from tuner.export import predict
-    from tuner.tracking import default_tracking_uri
 
     for path, label, probability in predict(
-        args.tracking_uri or default_tracking_uri(), args.name, args.images
+        _existing_store(args.tracking_uri), args.name, args.images
     ):
         print(f"{path}\t{label}\t{probability:.4f}")
     return 0
@@ -260,17 +297,14 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from tuner.report import compare
-    from tuner.tracking import default_tracking_uri
 
-    print(compare(args.tracking_uri or default_tracking_uri(), args.name1, args.name2), end="")
+    print(compare(_existing_store(args.tracking_uri), args.name1, args.name2), end="")
     return 0
 
 
 def _ui(args: argparse.Namespace) -> int:
-    from tuner.secrets import mask_secrets
-    from tuner.tracking import default_tracking_uri
 
-    uri = args.tracking_uri or default_tracking_uri()
+    uri = _existing_store(args.tracking_uri)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(
             f"tuner: warning: the UI on {args.host} is reachable from other machines",

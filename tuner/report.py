@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from tuner.results import TrialRecord, latest_parent, trials_of
 from tuner.secrets import mask_secrets
 from tuner.summary import short_value
+from tuner.tracking import SearchTags
 
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 STATUSES = (  # (tag value, what the report calls it)
@@ -142,13 +143,13 @@ def _page(
 
 
 def _run_line(parent: Run) -> str:
-    info, tags = parent.info, parent.data.tags
+    info, tags, search = parent.info, parent.data.tags, SearchTags.of(parent)
     start = datetime.fromtimestamp(info.start_time / 1000, tz=timezone.utc)
     took = f", {(info.end_time - info.start_time) / 1000:.0f} s" if info.end_time else ""
     return (
         f"run {info.run_id} ({tags.get('tuner.status', info.status.lower())}), "
-        f"started {start:%Y-%m-%d %H:%M} UTC{took}; selected on {tags.get('tuner.metric', '?')} "
-        f"({tags.get('tuner.mode', '?')}); spec {tags.get('tuner.spec', '?')}"
+        f"started {start:%Y-%m-%d %H:%M} UTC{took}; selected on {search.metric} "
+        f"({search.mode}); spec {search.spec or '?'}"
     )
 
 
@@ -170,12 +171,11 @@ def _best_config(parent: Run) -> dict[str, str]:
 
 
 def _sampled(parent: Run, trials: Sequence[TrialRecord]) -> list[str]:
-    sampled = [k for k in parent.data.tags.get("tuner.sampled", "").split(",") if k]
-    return sampled or sorted({k for t in trials for k in t.params})
+    return list(SearchTags.of(parent).sampled) or sorted({k for t in trials for k in t.params})
 
 
 def _top_table(parent: Run, trials: Sequence[TrialRecord], top_k: int) -> str:
-    metric = parent.data.tags.get("tuner.metric", "val_acc")
+    metric = SearchTags.of(parent).metric
     keys = _sampled(parent, trials)
     head = ["#", "trial", f"best {metric}", "epochs", "status", *keys]
     rows = [
@@ -268,7 +268,7 @@ def compare(tracking_uri: str, name1: str, name2: str) -> str:
     metrics = [run.data.metrics for run in runs]
     rows: list[tuple[str, str, str]] = [("", name1, name2), ("run", *(r.info.run_id for r in runs))]
     rows.append(("trials", *(str(len(trials_of(client, r))) for r in runs)))
-    rows.append(("selected on", *(r.data.tags.get("tuner.metric", "?") for r in runs)))
+    rows.append(("selected on", *(SearchTags.of(r).metric for r in runs)))
     rows.append(("-- best config", "", ""))
     for key in _union(configs):
         rows.append((key, *(c.get(key, "-") for c in configs)))

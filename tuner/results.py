@@ -10,7 +10,8 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tuner.errors import UsageError
-from tuner.tracking import PARENT_ROLE, child_runs
+from tuner.secrets import MASK
+from tuner.tracking import SearchTags, child_runs, latest_parent_run, param_value
 
 
 @dataclass(frozen=True)
@@ -35,26 +36,27 @@ def latest_parent(client: MlflowClient, experiment_name: str) -> Run:
             f"no experiment named {experiment_name!r} in this tracking store; "
             f"known: {', '.join(names) or 'none'} (check --tracking-uri)"
         )
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`tuner.role` = '{PARENT_ROLE}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not runs:
+    parent = latest_parent_run(client, experiment.experiment_id)
+    if parent is None:
         raise UsageError(f"experiment {experiment_name!r} has no tuner run yet")
-    return runs[0]
+    return parent
 
 
 def trials_of(client: MlflowClient, parent: Run) -> list[TrialRecord]:
     """Every trial of a parent run, best first by the run's search metric."""
-    metric = parent.data.tags.get("tuner.metric", "val_acc")
-    mode = parent.data.tags.get("tuner.mode", "max")
+    search = SearchTags.of(parent)
+    metric, mode = search.metric, search.mode
     runs = child_runs(client, parent.info.experiment_id, parent.info.run_id)
     records = [_record(run, metric) for run in runs]
     sign = -1 if mode == "max" else 1
-    records.sort(key=lambda r: (r.value is None, sign * r.value if r.value is not None else 0))
+    # Ties: the chosen best first, then by trial id, so every table and plot ranks them alike.
+    records.sort(key=lambda r: (r.value is None, sign * (r.value or 0.0), not r.best, r.trial_id))
     return records
+
+
+def parsed_params(params: dict[str, str]) -> dict[str, Any]:
+    """MLflow's string params as the values they were logged from."""
+    return {key: param_value(text) for key, text in params.items()}
 
 
 def _record(run: Run, metric: str) -> TrialRecord:
@@ -86,11 +88,30 @@ def spec_of(parent: Run, tracking_uri: str, directory: Path) -> Path:
     return files[0]
 
 
+def overrides_of(parent: Run) -> list[str]:
+    """The overrides the search was started with, to start its resume the same way.
+
+    They were recorded with credentials masked: a masked ``tracking.uri`` is left out (a resume
+    writes to the store it found the run in); any other masked value is a UsageError.
+    """
+    overrides = []
+    for override in SearchTags.of(parent).overrides:
+        key = override.partition("=")[0]
+        if MASK not in override:
+            overrides.append(override)
+        elif key != "tracking.uri":
+            raise UsageError(
+                f"--set {key}=... held a credential, which tuner does not record; resume with "
+                f"the spec file instead: python -m tuner run SPEC --resume --set {key}=..."
+            )
+    return overrides
+
+
 def summary_of(parent: Run) -> dict[str, Any]:
     """The parent run's headline numbers: best value, test metrics, where it is."""
     return {
         "run_id": parent.info.run_id,
-        "metric": parent.data.tags.get("tuner.metric", "val_acc"),
+        "metric": SearchTags.of(parent).metric,
         "metrics": dict(parent.data.metrics),
-        "sampled": [k for k in parent.data.tags.get("tuner.sampled", "").split(",") if k] or None,
+        "sampled": list(SearchTags.of(parent).sampled) or None,
     }

@@ -7,7 +7,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
 
@@ -26,10 +26,9 @@ from tuner.errors import UsageError
 from tuner.progress import TrialLines, trial_table
 from tuner.recorder import TrialRecorder
 from tuner.results import trials_of
-from tuner.secrets import masked_overrides
 from tuner.spec import Spec
 from tuner.summary import Summary
-from tuner.tracking import Experiment, default_tracking_uri
+from tuner.tracking import Experiment, SearchTags, default_tracking_uri
 from tuner.trainables import Settings, trainable_module
 from tuner.trainables.metrics import Evaluation
 from tuner.trainables.node_data import InMemory
@@ -52,23 +51,31 @@ def run_search(
     """Run (or resume) the search a validated spec describes; MLflow records every trial."""
     splits = load_data(spec)
     tracking_uri = tracking_uri or spec.tracking.uri or default_tracking_uri()
-    storage = storage or str(Path.cwd() / "tuner_results")
-    experiment_path = f"{storage.rstrip('/')}/{spec.name}"
     trainable = trainable_module(spec.trainable)
     # Someone watches a terminal: trials draw progress bars there (Ray forwards them).
     settings = trial_settings(spec, progress_bars=sys.stderr.isatty())
     tree = anchored_space(space_lang.parse(spec.space))
+    experiment = Experiment(tracking_uri, spec.experiment, spec.tracking.artifacts)
     if resume:
+        recorded = experiment.find_resumable(splits.sizes).storage
+        # Where the search started, unless --storage says where its folder is now.
+        experiment_path = (
+            f"{storage.rstrip('/')}/{PurePosixPath(recorded).name}" if storage else recorded
+        )
         if not tune.Tuner.can_restore(experiment_path):
-            raise UsageError(f"nothing to resume at {experiment_path}; run without --resume")
+            raise UsageError(
+                f"nothing to resume at {experiment_path}: Ray Tune's state is not there (check "
+                "--storage); start the search again with `python -m tuner run SPEC`"
+            )
         for name in tune_state.repair(experiment_path):
             print(
                 f"tuner: Tune's {name} was cut short when the search stopped; "
                 "resuming from tuner's last whole copy of it"
             )
+    else:
+        experiment_path = _new_folder(storage or str(Path.cwd() / "tuner_results"), spec.name)
 
     _start_ray(address, forward_worker_output=settings.progress_bars)
-    experiment = Experiment(tracking_uri, spec.experiment)
     # Files under data.root are read by each trial on its own node (no shared disk assumed, and
     # nothing large through the object store); data without a root goes from here in memory.
     trial_data = data_source(spec) if spec.data.root else InMemory.put(splits)
@@ -82,18 +89,17 @@ def run_search(
             experiment_path, function, resume_unfinished=True, resume_errored=True
         )
     else:
-        experiment.start(
-            spec_path,
-            {
-                "tuner.spec": spec_path.name,
-                "tuner.metric": spec.metric,
-                "tuner.mode": spec.mode,
-                "tuner.storage": experiment_path,
-                "tuner.sampled": ",".join(space_lang.sampled_keys(tree)),
-                "tuner.overrides": masked_overrides(overrides),
-            },
+        search = SearchTags(
+            metric=spec.metric,
+            mode=spec.mode,
+            sampled=tuple(space_lang.sampled_keys(tree)),
+            spec=spec_path.name,
+            storage=experiment_path,
+            overrides=tuple(overrides),
+            images=splits.sizes,
         )
-        tuner = _new_tuner(spec, tree, function, storage, experiment)
+        experiment.start(spec_path, search)
+        tuner = _new_tuner(spec, tree, function, experiment_path, experiment)
     try:
         results = tuner.fit()
         best_result = _best_result(results, spec)
@@ -122,6 +128,7 @@ def run_search(
     return Summary(
         experiment=spec.experiment,
         tracking_uri=tracking_uri,
+        artifacts=experiment.artifacts,
         parent_run_id=experiment.parent_id,
         storage=experiment_path,
         metric=spec.metric,
@@ -180,7 +187,7 @@ def _export(experiment: Experiment, evaluation: Evaluation, splits: data.Splits,
 
 
 def _new_tuner(
-    spec: Spec, tree: space_lang.Group, function: Any, storage: str, experiment: Experiment
+    spec: Spec, tree: space_lang.Group, function: Any, path: str, experiment: Experiment
 ) -> tune.Tuner:
     recorder = TrialRecorder(
         experiment.tracking_uri,
@@ -194,8 +201,8 @@ def _new_tuner(
         param_space=_param_space(spec, tree),
         tune_config=_tune_config(spec, tree),
         run_config=tune.RunConfig(
-            name=spec.name,
-            storage_path=storage,
+            name=PurePosixPath(path).name,
+            storage_path=str(PurePosixPath(path).parent),
             callbacks=[
                 recorder,
                 TrialLines(spec.metric, spec.mode, space_lang.sampled_keys(tree)),
@@ -211,6 +218,20 @@ def _new_tuner(
             verbose=1,
         ),
     )
+
+
+def _new_folder(storage: str, name: str) -> str:
+    """``<storage>/<name>`` for a new search's Tune state, or ``<name>-2``, ``-3``... when an
+    earlier search's state is there (Tune would mix both in one folder). A URI is taken as is."""
+    if "://" in storage:
+        return f"{storage.rstrip('/')}/{name}"
+    path, number = Path(storage, name), 1
+    while path.exists():
+        number += 1
+        path = Path(storage, f"{name}-{number}")
+    if number > 1:
+        print(f"tuner: {Path(storage, name)} holds an earlier search; this one's state: {path}")
+    return str(path)
 
 
 def _tune_config(spec: Spec, tree: space_lang.Group) -> tune.TuneConfig:

@@ -6,8 +6,8 @@ Imports nothing heavy: tracking (which must not import Ray) and the CLI's printe
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 
+MASK = "***"  # what stands for a credential in whatever tuner records or prints
 SECRET_WORDS = re.compile(r"secret|token|passw|credential|api_?key|access_?key|auth", re.IGNORECASE)
 # The secret part of a URI's userinfo: the password of ``user:password@``, or the whole of a
 # user-less ``token@`` (services take a bare token there, e.g. https://TOKEN@host).
@@ -22,10 +22,5 @@ _SECRET_LINE = re.compile(
 def mask_secrets(text: str) -> str:
     """``text`` with credentials replaced by ``***``: the userinfo secret of every URI, and the
     value of every secret-looking key. The one rule for whatever tuner records or prints."""
-    text = _URI_SECRET.sub(r"\g<head>***@", text)
-    return _SECRET_LINE.sub(r"\g<key>***", text)
-
-
-def masked_overrides(overrides: Sequence[str]) -> str:
-    """``--set`` overrides as one line for MLflow, credentials masked."""
-    return "; ".join(mask_secrets(override) for override in overrides)
+    text = _URI_SECRET.sub(rf"\g<head>{MASK}@", text)
+    return _SECRET_LINE.sub(rf"\g<key>{MASK}", text)

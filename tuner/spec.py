@@ -96,6 +96,9 @@ class FinalSpec(_Strict):
 class TrackingSpec(_Strict):
     uri: str | None = None  # MLflow tracking URI; None: sqlite:///mlflow.db in the cwd
     experiment: str | None = None  # MLflow experiment name; None: the spec's name
+    # Where a new MLflow experiment keeps plots and models (a folder or a URI); None: beside a
+    # sqlite store (its folder's mlartifacts/), or the tracking server's choice.
+    artifacts: str | None = None
 
 
 class Spec(_Strict):
@@ -173,7 +176,7 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
     for override in overrides or []:
         apply_override(raw, override, str(path))
     note = _fit_grace_period(raw, overrides or [])
-    spec = validate(raw, str(path))
+    spec = validate(raw, str(path), overrides or [])
     if note:
         print(f"tuner: {note}", file=sys.stderr)
     return spec
@@ -203,13 +206,19 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def validate(raw: dict[str, Any], source: str) -> Spec:
-    """Validate a raw spec mapping: the schema, then the space, then the trainable's names."""
+def validate(raw: dict[str, Any], source: str, overrides: Sequence[str] = ()) -> Spec:
+    """Validate a raw spec mapping: the schema, then the space, then the trainable's names.
+
+    An error names where the bad value came from: the ``--set`` override that set its key, or
+    else ``source`` (the file).
+    """
     try:
         spec = Spec.model_validate(raw)
     except ValidationError as error:
-        raise SpecError(f"{source}: {_first_error(error)}") from None
-    _check_dataset(spec, source)
+        path, message = _first_error(error)
+        located = f"{path}: {message}" if path else message
+        raise SpecError(f"{_origin(path, source, overrides)}: {located}") from None
+    _check_dataset(spec, _origin("data.dataset", source, overrides))
     try:
         tree = space_lang.parse(spec.space)
         if spec.search.algorithm == "grid":
@@ -217,8 +226,17 @@ def validate(raw: dict[str, Any], source: str) -> Spec:
         _check_trainable(spec, tree)
         _check_together(spec, tree)
     except space_lang.SpaceError as error:
-        raise SpecError(f"{source}: {error}") from None
+        raise SpecError(f"{_origin(error.path, source, overrides)}: {error}") from None
     return spec
+
+
+def _origin(path: str, source: str, overrides: Sequence[str]) -> str:
+    """``--set KEY=VALUE`` when the last override touching ``path`` set it, else ``source``."""
+    for override in reversed(overrides):
+        key = override.partition("=")[0]
+        if path == key or path.startswith(f"{key}.") or key.startswith(f"{path}."):
+            return f"--set {override}"
+    return source
 
 
 def _check_dataset(spec: Spec, source: str) -> None:
@@ -279,17 +297,17 @@ def _largest(node: space_lang.Node | None) -> float | None:
     return max(numbers, default=None)
 
 
-def _first_error(error: ValidationError) -> str:
+def _first_error(error: ValidationError) -> tuple[str, str]:
+    """The key path of pydantic's first error, and a one-line message for it."""
     first = error.errors()[0]
     path = ".".join(str(part) for part in first["loc"])
     if first["type"] == "extra_forbidden":
-        return f"{path}: {unknown_key(str(first['loc'][-1]), _allowed_keys(first['loc']))}"
+        return path, unknown_key(str(first["loc"][-1]), _allowed_keys(first["loc"]))
     if first["type"] == "literal_error":
-        return (
-            f"{path}: {first['msg'].replace('Input should be', 'must be')}, got {first['input']!r}"
-        )
+        message = first["msg"].replace("Input should be", "must be")
+        return path, f"{message}, got {first['input']!r}"
     message = first["msg"].removeprefix("Value error, ")
-    return f"{path}: {message}, got {first['input']!r}" if path else message
+    return path, (f"{message}, got {first['input']!r}" if path else message)
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:

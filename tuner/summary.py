@@ -22,6 +22,7 @@ class Summary:
 
     experiment: str
     tracking_uri: str
+    artifacts: str  # the experiment's artifact location (plots, models, the spec)
     parent_run_id: str
     storage: str
     metric: str
@@ -72,13 +73,14 @@ def print_summary(summary: Summary) -> None:
     print(f"Its model: {size.params:,} parameters, {size.mb:.2f} MB")
     uri = mask_secrets(summary.tracking_uri)  # a terminal's scrollback is a record too
     print(f"MLflow: experiment {summary.experiment!r}, run {summary.parent_run_id}, store {uri}")
+    print(f"  artifacts: {mask_secrets(summary.artifacts)}")
     print(f"  browse: python -m tuner ui --tracking-uri {uri}")
     print(f"  best:   python -m tuner best {summary.experiment} --tracking-uri {uri}")
     print(f"Ray Tune state and checkpoints: {summary.storage}")
 
 
 def print_best(name: str, parent: Mapping[str, Any], trials: Sequence[TrialRecord]) -> None:
-    print(f"Experiment {name!r}, run {parent['run_id']}:")
+    print(f"Experiment {name!r}, run {parent['run_id']} (* = the trial chosen as best):")
     metrics = parent["metrics"]
     headline = {  # per-class accuracies (test_acc_per_class/...) stay in MLflow and the report
         k: v for k, v in metrics.items() if k.startswith(("best_", "test_")) and "/" not in k

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import queue
+import re
 import tempfile
 import threading
 import time
@@ -49,10 +50,77 @@ REPORTED = (
 )
 
 
+@dataclass(frozen=True)
+class SearchTags:
+    """What a search records on its parent run as tags, read back the same way: the one place
+    that names them (Experiment.start writes them; results, report, artifacts, anytime read)."""
+
+    metric: str = "val_acc"  # what the search selected on
+    mode: str = "max"
+    sampled: tuple[str, ...] = ()  # the config keys the search varied
+    spec: str = ""  # the spec file's name; its masked copy is the artifact spec/<name>
+    storage: str = ""  # Ray Tune's state and checkpoints
+    overrides: tuple[str, ...] = ()  # --set and the shortcut flags, credentials masked
+    images: str = ""  # images per split it ran on (data.Splits.sizes), checked on resume
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "tuner.metric": self.metric,
+            "tuner.mode": self.mode,
+            "tuner.sampled": ",".join(self.sampled),
+            "tuner.spec": self.spec,
+            "tuner.storage": self.storage,
+            "tuner.overrides": json.dumps([mask_secrets(o) for o in self.overrides]),
+            "tuner.images": self.images,
+        }
+
+    @classmethod
+    def of(cls, parent: Run) -> SearchTags:
+        tags = parent.data.tags
+        return cls(
+            metric=tags.get("tuner.metric", cls.metric),
+            mode=tags.get("tuner.mode", cls.mode),
+            sampled=tuple(key for key in tags.get("tuner.sampled", "").split(",") if key),
+            spec=tags.get("tuner.spec", ""),
+            storage=tags.get("tuner.storage", ""),
+            overrides=tuple(json.loads(tags.get("tuner.overrides", "[]"))),
+            images=tags.get("tuner.images", ""),
+        )
+
+
+def latest_parent_run(client: MlflowClient, experiment_id: str) -> Run | None:
+    """The newest parent run of an experiment (the one query for it), None when there is none."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`tuner.role` = '{PARENT_ROLE}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
 def default_tracking_uri() -> str:
     """$MLFLOW_TRACKING_URI, else MLflow's own default made explicit (so `tuner best` and
     `tuner ui` find the same store as `tuner run`): sqlite:///mlflow.db in the cwd."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def artifact_location(
+    tracking_uri: str, experiment_name: str, artifacts: str | None = None
+) -> str | None:
+    """Where a new experiment keeps its artifacts: under ``artifacts`` (a folder or a URI) when
+    given, else beside a sqlite store (``mlartifacts/`` in the database's folder, as `mlflow
+    server` does); None lets a tracking server choose. MLflow's own default for sqlite is
+    ./mlruns in whatever folder the search ran from: moved or deleted, the runs lose their plots
+    and models, and every store run from that folder shares it."""
+    if artifacts:
+        root = artifacts if "://" in artifacts else Path(artifacts).expanduser().resolve().as_uri()
+    elif tracking_uri.startswith("sqlite:///"):
+        database = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+        root = (database.parent / "mlartifacts").as_uri()
+    else:
+        return None
+    return f"{root.rstrip('/')}/{re.sub(r'[^A-Za-z0-9_.-]', '_', experiment_name)}"
 
 
 def child_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
@@ -95,21 +163,30 @@ def error_line(trial: Any) -> str:
 class Experiment:
     """The parent run of one `tuner run` (or of the run it resumes) and what is written to it."""
 
-    def __init__(self, tracking_uri: str, experiment_name: str) -> None:
+    def __init__(
+        self, tracking_uri: str, experiment_name: str, artifacts: str | None = None
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
         found = self.client.get_experiment_by_name(experiment_name)
         self.experiment_id = (
-            found.experiment_id if found else self.client.create_experiment(experiment_name)
+            found.experiment_id
+            if found
+            else self.client.create_experiment(
+                experiment_name,
+                artifact_location=artifact_location(tracking_uri, experiment_name, artifacts),
+            )
         )
         self.name = experiment_name
+        # An experiment keeps the artifact location it was created with.
+        self.artifacts = self.client.get_experiment(self.experiment_id).artifact_location
         self.parent_id = ""
 
-    def start(self, spec_path: Path, tags: Mapping[str, str]) -> str:
+    def start(self, spec_path: Path, search: SearchTags) -> str:
         run = self.client.create_run(
             self.experiment_id,
             run_name=self.name,
-            tags={"tuner.role": PARENT_ROLE, **tags},
+            tags={"tuner.role": PARENT_ROLE, **search.tags()},
         )
         self.parent_id = run.info.run_id
         # A masked copy, not the file: a spec may hold credentials (a tracking URI's password).
@@ -119,23 +196,30 @@ class Experiment:
             self.client.log_artifact(self.parent_id, str(copy), artifact_path="spec")
         return self.parent_id
 
-    def resume(self) -> str:
-        """Continue the latest parent run, which must not have finished."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`tuner.role` = '{PARENT_ROLE}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        if not runs or runs[0].info.status == "FINISHED":
+    def find_resumable(self, images: str) -> SearchTags:
+        """Find the run to continue: the latest parent run, which must not have finished and
+        must have started on the same ``images`` per split (Splits.sizes), since a resume that
+        loads other data (a changed dataset, an override not applied) would mix two searches
+        in one run. Its tags say where Tune's state is."""
+        parent = latest_parent_run(self.client, self.experiment_id)
+        if parent is None or parent.info.status == "FINISHED":
             raise UsageError(
                 f"experiment {self.name!r} has no unfinished run to resume in "
                 f"{mask_secrets(self.tracking_uri)}; start a new one without --resume"
             )
-        self.parent_id = runs[0].info.run_id
+        started_on = SearchTags.of(parent).images
+        if started_on != images:
+            raise UsageError(
+                f"cannot resume {self.name!r}: it started on {started_on} images, this data has "
+                f"{images}; resume with the data and overrides it started with"
+            )
+        self.parent_id = parent.info.run_id
+        return SearchTags.of(parent)
+
+    def resume(self) -> None:
+        """Continue the run find_resumable found."""
         self.client.update_run(self.parent_id, "RUNNING")
         self.client.set_tag(self.parent_id, "tuner.status", "running")
-        return self.parent_id
 
     def children(self) -> list[Run]:
         flush_writes(self.tracking_uri)  # the trials' last writes may still be queued
@@ -192,6 +276,20 @@ def as_params(params: Mapping[str, Any]) -> list[Param]:
 def _param_value(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, list | dict) else str(value)
     return text[:6000]
+
+
+PYTHON_CONSTANTS = {"True": True, "False": False, "None": None}  # str() of them, as logged
+
+
+def param_value(text: str) -> Any:
+    """A param's value as it was before _param_value wrote it: numbers, booleans, None, lists
+    and mappings as themselves; anything else (a name such as sgd) the text."""
+    if text in PYTHON_CONSTANTS:
+        return PYTHON_CONSTANTS[text]
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def log_batch(
