@@ -11,14 +11,17 @@ trainer's business, not the model's.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
 from torch import nn
 
-from models.registry import ModelError, check_number, register
+from models.registry import POSITIVE, ModelError, Range, check_number, register
 
 WHITEN_KERNEL = 2  # pixels; 2x2 patches: 4 * C dimensions, cheap to whiten exactly
 WHITEN_EPS = 5e-4  # added to each patch-covariance eigenvalue (normalized pixels squared)
+MOMENTUM = Range(0, 1, low_open=True)  # PyTorch's batchnorm momentum: the new batch's weight
+SCALE = Range(0, low_open=True)  # the logits' multiplier
 
 # ---------------------------------------------------------------------------------------------
 # Layers
@@ -159,9 +162,9 @@ def airbench(
     num_classes: int,
     in_channels: int,
     image_size: int,
-    widths: Sequence[int] = (64, 256, 256),
-    batchnorm_momentum: float = 0.4,
-    scale: float = 1 / 9,
+    widths: Sequence[Annotated[int, POSITIVE]] = (64, 256, 256),
+    batchnorm_momentum: Annotated[float, MOMENTUM] = 0.4,
+    scale: Annotated[float, SCALE] = 1 / 9,
     whiten_trainable: bool = False,
 ) -> nn.Module:
     """airbench94's net: 1,971,352 trainable parameters on 3x32x32 with 10 classes.
@@ -182,7 +185,7 @@ def airbench(
         in_channels,
         image_size,
         check_widths(widths),
-        check_number("batchnorm_momentum", batchnorm_momentum, 1.0),
-        check_number("scale", scale),
+        check_number("batchnorm_momentum", batchnorm_momentum, MOMENTUM),
+        check_number("scale", scale, SCALE),
         whiten_trainable,
     )

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 import torch
 from torch import nn
 
 from models.layers import conv_bn_relu
-from models.registry import check_choice, check_dropout, check_positive, register
+from models.registry import (
+    DROPOUT,
+    POSITIVE,
+    check_choice,
+    check_dropout,
+    check_positive,
+    register,
+)
 
 Activation = Literal["tanh", "relu"]  # LeNet-5's
 
@@ -55,9 +62,9 @@ def simple_cnn(
     num_classes: int,
     in_channels: int,
     image_size: int,
-    width: int = 32,
-    depth: int = 2,
-    dropout: float = 0.1,
+    width: Annotated[int, POSITIVE] = 32,
+    depth: Annotated[int, POSITIVE] = 2,
+    dropout: Annotated[float, DROPOUT] = 0.1,
 ) -> nn.Module:
     """Fast default for 8x8 digits: ``depth`` conv blocks starting at ``width`` channels."""
     return SimpleCNN(
@@ -127,7 +134,11 @@ class LeNet5(nn.Module):
 
 @register("mnist_cnn")
 def mnist_cnn(
-    *, num_classes: int, in_channels: int, image_size: int, dropout: float = 0.5
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    dropout: Annotated[float, DROPOUT] = 0.5,
 ) -> nn.Module:
     """The PyTorch MNIST example: 21,840 parameters on 1x28x28 with 10 classes; raw logits."""
     return MnistCNN(num_classes, in_channels, image_size, check_dropout(dropout))

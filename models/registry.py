@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -72,6 +73,32 @@ def build(
     )
 
 
+@dataclass(frozen=True)
+class Range:
+    """Where a number option lives, written once in its annotation (``dropout: Annotated[float,
+    DROPOUT]``): the spec's checks read it at load, a factory's ``check_*`` at build."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        above = self.low < value if self.low_open else self.low <= value
+        below = value < self.high if self.high_open else value <= self.high
+        return math.isfinite(value) and above and below
+
+    def __str__(self) -> str:
+        if math.isinf(self.high):
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+POSITIVE = Range(1)  # counts: widths, depths, blocks
+DROPOUT = Range(0, 1, high_open=True)  # a probability of dropping, never all
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters (those with ``requires_grad``)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -88,28 +115,20 @@ def check_choice(option: str, value: object, allowed: tuple[object, ...]) -> Non
 
 def check_positive(option: str, value: object) -> int:
     """Return ``value`` as an int, or raise ``ModelError`` unless it is a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int) or not POSITIVE.admits(value):
         raise ModelError(f"option {option}={value!r} must be a positive integer")
     return value
 
 
 def check_dropout(value: object, option: str = "dropout") -> float:
     """Return ``value`` as a float, or raise ``ModelError`` unless it is a probability in [0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
-        raise ModelError(f"option {option}={value!r} must be a number in [0, 1)")
-    return float(value)
+    return check_number(option, value, DROPOUT)
 
 
-def check_number(option: str, value: object, high: float = math.inf) -> float:
-    """Return ``value`` as a float, or raise ``ModelError`` unless ``0 < value <= high``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or not 0 < value <= high
-    ):
-        bound = f"in (0, {high:g}]" if math.isfinite(high) else "> 0"
-        raise ModelError(f"option {option}={value!r} must be a finite number {bound}")
+def check_number(option: str, value: object, bounds: Range) -> float:
+    """Return ``value`` as a float, or raise ``ModelError`` unless ``bounds`` admit it."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not bounds.admits(value):
+        raise ModelError(f"option {option}={value!r} must be a finite number {bounds}")
     return float(value)
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 import torch
 from torch import nn
 
-from models.registry import ModelError, check_choice, check_positive, register
+from models.registry import POSITIVE, ModelError, check_choice, check_positive, register
 
 Stem = Literal["auto", "small", "imagenet"]
 STEMS = get_args(Stem)
@@ -254,8 +254,8 @@ def custom_resnet(
     num_classes: int,
     in_channels: int,
     image_size: int,
-    blocks: Sequence[int] = (1, 1, 1, 4),
-    width: int = 32,
+    blocks: Sequence[Annotated[int, POSITIVE]] = (1, 1, 1, 4),
+    width: Annotated[int, POSITIVE] = 32,
     pretrained: str | None = None,
 ) -> nn.Module:
     """Basic-block ResNet with ``blocks`` per stage at ``width * 2**i`` channels.

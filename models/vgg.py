@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
 
 from models.layers import conv_bn_relu
-from models.registry import check_dropout, check_positive, register
+from models.registry import DROPOUT, POSITIVE, check_dropout, check_positive, register
 
 VGG16_CONVS = [2, 2, 3, 3, 3]  # 3x3 convs per block; 13 in all, + 2 linear layers = 16
 VGG16_LATE_WIDTHS = [256, 512, 512]  # channels of blocks 3-5; blocks 1-2 follow ``first_width``
@@ -59,8 +61,8 @@ def vgg16(
     num_classes: int,
     in_channels: int,
     image_size: int,
-    first_width: int = 64,
-    dropout: float = 0.5,
+    first_width: Annotated[int, POSITIVE] = 64,
+    dropout: Annotated[float, DROPOUT] = 0.5,
 ) -> nn.Module:
     """VGG-16-BN with a 512-wide MLP head; 14,986,698 parameters on 3x32x32 with 10 classes.
 

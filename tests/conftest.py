@@ -24,6 +24,13 @@ if TYPE_CHECKING:
     from tuner.trainables.metrics import Evaluation
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs Ray runs trials end to end: it is `slow`, outside README's unit tier."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray with 2 CPUs, started once and shut down at the end of the session (~8 s)."""
@@ -114,10 +121,19 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def fashion() -> tuple[np.ndarray, np.ndarray]:
-    """The first 1,000 Fashion-MNIST test images, uint8 (N, 1, 28, 28), and int64 labels."""
+def fashion_mnist_root() -> Path:
+    """Where Debian's dataset-fashion-mnist puts its idx files; a test without them skips."""
     if not (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.skip("needs Debian's dataset-fashion-mnist")
+        pytest.skip(
+            "needs Debian's dataset-fashion-mnist: apt-get install -y dataset-fashion-mnist "
+            "(README's test command installs it)"
+        )
+    return FASHION_DIR
+
+
+@pytest.fixture(scope="session")
+def fashion(fashion_mnist_root) -> tuple[np.ndarray, np.ndarray]:
+    """The first 1,000 Fashion-MNIST test images, uint8 (N, 1, 28, 28), and int64 labels."""
     with gzip.open(FASHION_DIR / "t10k-images-idx3-ubyte.gz") as stream:
         images = np.frombuffer(stream.read(16 + 1000 * 784)[16:], dtype=np.uint8)
     with gzip.open(FASHION_DIR / "t10k-labels-idx1-ubyte.gz") as stream:

@@ -33,6 +33,22 @@ CLASSICAL = "name: c\ntrainable: classical\nscheduler: {type: fifo}\nspace:\n"
             "space.classifier.choice.knn.metric: must be one of 'euclidean', 'cityblock', "
             "'cosine', 'chebyshev', 'minkowski', got 'manhatan'",
         ),
+        (  # ranges: the Range in a factory's annotation, read at load
+            DEEP + "  model: {name: simple_cnn, dropout: 1.5}\n",
+            "space.model.dropout: must be a number in [0, 1), got 1.5",
+        ),
+        (
+            DEEP + "  model: {name: simple_cnn, width: {int: [0, 4]}}\n",
+            "space.model.width.int: must be an integer >= 1, got 0",
+        ),
+        (
+            DEEP + "  model: {name: airbench, widths: [64, 0]}\n",
+            "space.model.widths: must be a list (each item an integer >= 1), got [64, 0]",
+        ),
+        (
+            DEEP + "  model: {name: airbench, batchnorm_momentum: 0}\n",
+            "space.model.batchnorm_momentum: must be a number in (0, 1], got 0",
+        ),
         (
             CLASSICAL + "  features: {name: tiny_image, norm: l3}\n",
             "space.features.norm: must be one of 'none', 'l1', 'l2', 'zscore', got 'l3'",
@@ -47,7 +63,7 @@ CLASSICAL = "name: c\ntrainable: classical\nscheduler: {type: fifo}\nspace:\n"
         ),
         (
             DEEP + "  model: {name: simple_cnn, depth: {integer: [1, 3]}}\n",
-            "space.model.depth: must be an integer, not a mapping; to sample it use one of "
+            "space.model.depth: must be an integer >= 1, not a mapping; to sample it use one of "
             "loguniform, uniform, int, choice (did you mean `int` for `integer`?)",
         ),
         (
@@ -62,7 +78,7 @@ CLASSICAL = "name: c\ntrainable: classical\nscheduler: {type: fifo}\nspace:\n"
         ),
         (
             DEEP + "  model: {name: simple_cnn, depth: {uniform: [1, 3]}}\n",
-            "space.model.depth.uniform: must be an integer, got 1.0",
+            "space.model.depth.uniform: must be an integer >= 1, got 1.0",
         ),
         (
             DEEP + "  optimizer: {choice: {sgd: {lr: 0.1, nesterv: true}, adam: {}}}\n",
@@ -82,7 +98,8 @@ CLASSICAL = "name: c\ntrainable: classical\nscheduler: {type: fifo}\nspace:\n"
         ),
         (
             DEEP + "  model: {name: custom_resnet, blocks: {choice: [[1, 1], [2, x]]}}\n",
-            "space.model.blocks.choice[1]: must be a list (each item an integer), got [2, 'x']",
+            "space.model.blocks.choice[1]: must be a list (each item an integer >= 1), "
+            "got [2, 'x']",
         ),
         (
             DEEP + "  augment: {hflip: 1}\n",

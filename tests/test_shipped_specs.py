@@ -40,7 +40,10 @@ def scene_root(tmp_path, fashion, write_image_tree):
 
 
 CASES = {
-    "fashion_mnist.yaml": (None, ["--set", "data.max_train=512", "--set", "data.max_test=200"]),
+    "fashion_mnist.yaml": (
+        "fashion_mnist_root",
+        ["--set", "data.max_train=512", "--set", "data.max_test=200"],
+    ),
     "mnist.yaml": ("mnist_root", ["--set", "data.max_train=128"]),
     "cifar.yaml": ("cifar_root", ["--set", "data.max_train=128"]),
     "cats_dogs.yaml": ("cats_dogs_root", ["--set", "data.options.image_size=32"]),

@@ -10,7 +10,6 @@ import functools
 import io
 import multiprocessing
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,9 +23,6 @@ from models.classical import knn as knn_module
 from models.classical import progress, sift
 from models.classical.knn import CACHED_NEIGHBOURS, KNN_METRICS, KNN_WEIGHTS, chunk_rows
 
-FASHION = pytest.mark.skipif(
-    not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs dataset-fashion-mnist"
-)
 # Settings that keep each registry entry quick on 8x8 digits; an entry not listed uses defaults.
 QUICK = {
     "tiny_image": {"size": 8},
@@ -540,7 +536,7 @@ def test_bad_feature_settings_fail_at_fit(digits, estimator, message):
 # -- Fashion-MNIST ----------------------------------------------------------------------------
 
 
-@FASHION
+@pytest.mark.usefixtures("fashion_mnist_root")  # Debian's files, or a skip saying how to get them
 def test_both_features_learn_a_fashion_mnist_subset(tmp_path):
     import data
 

@@ -14,8 +14,9 @@ import difflib
 import inspect
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+from models.registry import Range
 from tuner import space as space_lang
 from tuner.spec import Spec, unknown_key
 
@@ -154,6 +155,8 @@ def admits(expected: Any, value: Any) -> bool:
     if origin is Literal:
         # Compared with their types: YAML's `1` is not `True`, nor `1.0` the integer 1.
         return any(value == arg and type(value) is type(arg) for arg in args)
+    if origin is Annotated:  # a type and where its numbers live: Annotated[float, DROPOUT]
+        return admits(args[0], value) and all(r.admits(value) for r in ranges(expected))
     if origin is Union or origin is types.UnionType:
         return any(admits(arg, value) for arg in args)
     if expected is float:  # a number: YAML writes 1 for 1.0
@@ -166,6 +169,11 @@ def admits(expected: Any, value: Any) -> bool:
     if isinstance(origin or expected, type):  # str, bool, NoneType, Path, Mapping, ...
         return isinstance(value, origin or expected)
     return True
+
+
+def ranges(annotated: Any) -> list[Range]:
+    """The ``Range`` bounds in an ``Annotated`` type's metadata."""
+    return [meta for meta in get_args(annotated)[1:] if isinstance(meta, Range)]
 
 
 def item_types(expected: Any, length: int) -> list[Any] | None:
@@ -187,6 +195,8 @@ def describe(expected: Any) -> str:
     origin, args = get_origin(expected), get_args(expected)
     if origin is Literal:
         return f"one of {', '.join(yaml_repr(arg) for arg in args)}"
+    if origin is Annotated:
+        return " ".join([describe(args[0]), *map(str, ranges(expected))])
     if origin is Union or origin is types.UnionType:
         # Members no YAML value can be (a Tensor, a Path) would only confuse a spec's author.
         return " or ".join(describe(arg) for arg in args if not is_class_beyond_yaml(arg))
