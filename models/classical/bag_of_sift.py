@@ -16,7 +16,8 @@ from sklearn.utils.validation import check_is_fitted
 from models.classical import sift
 from models.classical.cache import FeatureCache, array_digest, cache_key
 from models.classical.progress import progress
-from models.classical.vectors import check_choice, normalise
+from models.classical.vectors import normalise
+from models.registry import check_choice
 
 HistogramNorm = Literal["l1", "l2", "sqrt"]
 PyramidLevels = Literal[0, 1, 2]

@@ -22,7 +22,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from models.classical.cache import FeatureCache, array_digest, cache_key
-from models.classical.vectors import check_choice
+from models.registry import check_choice
 
 KnnMetric = Literal["euclidean", "cityblock", "cosine", "chebyshev", "minkowski"]
 KnnWeights = Literal["uniform", "distance"]

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from models.classical.vectors import check_choice, normalise, to_grey
+from models.classical.vectors import normalise, to_grey
+from models.registry import check_choice
 
 TinyNorm = Literal["none", "l1", "l2", "zscore"]
 TINY_NORMS = get_args(TinyNorm)

@@ -37,9 +37,3 @@ def normalise(vectors: np.ndarray, norm: str) -> np.ndarray:
     if norm == "sqrt":
         return np.sqrt(normalise(vectors, "l1"))
     raise ValueError(f"unknown norm {norm!r}")
-
-
-def check_choice(name: str, value: object, allowed: tuple[object, ...]) -> None:
-    """A one-line ValueError naming the allowed values when ``value`` is not one of them."""
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
