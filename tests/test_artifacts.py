@@ -114,7 +114,7 @@ def test_trials_csv_has_one_row_per_trial(logged):
         for key, value in trial.params.items():
             assert row[key] == value
         # Conditional branches: momentum is blank where the optimizer has none.
-        assert (row["optimizer.momentum"] != "") == (row["optimizer.name"] == "sgd")
+        assert (row["optimizer.sgd.momentum"] != "") == (row["optimizer.name"] == "sgd")
     assert sum(row["best"] == "true" for row in rows) == 1
 
 
@@ -127,9 +127,40 @@ def test_study_is_rebuilt_from_the_child_runs(logged):
     sampled = set(logged.parent.data.tags["tuner.sampled"].split(","))
     for trial in study.trials:
         assert set(trial.params) <= sampled  # constants (model.name, depth) left out
-        assert ("optimizer.momentum" in trial.params) == (trial.params["optimizer.name"] == "sgd")
+        branch = trial.params["optimizer.name"]
+        assert ("optimizer.sgd.momentum" in trial.params) == (branch == "sgd")
         assert 16 <= trial.params["model.width"] <= 32
     assert "model.name" not in study.trials[0].params
+
+
+def test_the_study_keeps_two_branches_ranges_apart(tmp_path):
+    """sgd's lr and adam's lr are two parameters of the rebuilt study, each with the range its
+    own trials span, as they were two parameters to the sampler."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("branches")
+    sampled = "optimizer.name,optimizer.sgd.lr,optimizer.adam.lr"
+    tags = {"tuner.role": "parent", "tuner.metric": "val_acc", "tuner.sampled": sampled}
+    parent = client.create_run(experiment, run_name="branches", tags=tags)
+    for index, (branch, lr) in enumerate([("sgd", 0.05), ("sgd", 0.1), ("adam", 1e-3)]):
+        child = client.create_run(
+            experiment,
+            tags={
+                "mlflow.parentRunId": parent.info.run_id,
+                "tuner.role": "trial",
+                "tuner.trial_id": f"t{index}",
+            },
+        )
+        params = [Param("optimizer.name", branch), Param(f"optimizer.{branch}.lr", str(lr))]
+        metrics = [Metric("best_val_acc", 0.5 + index / 10, 0, 1)]
+        client.log_batch(child.info.run_id, metrics=metrics, params=params)
+    parent = client.get_run(parent.info.run_id)
+    study = study_of(client, parent, trials_of(client, parent))
+    distributions = {}
+    for trial in study.trials:
+        distributions.update(trial.distributions)
+    sgd, adam = distributions["optimizer.sgd.lr"], distributions["optimizer.adam.lr"]
+    assert (sgd.low, sgd.high, adam.low, adam.high) == (0.05, 0.1, 1e-3, 1e-3)
+    assert sorted(distributions["optimizer.name"].choices) == ["adam", "sgd"]
 
 
 def test_a_plot_that_cant_be_drawn_is_skipped_with_a_warning(tmp_path):
@@ -168,6 +199,45 @@ def test_a_plot_that_cant_be_drawn_is_skipped_with_a_warning(tmp_path):
     # Even a run that doesn't exist only warns: artifacts never fail a finished search.
     with pytest.warns(UserWarning, match="skipped the"):
         log_search_artifacts(client, "0" * 32, evaluation)
+
+
+def _ten_parameter_study(trials: int = 30):
+    """An Optuna study of ten parameters in which only ``p7`` (then a little ``p3``) matters."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    rng = np.random.default_rng(0)
+    distributions = {f"p{i}": FloatDistribution(0.0, 1.0) for i in range(10)}
+    study = optuna.create_study(direction="maximize")
+    for _ in range(trials):
+        params = {name: float(rng.uniform()) for name in distributions}
+        value = params["p7"] + 0.1 * params["p3"]
+        trial = optuna.trial.create_trial(params=params, distributions=distributions, value=value)
+        study.add_trial(trial)
+    return study
+
+
+@pytest.mark.parametrize("name", ["optuna_slice", "optuna_parallel_coordinate"])
+def test_many_parameter_plots_show_the_most_important_few_at_page_width(name):
+    """Ten parameters: the slice plot and parallel coordinates draw only the most important
+    few, most important first, in a figure no wider than the report's page."""
+    from tuner.artifacts import DPI, FIGURE_WIDTH, MOST_IMPORTANT, optuna_figure
+
+    shown = MOST_IMPORTANT[name][0]
+    figure = optuna_figure(_ten_parameter_study(), name, "best val_acc")
+    try:
+        width, height = figure.get_size_inches()
+        assert width * DPI <= 1220  # the report's page: 1200 px, less padding, plus borders
+        assert width == FIGURE_WIDTH and height < width
+        if name == "optuna_slice":  # one panel per parameter, and the colour bar
+            labels = [ax.get_xlabel() for ax in figure.axes if ax.get_xlabel()]
+        else:  # one axis per parameter after the objective's, named along the x axis
+            labels = [t.get_text() for t in figure.axes[0].get_xticklabels()][1:]
+        assert len(labels) == shown < 10
+        assert labels[:2] == ["1 p7", "2 p3"]  # the one that matters first
+        assert f"the {shown} most important of 10 parameters" in figure.get_suptitle()
+    finally:
+        plt.close(figure)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ torch (about 8 s of a cold start), only MLflow, to read a real store."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,23 @@ def test_a_closed_pipe_ends_listing_quietly():
     )
     assert done.stdout.count("\n") == 1
     assert done.stderr == ""
+
+
+def test_a_tracking_server_that_does_not_answer_stops_a_run_before_anything_starts(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as probe:  # a free port: nothing listens on it once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    spec = ROOT / "search_spaces" / "digits.yaml"
+    assert main(["run", str(spec), "--tracking-uri", f"http://127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"tuner: error: no MLflow tracking server answers at http://127.0.0.1:{port} "
+        "(ConnectionError); start it, or point --tracking-uri (or MLFLOW_TRACKING_URI) at a "
+        "running one\n"
+    )
+    assert list(tmp_path.iterdir()) == []  # no tuner_results, no mlflow.db
+    assert main(["best", "digits", "--tracking-uri", "htp://x"]) == 2
+    assert "can't use the MLflow store htp://x: " in capsys.readouterr().err

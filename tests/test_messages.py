@@ -10,7 +10,7 @@ import torch
 from ray import tune
 
 import data
-from tests.test_recorder import new_trial, result
+from tests.test_recorder import SPACE, new_trial, result
 from tuner.cli import build_parser
 from tuner.progress import TrialLines
 from tuner.recorder import WARNINGS_TAG, TrialRecorder
@@ -50,7 +50,7 @@ def test_warnings_are_tagged_appended_and_printed(tmp_path, capsys):
     spec.write_text("name: warn\n")
     experiment.start(spec, SearchTags())
     args = (experiment.tracking_uri, experiment.experiment_id, experiment.parent_id)
-    lines = TrialLines("val_acc", "max", [])
+    lines = TrialLines("val_acc", "max", SPACE)
     trial = new_trial("t1", 8)
 
     def report(recorder: TrialRecorder, step: int, warnings: list[str]) -> None:
@@ -62,14 +62,14 @@ def test_warnings_are_tagged_appended_and_printed(tmp_path, capsys):
                 result={**result(step, 0.5), "warnings": warnings},
             )
 
-    recorder = TrialRecorder(*args, "val_acc", "max")
+    recorder = TrialRecorder(*args, "val_acc", "max", SPACE)
     recorder.setup()
     recorder.on_trial_start(iteration=0, trials=[trial], trial=trial)
     report(recorder, 1, ["first"])
     report(recorder, 2, [])
     recorder.on_experiment_end(trials=[trial])
     # A resumed search: a new recorder, rebuilt from MLflow, appends to the tag.
-    resumed = TrialRecorder(*args, "val_acc", "max")
+    resumed = TrialRecorder(*args, "val_acc", "max", SPACE)
     resumed.setup()
     report(resumed, 3, ["second", "third"])
     resumed.on_experiment_end(trials=[trial])

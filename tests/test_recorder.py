@@ -11,11 +11,13 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
+from tuner import space as space_lang
 from tuner import tracking
 from tuner.recorder import TrialRecorder
 from tuner.tracking import Experiment, SearchTags, Write, merged
 
 EPOCHS = 6
+SPACE = space_lang.parse({"model": {"width": {"int": [8, 32]}}})
 
 
 def new_trial(trial_id: str, width: int) -> Trial:
@@ -30,7 +32,12 @@ def result(step: int, val_acc: float) -> dict:
         "train_loss": 1.0 / step,
         "val_acc": val_acc,
         "node_id": "node-a",
+        "model_params": 1234,  # the same every epoch
     }
+
+
+def ids(experiment: Experiment) -> tuple[str, str, str]:
+    return experiment.tracking_uri, experiment.experiment_id, experiment.parent_id
 
 
 def record_search(tmp_path: Path, name: str = "rec") -> tuple[Experiment, list[Trial]]:
@@ -40,9 +47,7 @@ def record_search(tmp_path: Path, name: str = "rec") -> tuple[Experiment, list[T
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"name: {name}\n")
     experiment.start(spec, SearchTags(metric="val_acc", mode="max"))
-    recorder = TrialRecorder(
-        experiment.tracking_uri, experiment.experiment_id, experiment.parent_id, "val_acc", "max"
-    )
+    recorder = TrialRecorder(*ids(experiment), "val_acc", "max", SPACE)
     recorder.setup()
     trials = [new_trial("t1", 16), new_trial("t2", 32)]
     for trial in trials:
@@ -80,6 +85,9 @@ def test_every_epoch_arrives_once_and_in_order_after_the_experiment_ends(tmp_pat
     assert runs["t1"].data.tags["tuner.status"] == "completed"
     assert runs["t2"].data.tags["tuner.status"] == "early_stopped"
     assert runs["t1"].data.params == {"model.width": "16"}
+    # The model's size: one value per run, not a flat line per epoch.
+    (size,) = client.get_metric_history(runs["t1"].info.run_id, "model_params")
+    assert (size.value, size.step) == (1234, 0)
     assert runs["t1"].data.metrics["best_val_acc"] == pytest.approx(0.5 + 0.05 * EPOCHS)
     assert runs["t2"].data.metrics["best_val_acc"] == pytest.approx(0.8)  # its first epoch
 
@@ -91,9 +99,7 @@ def test_ctrl_c_marks_what_was_queued_before_it(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: stopped\n")
     experiment.start(spec, SearchTags())
-    recorder = TrialRecorder(
-        experiment.tracking_uri, experiment.experiment_id, experiment.parent_id, "val_acc", "max"
-    )
+    recorder = TrialRecorder(*ids(experiment), "val_acc", "max", SPACE)
     trial = new_trial("t1", 8)
     recorder.on_trial_start(iteration=0, trials=[trial], trial=trial)
     for step in range(1, 41):
@@ -141,9 +147,7 @@ def test_queued_writes_merge_per_run_and_keep_each_runs_order():
 def test_a_trial_the_resumed_search_never_knew_has_its_run_removed(tmp_path, capsys):
     experiment, trials = record_search(tmp_path)
     # The resumed search's recorder: Tune's saved state knew t1 only (t2 started after it).
-    resumed = TrialRecorder(
-        experiment.tracking_uri, experiment.experiment_id, experiment.parent_id, "val_acc", "max"
-    )
+    resumed = TrialRecorder(*ids(experiment), "val_acc", "max", SPACE)
     resumed.setup()
     resumed.on_experiment_end(trials=[trials[0]])
     kept = {run.data.tags["tuner.trial_id"] for run in experiment.children()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import struct
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,8 @@ space:
 """
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 IMAGE = re.compile(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+FIGURE = re.compile(r'<figure id="([a-z_]+)"><img [^>]*src="data:image/png;base64,([^"]+)"')
+PAGE_PX = 1200  # the report's max-width
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +81,19 @@ def test_report_shows_spec_trials_metrics_and_statuses(store):
     assert sum(int(counts[label]) for label in labels) == 3
     assert int(counts["completed"]) == sum(t.status == "completed" for t in trials)
     assert "optimizer.name" in text and "best val_acc" in text
+
+
+def test_report_fits_the_width_of_its_page(store):
+    """Tables as wide as a search's parameters scroll inside the page, not the page itself;
+    the plots of many parameters are drawn no wider than the page (so never shrunk)."""
+    page = write_report(store.uri, "digits_search", store.tmp / "out").read_text()
+    assert ".scroll { overflow-x: auto;" in page
+    assert page.count("<table>") == page.count('<div class="scroll"><table>') >= 4
+    figures = dict(FIGURE.findall(page))
+    for name in ("optuna_parallel_coordinate", "optuna_slice"):
+        png = base64.b64decode(figures[name])
+        width, height = struct.unpack(">II", png[16:24])  # the PNG's IHDR chunk
+        assert 400 < width <= PAGE_PX and height < width, (name, width, height)
 
 
 def test_report_needs_only_the_mlflow_store(store, tmp_path, monkeypatch):

@@ -58,9 +58,11 @@ def test_every_trial_reports_validation_scores_once(classical_run):
         assert [m.step for m in client.get_metric_history(trial.info.run_id, "val_acc")] == [1]
         features = trial.data.params["features.name"]
         assert features in {"tiny_image", "bag_of_sift"}
-        # Conditional branches: SIFT settings only on SIFT trials, k only on kNN trials.
-        assert ("features.vocab_size" in trial.data.params) == (features == "bag_of_sift")
-        assert ("classifier.k" in trial.data.params) == (
+        # Conditional branches: a branch's settings under its name, only on its trials.
+        assert ("features.bag_of_sift.vocab_size" in trial.data.params) == (
+            features == "bag_of_sift"
+        )
+        assert ("classifier.knn.k" in trial.data.params) == (
             trial.data.params["classifier.name"] == "knn"
         )
 

@@ -5,9 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import DIGITS_SEARCH
 from mlflow.tracking import MlflowClient
+from ray.tune import ExperimentAnalysis
 
+from tuner import space as space_lang
+from tuner.artifacts import study_of
 from tuner.cli import main
+from tuner.progress import TrialLines
+from tuner.results import latest_parent, trials_of
+from tuner.spec import read_yaml
 
 STATUSES = {"completed", "early_stopped", "diverged", "errored"}
 
@@ -38,7 +45,8 @@ def test_parent_run_holds_spec_best_config_and_test_metrics(finished_run):
     assert 0.0 < parent.data.metrics["best_val_acc"] <= 1.0
     for name in ("test_precision", "test_recall", "test_f1"):
         assert 0.0 < parent.data.metrics[name] <= 1.0
-    assert parent.data.params["best.optimizer.name"] in {"sgd", "adam"}
+    branch = parent.data.params["best.optimizer.name"]
+    assert branch in {"sgd", "adam"} and f"best.optimizer.{branch}.lr" in parent.data.params
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "spec")}
     assert artifacts == {"spec/digits_search.yaml"}
 
@@ -55,8 +63,12 @@ def test_one_child_run_per_trial_with_params_metrics_and_status(finished_run):
         params = child.data.params
         assert params["model.name"] == "simple_cnn"
         assert 16 <= int(params["model.width"]) <= 32
-        # Conditional branches: momentum only where the optimizer is sgd.
-        assert ("optimizer.momentum" in params) == (params["optimizer.name"] == "sgd")
+        # Conditional branches: a branch's settings under its name, only where it was taken.
+        branch = params["optimizer.name"]
+        assert ("optimizer.sgd.momentum" in params) == (branch == "sgd")
+        assert f"optimizer.{branch}.lr" in params and "optimizer.lr" not in params
+        # The model's size: one value, not one per epoch.
+        assert len(client.get_metric_history(child.info.run_id, "model_params")) == 1
         history = client.get_metric_history(child.info.run_id, "val_acc")
         steps = [m.step for m in history]
         assert steps == list(range(1, len(steps) + 1))
@@ -92,3 +104,32 @@ def test_tuner_best_unknown_experiment_exits_2(finished_run, capsys):
     assert main(["best", "nope", "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err
     assert "no experiment named 'nope'" in err and "digits_search" in err
+
+
+def test_a_parameter_has_one_name_in_mlflow_the_trial_lines_and_the_study(digits_search):
+    """Through the real Optuna + Ray path: each trial's sampled settings carry the same names
+    in its MLflow params, its progress line, the parent's tuner.sampled tag and the study the
+    plots are drawn from; Tune's configs hold the space's keys only."""
+    tree = space_lang.parse(read_yaml(DIGITS_SEARCH, "spec")["space"])
+    client = digits_search.client
+    parent = latest_parent(client, "digits_search")
+    sampled = parent.data.tags["tuner.sampled"].split(",")
+    assert sampled == space_lang.sampled_keys(tree)
+    assert "optimizer.sgd.lr" in sampled and "optimizer.adam.lr" in sampled
+    records = {record.trial_id: record for record in trials_of(client, parent)}
+    study = {t.user_attrs["trial_id"]: t for t in study_of(client, parent, records.values()).trials}
+    lines = TrialLines("val_acc", "max", tree)
+    tune_trials = ExperimentAnalysis(str(digits_search.storage / "digits_search")).trials
+    assert sorted(trial.trial_id for trial in tune_trials) == sorted(records)
+    for trial in tune_trials:
+        assert set(trial.config) == {"model", "optimizer", "batch_size"}  # no bookkeeping keys
+        logged = {k: v for k, v in records[trial.trial_id].params.items() if k in sampled}
+        shown = lines.line(trial, "completed").split(" | ")[1].split("  ")
+        assert sorted(item.split("=")[0] for item in shown) == sorted(logged)
+        assert set(study[trial.trial_id].params) == set(logged)
+        branch = logged["optimizer.name"]
+        for key, value in study[trial.trial_id].params.items():
+            assert str(value) == logged[key] or float(value) == pytest.approx(float(logged[key]))
+        # Each branch's lr stays in its own range: the study never merges the two.
+        lr = study[trial.trial_id].params[f"optimizer.{branch}.lr"]
+        assert (1e-2 <= lr <= 1e-1) if branch == "sgd" else (1e-3 <= lr <= 1e-2)

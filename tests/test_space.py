@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import optuna
 import pytest
+from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.variant_generator import generate_variants
 
 from tuner import space as space_lang
@@ -33,8 +34,7 @@ epochs: 5
 
 def sample(params: dict) -> dict:
     tree = space_lang.parse(SPACE)
-    prefixed = {f"{space_lang.OPTUNA_KEY}/{key}": value for key, value in params.items()}
-    return space_lang.optuna_define_by_run(tree)(optuna.trial.FixedTrial(prefixed))
+    return space_lang.optuna_define_by_run(tree)(optuna.trial.FixedTrial(params))
 
 
 BASE = {"model.width": 16, "model.dropout": 0.1, "batch_size": 32, "blocks": "[1, 1, 1, 4]"}
@@ -42,7 +42,7 @@ BASE = {"model.width": 16, "model.dropout": 0.1, "batch_size": 32, "blocks": "[1
 
 def test_sgd_branch_samples_momentum_and_nests_the_config():
     config = sample(
-        {**BASE, "optimizer": "sgd", "optimizer.sgd.lr": 0.01, "optimizer.sgd.momentum": 0.9}
+        {**BASE, "optimizer.name": "sgd", "optimizer.sgd.lr": 0.01, "optimizer.sgd.momentum": 0.9}
     )
     assert config["optimizer"] == {"name": "sgd", "lr": 0.01, "momentum": 0.9}
     assert config["model"] == {"name": "simple_cnn", "width": 16, "dropout": 0.1}
@@ -51,14 +51,14 @@ def test_sgd_branch_samples_momentum_and_nests_the_config():
 
 
 def test_adam_branch_never_has_momentum():
-    config = sample({**BASE, "optimizer": "adam", "optimizer.adam.lr": 0.001})
+    config = sample({**BASE, "optimizer.name": "adam", "optimizer.adam.lr": 0.001})
     assert config["optimizer"] == {"name": "adam", "lr": 0.001}
 
 
 def test_sgd_branch_asks_the_sampler_for_its_own_parameters():
     # FixedTrial raises when asked for a parameter it wasn't given: here sgd's momentum.
     with pytest.raises(ValueError, match=r"optimizer\.sgd\.momentum"):
-        sample({**BASE, "optimizer": "sgd", "optimizer.sgd.lr": 0.01})
+        sample({**BASE, "optimizer.name": "sgd", "optimizer.sgd.lr": 0.01})
 
 
 def test_int_bounds_are_inclusive_under_optuna():
@@ -142,27 +142,65 @@ def test_malformed_distributions_name_the_key_path(raw, message):
         space_lang.parse(raw)
 
 
-def test_trial_params_flatten_and_drop_searcher_bookkeeping():
+def test_trial_params_name_a_branch_s_settings_under_the_branch():
     config = {
-        "optimizer": {"name": "sgd", "lr": 0.1},
+        "model": {"name": "simple_cnn", "width": 16, "dropout": 0.1},
+        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
         "batch_size": 32,
-        space_lang.OPTUNA_KEY: {"x": 1},
+        "blocks": [1, 1, 1, 4],
+        "epochs": 5,
     }
-    assert space_lang.trial_params(config) == {
+    assert space_lang.trial_params(space_lang.parse(SPACE), config) == {
+        "model.name": "simple_cnn",
+        "model.width": 16,
+        "model.dropout": 0.1,
         "optimizer.name": "sgd",
-        "optimizer.lr": 0.1,
+        "optimizer.sgd.lr": 0.1,
+        "optimizer.sgd.momentum": 0.9,
         "batch_size": 32,
+        "blocks": [1, 1, 1, 4],
+        "epochs": 5,
     }
 
 
-def test_sampled_keys_lists_config_keys_once():
-    keys = space_lang.sampled_keys(space_lang.parse(SPACE))
-    assert keys == [
+def test_sampled_keys_name_each_branch_s_settings_apart():
+    tree = space_lang.parse(SPACE)
+    assert space_lang.sampled_keys(tree) == [
         "model.width",
         "model.dropout",
         "optimizer.name",
-        "optimizer.lr",
-        "optimizer.momentum",
+        "optimizer.sgd.lr",
+        "optimizer.sgd.momentum",
+        "optimizer.adam.lr",
         "batch_size",
         "blocks",
     ]
+    # What every trial has, by its config path: the progress table's columns.
+    assert space_lang.sampled_keys(tree, common_only=True) == [
+        "model.width",
+        "model.dropout",
+        "optimizer.name",
+        "batch_size",
+        "blocks",
+    ]
+
+
+def test_ray_s_optuna_search_suggests_the_config_alone_under_the_one_name():
+    """Through Ray's OptunaSearch, a trial's config holds the space's keys only (no searcher
+    bookkeeping), and Optuna's parameters are the names MLflow and the tables use."""
+    tree = space_lang.parse(SPACE)
+    searcher = OptunaSearch(
+        space=space_lang.optuna_define_by_run(tree),
+        metric="val_acc",
+        mode="max",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
+    branches = set()
+    for index in range(8):
+        config = searcher.suggest(f"t{index}")
+        assert set(config) == {"model", "optimizer", "batch_size", "blocks", "epochs"}
+        params = space_lang.trial_params(tree, config)
+        optuna_params = searcher._ot_trials[f"t{index}"].params
+        assert set(optuna_params) == set(params) & set(space_lang.sampled_keys(tree))
+        branches.add(params["optimizer.name"])
+    assert branches == {"sgd", "adam"}

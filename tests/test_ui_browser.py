@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tuner.results import latest_parent, trials_of
+from tuner.tracking import SearchTags
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +50,8 @@ RENDER_BUDGETS_MS = (15_000, 40_000)  # virtual time for the React app; the seco
 
 @dataclass
 class UI:
-    url: str
+    url: str  # the view `tuner ui` printed
+    root: str  # the server's address
     uri: str
     client: MlflowClient
     tmp: Path
@@ -61,22 +65,25 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ui(digits_search, tmp_path_factory):
-    """The shared finished 3-trial search, and `tuner ui` serving its store on a free port."""
+    """The shared finished 3-trial search, and `tuner ui digits_search` serving its store on a
+    free port; ``url`` is the view it printed."""
     tmp, uri = tmp_path_factory.mktemp("ui"), digits_search.uri
-    port = _free_port()
+    flags = ["--port", str(_free_port()), "--tracking-uri", uri]
     server = subprocess.Popen(
-        [sys.executable, "-m", "tuner", "ui", "--port", str(port), "--tracking-uri", uri],
+        [sys.executable, "-m", "tuner", "ui", "digits_search", *flags],
         cwd=digits_search.tmp,  # where the search ran: MLflow's relative artifact paths resolve
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        text=True,
         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
         start_new_session=True,  # its own process group: the uvicorn workers go with it
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        by_name = "api/2.0/mlflow/experiments/get-by-name?experiment_name=digits_search"
-        _wait_for(server, f"{url}/{by_name}")
-        yield UI(url, uri, MlflowClient(uri), tmp)
+        url = _printed_url(server)
+        # Printed only once the server answers: the page is there at once, no retries.
+        with urllib.request.urlopen(url.partition("#")[0], timeout=30) as response:
+            assert response.status == 200
+        yield UI(url, url.partition("/#")[0], uri, MlflowClient(uri), tmp)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -86,16 +93,19 @@ def ui(digits_search, tmp_path_factory):
             server.wait(timeout=10)
 
 
-def _wait_for(server: subprocess.Popen, url: str) -> None:
+def _printed_url(server: subprocess.Popen) -> str:
+    """The address `tuner ui` prints (MLflow prints lines of its own to the same stdout)."""
+    lines: queue.Queue[str] = queue.Queue()
+    read = threading.Thread(target=lambda: [lines.put(line) for line in server.stdout], daemon=True)
+    read.start()
     deadline = time.monotonic() + UI_START_S
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=5):
-                return
-        except OSError:
-            assert server.poll() is None, "tuner ui exited"
-            assert time.monotonic() < deadline, f"tuner ui never answered at {url}"
-            time.sleep(1)
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0.1))
+        except queue.Empty:
+            pytest.fail(f"tuner ui printed no address in {UI_START_S} s")
+        if line.startswith("MLflow UI for "):
+            return line.split(": ", 1)[1].strip()
 
 
 def _post(url: str, body: dict) -> dict:
@@ -111,7 +121,7 @@ def test_rest_api_returns_every_trial(ui):
     trials = trials_of(ui.client, parent)
     assert len(trials) == 3
     found = _post(
-        f"{ui.url}/api/2.0/mlflow/runs/search",
+        f"{ui.root}/api/2.0/mlflow/runs/search",
         {"experiment_ids": [parent.info.experiment_id], "max_results": 1000},
     )
     runs = {run["info"]["run_id"]: run for run in found["runs"]}
@@ -153,30 +163,39 @@ def _render(url: str, tmp: Path, budget_ms: int) -> str:
     return done.stdout
 
 
-def test_chromium_shows_the_experiment_its_parent_run_and_trial_runs(ui):
+ROW = re.compile(r'role="row" row-index="(\d+)" row-id="([0-9a-f]+)"')  # AG Grid's run rows
+TEST_ACC_CELL = re.compile(r'id="cell-metrics\.`test_acc`-\d+" class="ag-cell-value">([^<]*)<')
+
+
+def test_chromium_shows_the_trials_sorted_by_the_metric_with_their_columns(ui):
+    """The page `tuner ui NAME` prints: the experiment's runs (not MLflow 3's GenAI overview),
+    trials listed flat and best first, the metric, test accuracy and sampled parameters as
+    columns."""
     parent = latest_parent(ui.client, "digits_search")
-    runs = [(parent.info.run_id, parent.info.run_name)] + [
-        (t.run_id, f"trial_{t.trial_id}") for t in trials_of(ui.client, parent)
-    ]
+    trials = trials_of(ui.client, parent)
     experiment = parent.info.experiment_id
-    # Sorted by name the UI lists runs flat; by date (its default) trials fold under the parent.
-    page = (
-        f"{ui.url}/#/experiments/{experiment}/runs?orderByKey=attributes.run_name&orderByAsc=true"
-    )
-    links = {
-        run_id: re.compile(
-            rf'href="#/experiments/{experiment}/runs/{run_id}"[^>]*>\s*<span[^>]*>'
-            rf"{re.escape(name)}</span>"
-        )
-        for run_id, name in runs
+    assert ui.url.startswith(f"{ui.root}/#/experiments/{experiment}/runs?")
+    best = {t.run_id: t.value for t in trials} | {
+        parent.info.run_id: parent.data.metrics["best_val_acc"]
     }
     for budget in RENDER_BUDGETS_MS:
-        dom = _render(page, ui.tmp, budget)
-        missing = [run_id for run_id, link in links.items() if not link.search(dom)]
-        if not missing:
+        dom = _render(ui.url, ui.tmp, budget)
+        rows = dict(ROW.findall(dom))  # row index -> run id (one per pane: the same)
+        if set(best) <= set(rows.values()):
             break
     assert "<title>" in dom and "MLflow" in dom, dom[:500]
-    assert not missing, f"runs not listed in the rendered page: {missing}"
+    assert "Detect Issues" not in dom  # the GenAI overview's button
+    assert set(best) <= set(rows.values()), f"runs not listed flat: {sorted(rows.values())}"
+    ranked = [best[rows[i]] for i in sorted(rows, key=int)]
+    assert ranked == sorted(ranked, reverse=True)  # best_val_acc, highest first
+    assert "Sort: best_val_acc" in dom
+    sampled = SearchTags.of(parent).sampled
+    for column in ("metrics.`best_val_acc`", "metrics.`val_acc`", "metrics.`test_acc`"):
+        assert f'col-id="{column}"' in dom, column
+    assert f'col-id="params.`{sampled[0]}`"' in dom  # AG Grid draws only the visible columns
+    # Only the parent run has a test accuracy (its best trial's model on the test split).
+    shown = [v for v in TEST_ACC_CELL.findall(dom) if v != "-"]
+    assert len(shown) == 1 and abs(float(shown[0]) - parent.data.metrics["test_acc"]) < 1e-3
     # The experiment by name, in the page's breadcrumb (a link to the experiment itself).
     assert re.search(rf'href="#/experiments/{experiment}"[^>]*>(<[^>]+>)*\s*digits_search\s*<', dom)
     screenshot = ui.tmp / "ui.png"

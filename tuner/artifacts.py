@@ -58,6 +58,13 @@ OPTUNA_PLOTS = {  # artifact name -> function of optuna.visualization.matplotlib
     "optuna_parallel_coordinate": "plot_parallel_coordinate",
     "optuna_slice": "plot_slice",
 }
+# Plots of several parameters show only the most important few, in a figure as wide as the
+# report's page (11 in at DPI 110: ~1200 px, the page's width, so text keeps its size).
+FIGURE_WIDTH = 11.0  # inches
+MOST_IMPORTANT = {  # artifact name -> (parameters shown, figure height in inches)
+    "optuna_parallel_coordinate": (5, 5.0),  # one axis per parameter: ~2 in apart
+    "optuna_slice": (4, 3.6),  # one panel per parameter: ~2.5 in wide
+}
 
 
 def log_search_artifacts(
@@ -327,6 +334,12 @@ def _decode(text: str, distribution: optuna.distributions.BaseDistribution) -> A
 def _log_optuna(
     client: MlflowClient, run_id: str, study: optuna.Study, name: str, target: str
 ) -> None:
+    _save(client, run_id, optuna_figure(study, name, target), name)
+
+
+def optuna_figure(study: optuna.Study, name: str, target: str) -> Figure:
+    """One of Optuna's plots (OPTUNA_PLOTS) of ``study``; the parallel coordinates and the
+    slice plot show only the MOST_IMPORTANT parameters, most important first, page-wide."""
     import matplotlib.pyplot as plt
     import optuna
     from optuna.visualization import matplotlib as plots
@@ -336,16 +349,82 @@ def _log_optuna(
         raise ValueError(f"importances need at least 2 completed trials, have {len(completed)}")
     if not completed:
         raise ValueError("no completed trial")
+    shown, height = MOST_IMPORTANT.get(name, (0, 0.0))
+    drawn = _most_important(study, shown) if shown else study
     with warnings.catch_warnings():
         # Optuna marks its matplotlib plots experimental and warns about small samples.
         warnings.simplefilter("ignore")
-        axes = getattr(plots, OPTUNA_PLOTS[name])(study, target_name=target)
+        axes = getattr(plots, OPTUNA_PLOTS[name])(drawn, target_name=target)
     first = np.asarray(axes).flat[0]
     figure = first.figure
     if not first.has_data() and not first.lines and not first.collections:
         plt.close(figure)
         raise ValueError("Optuna drew nothing (too few trials or parameters)")
-    _save(client, run_id, figure, name)
+    if shown:
+        figure.set_size_inches(FIGURE_WIDTH, height)
+        kept, total = len(_param_names(drawn)), len(_param_names(study))
+        title = "Parallel coordinates" if name == "optuna_parallel_coordinate" else "Slices"
+        if kept < total:
+            title += f": the {kept} most important of {total} parameters"
+        figure.suptitle(title)
+        first.set_title("")  # Optuna's own title, on the first panel
+    if name == "optuna_parallel_coordinate":
+        _legible_axes(figure)
+    return figure
 
 
-__all__ = ["confusion", "log_search_artifacts", "study_of"]
+def _legible_axes(figure: Figure) -> None:
+    """Parallel coordinates: each parameter's axis labels its ticks over the trials' lines, and
+    draws its own grid across the whole plot. No grids; labels on a pale backing."""
+    for ax in figure.axes[:-1]:  # the last is the colour bar
+        ax.grid(False)
+        for label in ax.get_yticklabels():
+            label.set_bbox({"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1})
+
+
+def importance_order(study: optuna.Study) -> list[str]:
+    """The study's parameters, most important first (Optuna's fANOVA importances); those it
+    can't rank (set in only some trials, like momentum for SGD) follow in the study's order."""
+    import optuna
+
+    names = _param_names(study)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ranked = list(optuna.importance.get_param_importances(study))
+    except (RuntimeError, ValueError):  # fewer than 2 completed trials, nothing that varies
+        ranked = []
+    return ranked + [name for name in names if name not in ranked]
+
+
+def _param_names(study: optuna.Study) -> list[str]:
+    return list(dict.fromkeys(p for t in study.get_trials(deepcopy=False) for p in t.params))
+
+
+def _most_important(study: optuna.Study, keep: int) -> optuna.Study:
+    """A copy of ``study`` with only its ``keep`` most important parameters, named ``1 lr``,
+    ``2 width``, ...: Optuna lays parameters out alphabetically, so these come in rank order."""
+    import optuna
+
+    names = {p: f"{i} {p}" for i, p in enumerate(importance_order(study)[:keep], 1)}
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created"
+    try:
+        copy = optuna.create_study(direction=study.direction)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    for trial in study.get_trials(deepcopy=False):
+        kept = [p for p in trial.params if p in names]
+        copy.add_trial(
+            optuna.trial.create_trial(
+                params={names[p]: trial.params[p] for p in kept},
+                distributions={names[p]: trial.distributions[p] for p in kept},
+                value=trial.value,
+                state=trial.state,
+                user_attrs=trial.user_attrs,
+            )
+        )
+    return copy
+
+
+__all__ = ["confusion", "importance_order", "log_search_artifacts", "optuna_figure", "study_of"]

@@ -94,7 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("name2", help="another experiment name")
     _tracking_flag(compare)
 
-    ui = commands.add_parser("ui", help="start the MLflow UI on the tracking store")
+    ui = commands.add_parser(
+        "ui", help="start the MLflow UI on a search's trials, sorted by its metric"
+    )
+    ui.add_argument(
+        "name", nargs="?", help="experiment name (default: the latest search's experiment)"
+    )
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     _tracking_flag(ui)
@@ -123,7 +128,7 @@ def _positive(text: str) -> int:
 def _existing_store(tracking_uri: str | None) -> str:
     """The store a command reads (default: default_tracking_uri()); a sqlite one must exist
     (MLflow would create an empty one and print its set-up lines)."""
-    from tuner.tracking import default_tracking_uri
+    from tuner.tracking import check_store, default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri()
     database = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
@@ -132,6 +137,7 @@ def _existing_store(tracking_uri: str | None) -> str:
             f"no MLflow store at {Path(database).absolute()} (tracking URI {mask_secrets(uri)}); "
             "run a search first, or point --tracking-uri or MLFLOW_TRACKING_URI at its store"
         )
+    check_store(uri)
     return uri
 
 
@@ -264,7 +270,7 @@ def _search(
 def _best(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
-    from tuner.results import latest_parent, parsed_params, summary_of, trials_of
+    from tuner.results import headline_of, latest_parent, parsed_params, trials_of
     from tuner.summary import print_best
 
     client = MlflowClient(_existing_store(args.tracking_uri))
@@ -272,9 +278,9 @@ def _best(args: argparse.Namespace) -> int:
     trials = trials_of(client, parent)[: args.top]
     if args.json:
         rows = [{**t.__dict__, "params": parsed_params(t.params)} for t in trials]
-        print(json.dumps({**summary_of(parent), "trials": rows}, indent=2))
+        print(json.dumps({**headline_of(parent), "trials": rows}, indent=2))
     else:
-        print_best(args.name, summary_of(parent), trials)
+        print_best(args.name, headline_of(parent), trials)
     return 0
 
 
@@ -303,6 +309,12 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
+    import signal
+    import subprocess
+
+    from mlflow.tracking import MlflowClient
+
+    from tuner.ui import runs_view, wait_until_answering
 
     uri = _existing_store(args.tracking_uri)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
@@ -310,21 +322,20 @@ def _ui(args: argparse.Namespace) -> int:
             f"tuner: warning: the UI on {args.host} is reachable from other machines",
             file=sys.stderr,
         )
-    print(f"MLflow UI for {mask_secrets(uri)} at http://{args.host}:{args.port}", flush=True)
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
-    os.execv(sys.executable, command)
-    return 0  # not reached: execv replaces this process
+    route = runs_view(MlflowClient(uri), args.name)  # an unknown name fails before the server
+    local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(args.host, args.host)  # any: loopback
+    address = f"[{local}]" if ":" in local else local  # an IPv6 address in a URL
+    root = f"http://{address}:{args.port}"
+    command = ["--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", *command])
+    signal.signal(signal.SIGTERM, lambda *_: server.terminate())  # stop it with this process
+    try:
+        if wait_until_answering(server, f"{root}/health"):
+            print(f"MLflow UI for {mask_secrets(uri)}: {root}/#{route}", flush=True)
+        code = server.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached the server too: let it finish
+        code = server.wait()
+    return 128 - code if code < 0 else code  # killed by a signal: the shell's 128 + signal
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -3,7 +3,6 @@ something, and one line per trial as it finishes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from ray import tune
@@ -26,17 +25,18 @@ def trial_table(metric: str, tree: space_lang.Group) -> tune.ProgressReporter:
 
 
 class TrialLines(tune.Callback):
-    """``trial 3f2a_00004 early_stopped: val_acc 0.9312 after 3 epochs | optimizer.lr=0.0021``
+    """``trial 3f2a_00004 early_stopped: val_acc 0.9312 after 3 epochs | optimizer.sgd.lr=0.0021``
 
     Printed by the driver as each trial ends, so a long search shows steady progress between
     tables; and ``trial 3f2a_00004 warning: <text>`` for each warning a trial reports. Holds
     only plain values: Tune pickles its callbacks into the experiment state.
     """
 
-    def __init__(self, metric: str, mode: str, sampled: Sequence[str]) -> None:
+    def __init__(self, metric: str, mode: str, space: space_lang.Group) -> None:
         self.metric = metric
         self.mode = mode
-        self.sampled = list(sampled)
+        self.space = space
+        self.sampled = space_lang.sampled_keys(space)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -63,7 +63,7 @@ class TrialLines(tune.Callback):
             outcome = f"no {self.metric} reported"
         else:
             outcome = f"{self.metric} {best:.4f} after {epochs} epoch{'s' * (epochs != 1)}"
-        params = space_lang.trial_params(space_lang.clean_config(trial.config))
+        params = space_lang.trial_params(self.space, trial.config)
         shown = [key for key in self.sampled if key in params]
         config = "  ".join(f"{key}={short_value(str(params[key]))}" for key in shown)
         return f"trial {trial.trial_id} {status}: {outcome} | {config}"

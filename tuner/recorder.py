@@ -13,9 +13,10 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from tuner.space import trial_params
+from tuner.space import Group, trial_params
 from tuner.tracking import (
     REPORTED,
+    REPORTED_ONCE,
     TRIAL_ROLE,
     Write,
     Writer,
@@ -43,13 +44,20 @@ class TrialRecorder(tune.Callback):
     """
 
     def __init__(
-        self, tracking_uri: str, experiment_id: str, parent_id: str, metric: str, mode: str
+        self,
+        tracking_uri: str,
+        experiment_id: str,
+        parent_id: str,
+        metric: str,
+        mode: str,
+        space: Group,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_id = parent_id
         self.metric = metric
         self.mode = mode
+        self.space = space  # names a trial's params (space.named)
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self.best_values: dict[str, float] = {}
         self.nodes: dict[str, str] = {}  # Tune trial id -> Ray node id it last reported from
@@ -93,7 +101,7 @@ class TrialRecorder(tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self.runs.get(trial.trial_id)
-        params = as_params(trial_params(trial.config))
+        params = as_params(trial_params(self.space, trial.config))
         if run_id is not None:  # a retried or resumed trial keeps its one child run
             running = [RunTag("tuner.status", "running")]
             # Its params again (the same values: MLflow accepts that): a driver killed after
@@ -122,17 +130,19 @@ class TrialRecorder(tune.Callback):
         if run_id is None:
             return
         step = int(result.get("training_iteration", 0))
+        first = trial.trial_id not in self.last_step  # the run holds no epoch yet
         if step <= self.last_step.get(trial.trial_id, 0):
             # An epoch MLflow already holds, trained again from an older checkpoint after a
             # crash or a retry: each epoch is recorded once, as it was first reported.
             return
         self.last_step[trial.trial_id] = step
         now = now_ms()
-        metrics = [
-            Metric(key, float(result[key]), now, step)
-            for key in REPORTED
-            if isinstance(result.get(key), int | float)
-        ]
+        numbers = {k: float(v) for k, v in result.items() if isinstance(v, int | float)}
+        metrics = [Metric(key, numbers[key], now, step) for key in REPORTED if key in numbers]
+        if first:  # with the first epoch, and no step: one value per run
+            metrics += [
+                Metric(key, numbers[key], now, 0) for key in REPORTED_ONCE if key in numbers
+            ]
         metrics.append(Metric("epoch", step, now, step))
         tags = []
         node = result.get("node_id")

@@ -53,6 +53,7 @@ tr.best td { background: #eef7ee; font-weight: 600; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; border: 1px solid #e4e4e4; }
 figure { margin: 1em 0; } figcaption { color: #555; }
 img { max-width: 100%; border: 1px solid #eee; }
+.scroll { overflow-x: auto; max-width: 100%; }
 .meta { color: #555; }
 """
 
@@ -194,7 +195,8 @@ def _table(
     for i, row in enumerate(rows):
         marked = ' class="best"' if i < len(highlight) and highlight[i] else ""
         cells.append(f"<tr{marked}>" + "".join(_cell(v) for v in row) + "</tr>")
-    return "<table>\n" + "\n".join(cells) + "\n</table>"
+    # A wide table (a search of many parameters) scrolls inside the page, not the page itself.
+    return '<div class="scroll"><table>\n' + "\n".join(cells) + "\n</table></div>"
 
 
 def _cell(value: object) -> str:

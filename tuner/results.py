@@ -107,7 +107,7 @@ def overrides_of(parent: Run) -> list[str]:
     return overrides
 
 
-def summary_of(parent: Run) -> dict[str, Any]:
+def headline_of(parent: Run) -> dict[str, Any]:
     """The parent run's headline numbers: best value, test metrics, where it is."""
     return {
         "run_id": parent.info.run_id,

@@ -28,7 +28,7 @@ from tuner.recorder import TrialRecorder
 from tuner.results import trials_of
 from tuner.spec import Spec
 from tuner.summary import Summary
-from tuner.tracking import Experiment, SearchTags, default_tracking_uri
+from tuner.tracking import Experiment, SearchTags, check_store, default_tracking_uri
 from tuner.trainables import Settings, trainable_module
 from tuner.trainables.metrics import Evaluation
 from tuner.trainables.node_data import InMemory
@@ -49,8 +49,9 @@ def run_search(
     overrides: Sequence[str] = (),
 ) -> Summary:
     """Run (or resume) the search a validated spec describes; MLflow records every trial."""
-    splits = load_data(spec)
     tracking_uri = tracking_uri or spec.tracking.uri or default_tracking_uri()
+    check_store(tracking_uri)
+    splits = load_data(spec)
     trainable = trainable_module(spec.trainable)
     # Someone watches a terminal: trials draw progress bars there (Ray forwards them).
     settings = trial_settings(spec, progress_bars=sys.stderr.isatty())
@@ -103,7 +104,7 @@ def run_search(
     try:
         results = tuner.fit()
         best_result = _best_result(results, spec)
-        best_config = space_lang.clean_config(best_result.config)
+        best_config = best_result.config
         if spec.final.retrain:
             evaluation = _retrain_and_test(trainable, best_config, splits, settings, spec)
         else:
@@ -114,6 +115,7 @@ def run_search(
         _export(experiment, evaluation, splits, spec.experiment)
         experiment.finish(
             best_config,
+            space_lang.trial_params(tree, best_config),
             {f"best_{spec.metric}": _best_value(best_result, spec)},
             evaluation.logged_metrics,
             final="retrained on train+val" if spec.final.retrain else "best checkpoint",
@@ -195,6 +197,7 @@ def _new_tuner(
         experiment.parent_id,
         spec.metric,
         spec.mode,
+        tree,
     )
     return tune.Tuner(
         function,
@@ -205,7 +208,7 @@ def _new_tuner(
             storage_path=str(PurePosixPath(path).parent),
             callbacks=[
                 recorder,
-                TrialLines(spec.metric, spec.mode, space_lang.sampled_keys(tree)),
+                TrialLines(spec.metric, spec.mode, tree),
                 tune_state.StateSnapshots(),
             ],
             # Keep the latest two: Tune's saved state (written at every step, see _start_ray)

@@ -11,7 +11,10 @@ This is the only module that knows the language. A space is a nested mapping who
   ``{name: branch, **branch's sub-space}``, so a parameter of one branch (``momentum`` under
   ``sgd``) never appears in a trial that took another (``adam``).
 
-A trial's config comes out as a nested dict mirroring the space.
+A trial's config comes out as a nested dict mirroring the space. A sampled setting has one name
+wherever a user sees it (Optuna, MLflow, the tables, the plots; see ``named``): its config
+path, dotted (``model.width``), with a branch's own settings under the branch
+(``optimizer.sgd.lr``), so two branches' ``lr`` never share a name.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import optuna
@@ -28,9 +32,6 @@ from ray import tune
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 SCALARS = (str, int, float, bool, type(None))
-# The key under which OptunaSearch leaves its flat parameter names in a trial's config
-# (it unflattens names on "/"): the trainable and the trackers ignore it.
-OPTUNA_KEY = "_optuna"
 
 
 class SpaceError(ValueError):
@@ -201,29 +202,60 @@ def leaves(group: Group, path: str = "space") -> Iterator[tuple[str, Node]]:
             yield here, node
 
 
-def sampled_keys(group: Group, prefix: str = "", *, common_only: bool = False) -> list[str]:
-    """The config keys a search varies (``optimizer.name``, ``optimizer.lr``), each once.
+def named(
+    group: Group,
+    taken: Callable[[tuple[str, ...]], Any] | None = None,
+    prefix: str = "",
+    path: tuple[str, ...] = (),
+) -> Iterator[tuple[str, tuple[str, ...], Node]]:
+    """``(name, path in a trial's config, node)`` of every setting: the one naming of them.
 
-    With ``common_only``, a branch's keys count only when every branch has them (a progress
-    table can't show ``momentum`` for a trial whose optimizer has none).
+    A name is the config path, dotted (``model.width``), except that a branch's own settings go
+    under the branch (``optimizer.sgd.lr``); the branch taken is ``optimizer.name``.
+    ``taken(path of a branch's name)`` says which branch a trial took (only that one is walked);
+    without it, every branch is.
     """
-    keys: list[str] = []
     for key, node in group.children.items():
-        here = f"{prefix}{key}"
+        name, here = f"{prefix}{key}", (*path, key)
         if isinstance(node, Group):
-            found = sampled_keys(node, f"{here}.", common_only=common_only)
+            yield from named(node, taken, f"{name}.", here)
         elif isinstance(node, Branches):
-            per_branch = [
-                sampled_keys(sub, f"{here}.", common_only=common_only)
-                for sub in node.options.values()
-            ]
-            found = [f"{here}.name"] + [k for keys_ in per_branch for k in keys_]
-            if common_only:
-                found = [k for k in found if k == f"{here}.name" or all(k in b for b in per_branch)]
+            yield f"{name}.name", (*here, "name"), node
+            branches = node.options if taken is None else [taken((*here, "name"))]
+            for branch in branches:
+                if branch in node.options:
+                    yield from named(node.options[branch], taken, f"{name}.{branch}.", here)
         else:
-            found = [] if isinstance(node, Const) else [here]
-        keys += [k for k in dict.fromkeys(found) if k not in keys]
-    return keys
+            yield name, here, node
+
+
+def sampled_keys(group: Group, *, common_only: bool = False) -> list[str]:
+    """The names of the settings a search varies (``optimizer.name``, ``optimizer.sgd.lr``).
+
+    With ``common_only``, those every trial has: not in a branch, so named by their config path
+    (what a progress table looks up).
+    """
+    return [
+        name
+        for name, path, node in named(group)
+        if not isinstance(node, Const) and not (common_only and name != ".".join(path))
+    ]
+
+
+def trial_params(group: Group, config: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's config under the names of ``named`` (MLflow params, tables, plots)."""
+    at = partial(_at, config)
+    found = {name: at(path) for name, path, _ in named(group, at)}
+    return {name: value for name, value in found.items() if value is not _MISSING}
+
+
+_MISSING = object()
+
+
+def _at(config: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        config = config.get(key, _MISSING) if isinstance(config, Mapping) else _MISSING
+    return config
 
 
 def possible_values(node: Node) -> list[Any]:
@@ -262,8 +294,8 @@ def variants(node: Node | None) -> list[tuple[str | None, dict[str, Node]]]:
 def optuna_define_by_run(space: Group) -> Callable[[optuna.Trial], dict[str, Any]]:
     """A define-by-run function for ``OptunaSearch``: samples the space, returns the config.
 
-    Optuna parameter names are dotted key paths with the branch name included
-    (``optimizer.sgd.lr``), so two branches' ``lr`` are separate parameters to the sampler.
+    Optuna's parameters carry the names of ``named`` (``optimizer.sgd.lr``): two branches'
+    ``lr`` are separate parameters to the sampler, as they are everywhere else.
     """
     return _DefineByRun(space)
 
@@ -274,44 +306,34 @@ class _DefineByRun:
     space: Group
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
-        return _sample_group(self.space, _PrefixedTrial(trial), "")
+        # Ray hands in a wrapper that would also put every suggested value in the config, under
+        # its Optuna name; suggested on the Optuna trial itself, the config is what we return.
+        trial = getattr(trial, "ot_trial", trial)
+        values: dict[tuple[str, ...], Any] = {}
+        for name, path, node in named(self.space, values.__getitem__):
+            values[path] = _suggest(trial, name, node)
+        config: dict[str, Any] = {}
+        for path, value in values.items():
+            parent = config
+            for key in path[:-1]:
+                parent = parent.setdefault(key, {})
+            parent[path[-1]] = value
+        return config
 
 
-class _PrefixedTrial:
-    """Names every Optuna parameter under OPTUNA_KEY, so the returned config stays clean."""
-
-    def __init__(self, trial: optuna.Trial) -> None:
-        self.trial = trial
-
-    def float(self, name: str, lo: float, hi: float, log: bool) -> float:
-        return self.trial.suggest_float(f"{OPTUNA_KEY}/{name}", lo, hi, log=log)
-
-    def int(self, name: str, lo: int, hi: int, log: bool) -> int:
-        return self.trial.suggest_int(f"{OPTUNA_KEY}/{name}", lo, hi, log=log)
-
-    def categorical(self, name: str, options: list[Any]) -> Any:
-        return self.trial.suggest_categorical(f"{OPTUNA_KEY}/{name}", options)
-
-
-def _sample_group(group: Group, trial: _PrefixedTrial, prefix: str) -> dict[str, Any]:
-    return {key: _sample(node, trial, f"{prefix}{key}") for key, node in group.children.items()}
-
-
-def _sample(node: Node, trial: _PrefixedTrial, name: str) -> Any:
+def _suggest(trial: optuna.Trial, name: str, node: Node) -> Any:
     if isinstance(node, Const):
         return node.value
     if isinstance(node, Float):
-        return trial.float(name, node.lo, node.hi, node.log)
+        return trial.suggest_float(name, node.lo, node.hi, log=node.log)
     if isinstance(node, Int):
-        return trial.int(name, node.lo, node.hi, node.log)
+        return trial.suggest_int(name, node.lo, node.hi, log=node.log)
     if isinstance(node, Categorical):
         # Optuna's categorical takes scalars only: lists (e.g. blocks per stage) go as JSON.
         encoded = [_encode(option) for option in node.options]
-        return _decode(trial.categorical(name, encoded))
-    if isinstance(node, Branches):
-        branch = trial.categorical(name, list(node.options))
-        return {"name": branch, **_sample_group(node.options[branch], trial, f"{name}.{branch}.")}
-    return _sample_group(node, trial, f"{name}.")
+        return _decode(trial.suggest_categorical(name, encoded))
+    assert isinstance(node, Branches), node  # named() walks into groups
+    return trial.suggest_categorical(name, list(node.options))
 
 
 def _encode(option: Any) -> Any:
@@ -392,22 +414,3 @@ def check_grid(space: Group) -> None:
                 "grid search can't enumerate a continuous distribution; "
                 "use `choice: [...]` of values, or search.algorithm optuna/random",
             )
-
-
-def trial_params(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A trial config flattened to ``optimizer.lr`` style names (for MLflow params, tables)."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if key == OPTUNA_KEY:
-            continue
-        if isinstance(value, Mapping):
-            for sub_key, sub_value in trial_params(value).items():
-                flat[f"{key}.{sub_key}"] = sub_value
-        else:
-            flat[key] = value
-    return flat
-
-
-def clean_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A trial config without the searcher's bookkeeping key."""
-    return {key: value for key, value in config.items() if key != OPTUNA_KEY}

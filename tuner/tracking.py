@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import (
     MAX_ENTITIES_PER_BATCH,
@@ -45,9 +46,10 @@ REPORTED = (
     "val_recall",
     "val_f1",
     "lr",
-    "model_params",
-    "model_mb",
 )
+# What they report that MLflow records once, without a step: the model's size (the same every
+# epoch; per epoch, the UI charted it as a flat line).
+REPORTED_ONCE = ("model_params", "model_mb")
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,19 @@ class SearchTags:
             sampled=tuple(key for key in tags.get("tuner.sampled", "").split(",") if key),
             spec=tags.get("tuner.spec", ""),
             storage=tags.get("tuner.storage", ""),
-            overrides=tuple(json.loads(tags.get("tuner.overrides", "[]"))),
+            overrides=_overrides(tags.get("tuner.overrides", "")),
             images=tags.get("tuner.images", ""),
         )
+
+
+def _overrides(tag: str) -> tuple[str, ...]:
+    """The overrides tag: a JSON list; runs recorded before it was one hold "a=1; b=2"."""
+    if not tag:
+        return ()
+    try:
+        return tuple(json.loads(tag))
+    except json.JSONDecodeError:
+        return tuple(tag.split("; "))
 
 
 def latest_parent_run(client: MlflowClient, experiment_id: str) -> Run | None:
@@ -97,6 +109,33 @@ def latest_parent_run(client: MlflowClient, experiment_id: str) -> Run | None:
         max_results=1,
     )
     return runs[0] if runs else None
+
+
+SERVER_TIMEOUT_S = 5  # a tracking server that has not answered by then is taken as down
+
+
+def check_store(tracking_uri: str) -> None:
+    """A UsageError, before anything starts, for a store nothing can be written to: a server
+    that does not answer (MLflow's client would retry for minutes), a scheme MLflow doesn't know.
+    """
+    import requests  # MLflow's own HTTP client library
+
+    shown = mask_secrets(tracking_uri)
+    fix = "start it, or point --tracking-uri (or MLFLOW_TRACKING_URI) at a running one"
+    if tracking_uri.startswith(("http://", "https://")):
+        try:  # any answer will do (an auth proxy may refuse): only silence means it is down
+            requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=SERVER_TIMEOUT_S)
+        except requests.RequestException as error:
+            reason = type(error).__name__
+            raise UsageError(
+                f"no MLflow tracking server answers at {shown} ({reason}); {fix}"
+            ) from None
+        return
+    try:
+        MlflowClient(tracking_uri).search_experiments(max_results=1)
+    except MlflowException as error:
+        reason = str(error).strip().split(". See ")[0]  # MLflow adds a link to its docs
+        raise UsageError(f"can't use the MLflow store {shown}: {reason}") from None
 
 
 def default_tracking_uri() -> str:
@@ -233,15 +272,15 @@ class Experiment:
     def finish(
         self,
         best_config: Mapping[str, Any],
+        best_params: Mapping[str, Any],
         best_metrics: Mapping[str, float],
         test_metrics: Mapping[str, float],
         *,
         final: str,
     ) -> None:
-        """Record the search's outcome; ``final`` says which model the test metrics are of."""
-        from tuner.space import trial_params  # imports Ray: only a search gets here
-
-        best = {f"best.{key}": value for key, value in trial_params(best_config).items()}
+        """Record the search's outcome: ``best_params`` are the best config under the names
+        of ``space.named``; ``final`` says which model the test metrics are of."""
+        best = {f"best.{key}": value for key, value in best_params.items()}
         log_batch(self.client, self.parent_id, params=as_params(best))
         self.client.log_dict(self.parent_id, dict(best_config), "best_config.json")
         now = now_ms()

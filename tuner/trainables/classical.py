@@ -62,7 +62,6 @@ def typed_parameters(factory: Callable[..., Any]) -> dict[str, Any]:
 
 def fit(config: Mapping[str, Any], splits: Splits, settings: Settings) -> Pipeline:
     """The trial's pipeline, fitted on the train split (features come from the cache if there)."""
-    config = space_lang.clean_config(config)
     pipeline = build_pipeline(
         config.get("features") or {"name": "tiny_image"},
         config.get("classifier") or {"name": "knn"},
@@ -80,7 +79,6 @@ def size_before_fit(config: Mapping[str, Any], splits: Splits) -> ModelSize:
     the classes; a linear SVM's weights and intercepts (float64; one row for two classes) and
     the classes. Tiny images learn nothing.
     """
-    config = space_lang.clean_config(config)
     features = dict(config.get("features") or {"name": "tiny_image"})
     classifier = dict(config.get("classifier") or {"name": "knn"})
     feature = {**parameters(FEATURES[features["name"]]), **features}

@@ -459,7 +459,6 @@ def train(config: dict[str, Any], splits: Splits | DataSource, settings: Setting
     """The Ray Tune function trainable: train, report metrics and a checkpoint every epoch."""
     splits = splits_on_node(splits)
     use_assigned_cpus()
-    config = space_lang.clean_config(config)
     try:
         _train(config, splits, settings)
     except (torch.OutOfMemoryError, RuntimeError) as error:
@@ -564,7 +563,7 @@ class FaultInjection:
 
 def evaluate_test(result: Result, splits: Splits, settings: Settings) -> Evaluation:
     """The best trial's best epoch, evaluated once on the held-out test split."""
-    trial = Trial(space_lang.clean_config(result.config), splits, settings)
+    trial = Trial(result.config, splits, settings)
     with result.checkpoint.as_directory() as directory:
         trial.load_state(load_checkpoint(Path(directory) / CHECKPOINT_FILE))
     trial.eval_model.load_state_dict(trial.best_weights)
@@ -575,7 +574,7 @@ def retrain_and_test(config: Mapping[str, Any], splits: Splits, settings: Settin
     """``final.retrain``: the config trained afresh on train+val for its whole epoch budget
     (nothing is left to select an epoch on), then its last epoch tested once."""
     use_assigned_cpus()
-    trial = Trial(space_lang.clean_config(config), splits.with_val_in_train(), settings)
+    trial = Trial(config, splits.with_val_in_train(), settings)
     while trial.epoch < trial.epochs:
         loss, _ = trial.train_epoch()
         if not math.isfinite(loss):

@@ -1,0 +1,88 @@
+"""The MLflow UI on a search: which page `tuner ui` opens, and waiting until it answers.
+
+MLflow 3.17's UI picks its landing page from a "workflow type" it keeps in the browser
+(default: GenAI, whose overview shows traces and an issue detector), not from the experiment's
+``mlflow.experimentKind`` tag; the ``workflowType`` URL parameter overrides it. The runs table's
+sort, columns and column order come from a "shared view": a JSON state stored as the experiment
+tag ``mlflow.sharedViewState.<key>`` and named by the URL parameter ``viewStateShareKey``.
+Sorted by a metric rather than by start time, the table lists trials flat instead of folding
+them under their parent run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from tuner.results import latest_parent
+from tuner.tracking import SearchTags, latest_parent_run
+
+VIEW_KEY = "tuner"  # the shared view's name: experiment tag mlflow.sharedViewState.tuner
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+POLL_S = 0.5  # between tries of the server's /health while it starts (5-60 s)
+
+
+def _column(kind: str, key: str) -> str:
+    return f"{kind}.`{key}`"  # how the runs table names a column (and a sort key)
+
+
+def view_state(parent: Run) -> dict[str, object]:
+    """The runs table for a search: trials flat, best first by the search metric; its best,
+    last and test accuracies, each trial's status, its sampled parameters, the logged model."""
+    search = SearchTags.of(parent)
+    metrics = dict.fromkeys([f"best_{search.metric}", search.metric, "val_acc", "test_acc"])
+    columns = [_column("metrics", key) for key in metrics]
+    columns.append(_column("tags", "tuner.status"))
+    columns += [_column("params", key) for key in search.sampled]
+    columns.append(_column("attributes", "Models"))
+    return {
+        "orderByKey": columns[0],
+        "orderByAsc": search.mode == "min",
+        "selectedColumns": columns,
+        "columnOrder": columns,
+    }
+
+
+def runs_view(client: MlflowClient, experiment_name: str | None) -> str:
+    """The UI route (after ``#``) of an experiment's runs as `view_state` lays them out, for its
+    latest search; writes that state as an experiment tag. Without a name: the experiment of
+    the store's latest search, or the experiments list when there is none."""
+    if experiment_name is None:
+        parent = _latest_search(client)
+        if parent is None:
+            return "/experiments?workflowType=machine_learning"
+    else:
+        parent = latest_parent(client, experiment_name)  # UsageError listing the known names
+    experiment = parent.info.experiment_id
+    client.set_experiment_tag(experiment, VIEW_TAG, json.dumps(view_state(parent)))
+    return (
+        f"/experiments/{experiment}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+    )
+
+
+def _latest_search(client: MlflowClient) -> Run | None:
+    parents = (latest_parent_run(client, e.experiment_id) for e in client.search_experiments())
+    found = [run for run in parents if run is not None]
+    return max(found, key=lambda run: run.info.start_time, default=None)
+
+
+def wait_until_answering(server: subprocess.Popen, url: str) -> bool:
+    """Poll ``url`` until it answers HTTP (True) or ``server`` exits first (False)."""
+    while server.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return True
+        except urllib.error.HTTPError:
+            return True  # an answer, if not a happy one
+        except OSError:
+            time.sleep(POLL_S)
+    return False
+
+
+__all__ = ["runs_view", "view_state", "wait_until_answering"]
