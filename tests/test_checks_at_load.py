@@ -33,6 +33,22 @@ CLASSICAL = "name: c\ntrainable: classical\nscheduler: {type: fifo}\nspace:\n"
             "space.classifier.choice.knn.metric: must be one of 'euclidean', 'cityblock', "
             "'cosine', 'chebyshev', 'minkowski', got 'manhatan'",
         ),
+        (  # the consumer's own checks, run once at load: the dataclass built with the value
+            DEEP + "  augment: {erasing: 1.5}\n",
+            "space.augment.erasing: erasing and hflip_p are probabilities: between 0 and 1",
+        ),
+        (
+            DEEP + "  schedule: {name: step, step_size: {choice: [5, 0]}}\n",
+            "space.schedule.step_size.choice[1]: step_size and gamma must be > 0, got 0, 0.1",
+        ),
+        (
+            DEEP + "  label_smoothing: {uniform: [0.0, 1.5]}\n",
+            "space.label_smoothing.uniform: must be a number in [0, 1], got 1.5",
+        ),
+        (
+            DEEP + "  batch_size: 0\n",
+            "space.batch_size: must be an integer >= 1, got 0",
+        ),
         (  # ranges: the Range in a factory's annotation, read at load
             DEEP + "  model: {name: simple_cnn, dropout: 1.5}\n",
             "space.model.dropout: must be a number in [0, 1), got 1.5",
@@ -68,7 +84,7 @@ CLASSICAL = "name: c\ntrainable: classical\nscheduler: {type: fifo}\nspace:\n"
         ),
         (
             DEEP + "  batch_size: {choise: [32, 64]}\n",
-            "space.batch_size: must be an integer, not a mapping; to sample it use one of "
+            "space.batch_size: must be an integer >= 1, not a mapping; to sample it use one of "
             "loguniform, uniform, int, choice (did you mean `choice` for `choise`?)",
         ),
         (

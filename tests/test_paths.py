@@ -3,10 +3,13 @@ directories, so they receive absolute paths (and `~`, left for each node's own h
 
 from __future__ import annotations
 
+import pytest
+
 from tuner import space as space_lang
+from tuner.errors import UsageError
 from tuner.runner import anchored_space, trial_settings
 from tuner.spec import load_spec
-from tuner.tracking import Experiment, SearchTags
+from tuner.tracking import Experiment, SearchTags, artifact_location
 
 SPEC = """\
 name: paths
@@ -69,3 +72,10 @@ def _spec_file(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("name: s\n")
     return path
+
+
+def test_a_local_artifacts_folder_with_a_tracking_server_is_refused(tmp_path):
+    with pytest.raises(UsageError, match=r"tracking.artifacts=keep is a folder on this machine"):
+        artifact_location("http://mlflow-host:5000", "x", "keep")
+    assert artifact_location("http://mlflow-host:5000", "x", "s3://b/p") == "s3://b/p/x"
+    assert artifact_location("http://mlflow-host:5000", "x") is None  # the server chooses

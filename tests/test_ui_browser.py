@@ -12,7 +12,6 @@ import os
 import queue
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from processes import stop_group
 
 from tuner.results import latest_parent, trials_of
 from tuner.tracking import SearchTags
@@ -85,12 +85,7 @@ def ui(digits_search, tmp_path_factory):
             assert response.status == 200
         yield UI(url, url.partition("/#")[0], uri, MlflowClient(uri), tmp)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
+        stop_group(server)
 
 
 def _printed_url(server: subprocess.Popen) -> str:

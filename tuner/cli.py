@@ -314,9 +314,13 @@ def _ui(args: argparse.Namespace) -> int:
 
     from mlflow.tracking import MlflowClient
 
+    from tuner.tracking import is_server
     from tuner.ui import runs_view, wait_until_answering
 
     uri = _existing_store(args.tracking_uri)
+    if is_server(uri):  # a tracking server serves its own UI: nothing to start
+        print(f"MLflow UI: {uri.rstrip('/')}/#{runs_view(MlflowClient(uri), args.name)}")
+        return 0
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(
             f"tuner: warning: the UI on {args.host} is reachable from other machines",

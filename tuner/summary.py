@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.results import TrialRecord
 from tuner.secrets import mask_secrets
+from tuner.tracking import is_server
 
 if TYPE_CHECKING:  # imports torch and Ray, which `tuner best` does without
     from tuner.trainables.size import ModelSize
@@ -74,7 +75,12 @@ def print_summary(summary: Summary) -> None:
     uri = mask_secrets(summary.tracking_uri)  # a terminal's scrollback is a record too
     print(f"MLflow: experiment {summary.experiment!r}, run {summary.parent_run_id}, store {uri}")
     print(f"  artifacts: {mask_secrets(summary.artifacts)}")
-    print(f"  browse: python -m tuner ui --tracking-uri {uri}")
+    browse = (
+        f"{uri.rstrip('/')}/ (the server's UI)"
+        if is_server(uri)
+        else (f"python -m tuner ui {summary.experiment} --tracking-uri {uri}")
+    )
+    print(f"  browse: {browse}")
     print(f"  best:   python -m tuner best {summary.experiment} --tracking-uri {uri}")
     print(f"Ray Tune state and checkpoints: {summary.storage}")
 

@@ -111,6 +111,11 @@ def latest_parent_run(client: MlflowClient, experiment_id: str) -> Run | None:
     return runs[0] if runs else None
 
 
+def is_server(tracking_uri: str) -> bool:
+    """A tracking server (HTTP), rather than a database or folder this machine opens."""
+    return tracking_uri.startswith(("http://", "https://"))
+
+
 SERVER_TIMEOUT_S = 5  # a tracking server that has not answered by then is taken as down
 
 
@@ -122,7 +127,7 @@ def check_store(tracking_uri: str) -> None:
 
     shown = mask_secrets(tracking_uri)
     fix = "start it, or point --tracking-uri (or MLFLOW_TRACKING_URI) at a running one"
-    if tracking_uri.startswith(("http://", "https://")):
+    if is_server(tracking_uri):
         try:  # any answer will do (an auth proxy may refuse): only silence means it is down
             requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=SERVER_TIMEOUT_S)
         except requests.RequestException as error:
@@ -152,6 +157,12 @@ def artifact_location(
     server` does); None lets a tracking server choose. MLflow's own default for sqlite is
     ./mlruns in whatever folder the search ran from: moved or deleted, the runs lose their plots
     and models, and every store run from that folder shares it."""
+    if artifacts and "://" not in artifacts and is_server(tracking_uri):
+        raise UsageError(
+            f"tracking.artifacts={artifacts} is a folder on this machine, but the store is a "
+            "server that other machines read too: leave it unset (the server keeps them) or "
+            "give a URI such as s3://bucket/path"
+        )
     if artifacts:
         root = artifacts if "://" in artifacts else Path(artifacts).expanduser().resolve().as_uri()
     elif tracking_uri.startswith("sqlite:///"):

@@ -54,14 +54,20 @@ def option_types(
     }
 
 
-def check_keys(tree: space_lang.Group, key: str, accepted: Mapping[str, Any]) -> None:
+def check_keys(
+    tree: space_lang.Group,
+    key: str,
+    accepted: Mapping[str, Any],
+    build: Callable[..., Any] | None = None,
+) -> None:
     """The settings under ``key`` (the whole space when "") are all in ``accepted`` (a name's
-    type), with values of that type."""
+    type), with values of that type, each of which ``build`` (the section's consumer) takes."""
     prefix = f"space.{key}" if key else "space"
     node: space_lang.Node | None = tree if not key else tree.children.get(key)
     branched = isinstance(node, space_lang.Branches)
     for name, children in space_lang.variants(node):
-        check_options(f"{prefix}.choice.{name}" if branched else prefix, children, accepted)
+        path = f"{prefix}.choice.{name}" if branched else prefix
+        check_options(path, children, accepted, build)
 
 
 def check_named(
@@ -69,9 +75,11 @@ def check_named(
     key: str,
     known: Mapping[str, Any],
     options_of: Callable[[str], Mapping[str, Any]],
+    builds: bool = False,
 ) -> None:
     """Check a ``{name: ..., options}`` setting: a known name, and options that name accepts
-    (``options_of(name)``: each option's type), with values of their types."""
+    (``options_of(name)``: each option's type), with values of their types; with ``builds``,
+    values ``known[name]`` (a class) takes."""
     node = tree.children.get(key)
     branched = isinstance(node, space_lang.Branches)
     for name, children in space_lang.variants(node):
@@ -85,17 +93,27 @@ def check_named(
                 path if branched else f"{path}.name",
                 f"unknown {key} {name!r}; known: {', '.join(sorted(known))}",
             )
-        check_options(path, children, options_of(name))
+        check_options(path, children, options_of(name), known[name] if builds else None)
 
 
 def check_options(
-    path: str, children: Mapping[str, space_lang.Node], accepted: Mapping[str, Any]
+    path: str,
+    children: Mapping[str, space_lang.Node],
+    accepted: Mapping[str, Any],
+    build: Callable[..., Any] | None = None,
 ) -> None:
-    """Every option under ``path`` is one of ``accepted`` and can only take values of its type."""
+    """Every option under ``path`` is one of ``accepted`` and can only take values of its type
+    and, given the consumer ``build``, values it takes (the other options at their defaults):
+    its own checks (a probability above 1) run here, once, rather than fail every trial."""
     for option, node in children.items():
         if option not in accepted:
             raise space_lang.SpaceError(f"{path}.{option}", unknown_key(option, list(accepted)))
         check_value(f"{path}.{option}", node, accepted[option])
+        for where, value in drawn_values(node) if build else ():
+            try:
+                build(**{option: value})
+            except ValueError as error:
+                raise space_lang.SpaceError(f"{path}.{option}{where}", str(error)) from None
 
 
 def check_value(path: str, node: space_lang.Node, expected: Any) -> None:

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict, get_type_hints
 
 import ray
 import torch
@@ -24,6 +24,7 @@ from torch import nn
 import models
 from data import DataSource, Splits
 from data.augment import Augmentation, channel_stats, to_float
+from models.registry import POSITIVE, Range
 from tuner import space as space_lang
 from tuner.export import RawImageClassifier
 from tuner.spec import Spec
@@ -49,11 +50,12 @@ class TrialConfig(TypedDict, total=False):
     # lr_per_examples}: optimizer_options
     optimizer: Mapping[str, Any]
     schedule: Mapping[str, Any]  # {name: constant | step | cosine | onecycle, ...}: SCHEDULES
-    batch_size: int  # images per step
-    epochs: int  # the trial's epoch budget (default: scheduler.max_epochs)
-    label_smoothing: float  # 0..1
+    batch_size: Annotated[int, POSITIVE]  # images per step
+    epochs: Annotated[int, POSITIVE]  # the trial's epoch budget (default: scheduler.max_epochs)
+    label_smoothing: Annotated[float, Range(0, 1)]
     augment: Mapping[str, Any]  # {crop_padding, hflip: true | alternate, ...}: Augmentation
-    data_init: int  # training images a model's ``data_init`` sees (airbench's whitening); 0: none
+    # training images a model's ``data_init`` sees (airbench's whitening); 0: none
+    data_init: Annotated[int, Range(0)]
     ema: Mapping[str, Any]  # {decay, every}: val and test use a moving average (recipe.Ema)
     tta: Mapping[str, Any]  # {flip, translate}: val and test average logits over views (Tta)
     compile: bool  # torch.compile the training steps (on a GPU; CPU runs skip it)
@@ -87,7 +89,7 @@ MAX_WARNINGS, MAX_WARNING_CHARS = 5, 500
 def check_space(tree: space_lang.Group, spec: Spec) -> None:
     """Refuse unknown settings, names and values of the wrong type before Ray starts."""
     check_metric(spec, METRICS)
-    check_keys(tree, "", get_type_hints(TrialConfig))
+    check_keys(tree, "", get_type_hints(TrialConfig, include_extras=True))
     check_named(
         tree,
         "model",
@@ -95,10 +97,11 @@ def check_space(tree: space_lang.Group, spec: Spec) -> None:
         lambda name: option_types(models.MODELS[name], models.model_options(name)),
     )
     check_named(tree, "optimizer", OPTIMIZERS, optimizer_options)
-    check_named(tree, "schedule", SCHEDULES, lambda name: option_types(SCHEDULES[name]))
-    check_keys(tree, "augment", option_types(Augmentation))
-    check_keys(tree, "ema", option_types(Ema))
-    check_keys(tree, "tta", option_types(Tta))
+    check_named(
+        tree, "schedule", SCHEDULES, lambda name: option_types(SCHEDULES[name]), builds=True
+    )
+    for key, section in (("augment", Augmentation), ("ema", Ema), ("tta", Tta)):
+        check_keys(tree, key, option_types(section), build=section)
     check_keys(tree, "fault", option_types(FaultInjection))
 
 
@@ -167,6 +170,10 @@ class Schedule:
 
     warmup_epochs: float = 0  # epochs of linear warm-up from ~0
 
+    def __post_init__(self) -> None:
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+
     def lr_factor(self, epoch: float, epochs: int) -> float:
         """The schedule's multiplier times its warm-up's."""
         factor = self.factor(epoch, min(epoch / max(epochs, 1), 1.0))
@@ -185,6 +192,11 @@ class StepSchedule(Schedule):
 
     step_size: float = 10  # epochs
     gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (self.step_size > 0 and self.gamma > 0):
+            raise ValueError(f"step_size and gamma must be > 0, got {self.step_size}, {self.gamma}")
 
     def factor(self, epoch: float, progress: float) -> float:
         return self.gamma ** math.floor(epoch / self.step_size)
