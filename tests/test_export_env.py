@@ -37,6 +37,7 @@ import data
 import models
 from data.augment import channel_stats
 from models.classical import build_pipeline
+from models.raw_image import RawImageClassifier
 from tuner import export
 
 REPO = Path(__file__).resolve().parent.parent
@@ -149,12 +150,12 @@ def _in_checkout(file: str) -> bool:
     return any(Path(file).is_relative_to(source) for source in SOURCES)
 
 
-def _train_cnn(splits: data.Splits) -> export.RawImageClassifier:
+def _train_cnn(splits: data.Splits) -> RawImageClassifier:
     """simple_cnn, 3 epochs of Adam on the digits' training split (~1 s on a CPU core)."""
     torch.manual_seed(0)
     network = models.build("simple_cnn", num_classes=10, in_channels=1, image_size=8, width=8)
     mean, std = channel_stats(splits.train_x)
-    model = export.RawImageClassifier(network, mean, std)
+    model = RawImageClassifier(network, mean, std)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     x, y = splits.train_x.float(), splits.train_y
     for _ in range(3):

@@ -37,7 +37,7 @@ def test_relative_cache_dir_reaches_trials_absolute(tmp_path, monkeypatch):
 
 def test_relative_pretrained_reaches_trials_absolute(tmp_path, monkeypatch):
     spec = _loaded(tmp_path, monkeypatch)
-    model = anchored_space(space_lang.parse(spec.space)).children["model"]
+    model = anchored_space(spec.tree).children["model"]
     assert isinstance(model, space_lang.Branches)
     small, large = model.options["resnet18"].children, model.options["resnet34"].children
     assert small["pretrained"] == space_lang.Const(str(tmp_path / "weights" / "r18.pth"))

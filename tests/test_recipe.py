@@ -290,7 +290,7 @@ def test_the_spec_language_accepts_the_recipe_and_refuses_unknown_options(tmp_pa
     )
     (tmp_path / "ok.yaml").write_text(text)
     spec = load_spec(tmp_path / "ok.yaml")
-    assert "ema.decay" in space_lang.sampled_keys(space_lang.parse(spec.space))
+    assert "ema.decay" in space_lang.sampled_keys(spec.tree)
     for bad, path in [
         ("ema: {decay: 0.9, evry: 5}", "space.ema.evry"),
         ("tta: {flip: true, shift: 1}", "space.tta.shift"),

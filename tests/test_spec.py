@@ -314,13 +314,12 @@ space:
 def test_grid_runs_once_by_default_and_num_samples_repeats_it(tmp_path, extra, trials):
     from ray.tune.experiment import Experiment
 
-    from tuner import space as space_lang
     from tuner.runner import _param_space, _tune_config
 
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(GRID)
     spec = load_spec(spec_file, extra)
-    tree = space_lang.parse(spec.space)
+    tree = spec.tree
     config = _tune_config(spec, tree)
     searcher = config.search_alg  # what Tune counts trials with: no Ray needed
     searcher.add_configurations(
@@ -337,11 +336,10 @@ def test_grid_runs_once_by_default_and_num_samples_repeats_it(tmp_path, extra, t
 def test_max_concurrent_limits_optuna(tmp_path):
     from ray.tune.search import ConcurrencyLimiter
 
-    from tuner import space as space_lang
     from tuner.runner import _tune_config
 
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(VALID.replace("num_samples: 2", "num_samples: 2, max_concurrent: 3"))
     spec = load_spec(spec_file)
-    searcher = _tune_config(spec, space_lang.parse(spec.space)).search_alg
+    searcher = _tune_config(spec, spec.tree).search_alg
     assert isinstance(searcher, ConcurrencyLimiter) and searcher.max_concurrent == 3

@@ -2,11 +2,11 @@
 experiment's name, and usable without tuner (``mlflow.pyfunc.load_model``, ``mlflow models
 serve``) or through ``python -m tuner predict NAME IMAGE...``.
 
-A deep model is wrapped in :class:`RawImageClassifier`, which takes the images as they come off
-the disk (float (N, C, H, W) in 0..255), normalises them with the training split's channel
-statistics the trainer used, and returns class probabilities. It is saved in PyTorch's ``pt2``
-format (``torch.export``): the graph and weights, no pickled tuner or ``models`` classes. A
-classical pipeline (an sklearn estimator on uint8 (N, C, H, W)) is logged with
+A deep model is wrapped in :class:`models.raw_image.RawImageClassifier`, which takes the images
+as they come off the disk (float (N, C, H, W) in 0..255), normalises them with the training
+split's channel statistics the trainer used, and returns class probabilities. It is saved in
+PyTorch's ``pt2`` format (``torch.export``): the graph and weights, no pickled tuner or
+``models`` classes. A classical pipeline (an sklearn estimator on uint8 (N, C, H, W)) is logged with
 ``mlflow.sklearn``, its feature caches turned off (serving computes features, writes nothing)
 and tuner's ``models`` package beside it (MLflow's ``code_paths``), so it loads where tuner isn't
 installed. Either way the class names are in the model's metadata and in ``classes.json``
@@ -37,25 +37,6 @@ MODEL_NAME = "model"  # the logged model's name within the parent run
 CLASSES_FILE = "classes.json"
 EXAMPLE_IMAGES = 4  # test images kept as the model's input example
 URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-
-
-class RawImageClassifier(nn.Module):
-    """A trained network behind the normalisation its trainer used; outputs probabilities.
-
-    Input: float32 (N, C, H, W) pixel values 0..255 (uint8 images cast to float). Output:
-    float32 (N, classes) softmax probabilities.
-    """
-
-    def __init__(self, network: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
-        super().__init__()
-        self.network = network
-        self.register_buffer("mean", mean.float().reshape(1, -1, 1, 1))  # 0..1 units, per channel
-        self.register_buffer("std", std.float().reshape(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The same arithmetic as data.augment.to_float, so predictions match the evaluation.
-        x = (x / 255 - self.mean) / self.std
-        return torch.softmax(self.network(x).float(), dim=1)
 
 
 def log_best_model(
@@ -279,7 +260,6 @@ def read_image(path: str | Path, channels: int, height: int, width: int) -> np.n
 
 
 __all__ = [
-    "RawImageClassifier",
     "load_registered",
     "log_best_model",
     "predict",

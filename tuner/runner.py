@@ -55,7 +55,7 @@ def run_search(
     trainable = trainable_module(spec.trainable)
     # Someone watches a terminal: trials draw progress bars there (Ray forwards them).
     settings = trial_settings(spec, progress_bars=sys.stderr.isatty())
-    tree = anchored_space(space_lang.parse(spec.space))
+    tree = anchored_space(spec.tree)
     experiment = Experiment(tracking_uri, spec.experiment, spec.tracking.artifacts)
     if resume:
         recorded = experiment.find_resumable(splits.sizes).storage

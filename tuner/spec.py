@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from tuner import space as space_lang
 from tuner.errors import UsageError
@@ -117,6 +117,8 @@ class Spec(_Strict):
     max_failures: Annotated[int, Field(ge=0)] = 0  # retries of a failing trial
     cache_dir: str = "~/.cache/tuner/features"  # classical features, on each node's own disk
     space: dict[str, Any] = {}
+    # `space` parsed, by validate: the search and its checks use this one tree.
+    _tree: space_lang.Group | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _mode_from_metric(self) -> Spec:
@@ -127,6 +129,13 @@ class Spec(_Strict):
     @property
     def experiment(self) -> str:
         return self.tracking.experiment or self.name
+
+    @property
+    def tree(self) -> space_lang.Group:
+        """The parsed space (validate keeps what it parsed)."""
+        if self._tree is None:
+            self._tree = space_lang.parse(self.space)
+        return self._tree
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,7 +229,7 @@ def validate(raw: dict[str, Any], source: str, overrides: Sequence[str] = ()) ->
         raise SpecError(f"{_origin(path, source, overrides)}: {located}") from None
     _check_dataset(spec, _origin("data.dataset", source, overrides))
     try:
-        tree = space_lang.parse(spec.space)
+        tree = spec.tree
         if spec.search.algorithm == "grid":
             space_lang.check_grid(tree)
         _check_trainable(spec, tree)

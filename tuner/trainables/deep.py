@@ -24,9 +24,9 @@ from torch import nn
 import models
 from data import DataSource, Splits
 from data.augment import Augmentation, channel_stats, to_float
+from models.raw_image import RawImageClassifier
 from models.registry import POSITIVE, Range
 from tuner import space as space_lang
-from tuner.export import RawImageClassifier
 from tuner.spec import Spec
 from tuner.trainables import WARNINGS, Settings
 from tuner.trainables.checks import check_keys, check_metric, check_named, option_types
