@@ -33,6 +33,14 @@ CLASSICAL = "name: c\ntrainable: classical\nscheduler: {type: fifo}\nspace:\n"
             "space.classifier.choice.knn.metric: must be one of 'euclidean', 'cityblock', "
             "'cosine', 'chebyshev', 'minkowski', got 'manhatan'",
         ),
+        (
+            CLASSICAL + "  classifier: {name: knn, k: 0}\n",
+            "space.classifier.k: must be an integer >= 1, got 0",
+        ),
+        (
+            CLASSICAL + "  classifier: {name: knn, p: {choice: [1, -1]}}\n",
+            "space.classifier.p.choice[1]: knn p must be a positive Minkowski power, got -1",
+        ),
         (  # the consumer's own checks, run once at load: the dataclass built with the value
             DEEP + "  augment: {erasing: 1.5}\n",
             "space.augment.erasing: erasing and hflip_p are probabilities: between 0 and 1",

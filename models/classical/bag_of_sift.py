@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 import cv2
 import numpy as np
@@ -17,7 +17,7 @@ from models.classical import sift
 from models.classical.cache import FeatureCache, array_digest, cache_key
 from models.classical.progress import progress
 from models.classical.vectors import normalise
-from models.registry import check_choice
+from models.registry import POSITIVE, check_choice
 
 HistogramNorm = Literal["l1", "l2", "sqrt"]
 PyramidLevels = Literal[0, 1, 2]
@@ -52,11 +52,11 @@ class BagOfSift(TransformerMixin, BaseEstimator):
 
     def __init__(
         self,
-        step: int = 4,
-        patch_size: int = 8,
-        resize: int | None = None,
-        vocab_size: int = 200,
-        sample_size: int = 20000,
+        step: Annotated[int, POSITIVE] = 4,
+        patch_size: Annotated[int, POSITIVE] = 8,
+        resize: Annotated[int, POSITIVE] | None = None,
+        vocab_size: Annotated[int, POSITIVE] = 200,
+        sample_size: Annotated[int, POSITIVE] = 20000,
         seed: int = 0,
         norm: HistogramNorm = "l2",
         pyramid_levels: PyramidLevels = 0,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
@@ -20,10 +20,11 @@ from sklearn.svm import LinearSVC
 from models.classical.bag_of_sift import BagOfSift
 from models.classical.knn import KNNClassifier, KnnMetric, KnnWeights, check_knn_settings
 from models.classical.tiny_image import TinyImage
+from models.registry import POSITIVE, Range
 
 
 def knn(
-    k: int = 5,
+    k: Annotated[int, POSITIVE] = 5,
     metric: KnnMetric = "euclidean",
     p: float = 2,
     weights: KnnWeights = "uniform",
@@ -33,14 +34,14 @@ def knn(
 
     ``metric`` is one of ``knn.KnnMetric``, ``weights`` ``uniform`` or ``distance``; ``p`` is
     the Minkowski power, used only with ``metric="minkowski"``. A spec's names and their types
-    are checked from this signature when it is loaded, ``p``'s sign here, when the pipeline is
-    built. ``cache_dir`` (a run setting) caches the neighbours found.
+    are checked from this signature when it is loaded, and ``p``'s sign by building it once
+    then. ``cache_dir`` (a run setting) caches the neighbours found.
     """
     check_knn_settings(metric, p, weights)
     return KNNClassifier(n_neighbors=k, metric=metric, p=p, weights=weights, cache_dir=cache_dir)
 
 
-def linear_svm(C: float = 1.0) -> LinearSVC:
+def linear_svm(C: Annotated[float, Range(0, low_open=True)] = 1.0) -> LinearSVC:
     """A one-vs-rest linear SVM (liblinear); ``C`` is the inverse regularisation strength."""
     # Hellinger histograms with C ~ 1 need more than liblinear's default 1000 iterations.
     return LinearSVC(C=C, dual="auto", max_iter=5000)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 import cv2
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from models.classical.vectors import normalise, to_grey
-from models.registry import check_choice
+from models.registry import POSITIVE, check_choice, check_positive
 
 TinyNorm = Literal["none", "l1", "l2", "zscore"]
 TINY_NORMS = get_args(TinyNorm)
@@ -31,7 +31,7 @@ class TinyImage(TransformerMixin, BaseEstimator):
 
     def __init__(
         self,
-        size: int = 16,
+        size: Annotated[int, POSITIVE] = 16,
         grayscale: bool = True,
         norm: TinyNorm = "l2",
         zero_mean: bool = True,
@@ -44,8 +44,7 @@ class TinyImage(TransformerMixin, BaseEstimator):
     def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> TinyImage:
         """Check the parameters; nothing is learned."""
         check_choice("norm", self.norm, TINY_NORMS)
-        if int(self.size) < 1:
-            raise ValueError(f"size must be a positive number of pixels, got {self.size!r}")
+        check_positive("size", self.size)
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:
