@@ -5,7 +5,9 @@ so the loaders and the shipped specs are tested on real files.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import os
 import pickle
 import tarfile
@@ -96,9 +98,16 @@ def new_store(tmp_path_factory: pytest.TempPathFactory, name: str) -> Store:
 @pytest.fixture(scope="session")
 def digits_search(ray_session, tmp_path_factory) -> Store:
     """One finished 3-trial search of DIGITS_SEARCH with every artifact, shared by the tests of
-    the run itself, its artifacts, reports and the UI (each would run the same search again)."""
+    the run itself, its artifacts, reports and the UI (each would run the same search again).
+    What it printed is in ``<tmp>/output.txt`` (stdout, then stderr; off a terminal)."""
     store = new_store(tmp_path_factory, "digits_search")
-    tuner_run(store, DIGITS_SEARCH, "--num-samples", "3")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            tuner_run(store, DIGITS_SEARCH, "--num-samples", "3")
+    finally:
+        (store.tmp / "output.txt").write_text(stdout.getvalue() + stderr.getvalue())
+        print(stdout.getvalue(), stderr.getvalue(), sep="\n")  # pytest shows it on a failure
     return store
 
 

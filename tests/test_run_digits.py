@@ -81,6 +81,23 @@ def test_one_child_run_per_trial_with_params_metrics_and_status(finished_run):
     )
 
 
+def test_the_terminal_shows_tuners_progress_not_rays_or_optunas(digits_search):
+    """Off a terminal: plain progress lines, one line per trial, each closing step named; Ray's
+    table and messages and Optuna's only with --verbose."""
+    output = (digits_search.tmp / "output.txt").read_text()
+    progress = [line for line in output.splitlines() if line.startswith("trials ")]
+    assert progress and progress[-1].startswith("trials 3/3 done, 0 running · epochs ")
+    assert " · best val_acc 0." in progress[-1]
+    assert all("\r" not in line and "\x1b" not in line for line in progress)
+    ended = [line.split()[2] for line in output.splitlines() if line.startswith("trial ")]
+    assert len(ended) == 3 and {status.rstrip(":") for status in ended} <= STATUSES
+    steps = ["testing the best trial on the test split…", "logging plots and tables…"]
+    steps.append("registering the model…")
+    assert [line for line in output.splitlines() if line in steps] == steps
+    for chatter in ("Result logdir", "A new study created", "== Status ==", "Token auth"):
+        assert chatter not in output
+
+
 def test_tuner_best_reads_mlflow(finished_run, capsys):
     uri, _ = finished_run
     _, parents, _ = _runs(uri)

@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _tracking_flag(run, spec=True)
     _storage_flag(run)
+    _verbose_flag(run)
     run.add_argument(
         "--address",
         help="join this Ray cluster (e.g. auto, or ray://head:10001); default: $RAY_ADDRESS, "
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     _tracking_flag(resume)
     _storage_flag(resume)
     resume.add_argument("--address", help="join this Ray cluster (see `run --help`)")
+    _verbose_flag(resume)
 
     best = commands.add_parser("best", help="print the best trials of an experiment's latest run")
     best.add_argument("name", help="experiment name")
@@ -146,6 +148,15 @@ def _storage_flag(parser: argparse.ArgumentParser) -> None:
         "--storage",
         help="where Ray Tune keeps experiment state and checkpoints: a directory, a shared "
         "file system or s3://... (default: ./tuner_results)",
+    )
+
+
+def _verbose_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Ray's trial table and Ray's and Optuna's own messages instead of tuner's progress "
+        "line (a resumed search keeps the table or line it started with)",
     )
 
 
@@ -253,6 +264,7 @@ def _search(
             address=args.address,
             resume=resume,
             overrides=overrides,
+            verbose=args.verbose,
         )
     except Interrupted as stopped:
         # `resume` starts it again from what MLflow recorded: the spec file and every override.

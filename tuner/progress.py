@@ -1,11 +1,16 @@
-"""What the terminal shows during a search: Ray's trial table, trimmed to the columns that say
-something, and one line per trial as it finishes."""
+"""What the terminal shows during a search: one progress line (rewritten in place on a
+terminal, a plain line now and then elsewhere), one line per trial as it finishes, and with
+``--verbose`` Ray's trial table, trimmed to the columns that say something."""
 
 from __future__ import annotations
 
+import shutil
+import sys
+import time
 from typing import Any
 
 from ray import tune
+from ray.tune.experiment import Trial
 
 from tuner import space as space_lang
 from tuner.summary import short_value
@@ -14,7 +19,8 @@ from tuner.trainables import WARNINGS
 
 
 def trial_table(metric: str, tree: space_lang.Group) -> tune.ProgressReporter:
-    """Tune's periodic table: the metric, epochs run, and the parameters every trial has."""
+    """Tune's periodic table (``--verbose``): the metric, epochs run, and the parameters every
+    trial has."""
     sampled = space_lang.sampled_keys(tree, common_only=True)
     return tune.CLIReporter(
         metric_columns={metric: metric, "training_iteration": "epochs"},
@@ -22,6 +28,138 @@ def trial_table(metric: str, tree: space_lang.Group) -> tune.ProgressReporter:
         max_report_frequency=15,
         sort_by_metric=True,  # Tune passes the metric and mode to the reporter itself
     )
+
+
+# Whether a progress line is on the terminal without its newline: say() clears it first.
+_drawn = False
+PLAIN_EVERY_S = 30  # off a terminal (CI, nohup, `ray job submit`): a line this often at most
+REDRAW_EVERY_S = 0.5  # on a terminal: Tune's loop steps every few milliseconds
+
+
+def say(text: str) -> None:
+    """Print a line of tuner's own, above the live progress line if one is drawn."""
+    erase_line()
+    print(text, flush=True)
+
+
+def erase_line() -> None:
+    """Erase the live progress line, if one is drawn (before tuner prints, or stops)."""
+    global _drawn
+    if _drawn:
+        sys.stdout.write("\r\x1b[K")  # back to the line's start, and erase it
+        _drawn = False
+
+
+def _clock(seconds: float) -> str:
+    """``0:42``, ``12:05``, ``1:02:07``."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class ProgressLine(tune.Callback):
+    """``trials 7/24 done, 2 running · epochs 41/120 · best val_acc 0.9722 · 0:42 elapsed,
+    ~1:10 left``: on a terminal one line rewritten in place; elsewhere a plain line at most
+    every PLAIN_EVERY_S and whenever a trial finishes. The ETA is the sooner of the epochs
+    left at the rate so far (ASHA stops trials early: an upper bound) and the time budget.
+    Holds only plain values: Tune pickles its callbacks into the experiment state.
+    """
+
+    def __init__(
+        self,
+        metric: str,
+        mode: str,
+        max_epochs: int,
+        *,
+        time_budget_s: float | None = None,
+        tty: bool | None = None,  # None: whether stdout is a terminal when the search runs
+    ) -> None:
+        self.metric = metric
+        self.mode = mode
+        self.max_epochs = max_epochs
+        self.time_budget_s = time_budget_s
+        self.tty = tty
+        self.total = 0
+        self.started = self.shown = 0.0
+        self.start_epochs: int | None = None  # epochs already run when this run (or resume) began
+        self.last_text, self.last_done = "", -1
+
+    def setup(self, total_num_samples: int | None = None, **info: Any) -> None:
+        self.total = total_num_samples or 0
+        self.started, self.start_epochs = time.monotonic(), None
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.show(trials)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.show(trials, final=True)
+
+    def show(self, trials: list, *, final: bool = False) -> None:
+        global _drawn
+        now = time.monotonic()
+        tty = sys.stdout.isatty() if self.tty is None else self.tty
+        done = sum(trial.status in (Trial.TERMINATED, Trial.ERROR) for trial in trials)
+        wait = REDRAW_EVERY_S if tty else PLAIN_EVERY_S
+        if not final and done == self.last_done and now - self.shown < wait:
+            return
+        if self.start_epochs is None:
+            self.start_epochs = _epochs(trials)
+        text = self.line(trials, now - self.started)
+        if tty:
+            width = shutil.get_terminal_size().columns - 1  # a wrapped line can't be redrawn
+            if text != self.last_text or not _drawn or final:
+                sys.stdout.write(f"\r\x1b[K{text[:width]}" + ("\n" if final else ""))
+                sys.stdout.flush()
+            _drawn = not final
+        elif text != self.last_text:
+            print(text, flush=True)
+        self.shown, self.last_text, self.last_done = now, text, done
+
+    def line(self, trials: list, elapsed: float) -> str:
+        """The progress line for ``trials`` after ``elapsed`` seconds of this run."""
+        total = max(self.total, len(trials))
+        done = sum(trial.status == Trial.TERMINATED for trial in trials)
+        errored = sum(trial.status == Trial.ERROR for trial in trials)
+        running = sum(trial.status == Trial.RUNNING for trial in trials)
+        epochs = _epochs(trials)
+        budget = total * self.max_epochs
+        finished = (Trial.TERMINATED, Trial.ERROR)
+        # The epochs trials not yet finished, or not yet started, may still train (ASHA may
+        # stop them sooner).
+        to_go = sum(self.max_epochs - _epochs([t]) for t in trials if t.status not in finished)
+        to_go += (total - len(trials)) * self.max_epochs
+        parts = [
+            f"trials {done + errored}/{total} done"
+            + (f" ({errored} errored)" if errored else "")
+            + f", {running} running",
+            f"epochs {epochs}/{budget}",
+        ]
+        best = self.best(trials)
+        if best is not None:
+            parts.append(f"best {self.metric} {best:.4f}")
+        clock = f"{_clock(elapsed)} elapsed"
+        left = [self.time_budget_s - elapsed] if self.time_budget_s else []
+        # The epochs this run (not the one a resume continues) trained, at the rate it did.
+        run = epochs - (self.start_epochs or 0)
+        if run > 0 and elapsed > 0:
+            left.append(to_go * elapsed / run)
+        if left and to_go:
+            clock += f", ~{_clock(max(0.0, min(left)))} left"
+        return " · ".join([*parts, clock])
+
+    def best(self, trials: list) -> float | None:
+        """The best value of the metric any trial reported; rejected trials never count."""
+        values = [
+            trial.metric_analysis[self.metric][self.mode]
+            for trial in trials
+            if self.metric in trial.metric_analysis
+            and not (trial.last_result or {}).get("rejected")
+        ]
+        return (max if self.mode == "max" else min)(values) if values else None
+
+
+def _epochs(trials: list) -> int:
+    return sum((trial.last_result or {}).get("training_iteration", 0) for trial in trials)
 
 
 class TrialLines(tune.Callback):
@@ -44,13 +182,13 @@ class TrialLines(tune.Callback):
         # A trial's warnings come in its results (see deep.Trial.warn): a worker's own stderr
         # reaches no one in CI, under nohup or `ray job submit`.
         for text in result.get(WARNINGS) or ():
-            print(f"trial {trial.trial_id} warning: {text}", flush=True)
+            say(f"trial {trial.trial_id} warning: {text}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        print(self.line(trial, trial_status(trial.last_result)), flush=True)
+        say(self.line(trial, trial_status(trial.last_result)))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        print(self.line(trial, "errored"), flush=True)
+        say(self.line(trial, "errored"))
 
     def line(self, trial: Any, status: str) -> str:
         best = trial.metric_analysis.get(self.metric, {}).get(self.mode)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -23,7 +24,7 @@ from tuner import export, tune_state
 from tuner import space as space_lang
 from tuner.artifacts import log_search_artifacts
 from tuner.errors import UsageError
-from tuner.progress import TrialLines, trial_table
+from tuner.progress import ProgressLine, TrialLines, erase_line, say, trial_table
 from tuner.recorder import TrialRecorder
 from tuner.results import trials_of
 from tuner.spec import Spec
@@ -47,8 +48,10 @@ def run_search(
     address: str | None = None,
     resume: bool = False,
     overrides: Sequence[str] = (),
+    verbose: bool = False,
 ) -> Summary:
-    """Run (or resume) the search a validated spec describes; MLflow records every trial."""
+    """Run (or resume) the search a validated spec describes; MLflow records every trial.
+    ``verbose``: Ray's trial table and Ray's and Optuna's own messages, besides tuner's."""
     tracking_uri = tracking_uri or spec.tracking.uri or default_tracking_uri()
     check_store(tracking_uri)
     splits = load_data(spec)
@@ -76,7 +79,7 @@ def run_search(
     else:
         experiment_path = _new_folder(storage or str(Path.cwd() / "tuner_results"), spec.name)
 
-    _start_ray(address, forward_worker_output=settings.progress_bars)
+    _start_ray(address, forward_worker_output=settings.progress_bars, verbose=verbose)
     # Files under data.root are read by each trial on its own node (no shared disk assumed, and
     # nothing large through the object store); data without a root goes from here in memory.
     trial_data = data_source(spec) if spec.data.root else InMemory.put(splits)
@@ -100,7 +103,7 @@ def run_search(
             images=splits.sizes,
         )
         experiment.start(spec_path, search)
-        tuner = _new_tuner(spec, tree, function, experiment_path, experiment)
+        tuner = _new_tuner(spec, tree, function, experiment_path, experiment, verbose=verbose)
     try:
         results = tuner.fit()
         best_result = _best_result(results, spec)
@@ -108,10 +111,13 @@ def run_search(
         if spec.final.retrain:
             evaluation = _retrain_and_test(trainable, best_config, splits, settings, spec)
         else:
+            _step("testing the best trial on the test split")
             evaluation = trainable.evaluate_test(best_result, splits, settings)
         best_trial_id = _trial_id(best_result)
         experiment.mark_best(best_trial_id)
+        _step("logging plots and tables")
         log_search_artifacts(experiment.client, experiment.parent_id, evaluation)
+        _step("registering the model")
         _export(experiment, evaluation, splits, spec.experiment)
         experiment.finish(
             best_config,
@@ -121,6 +127,7 @@ def run_search(
             final="retrained on train+val" if spec.final.retrain else "best checkpoint",
         )
     except KeyboardInterrupt:
+        erase_line()  # the message that follows starts on a clean line
         # Tune's state is saved at every checkpoint; mark MLflow's runs so resume finds them.
         experiment.interrupt()
         raise Interrupted(experiment_path) from None
@@ -141,6 +148,11 @@ def run_search(
         trials=trials_of(experiment.client, experiment.client.get_run(experiment.parent_id)),
         sampled=space_lang.sampled_keys(tree),
     )
+
+
+def _step(what: str) -> None:
+    """Name a closing step while it runs: each takes seconds and prints nothing of its own."""
+    say(f"{what}…")
 
 
 def trial_settings(spec: Spec, *, progress_bars: bool = False) -> Settings:
@@ -189,7 +201,13 @@ def _export(experiment: Experiment, evaluation: Evaluation, splits: data.Splits,
 
 
 def _new_tuner(
-    spec: Spec, tree: space_lang.Group, function: Any, path: str, experiment: Experiment
+    spec: Spec,
+    tree: space_lang.Group,
+    function: Any,
+    path: str,
+    experiment: Experiment,
+    *,
+    verbose: bool = False,
 ) -> tune.Tuner:
     recorder = TrialRecorder(
         experiment.tracking_uri,
@@ -199,6 +217,10 @@ def _new_tuner(
         spec.mode,
         tree,
     )
+    callbacks = [recorder, TrialLines(spec.metric, spec.mode, tree)]
+    if not verbose:  # tuner's progress line; --verbose: Ray's table as before (not both)
+        max_epochs, budget = spec.scheduler.max_epochs, spec.search.time_budget_s
+        callbacks.append(ProgressLine(spec.metric, spec.mode, max_epochs, time_budget_s=budget))
     return tune.Tuner(
         function,
         param_space=_param_space(spec, tree),
@@ -206,19 +228,15 @@ def _new_tuner(
         run_config=tune.RunConfig(
             name=PurePosixPath(path).name,
             storage_path=str(PurePosixPath(path).parent),
-            callbacks=[
-                recorder,
-                TrialLines(spec.metric, spec.mode, tree),
-                tune_state.StateSnapshots(),
-            ],
+            callbacks=[*callbacks, tune_state.StateSnapshots()],
             # Keep the latest two: Tune's saved state (written at every step, see _start_ray)
             # points at one of them (keeping the best one instead can delete the one a resume
             # needs). Each checkpoint also carries the trial's best weights so far, for the test
             # evaluation.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            progress_reporter=trial_table(spec.metric, tree),
-            verbose=1,
+            progress_reporter=trial_table(spec.metric, tree) if verbose else None,
+            verbose=1 if verbose else 0,  # 0: no table, no "Result logdir", no run-time lines
         ),
     )
 
@@ -296,8 +314,23 @@ def data_source(spec: Spec) -> data.DataSource:
     ).anchored()
 
 
-def _start_ray(address: str | None, *, forward_worker_output: bool) -> None:
-    # The classic reporter lets us trim the table to the metric and the sampled parameters.
+# Ray's loggers on the driver whose messages say nothing to a user, and up to which level.
+QUIET_LOGGERS = {
+    "ray._private.authentication": logging.ERROR,  # the token-auth warning of a new cluster
+    "ray.tune": logging.WARNING,  # "Wrote the latest version of all result files...", run times
+    "ray.train": logging.WARNING,  # "Checkpoint successfully created at: ..."
+}
+
+
+def _start_ray(address: str | None, *, forward_worker_output: bool, verbose: bool = False) -> None:
+    if not verbose:
+        # Ray's and Optuna's own messages ("A new study created in memory", Ray's start-up and
+        # checkpoint lines): tuner's progress line and trial lines say what a user needs.
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        for name, level in QUIET_LOGGERS.items():
+            logging.getLogger(name).setLevel(level)
+    # The classic reporter (--verbose) lets us trim the table to the metric and the sampled
+    # parameters.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Ctrl-C raises KeyboardInterrupt out of fit() (Tune's own handler would end the search
     # as if it had finished), so tuner marks MLflow's runs and prints how to resume.
@@ -314,13 +347,16 @@ def _start_ray(address: str | None, *, forward_worker_output: bool) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    # Trials' own loggers (Ray's checkpoint lines, forwarded on a terminal) at warnings only.
+    quiet = None if verbose else ray.LoggingConfig(log_level="WARNING")
     if address:
-        ray.init(address=address, log_to_driver=forward_worker_output)
+        ray.init(address=address, log_to_driver=forward_worker_output, logging_config=quiet)
     else:
         ray.init(
             num_cpus=os.cpu_count(),
             include_dashboard=False,
             log_to_driver=forward_worker_output,
+            logging_config=quiet,
         )
 
 

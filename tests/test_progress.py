@@ -1,0 +1,95 @@
+"""The progress line a search draws: its text from real Tune trials, on a terminal and off."""
+
+from __future__ import annotations
+
+from ray.tune.experiment import Trial
+
+from tuner import progress
+from tuner.progress import ProgressLine
+
+
+def trial(trial_id: str, status: str, val_accs: list[float], rejected: bool = False) -> Trial:
+    # stub: a Trial as Tune builds it, without looking a trainable up in Ray's registry
+    made = Trial("train", stub=True, trial_id=trial_id, config={"model": {"width": 16}})
+    for epoch, val_acc in enumerate(val_accs, 1):
+        made.update_last_result(
+            {"training_iteration": epoch, "val_acc": val_acc, "rejected": rejected}
+        )
+    made.set_status(status)
+    return made
+
+
+def search() -> list[Trial]:
+    """Of 4 trials with a 5-epoch budget: 1 finished, 1 errored, 1 running, 1 pending."""
+    return [
+        trial("a_00000", Trial.TERMINATED, [0.80, 0.91, 0.90]),  # ASHA stopped it after 3
+        trial("a_00001", Trial.ERROR, [0.50]),
+        trial("a_00002", Trial.RUNNING, [0.85, 0.88]),
+        trial("a_00003", Trial.PENDING, []),
+    ]
+
+
+def test_the_line_counts_trials_and_epochs_and_says_the_best_and_the_time_left():
+    line = ProgressLine("val_acc", "max", 5, tty=False)
+    line.setup(total_num_samples=4)
+    line.start_epochs = 0
+    # 6 epochs in 60 s; the running trial may train 3 more, the pending one 5: 8 at 10 s each
+    assert line.line(search(), 60.0) == (
+        "trials 2/4 done (1 errored), 1 running · epochs 6/20 · best val_acc 0.9100 · "
+        "1:00 elapsed, ~1:20 left"
+    )
+
+
+def test_the_time_budget_ends_the_search_when_it_comes_first():
+    line = ProgressLine("val_loss", "min", 5, time_budget_s=90, tty=False)
+    line.setup(total_num_samples=8)
+    line.start_epochs = 0
+    text = line.line(search(), 60.0)
+    assert text.startswith("trials 2/8 done (1 errored), 1 running · epochs 6/40 · ")
+    assert "best val_loss" not in text  # no trial reported it
+    assert text.endswith("1:00 elapsed, ~0:30 left")
+
+
+def test_rejected_trials_are_never_the_best():
+    line = ProgressLine("val_acc", "max", 5, tty=False)
+    trials = [trial("a_00000", Trial.TERMINATED, [0.99], rejected=True)]
+    trials.append(trial("a_00001", Trial.TERMINATED, [0.7]))
+    text = line.line(trials, 10.0)
+    assert "best val_acc 0.7000" in text
+    assert text.endswith("0:10 elapsed")  # every trial finished: nothing left to guess
+
+
+def test_on_a_terminal_the_line_is_redrawn_in_place_and_cleared_for_tuner_lines(capsys):
+    line = ProgressLine("val_acc", "max", 5, tty=True)
+    line.setup(total_num_samples=4)
+    trials = search()
+    line.on_step_end(1, trials)
+    progress.say("trial a_00002 completed: val_acc 0.9300 after 5 epochs | model.width=16")
+    trials[2].set_status(Trial.TERMINATED)
+    line.on_step_end(2, trials)  # a trial finished: drawn at once
+    line.on_experiment_end(trials)
+    out = capsys.readouterr().out
+    draws = out.split("\r\x1b[K")
+    assert draws[0] == ""  # every draw starts by going back and erasing
+    assert draws[1].startswith("trials 2/4 done (1 errored), 1 running · epochs 6/20")
+    assert "\n" not in draws[1]  # a live line: no newline, so the next draw replaces it
+    assert draws[2] == "trial a_00002 completed: val_acc 0.9300 after 5 epochs | model.width=16\n"
+    assert draws[3].startswith("trials 3/4 done (1 errored), 0 running")
+    assert draws[4].startswith("trials 3/4 done") and draws[4].endswith("\n")  # the final one
+    assert not progress._drawn
+
+
+def test_off_a_terminal_plain_lines_come_when_a_trial_finishes_not_every_step(capsys):
+    line = ProgressLine("val_acc", "max", 5, tty=False)
+    line.setup(total_num_samples=4)
+    trials = search()
+    line.on_step_end(1, trials)
+    line.on_step_end(2, trials)  # nothing finished, and far less than 30 s since
+    trials[2].set_status(Trial.TERMINATED)
+    line.on_step_end(3, trials)
+    out = capsys.readouterr().out
+    assert "\r" not in out and "\x1b" not in out
+    lines = out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("trials 2/4 done (1 errored), 1 running · epochs 6/20 · ")
+    assert lines[1].startswith("trials 3/4 done (1 errored), 0 running · epochs 6/20 · ")
