@@ -59,7 +59,11 @@ def cluster():
 
 
 def _start(
-    tmp_path: Path, address: str, spec_text: str = SPEC, home: Path | None = None
+    tmp_path: Path,
+    address: str,
+    spec_text: str = SPEC,
+    home: Path | None = None,
+    flags: tuple[str, ...] = (),
 ) -> tuple[subprocess.Popen, str]:
     """`tuner run` against the cluster, in a subprocess (with its own HOME, if given)."""
     spec = tmp_path / "on_cluster.yaml"
@@ -77,6 +81,7 @@ def _start(
         uri,
         "--storage",
         str(tmp_path / "ray"),
+        *flags,
     ]
     env = {**os.environ, **home_env(home)} if home else None
     log = (tmp_path / "driver.log").open("w")
@@ -212,7 +217,10 @@ def test_a_root_only_the_driver_has_fails_each_trial_naming_its_node(
     spec = FILE_SPEC.replace("~/datasets/digits", "~/datasets/mine")
     spec = spec.replace("num_samples: 6", "num_samples: 2")
     spec = spec.replace("max_failures: 3", "max_failures: 1")
-    driver, uri = _start(tmp_path, ray_cluster.address, spec, home=driver_home)
+    # --verbose: Tune's table of errored trials, which counts each trial's attempts.
+    driver, uri = _start(
+        tmp_path, ray_cluster.address, spec, home=driver_home, flags=("--verbose",)
+    )
     code = driver.wait(timeout=300)
     log = (tmp_path / "driver.log").read_text()
     assert code == 2, log[-3000:]

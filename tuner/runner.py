@@ -439,5 +439,9 @@ def _why(results: tune.ResultGrid) -> str:
 
 def _best_value(result: Any, spec: Spec) -> float:
     """The trial's best metric over its epochs (what ASHA and the checkpoint keep chose on)."""
-    history = [v for v in result.metrics_dataframe[spec.metric] if math.isfinite(v)]
+    frame = result.metrics_dataframe
+    # A driver killed before Tune copied a finished trial's progress file to storage leaves its
+    # history empty after a resume: its last result (from Tune's saved state) still counts.
+    reported = frame[spec.metric] if frame is not None and spec.metric in frame else []
+    history = [v for v in [*reported, result.metrics[spec.metric]] if math.isfinite(v)]
     return (max if spec.mode == "max" else min)(history) if history else math.nan
