@@ -53,6 +53,7 @@ def run_search(
     """Run (or resume) the search a validated spec describes; MLflow records every trial.
     ``verbose``: Ray's trial table and Ray's and Optuna's own messages, besides tuner's."""
     tracking_uri = tracking_uri or spec.tracking.uri or default_tracking_uri()
+    _quiet(verbose)
     check_store(tracking_uri)
     splits = load_data(spec)
     trainable = trainable_module(spec.trainable)
@@ -314,21 +315,27 @@ def data_source(spec: Spec) -> data.DataSource:
     ).anchored()
 
 
-# Ray's loggers on the driver whose messages say nothing to a user, and up to which level.
+# Loggers on the driver whose messages say nothing to a user, and up to which level.
 QUIET_LOGGERS = {
     "ray._private.authentication": logging.ERROR,  # the token-auth warning of a new cluster
     "ray.tune": logging.WARNING,  # "Wrote the latest version of all result files...", run times
     "ray.train": logging.WARNING,  # "Checkpoint successfully created at: ..."
+    "mlflow.store.db.utils": logging.WARNING,  # "Creating initial MLflow database tables..."
+    "alembic.runtime.migration": logging.WARNING,  # the store's schema, step by step
 }
 
 
-def _start_ray(address: str | None, *, forward_worker_output: bool, verbose: bool = False) -> None:
+def _quiet(verbose: bool) -> None:
+    """Ray's, Optuna's and MLflow's own messages ("A new study created in memory", Ray's
+    start-up and checkpoint lines, the store's set-up) unless ``verbose``: tuner's progress
+    line and trial lines say what a user needs."""
     if not verbose:
-        # Ray's and Optuna's own messages ("A new study created in memory", Ray's start-up and
-        # checkpoint lines): tuner's progress line and trial lines say what a user needs.
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         for name, level in QUIET_LOGGERS.items():
             logging.getLogger(name).setLevel(level)
+
+
+def _start_ray(address: str | None, *, forward_worker_output: bool, verbose: bool = False) -> None:
     # The classic reporter (--verbose) lets us trim the table to the metric and the sampled
     # parameters.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
