@@ -130,13 +130,13 @@ def _positive(text: str) -> int:
 def _existing_store(tracking_uri: str | None) -> str:
     """The store a command reads (default: default_tracking_uri()); a sqlite one must exist
     (MLflow would create an empty one and print its set-up lines)."""
-    from tuner.tracking import check_store, default_tracking_uri
+    from tuner.tracking import check_store, default_tracking_uri, sqlite_database
 
     uri = tracking_uri or default_tracking_uri()
-    database = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
-    if database is not None and not Path(database).is_file():
+    database = sqlite_database(uri)
+    if database is not None and not database.is_file():
         raise UsageError(
-            f"no MLflow store at {Path(database).absolute()} (tracking URI {mask_secrets(uri)}); "
+            f"no MLflow store at {database} (tracking URI {mask_secrets(uri)}); "
             "run a search first, or point --tracking-uri or MLFLOW_TRACKING_URI at its store"
         )
     check_store(uri)

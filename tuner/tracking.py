@@ -119,22 +119,35 @@ def is_server(tracking_uri: str) -> bool:
 SERVER_TIMEOUT_S = 5  # a tracking server that has not answered by then is taken as down
 
 
+def sqlite_database(tracking_uri: str) -> Path | None:
+    """The database file of a sqlite tracking URI (relative ones from the cwd), else None."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+
+
+def unanswered(url: str, timeout: float = SERVER_TIMEOUT_S) -> str | None:
+    """Why nothing answers HTTP at ``url`` (the error's name), None when something does: any
+    answer counts (an auth proxy may refuse), only silence means the server is down."""
+    import requests  # MLflow's own HTTP client library (it takes a URL's user:password@ too)
+
+    try:
+        requests.get(url, timeout=timeout)
+    except requests.RequestException as error:
+        return type(error).__name__
+    return None
+
+
 def check_store(tracking_uri: str) -> None:
     """A UsageError, before anything starts, for a store nothing can be written to: a server
     that does not answer (MLflow's client would retry for minutes), a scheme MLflow doesn't know.
     """
-    import requests  # MLflow's own HTTP client library
-
     shown = mask_secrets(tracking_uri)
     fix = "start it, or point --tracking-uri (or MLFLOW_TRACKING_URI) at a running one"
     if is_server(tracking_uri):
-        try:  # any answer will do (an auth proxy may refuse): only silence means it is down
-            requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=SERVER_TIMEOUT_S)
-        except requests.RequestException as error:
-            reason = type(error).__name__
-            raise UsageError(
-                f"no MLflow tracking server answers at {shown} ({reason}); {fix}"
-            ) from None
+        reason = unanswered(f"{tracking_uri.rstrip('/')}/health")
+        if reason:
+            raise UsageError(f"no MLflow tracking server answers at {shown} ({reason}); {fix}")
         return
     try:
         MlflowClient(tracking_uri).search_experiments(max_results=1)
@@ -165,8 +178,7 @@ def artifact_location(
         )
     if artifacts:
         root = artifacts if "://" in artifacts else Path(artifacts).expanduser().resolve().as_uri()
-    elif tracking_uri.startswith("sqlite:///"):
-        database = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+    elif (database := sqlite_database(tracking_uri)) is not None:
         root = (database.parent / "mlartifacts").as_uri()
     else:
         return None

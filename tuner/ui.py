@@ -14,14 +14,12 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tuner.results import latest_parent
-from tuner.tracking import SearchTags, latest_parent_run
+from tuner.tracking import SearchTags, latest_parent_run, unanswered
 
 VIEW_KEY = "tuner"  # the shared view's name: experiment tag mlflow.sharedViewState.tuner
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
@@ -75,13 +73,9 @@ def _latest_search(client: MlflowClient) -> Run | None:
 def wait_until_answering(server: subprocess.Popen, url: str) -> bool:
     """Poll ``url`` until it answers HTTP (True) or ``server`` exits first (False)."""
     while server.poll() is None:
-        try:
-            with urllib.request.urlopen(url, timeout=5):
-                return True
-        except urllib.error.HTTPError:
-            return True  # an answer, if not a happy one
-        except OSError:
-            time.sleep(POLL_S)
+        if unanswered(url) is None:
+            return True
+        time.sleep(POLL_S)
     return False
 
 
