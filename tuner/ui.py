@@ -23,7 +23,7 @@ from tuner.tracking import SearchTags, latest_parent_run, unanswered
 
 VIEW_KEY = "tuner"  # the shared view's name: experiment tag mlflow.sharedViewState.tuner
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
-POLL_S = 0.5  # between tries of the server's /health while it starts (5-60 s)
+POLL_S = 0.5  # between tries of the server's /health while it starts
 
 
 def _column(kind: str, key: str) -> str:
