@@ -261,4 +261,4 @@ def best_checkpoint_evaluation(store: Store, spec_path: Path) -> Evaluation:
     spec = load_spec(spec_path)
     grid = ResultGrid(ExperimentAnalysis(str(store.storage / spec.name)))
     best = grid.get_best_result(spec.metric, spec.mode, scope="all")
-    return deep.evaluate_test(best, load_data(spec), trial_settings(spec))
+    return deep.evaluate_test(best, splits=load_data(spec), settings=trial_settings(spec))

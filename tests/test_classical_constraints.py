@@ -62,7 +62,7 @@ def test_a_config_over_the_limit_is_rejected_before_any_feature_is_computed(
     # The vocabulary alone is 8 x 128 numbers.
     tight = Settings(**limits, cache_dir=str(cache), max_params=1000)
     with pytest.warns(UserWarning, match="report"):  # tune.report outside a Tune session
-        train(config, splits, tight)
+        train(config, splits=splits, settings=tight)
     assert not cache.exists() or not any(cache.rglob("*.npy"))
     # The same config within limits does fill the cache: the check above could fail.
     fit(config, splits, Settings(**limits, cache_dir=str(cache)))

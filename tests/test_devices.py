@@ -93,7 +93,7 @@ def test_the_driver_tests_a_gpu_trial_on_cpu(gpu_checkpoint: Path, splits: data.
     result = SimpleNamespace(
         config=CONFIG, checkpoint=tune.Checkpoint.from_directory(gpu_checkpoint)
     )
-    evaluation = evaluate_test(result, splits, SETTINGS)
+    evaluation = evaluate_test(result, splits=splits, settings=SETTINGS)
     assert len(evaluation.y_pred) == len(splits.test_y)
 
 

@@ -216,7 +216,7 @@ def test_the_test_split_sees_the_best_epochs_averaged_weights_with_tta(splits, t
     torch.save(trial.state(), tmp_path / CHECKPOINT_FILE)
 
     result = SimpleNamespace(config=config, checkpoint=tune.Checkpoint.from_directory(tmp_path))
-    evaluation = evaluate_test(result, splits, SETTINGS)
+    evaluation = evaluate_test(result, splits=splits, settings=SETTINGS)
     assert (evaluation.y_pred == best.argmax(1).numpy()).mean() == 1
     # The exported model applies the same TTA: it predicts what the test measured.
     assert isinstance(evaluation.model.network, WithTta)

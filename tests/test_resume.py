@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 from tuner.cli import main
 from tuner.errors import UsageError
 from tuner.results import overrides_of
-from tuner.tracking import REPORTED_ONCE, Experiment, SearchTags
+from tuner.tracking import Experiment, SearchTags
+from tuner.trainables.trial_report import ONCE
 
 SPEC = """\
 name: digits_resume
@@ -128,7 +129,7 @@ def test_sigkill_then_resume_records_every_trial_once(ray_session, tmp_path):
             # The whole list, not a set: an epoch a resumed trial logs again (replayed from its
             # checkpoint, or by a second recorder) appears twice here and fails this. The
             # model's size is logged once, without a step.
-            steps = [0] if key in REPORTED_ONCE else list(range(1, 5))
+            steps = [0] if key in ONCE else list(range(1, 5))
             assert [m.step for m in history] == steps, (child.info.run_id, key)
     parent = parents[0]
     # 900 of digits' 1,437 train+val images (the file's 1,149 + 288 without the override); a

@@ -14,8 +14,9 @@ from ray.tune.experiment import Trial
 
 from tuner import space as space_lang
 from tuner.summary import short_value
-from tuner.tracking import error_line, trial_status
-from tuner.trainables import WARNINGS
+from tuner.tracking import error_line
+from tuner.trainables import trial_report
+from tuner.trainables.trial_report import TrialReport
 
 
 def trial_table(metric: str, tree: space_lang.Group) -> tune.ProgressReporter:
@@ -153,7 +154,7 @@ class ProgressLine(tune.Callback):
             trial.metric_analysis[self.metric][self.mode]
             for trial in trials
             if self.metric in trial.metric_analysis
-            and not (trial.last_result or {}).get("rejected")
+            and trial_report.status(trial.last_result) != "rejected"
         ]
         return (max if self.mode == "max" else min)(values) if values else None
 
@@ -181,11 +182,11 @@ class TrialLines(tune.Callback):
     ) -> None:
         # A trial's warnings come in its results (see deep.Trial.warn): a worker's own stderr
         # reaches no one in CI, under nohup or `ray job submit`.
-        for text in result.get(WARNINGS) or ():
+        for text in TrialReport.read(result).warnings:
             say(f"trial {trial.trial_id} warning: {text}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        say(self.line(trial, trial_status(trial.last_result)))
+        say(self.line(trial, trial_report.status(trial.last_result)))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         say(self.line(trial, "errored"))
@@ -196,7 +197,7 @@ class TrialLines(tune.Callback):
         if status == "errored":
             outcome = error_line(trial)
         elif status == "rejected":
-            outcome = str(trial.last_result["rejected"])
+            outcome = TrialReport.read(trial.last_result).reason
         elif best is None:
             outcome = f"no {self.metric} reported"
         else:

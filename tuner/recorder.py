@@ -15,8 +15,6 @@ from ray import tune
 
 from tuner.space import Group, trial_params
 from tuner.tracking import (
-    REPORTED,
-    REPORTED_ONCE,
     TRIAL_ROLE,
     Write,
     Writer,
@@ -25,10 +23,10 @@ from tuner.tracking import (
     error_line,
     flush_writes,
     now_ms,
-    trial_status,
     writer,
 )
-from tuner.trainables import WARNINGS
+from tuner.trainables import trial_report
+from tuner.trainables.trial_report import TrialReport
 
 WARNINGS_TAG = "tuner.warnings"  # what a trial warned of (deep.Trial.warn), one per line
 MAX_TAG_CHARS = 5000  # within MLflow's limit on a tag's value
@@ -137,25 +135,31 @@ class TrialRecorder(tune.Callback):
             return
         self.last_step[trial.trial_id] = step
         now = now_ms()
-        numbers = {k: float(v) for k, v in result.items() if isinstance(v, int | float)}
-        metrics = [Metric(key, numbers[key], now, step) for key in REPORTED if key in numbers]
+        report = TrialReport.read(result)
+        metrics = [
+            Metric(key, value, now, step)
+            for key, value in report.metrics.items()
+            if key in trial_report.PER_EPOCH
+        ]
         if first:  # with the first epoch, and no step: one value per run
             metrics += [
-                Metric(key, numbers[key], now, 0) for key in REPORTED_ONCE if key in numbers
+                Metric(key, value, now, 0)
+                for key, value in report.metrics.items()
+                if key in trial_report.ONCE
             ]
         metrics.append(Metric("epoch", step, now, step))
         tags = []
-        node = result.get("node_id")
+        node = report.node_id
         if node and self.nodes.get(trial.trial_id) != node:  # where it runs (it may move)
             self.nodes[trial.trial_id] = node
-            tags.append(RunTag("tuner.node_id", str(node)))
-        if result.get(WARNINGS):  # one per line, after the trial's earlier ones
-            lines = [self.warnings.get(trial.trial_id, ""), *result[WARNINGS]]
+            tags.append(RunTag("tuner.node_id", node))
+        if report.warnings:  # one per line, after the trial's earlier ones
+            lines = [self.warnings.get(trial.trial_id, ""), *report.warnings]
             self.warnings[trial.trial_id] = "\n".join(filter(None, lines))
             # MLflow caps a tag's value; the latest warnings matter most.
             tags.append(RunTag(WARNINGS_TAG, self.warnings[trial.trial_id][-MAX_TAG_CHARS:]))
-        value = result.get(self.metric)
-        if isinstance(value, int | float) and math.isfinite(value):
+        value = report.metrics.get(self.metric)
+        if value is not None and math.isfinite(value):
             previous = self.best_values.get(trial.trial_id)
             better = max if self.mode == "max" else min
             best = value if previous is None else better(previous, value)
@@ -164,7 +168,7 @@ class TrialRecorder(tune.Callback):
         self.writer.put(Write(run_id, metrics=metrics, tags=tags))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, trial_status(trial.last_result), "FINISHED")
+        self._end(trial, trial_report.status(trial.last_result), "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, "errored", "FAILED")
@@ -193,5 +197,5 @@ class TrialRecorder(tune.Callback):
         if status == "errored":
             tags.append(RunTag("tuner.error", error_line(trial)[:5000]))
         if status == "rejected":
-            tags.append(RunTag("tuner.rejected", str(trial.last_result["rejected"])))
+            tags.append(RunTag("tuner.rejected", TrialReport.read(trial.last_result).reason))
         self.writer.put(Write(run_id, tags=tags, status=run_status))

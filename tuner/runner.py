@@ -30,7 +30,7 @@ from tuner.results import trials_of
 from tuner.spec import Spec
 from tuner.summary import Summary
 from tuner.tracking import Experiment, SearchTags, check_store, default_tracking_uri
-from tuner.trainables import Settings, trainable_module
+from tuner.trainables import Settings, trainable_module, trial_report
 from tuner.trainables.metrics import Evaluation
 from tuner.trainables.node_data import InMemory
 
@@ -113,7 +113,7 @@ def run_search(
             evaluation = _retrain_and_test(trainable, best_config, splits, settings, spec)
         else:
             _step("testing the best trial on the test split")
-            evaluation = trainable.evaluate_test(best_result, splits, settings)
+            evaluation = trainable.evaluate_test(best_result, splits=splits, settings=settings)
         best_trial_id = _trial_id(best_result)
         experiment.mark_best(best_trial_id)
         _step("logging plots and tables")
@@ -183,7 +183,7 @@ def _retrain_and_test(
     task = ray.remote(trainable.retrain_and_test).options(
         num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu, max_retries=spec.max_failures
     )
-    return ray.get(task.remote(config, splits, settings))
+    return ray.get(task.remote(config, splits=splits, settings=settings))
 
 
 def _export(experiment: Experiment, evaluation: Evaluation, splits: data.Splits, name: str) -> None:
@@ -422,7 +422,7 @@ def _best_result(results: tune.ResultGrid, spec: Spec) -> Any:
     reported = [r for r in results if r.metrics and spec.metric in r.metrics]
     if not reported:
         raise UsageError(f"{spec.name}: no trial reported `{spec.metric}`; {_why(results)}")
-    trained = [r for r in reported if not r.metrics.get("rejected")]
+    trained = [r for r in reported if trial_report.status(r.metrics) != "rejected"]
     if not trained:
         raise UsageError(
             f"{spec.name}: every trial's model broke the spec's constraints "

@@ -6,7 +6,6 @@ the CLI prints it and exits 2. Nothing is written before a spec has passed.
 
 from __future__ import annotations
 
-import difflib
 import re
 import sys
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from tuner import space as space_lang
-from tuner.errors import UsageError
+from tuner.errors import UsageError, unknown_key
 
 
 class SpecError(UsageError):
@@ -262,7 +261,7 @@ def _check_trainable(spec: Spec, tree: space_lang.Group) -> None:
     # Imported here: the trainables pull in torch / OpenCV, which `tuner --help` doesn't need.
     from tuner.trainables import trainable_module
 
-    trainable_module(spec.trainable).check_space(tree, spec)
+    trainable_module(spec.trainable).check_space(tree, metric=spec.metric)
 
 
 def _check_together(spec: Spec, tree: space_lang.Group) -> None:
@@ -327,13 +326,6 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
             return []
         model = annotation
     return list(model.model_fields)
-
-
-def unknown_key(key: str, allowed: Sequence[str]) -> str:
-    """``unknown key (did you mean `c`?); allowed: ...`` — the one wording every validator uses."""
-    close = difflib.get_close_matches(key, list(allowed), n=1)
-    hint = f" (did you mean `{close[0]}`?)" if close else ""
-    return f"unknown key{hint}; allowed: {', '.join(allowed)}"
 
 
 def apply_override(raw: dict[str, Any], override: str, source: str) -> None:

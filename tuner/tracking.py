@@ -36,20 +36,6 @@ from tuner.secrets import mask_secrets
 
 PARENT_ROLE = "parent"
 TRIAL_ROLE = "trial"
-# What trials report that MLflow records per epoch (Ray adds more that says nothing of models).
-REPORTED = (
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "val_precision",
-    "val_recall",
-    "val_f1",
-    "lr",
-)
-# What they report that MLflow records once, without a step: the model's size (the same every
-# epoch; per epoch, the UI charted it as a flat line).
-REPORTED_ONCE = ("model_params", "model_mb")
 
 
 @dataclass(frozen=True)
@@ -194,23 +180,6 @@ def child_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> list
         ),
         max_results=50000,
     )
-
-
-def trial_status(last_result: Mapping[str, Any] | None, errored: bool = False) -> str:
-    """completed / early_stopped (by ASHA, before its epoch budget) / diverged / errored /
-    rejected (by the spec's constraints, untrained)."""
-    if errored:
-        return "errored"
-    if not last_result:
-        return "early_stopped"  # stopped before reporting anything
-    if last_result.get("rejected"):
-        return "rejected"
-    if last_result.get("diverged"):
-        return "diverged"
-    budget = last_result.get("epochs")
-    if budget is not None and last_result.get("training_iteration", 0) < budget:
-        return "early_stopped"
-    return "completed"
 
 
 def error_line(trial: Any) -> str:

@@ -1,24 +1,23 @@
-"""The kinds of trial a spec can run (`trainable:`).
+"""The kinds of trial a spec can run (`trainable:`): modules that each implement ``Trainable``.
 
-Each kind is a module with the same names: ``check_space(tree, spec)`` (validation at load
-time), ``train(config, splits, settings)`` (the Ray Tune function trainable; ``splits`` is the
-data in memory, or a ``data.DataSource`` that ``node_data.splits_on_node`` reads on the node),
-``evaluate_test(result, splits, settings)`` (the best trial on the test split) and
-``retrain_and_test(config, splits, settings)`` (the best config trained again on train+val,
-then tested). Modules are imported on demand: torch and OpenCV are slow to
-import and `tuner --help` needs neither.
+Modules are imported on demand: torch and OpenCV are slow to import and `tuner --help` needs
+neither.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import import_module
-from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-# The key of a trial's result that lists what it warned of since its last report (an
-# unreadable checkpoint, ...): the driver records and prints them (recorder, progress).
-WARNINGS = "warnings"
+if TYPE_CHECKING:
+    from ray.tune import Result
+
+    from data import DataSource, Splits
+    from tuner.space import Group
+    from tuner.trainables.metrics import Evaluation
 
 TRAINABLES = {
     "deep": "tuner.trainables.deep",
@@ -51,6 +50,30 @@ class Settings:
         return value > than if self.mode == "max" else value < than
 
 
-def trainable_module(kind: str) -> ModuleType:
+class Trainable(Protocol):
+    """What a kind of trial provides: a module with these functions (as Optuna's samplers
+    implement one interface, keyword arguments after the first)."""
+
+    def check_space(self, tree: Group, *, metric: str) -> None:
+        """At load time, before Ray starts: refuse the keys, names and values of the spec's
+        space ``tree`` this trainable would not read, and a ``metric`` it does not report on
+        the validation split."""
+
+    def train(
+        self, config: dict[str, Any], *, splits: Splits | DataSource, settings: Settings
+    ) -> None:
+        """The Ray Tune function trainable: train ``config``, reporting a ``TrialReport`` per
+        epoch. ``splits``: the data in memory, or a ``DataSource`` read on the node."""
+
+    def evaluate_test(self, result: Result, *, splits: Splits, settings: Settings) -> Evaluation:
+        """The best trial (its best epoch), evaluated once on the test split."""
+
+    def retrain_and_test(
+        self, config: Mapping[str, Any], *, splits: Splits, settings: Settings
+    ) -> Evaluation:
+        """``final.retrain``: ``config`` trained again on train+val, then tested once."""
+
+
+def trainable_module(kind: str) -> Trainable:
     """The module implementing trainable ``kind`` (a name the spec schema already checked)."""
-    return import_module(TRAINABLES[kind])
+    return cast(Trainable, import_module(TRAINABLES[kind]))

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from models.registry import Range
 from tuner import space as space_lang
-from tuner.spec import Spec, unknown_key
+from tuner.errors import unknown_key
 
 # The types of the values YAML reads (a tuple passes for a list: the checks take either).
 YAML_TYPES = (str, int, float, bool, type(None), list, tuple, Mapping)
@@ -26,17 +26,17 @@ YAML_TYPES = (str, int, float, bool, type(None), list, tuple, Mapping)
 BY_KEYWORD = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
-def check_metric(spec: Spec, reported: Sequence[str]) -> None:
+def check_metric(metric: str, reported: Sequence[str]) -> None:
     """The metric is one the trainable reports on the validation split: the search never
     selects on training numbers (and the test split is touched only after the search)."""
     allowed = ", ".join(name for name in reported if name.startswith("val_"))
-    if spec.metric in reported and not spec.metric.startswith("val_"):
+    if metric in reported and not metric.startswith("val_"):
         raise space_lang.SpaceError(
             "metric",
-            f"the search selects on validation metrics; allowed: {allowed}, got {spec.metric!r}",
+            f"the search selects on validation metrics; allowed: {allowed}, got {metric!r}",
         )
-    if spec.metric not in reported:
-        raise space_lang.SpaceError("metric", f"must be one of {allowed}, got {spec.metric!r}")
+    if metric not in reported:
+        raise space_lang.SpaceError("metric", f"must be one of {allowed}, got {metric!r}")
 
 
 def option_types(

@@ -26,12 +26,12 @@ from sklearn.pipeline import Pipeline
 from data import DataSource, Splits
 from models.classical import CLASSIFIERS, FEATURES, build_pipeline, parameters, progress
 from tuner import space as space_lang
-from tuner.spec import Spec
 from tuner.trainables import Settings
 from tuner.trainables.checks import check_keys, check_metric, check_named, option_types
 from tuner.trainables.metrics import Evaluation
 from tuner.trainables.node_data import splits_on_node
 from tuner.trainables.size import MB, ModelSize, report_rejected, violation
+from tuner.trainables.trial_report import TrialReport
 
 if TYPE_CHECKING:
     from ray.tune import Result
@@ -46,10 +46,10 @@ class TrialConfig(TypedDict, total=False):
     classifier: Mapping[str, Any]
 
 
-def check_space(tree: space_lang.Group, spec: Spec) -> None:
+def check_space(tree: space_lang.Group, *, metric: str) -> None:
     """Refuse unknown settings, features, classifiers, parameters and values of the wrong type
     (read from the estimators' signatures) before Ray starts."""
-    check_metric(spec, METRICS)
+    check_metric(metric, METRICS)
     check_keys(tree, "", get_type_hints(TrialConfig))
     check_named(tree, "features", FEATURES, lambda name: typed_parameters(FEATURES[name]))
     check_named(
@@ -110,7 +110,7 @@ def size_before_fit(config: Mapping[str, Any], splits: Splits) -> ModelSize:
     )
 
 
-def train(config: dict[str, Any], splits: Splits | DataSource, settings: Settings) -> None:
+def train(config: dict[str, Any], *, splits: Splits | DataSource, settings: Settings) -> None:
     """The Ray Tune function trainable: fit, score on the validation split, report once."""
     splits = splits_on_node(splits)
     if settings.progress_bars:  # SIFT and vocabulary bars, drawn by the driver
@@ -128,26 +128,25 @@ def train(config: dict[str, Any], splits: Splits | DataSource, settings: Setting
     precision, recall, f1, _ = precision_recall_fscore_support(
         truth, predicted, average="macro", zero_division=0
     )
-    tune.report(
-        {
-            "val_acc": float((predicted == truth).mean()),
-            "val_precision": float(precision),
-            "val_recall": float(recall),
-            "val_f1": float(f1),
-            "epochs": 1,
-            "diverged": False,
-            "node_id": ray.get_runtime_context().get_node_id(),
-            **size.metrics,
-        }
-    )
+    metrics = {
+        "val_acc": float((predicted == truth).mean()),
+        "val_precision": float(precision),
+        "val_recall": float(recall),
+        "val_f1": float(f1),
+        **size.metrics,
+    }
+    node_id = ray.get_runtime_context().get_node_id()
+    tune.report(TrialReport(metrics, epochs=1, node_id=node_id).result())
 
 
-def evaluate_test(result: Result, splits: Splits, settings: Settings) -> Evaluation:
+def evaluate_test(result: Result, *, splits: Splits, settings: Settings) -> Evaluation:
     """Refit the best config (its features are cached) and classify the test split once."""
     return _test(fit(result.config, splits, settings), splits)
 
 
-def retrain_and_test(config: Mapping[str, Any], splits: Splits, settings: Settings) -> Evaluation:
+def retrain_and_test(
+    config: Mapping[str, Any], *, splits: Splits, settings: Settings
+) -> Evaluation:
     """``final.retrain``: the config fitted on train+val, then tested once."""
     return _test(fit(config, splits.with_val_in_train(), settings), splits)
 

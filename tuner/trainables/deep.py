@@ -27,12 +27,12 @@ from data.augment import Augmentation, channel_stats, to_float
 from models.raw_image import RawImageClassifier
 from models.registry import POSITIVE, Range
 from tuner import space as space_lang
-from tuner.spec import Spec
-from tuner.trainables import WARNINGS, Settings
+from tuner.trainables import Settings
 from tuner.trainables.checks import check_keys, check_metric, check_named, option_types
 from tuner.trainables.node_data import splits_on_node
 from tuner.trainables.recipe import Ema, Tta, WithTta, optimizer_with_bias_group
 from tuner.trainables.size import report_rejected, size_of, violation
+from tuner.trainables.trial_report import TrialReport
 
 if TYPE_CHECKING:
     from ray.tune import Result
@@ -86,9 +86,9 @@ MAX_WARNINGS, MAX_WARNING_CHARS = 5, 500
 # ---------------------------------------------------------------------------------------------
 
 
-def check_space(tree: space_lang.Group, spec: Spec) -> None:
+def check_space(tree: space_lang.Group, *, metric: str) -> None:
     """Refuse unknown settings, names and values of the wrong type before Ray starts."""
-    check_metric(spec, METRICS)
+    check_metric(metric, METRICS)
     check_keys(tree, "", get_type_hints(TrialConfig, include_extras=True))
     check_named(
         tree,
@@ -353,12 +353,10 @@ class Trial:
         if len(self.warnings) < MAX_WARNINGS:
             self.warnings.append(message[:MAX_WARNING_CHARS])
 
-    def with_warnings(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        """``metrics`` plus the warnings not reported yet (as ``warnings``), which it clears."""
-        if not self.warnings:
-            return metrics
-        queued, self.warnings = self.warnings, []
-        return {**metrics, WARNINGS: queued}
+    def report(self, metrics: dict[str, float], **fields: Any) -> TrialReport:
+        """This epoch's report of ``metrics``, with the warnings not reported yet (cleared)."""
+        queued, self.warnings = tuple(self.warnings), []
+        return TrialReport(metrics, epochs=self.epochs, warnings=queued, **fields)
 
     def _data_init(self, images: int) -> None:
         """Let a model with ``data_init`` (airbench's whitening) set itself from the first
@@ -467,7 +465,7 @@ class Trial:
             self.scaler.load_state_dict(state["scaler"])
 
 
-def train(config: dict[str, Any], splits: Splits | DataSource, settings: Settings) -> None:
+def train(config: dict[str, Any], *, splits: Splits | DataSource, settings: Settings) -> None:
     """The Ray Tune function trainable: train, report metrics and a checkpoint every epoch."""
     splits = splits_on_node(splits)
     use_assigned_cpus()
@@ -504,18 +502,9 @@ def _train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
         train_loss, train_acc = trial.train_epoch()
         if not math.isfinite(train_loss):
             # Diverged: report the worst metrics so the searcher learns, then end the trial.
-            tune.report(
-                trial.with_warnings(
-                    {
-                        "train_loss": math.inf,
-                        "val_loss": math.inf,
-                        "val_acc": 0.0,
-                        "train_acc": train_acc,
-                        "epochs": trial.epochs,
-                        "diverged": True,
-                    }
-                )
-            )
+            worst = {"train_loss": math.inf, "val_loss": math.inf, "val_acc": 0.0}
+            report = trial.report({**worst, "train_acc": train_acc}, ending="diverged")
+            tune.report(report.result())
             return
         val_loss, val_acc = trial.evaluate("val")  # its float()s wait for the device
         metrics = {
@@ -524,23 +513,20 @@ def _train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
             "val_loss": val_loss,
             "val_acc": val_acc,
             "lr": trial.optimizer.param_groups[0]["lr"],
-            "epochs": trial.epochs,
-            "diverged": False,
-            "node_id": ray.get_runtime_context().get_node_id(),
-            # The trial's own seconds of training + validation: its compute, without Ray's
-            # overheads, so a search's wall time can be compared with what it computed.
-            "epoch_seconds": time.perf_counter() - started,
             **size.metrics,
         }
+        epoch_seconds = time.perf_counter() - started
         trial.remember_if_best(metrics)
         with tempfile.TemporaryDirectory() as directory:
             saving = time.perf_counter()
             torch.save(trial.state(), Path(directory) / CHECKPOINT_FILE)
-            metrics["checkpoint_seconds"] = time.perf_counter() - saving
-            tune.report(
-                trial.with_warnings(metrics),
-                checkpoint=tune.Checkpoint.from_directory(directory),
-            )
+            seconds = {
+                "epoch_seconds": epoch_seconds,
+                "checkpoint_seconds": time.perf_counter() - saving,
+            }
+            node_id = ray.get_runtime_context().get_node_id()
+            report = trial.report(metrics, node_id=node_id, seconds=seconds)
+            tune.report(report.result(), checkpoint=tune.Checkpoint.from_directory(directory))
 
 
 def restore(trial: Trial, checkpoint: tune.Checkpoint | None) -> bool:
@@ -573,7 +559,7 @@ class FaultInjection:
             raise RuntimeError(f"injected fault at epoch {epoch}")
 
 
-def evaluate_test(result: Result, splits: Splits, settings: Settings) -> Evaluation:
+def evaluate_test(result: Result, *, splits: Splits, settings: Settings) -> Evaluation:
     """The best trial's best epoch, evaluated once on the held-out test split."""
     trial = Trial(result.config, splits, settings)
     with result.checkpoint.as_directory() as directory:
@@ -582,7 +568,9 @@ def evaluate_test(result: Result, splits: Splits, settings: Settings) -> Evaluat
     return _test(trial, splits)
 
 
-def retrain_and_test(config: Mapping[str, Any], splits: Splits, settings: Settings) -> Evaluation:
+def retrain_and_test(
+    config: Mapping[str, Any], *, splits: Splits, settings: Settings
+) -> Evaluation:
     """``final.retrain``: the config trained afresh on train+val for its whole epoch budget
     (nothing is left to select an epoch on), then its last epoch tested once."""
     use_assigned_cpus()

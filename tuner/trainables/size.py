@@ -10,6 +10,7 @@ from ray import tune
 from torch import nn
 
 from tuner.trainables import Settings
+from tuner.trainables.trial_report import TrialReport
 
 MB = 2**20
 
@@ -58,4 +59,5 @@ def violation(size: ModelSize, settings: Settings) -> str | None:
 
 def report_rejected(reason: str, settings: Settings) -> None:
     """End a trial untrained: the worst metric (so the searcher steers away), and why."""
-    tune.report({settings.metric: settings.worst, "rejected": reason, "epochs": 1})
+    worst = {settings.metric: settings.worst}
+    tune.report(TrialReport(worst, epochs=1, ending="rejected", reason=reason).result())

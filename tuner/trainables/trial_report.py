@@ -1,0 +1,96 @@
+"""What a trial reports to Tune: the one place its keys are spelt.
+
+The trainables build a ``TrialReport`` and hand Tune its flat ``result()`` (Tune's schedulers
+and searchers read the metric by key); the driver's callbacks (the MLflow recorder, the
+progress line) and the closing phase read a result back with ``TrialReport.read`` and
+``status``. Plain Python: the reading side imports neither torch nor Ray.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# The metrics MLflow charts per epoch, in this order, when a trial reports them.
+PER_EPOCH = (
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_precision",
+    "val_recall",
+    "val_f1",
+    "lr",
+)
+# The model's size: the same every epoch, so MLflow records it once (per epoch, the UI charted
+# it as a flat line).
+ONCE = ("model_params", "model_mb")
+# The trial's own seconds per epoch, of training + validation and of saving its checkpoint:
+# what its compute was, without Ray's overheads (bench/bench_search_overhead.py sums them).
+SECONDS = ("epoch_seconds", "checkpoint_seconds")
+
+Ending = Literal["diverged", "rejected"]
+
+
+@dataclass(frozen=True)
+class TrialReport:
+    """One epoch's report of one trial (a classical trial reports once, as epoch 1 of 1)."""
+
+    metrics: Mapping[str, float]  # PER_EPOCH and ONCE keys, and the search's metric
+    epochs: int  # the trial's epoch budget: fewer epochs trained means stopped early
+    ending: Ending | None = None  # the trial ends itself: a NaN/inf loss, or constraints
+    reason: str = ""  # why it was rejected (which constraint, by how much)
+    node_id: str = ""  # the Ray node it ran on
+    seconds: Mapping[str, float] = field(default_factory=dict)  # SECONDS keys
+    warnings: tuple[str, ...] = ()  # what it warned of since its last report
+
+    def result(self) -> dict[str, Any]:
+        """The flat dict Tune receives (and keeps in its result files and trial table)."""
+        result: dict[str, Any] = {**self.metrics, **self.seconds, "epochs": self.epochs}
+        result["diverged"] = self.ending == "diverged"
+        if self.ending == "rejected":
+            result["rejected"] = self.reason
+        if self.node_id:
+            result["node_id"] = self.node_id
+        if self.warnings:
+            result["warnings"] = list(self.warnings)
+        return result
+
+    @classmethod
+    def read(cls, result: Mapping[str, Any]) -> TrialReport:
+        """The report inside one of Tune's results (which adds its own keys around it)."""
+        numbers = {k: float(v) for k, v in result.items() if _is_number(v)}
+        ending: Ending | None = None
+        if result.get("rejected"):
+            ending = "rejected"
+        elif result.get("diverged"):
+            ending = "diverged"
+        return cls(
+            metrics={k: numbers[k] for k in (*PER_EPOCH, *ONCE) if k in numbers},
+            epochs=int(result.get("epochs") or 0),
+            ending=ending,
+            reason=str(result.get("rejected") or ""),
+            node_id=str(result.get("node_id") or ""),
+            seconds={k: numbers[k] for k in SECONDS if k in numbers},
+            warnings=tuple(result.get("warnings") or ()),
+        )
+
+
+def status(last_result: Mapping[str, Any] | None, errored: bool = False) -> str:
+    """How a trial ended: completed / early_stopped (by ASHA, before its epoch budget) /
+    diverged / errored / rejected (by the spec's constraints, untrained)."""
+    if errored:
+        return "errored"
+    if not last_result:
+        return "early_stopped"  # stopped before reporting anything
+    report = TrialReport.read(last_result)
+    if report.ending:
+        return report.ending
+    if report.epochs and last_result.get("training_iteration", 0) < report.epochs:
+        return "early_stopped"
+    return "completed"
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
