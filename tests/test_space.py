@@ -8,6 +8,7 @@ import pytest
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.variant_generator import generate_variants
 
+from tuner import search
 from tuner import space as space_lang
 from tuner.spec import read_yaml
 
@@ -34,7 +35,7 @@ epochs: 5
 
 def sample(params: dict) -> dict:
     tree = space_lang.parse(SPACE)
-    return space_lang.optuna_define_by_run(tree)(optuna.trial.FixedTrial(params))
+    return search.optuna_define_by_run(tree)(optuna.trial.FixedTrial(params))
 
 
 BASE = {"model.width": 16, "model.dropout": 0.1, "batch_size": 32, "blocks": "[1, 1, 1, 4]"}
@@ -64,14 +65,14 @@ def test_sgd_branch_asks_the_sampler_for_its_own_parameters():
 def test_int_bounds_are_inclusive_under_optuna():
     tree = space_lang.parse({"n": {"int": [1, 3]}})
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    define = space_lang.optuna_define_by_run(tree)
+    define = search.optuna_define_by_run(tree)
     seen = {define(study.ask())["n"] for _ in range(200)}
     assert seen == {1, 2, 3}
 
 
 def test_int_bounds_are_inclusive_under_ray_random():
     # Ray's randint excludes its upper bound; the YAML's includes it.
-    domain = space_lang.ray_param_space(space_lang.parse({"n": {"int": [1, 3]}}))
+    domain = search.ray_param_space(space_lang.parse({"n": {"int": [1, 3]}}))
     seen = {
         config["n"]
         for seed in range(200)
@@ -82,7 +83,7 @@ def test_int_bounds_are_inclusive_under_ray_random():
 
 def test_log_scales_reach_both_decades():
     tree = space_lang.parse({"lr": {"loguniform": [1e-5, 1e-1]}})
-    define = space_lang.optuna_define_by_run(tree)
+    define = search.optuna_define_by_run(tree)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     values = np.array([define(study.ask())["lr"] for _ in range(400)])
     assert values.min() >= 1e-5 and values.max() <= 1e-1
@@ -91,7 +92,7 @@ def test_log_scales_reach_both_decades():
 
 
 def test_ray_random_keeps_branches_apart():
-    domain = space_lang.ray_param_space(space_lang.parse(SPACE))
+    domain = search.ray_param_space(space_lang.parse(SPACE))
     configs = [
         config
         for seed in range(50)
@@ -111,7 +112,7 @@ def test_grid_enumerates_branches_and_ints():
             "fixed": 3,
         }
     )
-    domain = space_lang.ray_grid_space(tree)
+    domain = search.ray_grid_space(tree)
     configs = [config for _, config in generate_variants(domain)]
     assert len(configs) == 3 * 2
     assert {"name": "adam"} in [c["opt"] for c in configs]
@@ -190,7 +191,7 @@ def test_ray_s_optuna_search_suggests_the_config_alone_under_the_one_name():
     bookkeeping), and Optuna's parameters are the names MLflow and the tables use."""
     tree = space_lang.parse(SPACE)
     searcher = OptunaSearch(
-        space=space_lang.optuna_define_by_run(tree),
+        space=search.optuna_define_by_run(tree),
         metric="val_acc",
         mode="max",
         sampler=optuna.samplers.RandomSampler(seed=0),

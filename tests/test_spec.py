@@ -314,18 +314,18 @@ space:
 def test_grid_runs_once_by_default_and_num_samples_repeats_it(tmp_path, extra, trials):
     from ray.tune.experiment import Experiment
 
-    from tuner.runner import _param_space, _tune_config
+    from tuner.search import param_space, tune_config
 
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(GRID)
     spec = load_spec(spec_file, extra)
     tree = spec.tree
-    config = _tune_config(spec, tree)
+    config = tune_config(spec, tree)
     searcher = config.search_alg  # what Tune counts trials with: no Ray needed
     searcher.add_configurations(
         [
             Experiment(
-                "g", lambda c: None, config=_param_space(spec, tree), num_samples=config.num_samples
+                "g", lambda c: None, config=param_space(spec, tree), num_samples=config.num_samples
             )
         ]
     )
@@ -336,10 +336,10 @@ def test_grid_runs_once_by_default_and_num_samples_repeats_it(tmp_path, extra, t
 def test_max_concurrent_limits_optuna(tmp_path):
     from ray.tune.search import ConcurrencyLimiter
 
-    from tuner.runner import _tune_config
+    from tuner.search import tune_config
 
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(VALID.replace("num_samples: 2", "num_samples: 2, max_concurrent: 3"))
     spec = load_spec(spec_file)
-    searcher = _tune_config(spec, spec.tree).search_alg
+    searcher = tune_config(spec, spec.tree).search_alg
     assert isinstance(searcher, ConcurrencyLimiter) and searcher.max_concurrent == 3

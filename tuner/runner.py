@@ -15,12 +15,9 @@ from typing import Any
 import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
-from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchAlgorithm, Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 import data
-from tuner import export, tune_state
+from tuner import export, search, tune_state
 from tuner import space as space_lang
 from tuner.artifacts import log_search_artifacts
 from tuner.errors import UsageError
@@ -94,7 +91,7 @@ def run_search(
             experiment_path, function, resume_unfinished=True, resume_errored=True
         )
     else:
-        search = SearchTags(
+        tags = SearchTags(
             metric=spec.metric,
             mode=spec.mode,
             sampled=tuple(space_lang.sampled_keys(tree)),
@@ -103,7 +100,7 @@ def run_search(
             overrides=tuple(overrides),
             images=splits.sizes,
         )
-        experiment.start(spec_path, search)
+        experiment.start(spec_path, tags)
         tuner = _new_tuner(spec, tree, function, experiment_path, experiment, verbose=verbose)
     try:
         results = tuner.fit()
@@ -224,8 +221,8 @@ def _new_tuner(
         callbacks.append(ProgressLine(spec.metric, spec.mode, max_epochs, time_budget_s=budget))
     return tune.Tuner(
         function,
-        param_space=_param_space(spec, tree),
-        tune_config=_tune_config(spec, tree),
+        param_space=search.param_space(spec, tree),
+        tune_config=search.tune_config(spec, tree),
         run_config=tune.RunConfig(
             name=PurePosixPath(path).name,
             storage_path=str(PurePosixPath(path).parent),
@@ -254,21 +251,6 @@ def _new_folder(storage: str, name: str) -> str:
     if number > 1:
         print(f"tuner: {Path(storage, name)} holds an earlier search; this one's state: {path}")
     return str(path)
-
-
-def _tune_config(spec: Spec, tree: space_lang.Group) -> tune.TuneConfig:
-    """How Tune picks trials: the metric, the searcher, the scheduler, how many, how long."""
-    return tune.TuneConfig(
-        metric=spec.metric,
-        mode=spec.mode,
-        search_alg=_searcher(spec, tree),
-        scheduler=_scheduler(spec),
-        num_samples=spec.search.num_samples,  # grid: Tune runs the whole grid this often
-        time_budget_s=spec.search.time_budget_s,
-        # A finished trial's worker runs the next trial: no new process importing torch,
-        # fetching the data and copying it to the GPU (5-7 s per trial on 2 cores).
-        reuse_actors=True,
-    )
 
 
 def load_data(spec: Spec) -> data.Splits:
@@ -365,52 +347,6 @@ def _start_ray(address: str | None, *, forward_worker_output: bool, verbose: boo
             log_to_driver=forward_worker_output,
             logging_config=quiet,
         )
-
-
-def _param_space(spec: Spec, tree: space_lang.Group) -> dict[str, Any]:
-    if spec.search.algorithm == "random":
-        return space_lang.ray_param_space(tree)
-    if spec.search.algorithm == "grid":
-        return space_lang.ray_grid_space(tree)
-    return {}  # optuna: the searcher's define-by-run function samples everything
-
-
-def _searcher(spec: Spec, tree: space_lang.Group) -> Searcher | SearchAlgorithm:
-    # search.max_concurrent is applied here for every algorithm. Not TuneConfig's
-    # max_concurrent_trials: Tune ignores it (with a warning) for a BasicVariantGenerator.
-    concurrency = spec.search.max_concurrent or 0  # 0: as many as resources allow
-    if spec.search.algorithm != "optuna":  # random and grid: Tune's own variant generator
-        return BasicVariantGenerator(random_state=spec.search.seed, max_concurrent=concurrency)
-    searcher = OptunaSearch(
-        space=space_lang.optuna_define_by_run(tree),
-        metric=spec.metric,
-        mode=spec.mode,
-        sampler=tpe_sampler(spec.search.seed),
-    )
-    return ConcurrencyLimiter(searcher, max_concurrent=concurrency) if concurrency else searcher
-
-
-def tpe_sampler(seed: int) -> optuna.samplers.TPESampler:
-    """Optuna's TPE as tuner uses it (``bench/bench_search.py`` compares it with random search):
-    multivariate, so parameters that work together (lr with batch size) are modelled together;
-    grouped, so each branch of a conditional space (sgd's lr and momentum, adam's lr) is its own
-    joint model; and a constant liar, so trials that run at once are not sampled at one point."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # `group`
-        return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, group=True, constant_liar=True
-        )
-
-
-def _scheduler(spec: Spec) -> TrialScheduler:
-    if spec.scheduler.type == "fifo":
-        return FIFOScheduler()
-    return ASHAScheduler(
-        time_attr="training_iteration",
-        max_t=spec.scheduler.max_epochs,
-        grace_period=spec.scheduler.grace_period,
-        reduction_factor=spec.scheduler.reduction_factor,
-    )
 
 
 def _trial_id(result: Any) -> str:

@@ -1,6 +1,6 @@
-"""The `space:` language of a spec, and its translation for Optuna and Ray Tune.
+"""The `space:` language of a spec (``tuner.search`` translates it for Optuna and Ray Tune).
 
-This is the only module that knows the language. A space is a nested mapping whose leaves are
+This is the only module that parses the language. A space is a nested mapping whose leaves are
 
 - a constant (any plain YAML value: a fixed setting);
 - ``{loguniform: [lo, hi]}`` / ``{uniform: [lo, hi]}``: a float in [lo, hi];
@@ -19,16 +19,11 @@ path, dotted (``model.width``), with a branch's own settings under the branch
 
 from __future__ import annotations
 
-import itertools
-import json
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
-
-import optuna
-from ray import tune
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 SCALARS = (str, int, float, bool, type(None))
@@ -284,125 +279,6 @@ def variants(node: Node | None) -> list[tuple[str | None, dict[str, Node]]]:
         children = {key: Const(value) for key, value in node.value.items() if key != "name"}
         return [(node.value.get("name"), children)]
     return []
-
-
-# ---------------------------------------------------------------------------------------------
-# Translations
-# ---------------------------------------------------------------------------------------------
-
-
-def optuna_define_by_run(space: Group) -> Callable[[optuna.Trial], dict[str, Any]]:
-    """A define-by-run function for ``OptunaSearch``: samples the space, returns the config.
-
-    Optuna's parameters carry the names of ``named`` (``optimizer.sgd.lr``): two branches'
-    ``lr`` are separate parameters to the sampler, as they are everywhere else.
-    """
-    return _DefineByRun(space)
-
-
-@dataclass(frozen=True)
-class _DefineByRun:
-    # A class, not a closure: Tune pickles the searcher (with this) into its experiment state.
-    space: Group
-
-    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
-        # Ray hands in a wrapper that would also put every suggested value in the config, under
-        # its Optuna name; suggested on the Optuna trial itself, the config is what we return.
-        trial = getattr(trial, "ot_trial", trial)
-        values: dict[tuple[str, ...], Any] = {}
-        for name, path, node in named(self.space, values.__getitem__):
-            values[path] = _suggest(trial, name, node)
-        config: dict[str, Any] = {}
-        for path, value in values.items():
-            parent = config
-            for key in path[:-1]:
-                parent = parent.setdefault(key, {})
-            parent[path[-1]] = value
-        return config
-
-
-def _suggest(trial: optuna.Trial, name: str, node: Node) -> Any:
-    if isinstance(node, Const):
-        return node.value
-    if isinstance(node, Float):
-        return trial.suggest_float(name, node.lo, node.hi, log=node.log)
-    if isinstance(node, Int):
-        return trial.suggest_int(name, node.lo, node.hi, log=node.log)
-    if isinstance(node, Categorical):
-        # Optuna's categorical takes scalars only: lists (e.g. blocks per stage) go as JSON.
-        encoded = [_encode(option) for option in node.options]
-        return _decode(trial.suggest_categorical(name, encoded))
-    assert isinstance(node, Branches), node  # named() walks into groups
-    return trial.suggest_categorical(name, list(node.options))
-
-
-def _encode(option: Any) -> Any:
-    return option if isinstance(option, SCALARS) else json.dumps(option)
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in "[{":
-        return json.loads(value)
-    return value
-
-
-def ray_param_space(space: Group) -> dict[str, Any]:
-    """Ray Tune domains for random search (Ray resolves domains nested inside a choice)."""
-    return {key: _ray_domain(node) for key, node in space.children.items()}
-
-
-def _ray_domain(node: Node) -> Any:
-    if isinstance(node, Const):
-        return node.value
-    if isinstance(node, Float):
-        return (tune.loguniform if node.log else tune.uniform)(node.lo, node.hi)
-    if isinstance(node, Int):
-        # Ray's randint excludes its upper bound; ours includes it.
-        return (tune.lograndint if node.log else tune.randint)(node.lo, node.hi + 1)
-    if isinstance(node, Categorical):
-        return tune.choice(list(node.options))
-    if isinstance(node, Branches):
-        return tune.choice(
-            [{"name": name, **ray_param_space(sub)} for name, sub in node.options.items()]
-        )
-    return ray_param_space(node)
-
-
-def ray_grid_space(space: Group) -> dict[str, Any]:
-    """``tune.grid_search`` over every combination; continuous ranges are refused at load time."""
-    return {key: _ray_grid(node) for key, node in space.children.items()}
-
-
-def _ray_grid(node: Node) -> Any:
-    if isinstance(node, Group):
-        return ray_grid_space(node)
-    values = _enumerate(node)
-    return values[0] if len(values) == 1 else tune.grid_search(values)
-
-
-def _enumerate(node: Node) -> list[Any]:
-    """Every value a node can take (grid search), branches expanded into full sub-configs."""
-    if isinstance(node, Const):
-        return [node.value]
-    if isinstance(node, Int):
-        return list(range(node.lo, node.hi + 1))
-    if isinstance(node, Categorical):
-        return list(node.options)
-    if isinstance(node, Branches):
-        return [
-            {"name": name, **combo}
-            for name, sub in node.options.items()
-            for combo in _enumerate_group(sub)
-        ]
-    if isinstance(node, Group):
-        return _enumerate_group(node)
-    raise AssertionError(f"cannot enumerate {node}")  # Float: refused by check_grid
-
-
-def _enumerate_group(group: Group) -> list[dict[str, Any]]:
-    keys = list(group.children)
-    choices = [_enumerate(group.children[key]) for key in keys]
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*choices)]
 
 
 def check_grid(space: Group) -> None:

@@ -1,0 +1,215 @@
+"""How a spec's search runs on Ray Tune: the space translated into Optuna's define-by-run
+function and Ray Tune's domains, the search algorithm and the scheduler."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchAlgorithm, Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from tuner.space import (
+    SCALARS,
+    Branches,
+    Categorical,
+    Const,
+    Float,
+    Group,
+    Int,
+    Node,
+    named,
+)
+from tuner.spec import Spec
+
+# ---------------------------------------------------------------------------------------------
+# The search algorithm and the scheduler
+# ---------------------------------------------------------------------------------------------
+
+
+def tune_config(spec: Spec, tree: Group) -> tune.TuneConfig:
+    """How Tune picks trials: the metric, the searcher, the scheduler, how many, how long."""
+    return tune.TuneConfig(
+        metric=spec.metric,
+        mode=spec.mode,
+        search_alg=_searcher(spec, tree),
+        scheduler=_scheduler(spec),
+        num_samples=spec.search.num_samples,  # grid: Tune runs the whole grid this often
+        time_budget_s=spec.search.time_budget_s,
+        # A finished trial's worker runs the next trial: no new process importing torch,
+        # fetching the data and copying it to the GPU (5-7 s per trial on 2 cores).
+        reuse_actors=True,
+    )
+
+
+def param_space(spec: Spec, tree: Group) -> dict[str, Any]:
+    """The Tuner's ``param_space``: Ray's domains for random and grid search."""
+    if spec.search.algorithm == "random":
+        return ray_param_space(tree)
+    if spec.search.algorithm == "grid":
+        return ray_grid_space(tree)
+    return {}  # optuna: the searcher's define-by-run function samples everything
+
+
+def _searcher(spec: Spec, tree: Group) -> Searcher | SearchAlgorithm:
+    # search.max_concurrent is applied here for every algorithm. Not TuneConfig's
+    # max_concurrent_trials: Tune ignores it (with a warning) for a BasicVariantGenerator.
+    concurrency = spec.search.max_concurrent or 0  # 0: as many as resources allow
+    if spec.search.algorithm != "optuna":  # random and grid: Tune's own variant generator
+        return BasicVariantGenerator(random_state=spec.search.seed, max_concurrent=concurrency)
+    searcher = OptunaSearch(
+        space=optuna_define_by_run(tree),
+        metric=spec.metric,
+        mode=spec.mode,
+        sampler=tpe_sampler(spec.search.seed),
+    )
+    return ConcurrencyLimiter(searcher, max_concurrent=concurrency) if concurrency else searcher
+
+
+def tpe_sampler(seed: int) -> optuna.samplers.TPESampler:
+    """Optuna's TPE as tuner uses it (``bench/bench_search.py`` compares it with random search):
+    multivariate, so parameters that work together (lr with batch size) are modelled together;
+    grouped, so each branch of a conditional space (sgd's lr and momentum, adam's lr) is its own
+    joint model; and a constant liar, so trials that run at once are not sampled at one point."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # `group`
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, constant_liar=True
+        )
+
+
+def _scheduler(spec: Spec) -> TrialScheduler:
+    if spec.scheduler.type == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=spec.scheduler.max_epochs,
+        grace_period=spec.scheduler.grace_period,
+        reduction_factor=spec.scheduler.reduction_factor,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The space, translated
+# ---------------------------------------------------------------------------------------------
+
+
+def optuna_define_by_run(space: Group) -> Callable[[optuna.Trial], dict[str, Any]]:
+    """A define-by-run function for ``OptunaSearch``: samples the space, returns the config.
+
+    Optuna's parameters carry the names of ``named`` (``optimizer.sgd.lr``): two branches'
+    ``lr`` are separate parameters to the sampler, as they are everywhere else.
+    """
+    return _DefineByRun(space)
+
+
+@dataclass(frozen=True)
+class _DefineByRun:
+    # A class, not a closure: Tune pickles the searcher (with this) into its experiment state.
+    space: Group
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        # Ray hands in a wrapper that would also put every suggested value in the config, under
+        # its Optuna name; suggested on the Optuna trial itself, the config is what we return.
+        trial = getattr(trial, "ot_trial", trial)
+        values: dict[tuple[str, ...], Any] = {}
+        for name, path, node in named(self.space, values.__getitem__):
+            values[path] = _suggest(trial, name, node)
+        config: dict[str, Any] = {}
+        for path, value in values.items():
+            parent = config
+            for key in path[:-1]:
+                parent = parent.setdefault(key, {})
+            parent[path[-1]] = value
+        return config
+
+
+def _suggest(trial: optuna.Trial, name: str, node: Node) -> Any:
+    if isinstance(node, Const):
+        return node.value
+    if isinstance(node, Float):
+        return trial.suggest_float(name, node.lo, node.hi, log=node.log)
+    if isinstance(node, Int):
+        return trial.suggest_int(name, node.lo, node.hi, log=node.log)
+    if isinstance(node, Categorical):
+        # Optuna's categorical takes scalars only: lists (e.g. blocks per stage) go as JSON.
+        encoded = [_encode(option) for option in node.options]
+        return _decode(trial.suggest_categorical(name, encoded))
+    assert isinstance(node, Branches), node  # named() walks into groups
+    return trial.suggest_categorical(name, list(node.options))
+
+
+def _encode(option: Any) -> Any:
+    return option if isinstance(option, SCALARS) else json.dumps(option)
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in "[{":
+        return json.loads(value)
+    return value
+
+
+def ray_param_space(space: Group) -> dict[str, Any]:
+    """Ray Tune domains for random search (Ray resolves domains nested inside a choice)."""
+    return {key: _ray_domain(node) for key, node in space.children.items()}
+
+
+def _ray_domain(node: Node) -> Any:
+    if isinstance(node, Const):
+        return node.value
+    if isinstance(node, Float):
+        return (tune.loguniform if node.log else tune.uniform)(node.lo, node.hi)
+    if isinstance(node, Int):
+        # Ray's randint excludes its upper bound; ours includes it.
+        return (tune.lograndint if node.log else tune.randint)(node.lo, node.hi + 1)
+    if isinstance(node, Categorical):
+        return tune.choice(list(node.options))
+    if isinstance(node, Branches):
+        return tune.choice(
+            [{"name": name, **ray_param_space(sub)} for name, sub in node.options.items()]
+        )
+    return ray_param_space(node)
+
+
+def ray_grid_space(space: Group) -> dict[str, Any]:
+    """``tune.grid_search`` over every combination; continuous ranges are refused at load time."""
+    return {key: _ray_grid(node) for key, node in space.children.items()}
+
+
+def _ray_grid(node: Node) -> Any:
+    if isinstance(node, Group):
+        return ray_grid_space(node)
+    values = _enumerate(node)
+    return values[0] if len(values) == 1 else tune.grid_search(values)
+
+
+def _enumerate(node: Node) -> list[Any]:
+    """Every value a node can take (grid search), branches expanded into full sub-configs."""
+    if isinstance(node, Const):
+        return [node.value]
+    if isinstance(node, Int):
+        return list(range(node.lo, node.hi + 1))
+    if isinstance(node, Categorical):
+        return list(node.options)
+    if isinstance(node, Branches):
+        return [
+            {"name": name, **combo}
+            for name, sub in node.options.items()
+            for combo in _enumerate_group(sub)
+        ]
+    if isinstance(node, Group):
+        return _enumerate_group(node)
+    raise AssertionError(f"cannot enumerate {node}")  # Float: refused by check_grid
+
+
+def _enumerate_group(group: Group) -> list[dict[str, Any]]:
+    keys = list(group.children)
+    choices = [_enumerate(group.children[key]) for key in keys]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*choices)]
