@@ -3,7 +3,7 @@ the trial's machinery adds.
 
 For each seed, on the same data and the same config (airbench94's recipe, ``recipe_config``):
 
-- alone: ``deep.Trial`` built directly, its epochs looped as a trial loops them (train,
+- alone: ``deep.TrainingRun`` built directly, its epochs looped as a trial loops them (train,
   validate, keep the best epoch's weights), then that epoch tested;
 - in a trial: a one-trial ``tuner run`` (``runner.run_search``; fifo scheduler, no retrain: the
   best checkpoint is tested) into a fresh MLflow store and Tune storage in a temporary folder.
@@ -97,7 +97,7 @@ def run_alone(config: dict[str, Any], splits: Any, seed: int) -> tuple[float, fl
     torch._dynamo.reset()  # and compiles afresh
     settings = Settings(max_epochs=config["epochs"], seed=seed, metric="val_acc", mode="max")
     started = time.perf_counter()
-    trial = deep.Trial(config, splits, settings)
+    trial = deep.TrainingRun(config, splits, settings)
     while trial.epoch < trial.epochs:
         trial.train_epoch()
         _, val_acc = trial.evaluate("val")  # its float() waits for the device

@@ -15,7 +15,13 @@ from ray import tune
 
 import data
 from tuner.trainables import Settings
-from tuner.trainables.deep import CHECKPOINT_FILE, Trial, compute_dtype, evaluate_test, restore
+from tuner.trainables.deep import (
+    CHECKPOINT_FILE,
+    TrainingRun,
+    compute_dtype,
+    evaluate_test,
+    restore,
+)
 
 SETTINGS = Settings(max_epochs=1, seed=0, metric="val_acc", mode="max")
 CONFIG = {"model": {"name": "simple_cnn"}, "batch_size": 64}
@@ -59,7 +65,7 @@ def splits() -> data.Splits:
 @pytest.fixture(scope="module")
 def gpu_checkpoint(splits: data.Splits, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A trained trial's checkpoint whose tensors are all tagged as CUDA's."""
-    trial = Trial(CONFIG, splits, SETTINGS)
+    trial = TrainingRun(CONFIG, splits, SETTINGS)
     trial.train_epoch()
     val_loss, val_acc = trial.evaluate("val")
     trial.remember_if_best({"val_loss": val_loss, "val_acc": val_acc})
@@ -80,7 +86,7 @@ def test_the_checkpoint_is_a_cuda_one_that_a_plain_load_refuses(gpu_checkpoint: 
 def test_a_trial_resumes_from_a_gpu_checkpoint_on_cpu(
     gpu_checkpoint: Path, splits: data.Splits
 ) -> None:
-    trial = Trial(CONFIG, splits, SETTINGS)
+    trial = TrainingRun(CONFIG, splits, SETTINGS)
     assert restore(trial, tune.Checkpoint.from_directory(gpu_checkpoint))  # False: unreadable
     assert trial.epoch == 1
     assert all(p.device.type == "cpu" for p in trial.model.parameters())
@@ -121,16 +127,16 @@ def test_gpus_use_bf16_only_where_the_hardware_has_it(
 
 def test_cpu_trains_in_float32_without_a_scaler(splits: data.Splits) -> None:
     assert compute_dtype(torch.device("cpu"), (9, 0)) == torch.float32
-    trial = Trial(CONFIG, splits, SETTINGS)
+    trial = TrainingRun(CONFIG, splits, SETTINGS)
     if trial.device.type == "cpu":
         assert trial.dtype == torch.float32 and not trial.scaler.is_enabled()
     loss, _ = trial.train_epoch()
     assert torch.isfinite(torch.tensor(loss))
 
 
-def _fp16_trial(splits: data.Splits) -> Trial:
+def _fp16_trial(splits: data.Splits) -> TrainingRun:
     """What a pre-Ampere GPU trains with, forced on this device (CPU autocast has fp16 too)."""
-    trial = Trial(CONFIG, splits, SETTINGS)
+    trial = TrainingRun(CONFIG, splits, SETTINGS)
     trial.dtype = torch.float16
     trial.scaler = torch.amp.GradScaler(trial.device.type)
     return trial

@@ -179,8 +179,8 @@ def splits() -> data.Splits:
 
 def _bag_of_sift_knn(cache_dir: Path) -> Pipeline:
     return build_pipeline(
-        {"type": "bag_of_sift", "resize": 16, "vocab_size": 32, "sample_size": 4000},
-        {"type": "knn", "k": 3},
+        {"name": "bag_of_sift", "resize": 16, "vocab_size": 32, "sample_size": 4000},
+        {"name": "knn", "k": 3},
         cache_dir=cache_dir,
     )
 

@@ -13,7 +13,7 @@ from ray import tune
 import data
 from tuner.cli import main
 from tuner.trainables import Settings
-from tuner.trainables.deep import CHECKPOINT_FILE, Trial, restore
+from tuner.trainables.deep import CHECKPOINT_FILE, TrainingRun, restore
 
 SPEC = """\
 name: faults
@@ -103,13 +103,13 @@ def test_the_healthy_trial_completes_and_is_best(fault_runs):
 def test_a_truncated_checkpoint_restarts_training_from_scratch(tmp_path):
     splits = data.load("digits", max_train=200)
     settings = Settings(max_epochs=2, seed=0, metric="val_acc", mode="max")
-    trial = Trial({"model": {"name": "simple_cnn", "width": 8, "depth": 1}}, splits, settings)
+    trial = TrainingRun({"model": {"name": "simple_cnn", "width": 8, "depth": 1}}, splits, settings)
     trial.train_epoch()
     torch.save(trial.state(), tmp_path / CHECKPOINT_FILE)
     whole = (tmp_path / CHECKPOINT_FILE).read_bytes()
     (tmp_path / CHECKPOINT_FILE).write_bytes(whole[: len(whole) // 2])
 
-    fresh = Trial({"model": {"name": "simple_cnn", "width": 8, "depth": 1}}, splits, settings)
+    fresh = TrainingRun({"model": {"name": "simple_cnn", "width": 8, "depth": 1}}, splits, settings)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         resumed = restore(fresh, tune.Checkpoint.from_directory(tmp_path))

@@ -52,6 +52,17 @@ def test_size_of_a_network_counts_its_parameters_and_float32_bytes():
     assert size.mb == pytest.approx((size.params + buffers) * 4 / MB)
 
 
+def test_a_network_with_frozen_weights_counts_what_it_learns_and_stores_everything():
+    # airbench freezes its whitening conv and its BatchNorm scales: the count is the one
+    # `tuner list models` prints (trainable); the MB hold the frozen weights too.
+    network = models.build("airbench", num_classes=10, in_channels=3, image_size=32)
+    size = size_of(network)
+    assert size.params == models.count_parameters(network) == 1_971_352
+    stored = sum(t.numel() for t in network.state_dict().values() if t.is_floating_point())
+    assert stored > size.params
+    assert size.mb >= stored * 4 / MB
+
+
 @pytest.mark.parametrize(
     ("limits", "message"),
     [

@@ -23,7 +23,7 @@ CONFIG = {"model": {"name": "simple_cnn", "width": 8, "depth": 1}, "epochs": 2}
 def test_an_unreadable_checkpoint_is_reported_in_the_next_result(tmp_path, monkeypatch):
     splits = data.load("digits", max_train=200)
     settings = Settings(max_epochs=2, seed=0, metric="val_acc", mode="max")
-    trial = deep.Trial(CONFIG, splits, settings)
+    trial = deep.TrainingRun(CONFIG, splits, settings)
     trial.train_epoch()
     torch.save(trial.state(), tmp_path / deep.CHECKPOINT_FILE)
     whole = (tmp_path / deep.CHECKPOINT_FILE).read_bytes()

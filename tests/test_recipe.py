@@ -1,5 +1,5 @@
 """The fast-recipe options of the deep trainable (tuner/trainables/recipe.py and their use in
-deep.Trial), each trained for real on a few hundred digits."""
+deep.TrainingRun), each trained for real on a few hundred digits."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from data.augment import to_float
 from tuner import space as space_lang
 from tuner.spec import SpecError, load_spec
 from tuner.trainables import Settings
-from tuner.trainables.deep import CHECKPOINT_FILE, Trial, build_model, evaluate_test
+from tuner.trainables.deep import CHECKPOINT_FILE, TrainingRun, build_model, evaluate_test
 from tuner.trainables.recipe import Tta, WithTta
 
 DIGITS = tuple(str(digit) for digit in range(10))
@@ -38,8 +38,8 @@ def splits() -> data.Splits:
     return data.load("digits", max_train=300)
 
 
-def _trial(splits: data.Splits, **config: Any) -> Trial:
-    return Trial({"model": SMALL_AIRBENCH, "batch_size": 32, **config}, splits, SETTINGS)
+def _trial(splits: data.Splits, **config: Any) -> TrainingRun:
+    return TrainingRun({"model": SMALL_AIRBENCH, "batch_size": 32, **config}, splits, SETTINGS)
 
 
 def _weights(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -126,7 +126,7 @@ def test_data_init_sets_the_whitening_stem_before_the_first_step(splits):
 
 def test_models_without_data_init_train_as_before(splits):
     config = {"model": {"name": "simple_cnn", "width": 8, "depth": 1}, "data_init": 100}
-    assert Trial(config, splits, SETTINGS).train_epoch()[0] > 0
+    assert TrainingRun(config, splits, SETTINGS).train_epoch()[0] > 0
 
 
 def test_a_trial_gives_the_augmentation_each_images_training_index_and_the_epoch(splits):
@@ -207,7 +207,7 @@ def test_a_resumed_trial_continues_exactly_where_it_stopped(splits, tmp_path):
 
 def test_the_test_split_sees_the_best_epochs_averaged_weights_with_tta(splits, tmp_path):
     config = {"model": SMALL_AIRBENCH, "batch_size": 32, **RECIPE}
-    trial = Trial(config, splits, SETTINGS)
+    trial = TrainingRun(config, splits, SETTINGS)
     trial.train_epoch()
     trial.remember_if_best({"val_acc": trial.evaluate("val")[1]})
     best = trial.predict(splits.test_x).cpu()

@@ -180,7 +180,7 @@ class TrialLines(tune.Callback):
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        # A trial's warnings come in its results (see deep.Trial.warn): a worker's own stderr
+        # A trial's warnings come in its results (see deep.TrainingRun.warn): a worker's own stderr
         # reaches no one in CI, under nohup or `ray job submit`.
         for text in TrialReport.read(result).warnings:
             say(f"trial {trial.trial_id} warning: {text}")

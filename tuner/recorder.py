@@ -28,7 +28,7 @@ from tuner.tracking import (
 from tuner.trainables import trial_report
 from tuner.trainables.trial_report import TrialReport
 
-WARNINGS_TAG = "tuner.warnings"  # what a trial warned of (deep.Trial.warn), one per line
+WARNINGS_TAG = "tuner.warnings"  # what a trial warned of (deep.TrainingRun.warn), one per line
 MAX_TAG_CHARS = 5000  # within MLflow's limit on a tag's value
 
 

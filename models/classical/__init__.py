@@ -3,9 +3,9 @@
 Tiny images or bags of dense SIFT words, classified by kNN (``KNNClassifier``: brute force,
 torch's distances) or a linear SVM::
 
-    pipe = build_pipeline({"type": "bag_of_sift", "resize": 32, "vocab_size": 256},
-                          {"type": "knn", "k": 5}, cache_dir="~/.cache/tuner/features")
-    pipe.set_params(classifier__n_neighbors=3).fit(train_x, train_y)
+    pipe = build_pipeline({"name": "bag_of_sift", "resize": 32, "vocab_size": 256},
+                          {"name": "knn", "k": 5}, cache_dir="~/.cache/tuner/features")
+    pipe.set_params(classifier__k=3).fit(train_x, train_y)
 
 SIFT descriptors, vocabularies, histograms and the kNN's neighbours are cached on disk
 (``cache.py``), so a sweep over classifier settings computes the features once, and the

@@ -80,7 +80,7 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_neighbors : k, the neighbours that vote.
+    k : the neighbours that vote.
     metric : ``euclidean``, ``cityblock``, ``cosine`` (1 - cosine similarity), ``chebyshev``
         or ``minkowski`` (with power ``p``).
     p : the Minkowski power, used only with ``metric="minkowski"``.
@@ -107,14 +107,14 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        n_neighbors: int = 5,
+        k: int = 5,
         metric: KnnMetric = "euclidean",
         p: float = 2,
         weights: KnnWeights = "uniform",
         working_memory: float = 256,
         cache_dir: str | Path | None = None,
     ) -> None:
-        self.n_neighbors = n_neighbors
+        self.k = k
         self.metric = metric
         self.p = p
         self.weights = weights
@@ -126,8 +126,8 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
         check_knn_settings(self.metric, self.p, self.weights)
         X, y = check_X_y(X, y, dtype=(np.float32, np.float64))
         check_classification_targets(y)
-        if not 1 <= self.n_neighbors <= len(X):
-            raise ValueError(f"n_neighbors must be in 1..{len(X)}, got {self.n_neighbors!r}")
+        if not 1 <= self.k <= len(X):
+            raise ValueError(f"k must be in 1..{len(X)}, got {self.k!r}")
         self.classes_, self.train_labels_ = np.unique(y, return_inverse=True)
         self.train_features_ = X
         self.n_features_in_ = X.shape[1]
@@ -141,7 +141,7 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"X has {X.shape[1]} features; the kNN was fit on {self.n_features_in_}"
             )
-        k = self.n_neighbors
+        k = self.k
         if self.cache_dir is None:
             return self._search(X, k)
         # The first k of a query's nearest (distance, then index order) are its k nearest.

@@ -2,8 +2,8 @@
 
 ``build_pipeline`` returns an sklearn ``Pipeline`` with two steps, ``features`` and
 ``classifier``, so every parameter is addressable by name: ``features__vocab_size``,
-``features__norm``, ``classifier__n_neighbors``, ``classifier__metric``, ``classifier__C``.
-(Specs use the factory's names, ``k`` for kNN; the estimator's own name is ``n_neighbors``.)
+``features__norm``, ``classifier__k``, ``classifier__metric``, ``classifier__C``: the names a
+spec's space uses (``classifier.knn.k``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def knn(
     then. ``cache_dir`` (a run setting) caches the neighbours found.
     """
     check_knn_settings(metric, p, weights)
-    return KNNClassifier(n_neighbors=k, metric=metric, p=p, weights=weights, cache_dir=cache_dir)
+    return KNNClassifier(k=k, metric=metric, p=p, weights=weights, cache_dir=cache_dir)
 
 
 def linear_svm(C: Annotated[float, Range(0, low_open=True)] = 1.0) -> LinearSVC:
@@ -51,7 +51,6 @@ FEATURES: dict[str, type[BaseEstimator]] = {"tiny_image": TinyImage, "bag_of_sif
 CLASSIFIERS: dict[str, Callable[..., BaseEstimator]] = {"knn": knn, "linear_svm": linear_svm}
 # Set per run by build_pipeline's keyword arguments, not per trial from a search space.
 RUN_SETTINGS = ("cache_dir", "seed")
-TYPE_KEYS = ("type", "name")  # "type" in code; tuner's configs name a branch with "name"
 
 
 def parameters(factory: Callable[..., Any]) -> dict[str, Any]:
@@ -74,7 +73,7 @@ def build_pipeline(
     cache_dir: str | Path | None = None,
     seed: int = 0,
 ) -> Pipeline:
-    """A ``features`` → ``classifier`` Pipeline from ``{"type": name, **parameters}`` mappings.
+    """A ``features`` → ``classifier`` Pipeline from ``{"name": name, **parameters}`` mappings.
 
     ``cache_dir`` (None: no cache) and ``seed`` go to the steps that take them (bag_of_sift
     both, knn the cache). Unknown types or parameters raise a one-line ValueError listing the
@@ -96,14 +95,13 @@ def build_pipeline(
 def _split(
     settings: Mapping[str, Any], known: Mapping[str, Callable[..., Any]], what: str
 ) -> tuple[str, dict[str, Any]]:
-    """``{"type": name, **params}`` → ``(name, params)``, checked against ``known``."""
+    """``{"name": name, **params}`` → ``(name, params)``, checked against ``known``."""
     options = dict(settings)
-    given = [key for key in TYPE_KEYS if key in options]
-    if len(given) != 1:
-        raise ValueError(f"{what}: give exactly one 'type'; known: {', '.join(known)}")
-    name = options.pop(given[0])
+    if "name" not in options:
+        raise ValueError(f"{what}: give its 'name'; known: {', '.join(known)}")
+    name = options.pop("name")
     if name not in known:
-        raise ValueError(f"{what}: unknown type {name!r}; known: {', '.join(known)}")
+        raise ValueError(f"{what}: unknown name {name!r}; known: {', '.join(known)}")
     allowed = parameters(known[name])
     for option in options:
         if option not in allowed:

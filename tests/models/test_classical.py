@@ -291,7 +291,7 @@ def test_two_processes_filling_one_entry_compute_it_once(digits, tmp_path):
 def test_every_registered_pipeline_learns_digits(digits, feature, classifier, tmp_path):
     x, y, vx, vy = digits
     pipeline = classical.build_pipeline(
-        {"type": feature, **QUICK.get(feature, {})}, {"type": classifier}, cache_dir=tmp_path
+        {"name": feature, **QUICK.get(feature, {})}, {"name": classifier}, cache_dir=tmp_path
     )
     assert pipeline.fit(x, y).score(vx, vy) > 0.7  # chance is 0.1
     copy = clone(pipeline)  # what a search does to an estimator: parameters survive
@@ -308,24 +308,24 @@ def test_parameters_lists_what_build_pipeline_accepts(role, name):
     registry = classical.FEATURES if role == "features" else classical.CLASSIFIERS
     defaults = classical.parameters(registry[name])
     assert defaults and "cache_dir" not in defaults and "seed" not in defaults
-    spec = {"features": {"type": "tiny_image"}, "classifier": {"type": "knn"}}
-    spec[role] = {"type": name, **defaults}
+    spec = {"features": {"name": "tiny_image"}, "classifier": {"name": "knn"}}
+    spec[role] = {"name": name, **defaults}
     classical.build_pipeline(**spec)  # every listed name, at its default, is accepted
 
 
 def test_every_parameter_is_addressable_by_name(digits, tmp_path):
     x, y, vx, vy = digits
     pipeline = classical.build_pipeline(
-        {"type": "bag_of_sift", "resize": 32, "vocab_size": 16},
-        {"type": "knn", "k": 1},
+        {"name": "bag_of_sift", "resize": 32, "vocab_size": 16},
+        {"name": "knn", "k": 1},
         cache_dir=tmp_path,
         seed=3,
     )
     params = pipeline.get_params()
     assert params["features__cache_dir"] == str(tmp_path) and params["features__seed"] == 3
     assert params["classifier__cache_dir"] == str(tmp_path)  # the kNN caches its neighbours
-    pipeline.set_params(features__vocab_size=32, features__norm="sqrt", classifier__n_neighbors=5)
-    assert pipeline.named_steps["classifier"].n_neighbors == 5
+    pipeline.set_params(features__vocab_size=32, features__norm="sqrt", classifier__k=5)
+    assert pipeline.named_steps["classifier"].k == 5
     assert pipeline.fit(x, y).named_steps["features"].vocabulary_.shape == (32, 128)
     assert pipeline.score(vx, vy) > 0.7
     svm = classical.build_pipeline({"name": "tiny_image"}, {"name": "linear_svm"})  # tuner's key
@@ -354,7 +354,7 @@ def check_same_as_sklearn(pipeline, images, train, labels, queries) -> None:
     the k nearest are unambiguous (the k-th and (k+1)-th distances differ): most queries.
     """
     ours = pipeline.named_steps["classifier"]
-    k, train, queries = ours.n_neighbors, train.astype(np.float64), queries.astype(np.float64)
+    k, train, queries = ours.k, train.astype(np.float64), queries.astype(np.float64)
     theirs = sklearn_knn(k, ours.metric, ours.weights).fit(train, labels)
     their_distances = theirs.kneighbors(queries, k + 1)[0]
     our_distances = ours.kneighbors(pipeline.named_steps["features"].transform(images))[0]
@@ -368,8 +368,8 @@ def check_same_as_sklearn(pipeline, images, train, labels, queries) -> None:
 @pytest.mark.parametrize(("metric", "weights"), KNN_SETTINGS)
 def test_knn_through_the_pipeline_equals_sklearn_on_the_same_features(digits, metric, weights):
     x, y, vx, _ = digits
-    knn = {"type": "knn", "k": 4, "metric": metric, "p": 3, "weights": weights}  # even k: ties
-    pipeline = classical.build_pipeline({"type": "tiny_image", "size": 8}, knn).fit(x, y)
+    knn = {"name": "knn", "k": 4, "metric": metric, "p": 3, "weights": weights}  # even k: ties
+    pipeline = classical.build_pipeline({"name": "tiny_image", "size": 8}, knn).fit(x, y)
     tiny = classical.TinyImage(size=8).fit(x)
     check_same_as_sklearn(pipeline, vx, tiny.transform(x), y, tiny.transform(vx))
 
@@ -386,10 +386,10 @@ def test_knn_on_cached_bag_of_sift_equals_sklearn_on_the_same_histograms(
     digits, sift_histograms, tmp_path_factory, metric, weights
 ):
     x, y, vx, _ = digits
-    knn = {"type": "knn", "k": 3, "metric": metric, "p": 3, "weights": weights}
+    knn = {"name": "knn", "k": 3, "metric": metric, "p": 3, "weights": weights}
     cache = tmp_path_factory.getbasetemp() / "knn_on_bag_of_sift"  # shared: features once
     pipeline = classical.build_pipeline(
-        {"type": "bag_of_sift", **BAG_FOR_KNN}, knn, cache_dir=cache
+        {"name": "bag_of_sift", **BAG_FOR_KNN}, knn, cache_dir=cache
     )
     check_same_as_sklearn(pipeline.fit(x, y), vx, sift_histograms[0], y, sift_histograms[1])
 
@@ -485,7 +485,7 @@ def test_knn_neighbours_are_cached_for_every_k_up_to_the_cached_depth(
 def test_a_fitted_knn_pipeline_pickles(digits):
     x, y, vx, _ = digits
     pipeline = classical.build_pipeline(
-        {"type": "tiny_image", "size": 8}, {"type": "knn", "metric": "cityblock"}
+        {"name": "tiny_image", "size": 8}, {"name": "knn", "metric": "cityblock"}
     ).fit(x, y)
     loaded = pickle.loads(pickle.dumps(pipeline))
     assert np.array_equal(loaded.predict_proba(vx), pipeline.predict_proba(vx))
@@ -494,7 +494,7 @@ def test_a_fitted_knn_pipeline_pickles(digits):
 
 def test_knn_refuses_more_neighbours_than_training_rows_and_other_widths(digits):
     knn = classical.KNNClassifier(3)
-    with pytest.raises(ValueError, match=r"n_neighbors must be in 1\.\.2"):
+    with pytest.raises(ValueError, match=r"k must be in 1\.\.2"):
         knn.fit(np.zeros((2, 4), np.float32), [0, 1])
     knn.fit(np.zeros((3, 4), np.float32), [0, 1, 1])
     with pytest.raises(ValueError, match="X has 5 features; the kNN was fit on 4"):
@@ -504,20 +504,20 @@ def test_knn_refuses_more_neighbours_than_training_rows_and_other_widths(digits)
 @pytest.mark.parametrize(
     ("features", "classifier", "message"),
     [
-        ({"type": "hog"}, {"type": "knn"}, r"^features: unknown type 'hog'; known: tiny_image, "),
-        ({"size": 8}, {"type": "knn"}, r"^features: give exactly one 'type'"),
-        ({"type": "tiny_image", "sise": 4}, {"type": "knn"}, r"^features.sise: not a parameter"),
-        ({"type": "bag_of_sift", "cache_dir": "x"}, {"type": "knn"}, "features.cache_dir"),
-        ({"type": "tiny_image"}, {"type": "forest"}, r"^classifier: unknown type 'forest'"),
-        ({"type": "tiny_image"}, {"type": "knn", "n_neighbors": 3}, r"allowed: k, metric, p, "),
+        ({"name": "hog"}, {"name": "knn"}, r"^features: unknown name 'hog'; known: tiny_image, "),
+        ({"size": 8}, {"name": "knn"}, r"^features: give its 'name'"),
+        ({"name": "tiny_image", "sise": 4}, {"name": "knn"}, r"^features.sise: not a parameter"),
+        ({"name": "bag_of_sift", "cache_dir": "x"}, {"name": "knn"}, "features.cache_dir"),
+        ({"name": "tiny_image"}, {"name": "forest"}, r"^classifier: unknown name 'forest'"),
+        ({"name": "tiny_image"}, {"name": "knn", "n_neighbors": 3}, r"allowed: k, metric, p, "),
         (
-            {"type": "tiny_image"},
-            {"type": "knn", "metric": "hamming"},
+            {"name": "tiny_image"},
+            {"name": "knn", "metric": "hamming"},
             "metric='hamming' is not allowed",
         ),
         (
-            {"type": "tiny_image"},
-            {"type": "knn", "weights": "rank"},
+            {"name": "tiny_image"},
+            {"name": "knn", "weights": "rank"},
             "weights='rank' is not allowed",
         ),
     ],
@@ -560,11 +560,11 @@ def test_both_features_learn_a_fashion_mnist_subset(tmp_path):
     splits = data.load("fashion_mnist", max_train=600, max_test=200)
     x, y = splits.train_x.numpy(), splits.train_y.numpy()
     tx, ty = splits.test_x.numpy(), splits.test_y.numpy()
-    tiny = classical.build_pipeline({"type": "tiny_image", "size": 14}, {"type": "knn"})
+    tiny = classical.build_pipeline({"name": "tiny_image", "size": 14}, {"name": "knn"})
     assert tiny.fit(x, y).score(tx, ty) > 0.6  # chance is 0.1
     bag = classical.build_pipeline(
-        {"type": "bag_of_sift", "vocab_size": 64, "pyramid_levels": 1, "norm": "sqrt"},
-        {"type": "linear_svm"},
+        {"name": "bag_of_sift", "vocab_size": 64, "pyramid_levels": 1, "norm": "sqrt"},
+        {"name": "linear_svm"},
         cache_dir=tmp_path,
     )
     assert bag.fit(x, y).score(tx, ty) > 0.6

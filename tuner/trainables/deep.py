@@ -304,7 +304,7 @@ def use_assigned_cpus() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-class Trial:
+class TrainingRun:
     """The state of one training run: model, optimizer, data on the device, epoch counter."""
 
     def __init__(self, config: Mapping[str, Any], splits: Splits, settings: Settings) -> None:
@@ -489,7 +489,7 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def _train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
-    trial = Trial(config, splits, settings)
+    trial = TrainingRun(config, splits, settings)
     size = size_of(trial.model)
     if reason := violation(size, settings):
         report_rejected(reason, settings)
@@ -529,7 +529,7 @@ def _train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
             tune.report(report.result(), checkpoint=tune.Checkpoint.from_directory(directory))
 
 
-def restore(trial: Trial, checkpoint: tune.Checkpoint | None) -> bool:
+def restore(trial: TrainingRun, checkpoint: tune.Checkpoint | None) -> bool:
     """Continue from a checkpoint; one that can't be read is reported and training restarts."""
     if checkpoint is None:
         return False
@@ -561,7 +561,7 @@ class FaultInjection:
 
 def evaluate_test(result: Result, *, splits: Splits, settings: Settings) -> Evaluation:
     """The best trial's best epoch, evaluated once on the held-out test split."""
-    trial = Trial(result.config, splits, settings)
+    trial = TrainingRun(result.config, splits, settings)
     with result.checkpoint.as_directory() as directory:
         trial.load_state(load_checkpoint(Path(directory) / CHECKPOINT_FILE))
     trial.eval_model.load_state_dict(trial.best_weights)
@@ -574,7 +574,7 @@ def retrain_and_test(
     """``final.retrain``: the config trained afresh on train+val for its whole epoch budget
     (nothing is left to select an epoch on), then its last epoch tested once."""
     use_assigned_cpus()
-    trial = Trial(config, splits.with_val_in_train(), settings)
+    trial = TrainingRun(config, splits.with_val_in_train(), settings)
     while trial.epoch < trial.epochs:
         loss, _ = trial.train_epoch()
         if not math.isfinite(loss):
@@ -585,7 +585,7 @@ def retrain_and_test(
     return _test(trial, splits)
 
 
-def _test(trial: Trial, splits: Splits) -> Evaluation:
+def _test(trial: TrainingRun, splits: Splits) -> Evaluation:
     # Imported here: scikit-learn's metrics take ~1 s to import, and trial workers never test.
     from tuner.trainables.metrics import Evaluation
 

@@ -9,6 +9,7 @@ from typing import Any
 from ray import tune
 from torch import nn
 
+from models import count_parameters
 from tuner.trainables import Settings
 from tuner.trainables.trial_report import TrialReport
 
@@ -19,8 +20,8 @@ MB = 2**20
 class ModelSize:
     """Learned numbers and their size in MB (2**20 bytes), as logged on the parent run."""
 
-    params: int
-    mb: float
+    params: int  # a network's trainable parameters (models.count_parameters)
+    mb: float  # everything it stores: frozen weights and buffers too
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -28,12 +29,13 @@ class ModelSize:
 
 
 def size_of(model: Any) -> ModelSize:
-    """A torch module: its parameters, and the bytes of its weights and buffers. A fitted
+    """A torch module: its trainable parameters, as ``tuner list models`` counts them, and
+    the bytes of its weights and buffers. A fitted
     scikit-learn pipeline: the numbers in its steps' arrays (a vocabulary, SVM weights, the
     training features a kNN keeps in a private attribute) and their bytes."""
     if isinstance(model, nn.Module):
         return ModelSize(
-            params=sum(p.numel() for p in model.parameters()),
+            params=count_parameters(model),
             mb=sum(t.nbytes for t in model.state_dict().values()) / MB,
         )
     estimators = [step for _, step in getattr(model, "steps", [("", model)])]
