@@ -12,18 +12,14 @@ import os
 import pickle
 import tarfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_digits
 
-if TYPE_CHECKING:
-    from tuner.trainables.metrics import Evaluation
+from tests.helpers import DIGITS_SEARCH, Store, new_store, tuner_run
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -42,57 +38,6 @@ def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
-
-
-DIGITS_SEARCH = """\
-name: digits_search
-data: {dataset: digits, seed: 0}
-search: {algorithm: optuna, num_samples: 2, max_concurrent: 2, seed: 0}  # 3 with the CLI flag
-scheduler: {type: asha, max_epochs: 3, grace_period: 1, reduction_factor: 2}
-resources: {cpu: 1}
-space:
-  model: {name: simple_cnn, width: {int: [16, 32]}, depth: 2}
-  optimizer:
-    choice:
-      sgd: {lr: {loguniform: [1e-2, 1e-1]}, momentum: {uniform: [0.5, 0.9]}}
-      adam: {lr: {loguniform: [1e-3, 1e-2]}}
-  batch_size: {choice: [32, 64]}
-"""
-
-
-@dataclass(frozen=True)
-class Store:
-    """Where finished `tuner run`s of a test live: MLflow's store and Ray Tune's storage."""
-
-    tmp: Path
-    uri: str
-    storage: Path
-
-    @property
-    def client(self) -> MlflowClient:
-        return MlflowClient(self.uri)
-
-
-def tuner_run(store: Store, spec_text: str, *flags: str) -> Path:
-    """`tuner run` a spec (and CLI ``flags``) into ``store`` (MLflow's ./mlruns too) and check
-    that it exits 0."""
-    from tuner.cli import main
-
-    name = spec_text.split("\n", 1)[0].removeprefix("name: ")
-    spec_path = store.tmp / f"{name}.yaml"
-    spec_path.write_text(spec_text)
-    run = ["run", str(spec_path), "--tracking-uri", store.uri, "--storage", str(store.storage)]
-    run += flags
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(store.tmp)  # MLflow keeps artifacts in ./mlruns: the test's tmp, not the repo
-        assert main(run) == 0
-    return spec_path
-
-
-def new_store(tmp_path_factory: pytest.TempPathFactory, name: str) -> Store:
-    """An empty MLflow store and Ray storage in a fresh tmp dir."""
-    tmp = tmp_path_factory.mktemp(name)
-    return Store(tmp, f"sqlite:///{tmp / 'mlflow.db'}", tmp / "ray")
 
 
 @pytest.fixture(scope="session")
@@ -247,18 +192,3 @@ def write_image_tree() -> Callable[..., dict[str, int]]:
         return counts
 
     return write
-
-
-def best_checkpoint_evaluation(store: Store, spec_path: Path) -> Evaluation:
-    """The best trial's best checkpoint on the test split, rebuilt from Ray's storage the way
-    the runner tests it without ``final.retrain``."""
-    from ray.tune import ExperimentAnalysis, ResultGrid
-
-    from tuner.runner import load_data, trial_settings
-    from tuner.spec import load_spec
-    from tuner.trainables import deep
-
-    spec = load_spec(spec_path)
-    grid = ResultGrid(ExperimentAnalysis(str(store.storage / spec.name)))
-    best = grid.get_best_result(spec.metric, spec.mode, scope="all")
-    return deep.evaluate_test(best, splits=load_data(spec), settings=trial_settings(spec))

@@ -11,7 +11,7 @@ PyTorch's ``pt2`` format (``torch.export``): the graph and weights, no pickled t
 and tuner's ``models`` package beside it (MLflow's ``code_paths``), so it loads where tuner isn't
 installed. Either way the class names are in the model's metadata and in ``classes.json``
 beside it, the input shape is in its signature, and the pinned requirements install every
-package loading and predicting imports (``tests/test_export_env.py`` serves each kind in a
+package loading and predicting imports (``tests/tuner/test_export_env.py`` serves each kind in a
 fresh Python to check).
 """
 

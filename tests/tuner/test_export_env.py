@@ -40,7 +40,7 @@ from models.classical import build_pipeline
 from models.raw_image import RawImageClassifier
 from tuner import export
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SOURCES = tuple(REPO / package for package in ("tuner", "models", "data"))  # tuner's checkout
 
 # Run by a fresh ``python -I`` (no PYTHONPATH, no current directory on sys.path) in an empty

@@ -10,10 +10,10 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import best_checkpoint_evaluation, new_store, tuner_run
 
 import data
 import models
+from tests.helpers import best_checkpoint_evaluation, new_store, tuner_run
 from tuner.runner import load_data
 from tuner.spec import load_spec
 from tuner.trainables import Settings

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from processes import stop_group
 
+from tests.processes import stop_group
 from tuner.results import latest_parent, trials_of
 from tuner.tracking import SearchTags
 

@@ -11,7 +11,7 @@ from tuner.cli import build_parser, main, run_spec
 from tuner.spec import load_spec
 from tuner.tracking import SearchTags
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VALID = """\
 name: t
 data: {dataset: digits}

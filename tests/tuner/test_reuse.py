@@ -7,7 +7,8 @@ import json
 from collections import defaultdict
 
 import pytest
-from conftest import new_store, tuner_run
+
+from tests.helpers import new_store, tuner_run
 
 # One trial at a time (2 CPUs each), so every trial after the first runs in the first one's
 # worker; the grid alternates two configs (batch sizes 32, 64, 32, 64), so the second trial of

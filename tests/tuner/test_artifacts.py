@@ -16,11 +16,11 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pytest
-from conftest import best_checkpoint_evaluation
 from mlflow.entities import Metric, Param, Run
 from mlflow.tracking import MlflowClient
 
 from data import Splits
+from tests.helpers import best_checkpoint_evaluation
 from tuner import export
 from tuner.artifacts import log_search_artifacts, study_of
 from tuner.cli import main

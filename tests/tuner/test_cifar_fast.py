@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.test_shipped_specs import ROOT, SMALL_RUN
+from tests.tuner.test_shipped_specs import ROOT, SMALL_RUN
 from tuner.cli import main
 
 

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import cv2
 import pytest
-from conftest import DIGITS_SEARCH, Store
 from mlflow.entities import Run
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
 from mlflow.tracking import MlflowClient
-from processes import stop_group
 
+from tests.helpers import DIGITS_SEARCH, Store
+from tests.processes import stop_group
 from tuner.cli import main
 from tuner.results import latest_parent, trials_of
 from tuner.tracking import PARENT_ROLE, TRIAL_ROLE, SearchTags

@@ -10,7 +10,7 @@ import torch
 from ray import tune
 
 import data
-from tests.test_recorder import SPACE, new_trial, result
+from tests.tuner.test_recorder import SPACE, new_trial, result
 from tuner.cli import build_parser
 from tuner.progress import TrialLines
 from tuner.recorder import WARNINGS_TAG, TrialRecorder

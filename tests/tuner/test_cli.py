@@ -9,11 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_recorder import record_search
-
+from tests.tuner.test_recorder import record_search
 from tuner.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Run in a fresh interpreter: this test process has imported Ray and torch already.
 READ = """
 import contextlib, json, sys

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import DIGITS_SEARCH
 from mlflow.tracking import MlflowClient
 from ray.tune import ExperimentAnalysis
 
+from tests.helpers import DIGITS_SEARCH
 from tuner import space as space_lang
 from tuner.artifacts import study_of
 from tuner.cli import main

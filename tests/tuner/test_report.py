@@ -8,8 +8,8 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import Store, tuner_run
 
+from tests.helpers import Store, tuner_run
 from tuner.cli import main
 from tuner.errors import UsageError
 from tuner.report import write_report
