@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -172,8 +173,10 @@ def _tracking_flag(parser: argparse.ArgumentParser, *, spec: bool = False) -> No
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():  # puts Python's own display back afterwards
+            warnings.showwarning = _show_warning
+            args = build_parser().parse_args(argv)
+            return COMMANDS[args.command](args)
     except UsageError as error:
         print(f"tuner: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -183,6 +186,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `tuner list models | head` closed the pipe: nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush
         return 1
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """A warning as one line: tuner's own as written ("tuner: skipped the ..."), others with
+    their kind; not Python's file, line number and source line."""
+    text = str(message)
+    if not text.startswith("tuner:"):
+        text = f"{category.__name__}: {text}"
+    print(text, file=file or sys.stderr)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 import os
@@ -116,7 +118,7 @@ def run_search(
         _step("logging plots and tables")
         log_search_artifacts(experiment.client, experiment.parent_id, evaluation)
         _step("registering the model")
-        _export(experiment, evaluation, splits, spec.experiment)
+        model_uri = _export(experiment, evaluation, splits, spec.experiment, verbose=verbose)
         experiment.finish(
             best_config,
             space_lang.trial_params(tree, best_config),
@@ -142,6 +144,7 @@ def run_search(
         best_trial_id=best_trial_id,
         test_metrics=evaluation.metrics,
         model_size=evaluation.model_size,
+        model_uri=model_uri,
         retrained=spec.final.retrain,
         trials=trials_of(experiment.client, experiment.client.get_run(experiment.parent_id)),
         sampled=space_lang.sampled_keys(tree),
@@ -183,19 +186,33 @@ def _retrain_and_test(
     return ray.get(task.remote(config, splits=splits, settings=settings))
 
 
-def _export(experiment: Experiment, evaluation: Evaluation, splits: data.Splits, name: str) -> None:
-    """Register the best model under the experiment's name; a failure here only warns."""
+def _export(
+    experiment: Experiment,
+    evaluation: Evaluation,
+    splits: data.Splits,
+    name: str,
+    *,
+    verbose: bool,
+) -> str | None:
+    """Register the best model under the experiment's name and return its ``models:/`` URI
+    (the closing summary names it); a failure here only warns. MLflow's own lines about the
+    registration ("Successfully registered model", "Created version") only with ``verbose``."""
+    mlflow_lines = io.StringIO()
     try:
-        export.log_best_model(
-            experiment.tracking_uri,
-            experiment.parent_id,
-            evaluation.model,
-            splits.test_x[: export.EXAMPLE_IMAGES].numpy(),
-            classes=splits.classes,
-            registered_name=name,
-        )
+        with contextlib.redirect_stderr(sys.stderr if verbose else mlflow_lines):
+            version = export.log_best_model(
+                experiment.tracking_uri,
+                experiment.parent_id,
+                evaluation.model,
+                splits.test_x[: export.EXAMPLE_IMAGES].numpy(),
+                classes=splits.classes,
+                registered_name=name,
+            )
     except Exception as error:  # the search itself succeeded: keep its results
+        sys.stderr.write(mlflow_lines.getvalue())  # what MLflow said may explain it
         warnings.warn(f"tuner: the best model was not exported: {error}", stacklevel=1)
+        return None
+    return f"models:/{version.name}/{version.version}"
 
 
 def _new_tuner(

@@ -31,6 +31,7 @@ class Summary:
     test_metrics: dict[str, float]
     model_size: ModelSize  # of the tested model
     retrained: bool  # final.retrain: the tested model was trained again on train+val
+    model_uri: str | None  # models:/NAME/VERSION of the registered model; None: not exported
     trials: list[TrialRecord]
     sampled: list[str]  # the config keys the search varied, for the closing table
 
@@ -82,6 +83,9 @@ def print_summary(summary: Summary) -> None:
     )
     print(f"  browse: {browse}")
     print(f"  best:   python -m tuner best {summary.experiment} --tracking-uri {uri}")
+    if summary.model_uri:
+        predict = f"python -m tuner predict {summary.experiment} IMAGE... --tracking-uri {uri}"
+        print(f"  model:  {summary.model_uri}; {predict}")
     print(f"Ray Tune state and checkpoints: {summary.storage}")
 
 

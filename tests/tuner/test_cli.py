@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.tuner.test_recorder import record_search
+from tuner import cli
 from tuner.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,3 +116,10 @@ def test_a_tracking_server_that_does_not_answer_stops_a_run_before_anything_star
     assert list(tmp_path.iterdir()) == []  # no tuner_results, no mlflow.db
     assert main(["best", "digits", "--tracking-uri", "htp://x"]) == 2
     assert "can't use the MLflow store htp://x: " in capsys.readouterr().err
+
+
+def test_warnings_print_as_one_line_without_pythons_source_line(capsys):
+    cli._show_warning(UserWarning("tuner: skipped the anytime plot: x"), UserWarning, "/a.py", 3)
+    cli._show_warning(DeprecationWarning("old"), DeprecationWarning, "/b.py", 9, None, "src()")
+    err = capsys.readouterr().err
+    assert err == "tuner: skipped the anytime plot: x\nDeprecationWarning: old\n"

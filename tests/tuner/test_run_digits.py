@@ -94,8 +94,11 @@ def test_the_terminal_shows_tuners_progress_not_rays_or_optunas(digits_search):
     steps = ["testing the best trial on the test split…", "logging plots and tables…"]
     steps.append("registering the model…")
     assert [line for line in output.splitlines() if line in steps] == steps
-    for chatter in ("Result logdir", "A new study created", "== Status ==", "Token auth"):
-        assert chatter not in output
+    chatter = ("Result logdir", "A new study created", "== Status ==", "Token auth")
+    chatter += ("Successfully registered model", "Created version")  # MLflow's registration
+    for line in chatter:
+        assert line not in output
+    assert "  model:  models:/digits_search/1; python -m tuner predict digits_search" in output
 
 
 def test_tuner_best_reads_mlflow(finished_run, capsys):

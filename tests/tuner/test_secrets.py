@@ -85,10 +85,11 @@ def test_summary_prints_the_tracking_uri_masked(capsys):
         test_metrics={"test_acc": 0.9},
         model_size=ModelSize(params=10, mb=0.01),
         retrained=False,
+        model_uri="models:/leaky/1",
         trials=[],
         sampled=[],
     )
     print_summary(summary)
     out = capsys.readouterr().out
     assert SECRET not in out
-    assert out.count(MASKED_URI) == 4
+    assert out.count(MASKED_URI) == 5  # the store, artifacts, browse, best and predict lines
