@@ -2,15 +2,15 @@
 experiment's name, and usable without tuner (``mlflow.pyfunc.load_model``, ``mlflow models
 serve``) or through ``python -m tuner predict NAME IMAGE...``.
 
-A deep model is wrapped in :class:`models.raw_image.RawImageClassifier`, which takes the images
-as they come off the disk (float (N, C, H, W) in 0..255), normalises them with the training
-split's channel statistics the trainer used, and returns class probabilities. It is saved in
-PyTorch's ``pt2`` format (``torch.export``): the graph and weights, no pickled tuner or
-``models`` classes. A classical pipeline (an sklearn estimator on uint8 (N, C, H, W)) is logged with
-``mlflow.sklearn``, its feature caches turned off (serving computes features, writes nothing)
-and tuner's ``models`` package beside it (MLflow's ``code_paths``), so it loads where tuner isn't
-installed. Either way the class names are in the model's metadata and in ``classes.json``
-beside it, the input shape is in its signature, and the pinned requirements install every
+What is registered is a :class:`models.serving.ImageClassifier`: uint8 images (N, C, H, W) as
+they come off the disk in, per image the class's name and probability out (its signature says
+both). Inside it, the trained model saved by its own flavor: a deep model wrapped in
+:class:`models.raw_image.RawImageClassifier` (the normalisation its trainer used, softmax out)
+in PyTorch's ``pt2`` format (``torch.export``: the graph and weights, no pickled classes), or a
+classical pipeline with ``mlflow.sklearn`` (skops), its feature caches turned off (serving
+computes features, writes nothing). tuner's ``models`` package goes with it (MLflow's
+``code_paths``), so it loads where tuner isn't installed. The class names are in the model's
+metadata and in ``classes.json`` beside it, and the pinned requirements install every
 package loading and predicting imports (``tests/tuner/test_export_env.py`` serves each kind in a
 fresh Python to check).
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -53,53 +53,80 @@ def log_best_model(
     ``model``: a :class:`RawImageClassifier` (or any module taking float 0..255 images and
     returning per-class scores), or a fitted sklearn estimator on uint8 images. ``example``:
     a few uint8 images (N, C, H, W), e.g. ``splits.test_x[:4].numpy()``; it becomes the input
-    example and fixes the signature's shape (the batch size stays free).
+    example and fixes the signature's shape (the batch size stays free). What is registered is
+    a ``models.serving.ImageClassifier`` around it: uint8 images in, class names out.
     """
     import mlflow
     from mlflow.models import infer_signature
+
+    from models import serving
 
     metadata = {"classes": list(classes), "tuner.parent_run_id": parent_run_id}
     with _active_run(tracking_uri, parent_run_id), tempfile.TemporaryDirectory() as tmp:
         classes_file = Path(tmp) / CLASSES_FILE
         classes_file.write_text(json.dumps(list(classes)))
-        common = {
-            "name": MODEL_NAME,
-            "registered_model_name": registered_name,
-            "metadata": metadata,
-            "await_registration_for": 0,  # local stores register at once
-        }
-        if isinstance(model, nn.Module):
-            model = model.cpu().eval()  # served on CPU; the pt2 graph is traced on this device
-            inputs = example.astype(np.float32)
-            with torch.no_grad():
-                outputs = model(torch.from_numpy(inputs)).numpy()
-            info = mlflow.pytorch.log_model(
-                model,
-                signature=infer_signature(inputs, outputs),
-                input_example=inputs,
-                extra_files=[str(classes_file)],
-                pip_requirements=_requirements("torch", "torchvision", "numpy"),
-                **common,
-            )
-        else:
-            _without_cache(model)
-            method = "predict_proba" if hasattr(model, "predict_proba") else "predict"
-            info = mlflow.sklearn.log_model(
-                model,
-                signature=infer_signature(example, getattr(model, method)(example)),
-                input_example=example,
-                pyfunc_predict_fn=method,
-                skops_trusted_types=_own_types(model),
-                code_paths=[str(_package_dir("models"))],  # the pipeline's own classes
-                pip_requirements=_requirements(
-                    "scikit-learn", "opencv-contrib-python-headless", "torch", "tqdm"
-                ),
-                **common,
-            )
+        trained = Path(tmp) / serving.MODEL
+        requirements, outputs = _save_trained(model, example, trained)
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_NAME,
+            python_model=serving.__file__,  # a model from code: this file runs where it loads
+            artifacts={serving.MODEL: str(trained), serving.CLASSES: str(classes_file)},
+            # A pipeline's steps are tuner's classes (models.classical): they go with it. A pt2
+            # graph needs no Python of ours.
+            code_paths=None if isinstance(model, nn.Module) else [str(_package_dir("models"))],
+            signature=infer_signature(example, serving.named(outputs, list(classes))),
+            input_example=example,
+            pip_requirements=requirements,
+            metadata=metadata,
+            registered_model_name=registered_name,
+            await_registration_for=0,  # local stores register at once
+        )
         mlflow.log_dict(list(classes), f"{MODEL_NAME}/{CLASSES_FILE}")
     return mlflow.MlflowClient(tracking_uri).get_model_version(
         registered_name, str(info.registered_model_version)
     )
+
+
+def _save_trained(
+    model: nn.Module | Any, example: np.ndarray, path: Path
+) -> tuple[list[str], np.ndarray]:
+    """Save the trained model at ``path`` with its own MLflow flavor (a network as a pt2 graph,
+    no pickled classes; a pipeline with skops, no feature cache). Returns the requirements of
+    loading and predicting, and the model's outputs on ``example``."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    if isinstance(model, nn.Module):
+        model = model.cpu().eval()  # served on CPU; the pt2 graph is traced on this device
+        inputs = example.astype(np.float32)
+        with torch.no_grad():
+            outputs = model(torch.from_numpy(inputs)).numpy()
+        flavor, packages = mlflow.pytorch, ("torch", "torchvision", "numpy", "pandas")
+        options: dict[str, Any] = {"serialization_format": "pt2"}
+    else:
+        _without_cache(model)
+        method = "predict_proba" if hasattr(model, "predict_proba") else "predict"
+        inputs, outputs = example, getattr(model, method)(example)
+        flavor = mlflow.sklearn
+        packages = (
+            *("scikit-learn", "opencv-contrib-python-headless", "skops"),
+            *("torch", "tqdm", "pandas"),
+        )
+        options = {
+            "serialization_format": "skops",
+            "pyfunc_predict_fn": method,
+            "skops_trusted_types": _own_types(model),
+        }
+    requirements = _requirements(*packages)
+    flavor.save_model(
+        model,
+        str(path),
+        signature=infer_signature(inputs, outputs),
+        input_example=inputs,
+        pip_requirements=requirements,
+        **options,
+    )
+    return requirements, outputs
 
 
 @contextlib.contextmanager
@@ -221,22 +248,23 @@ def predict(
     Returns ``(path, class name, probability)`` per image; the probability is NaN for a model
     that gives labels only (a linear SVM).
     """
+    from models import serving
+
     model = load_registered(tracking_uri, experiment_name)
-    meta = model.metadata
-    classes = (meta.metadata or {}).get("classes")
-    _, channels, height, width = meta.get_input_schema().inputs[0].shape
+    schema = model.metadata.get_input_schema()
+    _, channels, height, width = schema.inputs[0].shape
     images = np.stack([read_image(p, channels, height, width) for p in image_paths])
-    dtype = meta.get_input_schema().numpy_types()[0]
-    outputs = np.asarray(model.predict(images.astype(dtype)))
-    rows = []
-    for path, output in zip(image_paths, outputs, strict=True):
-        if output.ndim == 1:  # probabilities
-            label, probability = int(output.argmax()), float(output.max())
-        else:
-            label, probability = int(output), math.nan
-        name = classes[label] if classes else str(label)
-        rows.append((str(path), name, probability))
-    return rows
+    answer = model.predict(images.astype(schema.numpy_types()[0]))
+    if not isinstance(answer, pd.DataFrame):  # registered before models answered with names
+        classes = (model.metadata.metadata or {}).get("classes")
+        outputs = np.asarray(answer)
+        answer = serving.named(outputs, classes or [str(i) for i in range(outputs.max() + 1)])
+    return [
+        (str(path), str(label), float(probability))
+        for path, label, probability in zip(
+            image_paths, answer["label"], answer["probability"], strict=True
+        )
+    ]
 
 
 def read_image(path: str | Path, channels: int, height: int, width: int) -> np.ndarray:

@@ -254,12 +254,16 @@ def test_best_model_is_registered_and_loads_with_pyfunc(logged, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", logged.uri)
     model = mlflow.pyfunc.load_model("models:/digits_search/latest")
     assert model.metadata.metadata["classes"] == list(logged.splits.classes)
-    assert tuple(model.metadata.get_input_schema().inputs[0].shape) == (-1, 1, 8, 8)
-    images = logged.splits.test_x[:16].numpy().astype(np.float32)  # any batch size
-    probabilities = model.predict(images)
+    (images_in,) = model.metadata.get_input_schema().inputs
+    assert (images_in.type, tuple(images_in.shape)) == (np.dtype("uint8"), (-1, 1, 8, 8))
+    answer = model.predict(logged.splits.test_x[:16].numpy())  # any batch size, uint8
+    probabilities = np.stack(answer["probabilities"])
     assert probabilities.shape == (16, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_array_equal(probabilities.argmax(1), logged.evaluation.y_pred[:16])
+    predicted = logged.evaluation.y_pred[:16]
+    np.testing.assert_array_equal(probabilities.argmax(1), predicted)
+    assert list(answer["label"]) == [logged.splits.classes[i] for i in predicted]
+    np.testing.assert_allclose(answer["probability"], probabilities.max(1))
     # Logging the model left the parent run as the search ended it.
     parent = logged.client.get_run(logged.parent.info.run_id)
     assert parent.info.status == "FINISHED"

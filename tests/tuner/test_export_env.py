@@ -1,13 +1,16 @@
-"""A registered model serves outside tuner's environment (issue 12).
+"""A registered model serves outside tuner's environment (issues 12 and 16).
 
 For each kind of model tuner exports (a deep network in PyTorch's pt2 format, a classical
-bag-of-SIFT + kNN pipeline with mlflow.sklearn), a fresh ``python`` loads the registered version
-by ``models:/NAME/VERSION`` and classifies real digits. It cannot import tuner, its ``models``
-and ``data`` packages, nor any package the model's requirements don't install (listed, or a
-dependency of one listed: pip brings those too; mlflow is always listed). Then:
+bag-of-SIFT + kNN pipeline with mlflow.sklearn, each inside tuner's ``ImageClassifier``), a
+fresh ``python`` loads the registered version by ``models:/NAME/VERSION`` and classifies real
+digits; and ``mlflow models serve`` answers real digits sent over HTTP with class names. The
+fresh ``python`` cannot import tuner, its ``models`` and ``data`` packages, nor any package
+the model's requirements don't install (listed, or a dependency of one listed: pip brings those
+too; mlflow is always listed). Then:
 
 - every package the load and the prediction imported is one the requirements install, and
-  tuner's code, where the model needs it, came with the model (MLflow's ``code_paths``);
+  tuner's code, where the model needs it, came with the model (MLflow's ``code_paths``, and
+  ``models/serving.py`` as the model's own code);
 - tuner's feature cache is left as it was, and an empty HOME (XDG_CACHE_HOME, TORCH_HOME
   inside it) and working folder stay empty: a model loaded for serving computes its features
   and writes nothing. TMPDIR is not checked: MLflow downloads the model there to load it, a
@@ -23,6 +26,9 @@ import pickle
 import re
 import subprocess
 import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -38,6 +44,7 @@ import models
 from data.augment import channel_stats
 from models.classical import build_pipeline
 from models.raw_image import RawImageClassifier
+from tests.processes import free_port, stop_group, wait_until_answers
 from tuner import export
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,8 +109,9 @@ _, name, version = model_uri.split("/")
 mlflow.MlflowClient().get_model_version(name, version)
 before, path_before = set(sys.modules), list(sys.path)
 model = mlflow.pyfunc.load_model(model_uri)
-dtype = model.metadata.get_input_schema().numpy_types()[0]
-predictions = np.asarray(model.predict(images.astype(dtype)))
+answer = model.predict(images)  # uint8, as the signature says
+predictions = np.stack(answer["probabilities"])
+labels = list(answer["label"])
 
 code = [entry for entry in sys.path if entry not in path_before]  # the model's code_paths
 tops = {name.partition(".")[0] for name in set(sys.modules) - before}
@@ -112,6 +120,7 @@ files = {top: getattr(sys.modules[top], "__file__", None) for top in tops}
 shipped = {top for top, file in files.items() if file and file.startswith(tuple(code))}
 report = {
     "predictions": predictions.tolist(),
+    "labels": labels,
     "shipped": {top: files[top] for top in shipped},
     "distributions": sorted({d for top in tops - shipped for d in owners.get(top, [])}),
     "unowned": {top: files[top] for top in tops - shipped if top not in owners},
@@ -254,7 +263,8 @@ def served(request, splits, tmp_path_factory) -> dict:
         **json.loads(paths[-1].read_text()),
         "kind": request.param,
         "expected": expected,
-        "labels": splits.test_y.numpy(),
+        "truth": splits.test_y.numpy(),
+        "classes": list(splits.classes),
         "installed": installed,
         "cached": (cached, _files(tmp / "features")),
         "written": [str(path) for folder in (home, cwd) for path in folder.rglob("*")],
@@ -265,7 +275,8 @@ def served(request, splits, tmp_path_factory) -> dict:
 def test_the_served_model_classifies_real_digits_as_it_did_here(served):
     predictions = np.array(served["predictions"])
     np.testing.assert_allclose(predictions, served["expected"], rtol=1e-4, atol=1e-6)
-    accuracy = (predictions.argmax(1) == served["labels"]).mean()
+    assert served["labels"] == [served["classes"][i] for i in predictions.argmax(1)]
+    accuracy = (predictions.argmax(1) == served["truth"]).mean()
     assert accuracy > 0.8, f"{served['kind']}: test accuracy {accuracy:.3f}"
 
 
@@ -311,3 +322,79 @@ def test_a_fitted_pipeline_without_cache_dirs_writes_nothing_and_pickles_no_path
     expected = pipeline.predict_proba(x_test)
     np.testing.assert_array_equal(pickle.loads(state).predict_proba(x_test), expected)
     assert _files(tmp_path) == written
+
+
+# ---------------------------------------------------------------------------------------------
+# `mlflow models serve`: the registered model over HTTP
+# ---------------------------------------------------------------------------------------------
+
+SCORING_SERVER_START_S = 180  # a fresh Python importing MLflow, uvicorn and torch on a busy core
+
+
+@pytest.fixture(scope="module", params=["deep", "classical"])
+def scoring_server(request, splits, tmp_path_factory) -> Iterator[dict]:
+    """``mlflow models serve -m models:/NAME/VERSION`` of a registered model of each kind, on a
+    free loopback port, stopped (its whole process group) at the end."""
+    tmp = tmp_path_factory.mktemp(f"serve_{request.param}")
+    uri, model_uri, expected = _registered(request.param, splits, tmp)
+    port, log = free_port(), tmp / "serve.log"
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri]
+    command += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--workers", "1"]
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        # MLflow starts uvicorn by name: the one beside this Python, as in an activated venv.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command,
+            cwd=tmp,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answers(process, f"{url}/ping", log, SCORING_SERVER_START_S)
+        yield {"url": url, "expected": expected, "kind": request.param}
+    finally:
+        stop_group(process)
+
+
+def _invoke(url: str, body: dict) -> tuple[int, dict]:
+    """POST ``body`` as JSON to the scoring server's /invocations: (HTTP status, its JSON)."""
+    request = urllib.request.Request(
+        f"{url}/invocations",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_names_the_class_of_each_image(scoring_server, splits):
+    images = splits.test_x[:20].numpy()  # uint8 (N, 1, 8, 8), as read from disk
+    status, answer = _invoke(scoring_server["url"], {"inputs": images.tolist()})
+    assert status == 200, answer
+    rows = answer["predictions"]
+    expected = scoring_server["expected"][:20]
+    assert [row["label"] for row in rows] == [splits.classes[i] for i in expected.argmax(1)]
+    probabilities = np.array([row["probabilities"] for row in rows])
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-4, atol=1e-6)
+    assert [row["probability"] for row in rows] == pytest.approx(expected.max(1).tolist())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pixel", [300, -1])
+def test_mlflow_models_serve_refuses_pixels_outside_uint8(scoring_server, pixel):
+    image = np.full((1, 1, 8, 8), pixel).tolist()
+    status, answer = _invoke(scoring_server["url"], {"inputs": image})
+    assert status == 400
+    assert f"{pixel} out of bounds for uint8" in answer["message"]

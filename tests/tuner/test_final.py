@@ -161,10 +161,10 @@ def test_the_model_tested_and_registered_is_the_retrained_one(finished, monkeypa
     spec_path = store.tmp / "final_e2e.yaml"
     spec = load_spec(spec_path)
     splits = load_data(spec)
-    images = splits.test_x.numpy().astype(np.float32)  # 0..255, as the exported model takes
+    images = splits.test_x.numpy()  # uint8 0..255, as the exported model takes
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
     registered = mlflow.pyfunc.load_model(f"models:/{spec.experiment}/latest")
-    probabilities = registered.predict(images)
+    probabilities = np.stack(registered.predict(images)["probabilities"])
     # The registered model scores exactly the test_acc the parent recorded: fails if the runner
     # tested one model and exported another.
     accuracy = np.mean(probabilities.argmax(1) == splits.test_y.numpy())
@@ -175,5 +175,5 @@ def test_the_model_tested_and_registered_is_the_retrained_one(finished, monkeypa
     # probabilities, even where their accuracies happen to tie.
     checkpoint = best_checkpoint_evaluation(store, spec_path)
     with torch.no_grad():
-        from_checkpoint = checkpoint.model(torch.from_numpy(images)).numpy()
+        from_checkpoint = checkpoint.model(torch.from_numpy(images).float()).numpy()
     assert not np.allclose(probabilities, from_checkpoint, atol=1e-3)

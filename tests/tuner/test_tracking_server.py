@@ -15,11 +15,8 @@ import io
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +29,7 @@ from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
 from mlflow.tracking import MlflowClient
 
 from tests.helpers import DIGITS_SEARCH, Store
-from tests.processes import stop_group
+from tests.processes import free_port, stop_group, wait_until_answers
 from tuner.cli import main
 from tuner.results import latest_parent, trials_of
 from tuner.tracking import PARENT_ROLE, TRIAL_ROLE, SearchTags
@@ -98,34 +95,13 @@ class Server:
     artifacts: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_health(server: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        tail = log.read_text(errors="replace")[-3000:]
-        assert server.poll() is None, f"mlflow server exited with {server.returncode}:\n{tail}"
-        assert time.monotonic() < deadline, f"mlflow server never answered at {url}:\n{tail}"
-        time.sleep(1)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
     """`mlflow server` on a free loopback port, stopped (its whole process group) at the end."""
     folder = tmp_path_factory.mktemp("mlflow_server")
     artifacts = folder / "artifacts"
     log = tmp_path_factory.mktemp("mlflow_server_log") / "server.log"  # outside its folder
-    port = _free_port()
+    port = free_port()
     command = [
         *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)),
         *("--backend-store-uri", f"sqlite:///{folder / 'server.db'}"),
@@ -143,7 +119,7 @@ def server(tmp_path_factory) -> Iterator[Server]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for_health(process, url, log)
+        wait_until_answers(process, f"{url}/health", log, SERVER_START_S)
         yield Server(url, folder, artifacts)
     finally:
         stop_group(process)
