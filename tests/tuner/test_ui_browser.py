@@ -12,7 +12,6 @@ import os
 import queue
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.processes import stop_group
+from tests.processes import free_port, stop_group
 from tuner.results import latest_parent, trials_of
 from tuner.tracking import SearchTags
 
@@ -57,18 +56,12 @@ class UI:
     tmp: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ui(digits_search, tmp_path_factory):
     """The shared finished 3-trial search, and `tuner ui digits_search` serving its store on a
     free port; ``url`` is the view it printed."""
     tmp, uri = tmp_path_factory.mktemp("ui"), digits_search.uri
-    flags = ["--port", str(_free_port()), "--tracking-uri", uri]
+    flags = ["--port", str(free_port()), "--tracking-uri", uri]
     server = subprocess.Popen(
         [sys.executable, "-m", "tuner", "ui", "digits_search", *flags],
         cwd=digits_search.tmp,  # where the search ran: MLflow's relative artifact paths resolve
