@@ -61,6 +61,7 @@ class TrialRecorder(tune.Callback):
         self.nodes: dict[str, str] = {}  # Tune trial id -> Ray node id it last reported from
         self.warnings: dict[str, str] = {}  # Tune trial id -> its tuner.warnings tag so far
         self.last_step: dict[str, int] = {}  # Tune trial id -> the last epoch logged
+        self.ended: set[str] = set()  # Tune trial ids whose runs hold how they ended
         self._client: MlflowClient | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -72,6 +73,7 @@ class TrialRecorder(tune.Callback):
             "nodes": {},
             "warnings": {},
             "last_step": {},
+            "ended": set(),
         }
 
     @property
@@ -96,11 +98,14 @@ class TrialRecorder(tune.Callback):
                     self.best_values[trial_id] = best
                 if "epoch" in run.data.metrics:  # the latest value: the last epoch logged
                     self.last_step[trial_id] = int(run.data.metrics["epoch"])
+                if run.data.tags.get("tuner.status") not in ("running", "interrupted"):
+                    self.ended.add(trial_id)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self.runs.get(trial.trial_id)
         params = as_params(trial_params(self.space, trial.config))
         if run_id is not None:  # a retried or resumed trial keeps its one child run
+            self.ended.discard(trial.trial_id)
             running = [RunTag("tuner.status", "running")]
             # Its params again (the same values: MLflow accepts that): a driver killed after
             # creating the run may not have written them.
@@ -174,9 +179,13 @@ class TrialRecorder(tune.Callback):
         self._end(trial, "errored", "FAILED")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        # Every trial has ended: write what is queued and stop the thread. (Ctrl-C skips this
-        # hook; Experiment.interrupt flushes instead.)
+        # The search is over: trials it stopped unfinished (the time budget ran out) end as
+        # stopped early, then what is queued is written and the thread stops. (Ctrl-C skips
+        # this hook; Experiment.interrupt flushes instead.)
         self._remove_forgotten(trials)
+        for trial in trials:
+            if trial.trial_id not in self.ended:
+                self._end(trial, trial_report.status(trial.last_result), "FINISHED")
         flush_writes(self.tracking_uri, close=True)
 
     def _remove_forgotten(self, trials: list) -> None:
@@ -193,6 +202,7 @@ class TrialRecorder(tune.Callback):
         run_id = self.runs.get(trial.trial_id)
         if run_id is None:
             return
+        self.ended.add(trial.trial_id)
         tags = [RunTag("tuner.status", status)]
         if status == "errored":
             tags.append(RunTag("tuner.error", error_line(trial)[:5000]))

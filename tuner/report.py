@@ -28,7 +28,7 @@ from tuner.tracking import SearchTags
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 STATUSES = (  # (tag value, what the report calls it)
     ("completed", "completed"),
-    ("early_stopped", "stopped early by ASHA"),
+    ("early_stopped", "stopped early (by ASHA or the time budget)"),
     ("diverged", "diverged (NaN/inf loss)"),
     ("rejected", "rejected by constraints"),
     ("errored", "errored"),

@@ -77,7 +77,8 @@ def test_report_shows_spec_trials_metrics_and_statuses(store):
     assert f"test_f1 {parent.data.metrics['test_f1']:.4f}" in text
     counts = dict(re.findall(r"<tr><td>([^<]+)</td><td class=\"num\">(\d+)</td></tr>", page))
     assert counts["total"] == "3"
-    labels = ("completed", "stopped early by ASHA", "diverged (NaN/inf loss)", "errored")
+    stopped = "stopped early (by ASHA or the time budget)"
+    labels = ("completed", stopped, "diverged (NaN/inf loss)", "errored")
     assert sum(int(counts[label]) for label in labels) == 3
     assert int(counts["completed"]) == sum(t.status == "completed" for t in trials)
     assert "optimizer.name" in text and "best val_acc" in text

@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from ray.tune import ExperimentAnalysis
 
-from tests.helpers import DIGITS_SEARCH
+from tests.helpers import DIGITS_SEARCH, new_store, tuner_run
 from tuner import space as space_lang
 from tuner.artifacts import study_of
 from tuner.cli import main
@@ -153,3 +153,30 @@ def test_a_parameter_has_one_name_in_mlflow_the_trial_lines_and_the_study(digits
         # Each branch's lr stays in its own range: the study never merges the two.
         lr = study[trial.trial_id].params[f"optimizer.{branch}.lr"]
         assert (1e-2 <= lr <= 1e-1) if branch == "sgd" else (1e-3 <= lr <= 1e-2)
+
+
+BUDGET_SEARCH = """\
+name: budget_search
+data: {dataset: digits, seed: 0}
+search: {algorithm: random, num_samples: 2, max_concurrent: 2, seed: 0, time_budget_s: 8}
+scheduler: {type: fifo, max_epochs: 500}
+resources: {cpu: 1}
+space:
+  model: {name: simple_cnn, width: 16, depth: 2}
+  optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
+"""
+
+
+def test_trials_the_time_budget_cut_short_end_as_stopped_early(ray_session, tmp_path_factory):
+    """Tune stops running trials when search.time_budget_s runs out: their runs must not stay
+    RUNNING in MLflow (they did), and the summary and `tuner best` count them as stopped."""
+    store = new_store(tmp_path_factory, "budget")
+    tuner_run(store, BUDGET_SEARCH)
+    parent = latest_parent(store.client, "budget_search")
+    assert parent.info.status == "FINISHED"
+    trials = trials_of(store.client, parent)
+    assert len(trials) == 2
+    for trial in trials:
+        assert 0 < trial.epochs < 500  # each trained, and was cut short
+        assert trial.status == "early_stopped", trial
+        assert store.client.get_run(trial.run_id).info.status == "FINISHED"

@@ -78,7 +78,8 @@ class TrialReport:
 
 
 def status(last_result: Mapping[str, Any] | None, errored: bool = False) -> str:
-    """How a trial ended: completed / early_stopped (by ASHA, before its epoch budget) /
+    """How a trial ended: completed / early_stopped (by ASHA or the search's time budget,
+    before its epoch budget) /
     diverged / errored / rejected (by the spec's constraints, untrained)."""
     if errored:
         return "errored"

@@ -1,0 +1,159 @@
+"""A tracking server that goes away for 30 s in the middle of a search (issue 16).
+
+A real `mlflow server` on a loopback port; `tuner run` in its own process logs a search to it;
+once trials have logged epochs the test kills the server's whole process group, waits 30 s and
+starts it again on the same port and database. The search goes on and, at the end, MLflow holds
+all of it: one child run per trial with every epoch once, statuses, the best trial, test_acc and
+the registered model.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.processes import free_port, stop_group, wait_until_answers
+from tuner.errors import UsageError
+from tuner.results import latest_parent, trials_of
+
+pytestmark = pytest.mark.slow
+
+SERVER_START_S = 120
+OUTAGE_S = 30
+SEARCH_S = 600  # the whole search, outage included, on a loaded 2-core machine
+TRIALS, EPOCHS = 4, 6
+# ResNet-18 on 8x8 digits: a few seconds an epoch on a core, so the search outlasts the outage.
+SPEC = f"""\
+name: outage
+data: {{dataset: digits, seed: 0}}
+search: {{algorithm: random, num_samples: {TRIALS}, max_concurrent: 2, seed: 0}}
+scheduler: {{type: fifo, max_epochs: {EPOCHS}}}
+resources: {{cpu: 1}}
+space:
+  model: {{name: resnet18}}
+  optimizer: {{name: sgd, lr: {{loguniform: [1e-2, 1e-1]}}, momentum: 0.9}}
+  batch_size: 64
+"""
+
+
+@dataclass
+class Server:
+    """`mlflow server` on a fixed port and folder, so it can be started again as it was."""
+
+    folder: Path
+    port: int
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
+        command += ["--port", str(self.port), "--workers", "1"]
+        command += ["--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}"]
+        command += ["--artifacts-destination", str(self.folder / "artifacts")]
+        log = self.folder / "server.log"
+        with log.open("ab") as output:
+            self.process = subprocess.Popen(
+                command,
+                cwd=self.folder,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+                start_new_session=True,
+            )
+        wait_until_answers(self.process, f"{self.url}/health", log, SERVER_START_S)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            stop_group(self.process)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Server]:
+    server = Server(tmp_path_factory.mktemp("outage_server"), free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _epochs_logged(client: MlflowClient) -> int:
+    """Epochs MLflow holds for the search's trials so far (0 before the parent run exists)."""
+    try:
+        parent = latest_parent(client, "outage")
+    except UsageError:  # no experiment, or no parent run yet
+        return 0
+    return sum(
+        len(client.get_metric_history(t.run_id, "val_acc")) for t in trials_of(client, parent)
+    )
+
+
+@pytest.fixture(scope="module")
+def searched(server, tmp_path_factory) -> tuple[Server, str]:
+    """The search, run by `tuner run` in its own process, with the server down for OUTAGE_S
+    seconds once some epochs are logged. Returns the server and what the search printed."""
+    cwd = tmp_path_factory.mktemp("outage_client")
+    (cwd / "outage.yaml").write_text(SPEC)
+    command = [sys.executable, "-m", "tuner", "run", "outage.yaml", "--tracking-uri", server.url]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    output = cwd / "output.txt"  # a file, not a pipe: nothing blocks on a full pipe meanwhile
+    with output.open("w") as file:
+        search = subprocess.Popen(command, cwd=cwd, env=env, stdout=file, stderr=subprocess.STDOUT)
+    try:
+        client, deadline = MlflowClient(server.url), time.monotonic() + SEARCH_S
+        while _epochs_logged(client) < 2:
+            assert search.poll() is None, f"ended before the outage:\n{output.read_text()}"
+            assert time.monotonic() < deadline, "no epoch logged"
+            time.sleep(1)
+        server.stop()
+        down = time.monotonic()
+        time.sleep(OUTAGE_S)
+        assert search.poll() is None, "the search ended during the outage (make it longer)"
+        server.start()
+        print(f"server down {time.monotonic() - down:.0f} s")
+        search.wait(timeout=SEARCH_S)
+    finally:
+        if search.poll() is None:
+            search.kill()
+    printed = output.read_text()
+    assert search.returncode == 0, printed[-3000:]
+    return server, printed
+
+
+def test_every_trial_has_one_run_with_every_epoch_once(searched):
+    server, _ = searched
+    client = MlflowClient(server.url)
+    parent = latest_parent(client, "outage")
+    trials = trials_of(client, parent)
+    assert len(trials) == TRIALS
+    assert len({t.trial_id for t in trials}) == TRIALS
+    for trial in trials:
+        history = client.get_metric_history(trial.run_id, "val_acc")
+        assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1)), trial.trial_id
+        assert trial.status == "completed"
+        assert client.get_run(trial.run_id).info.status == "FINISHED"
+
+
+def test_the_search_ended_as_if_nothing_happened(searched):
+    server, printed = searched
+    client = MlflowClient(server.url)
+    parent = latest_parent(client, "outage")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["tuner.status"] == "completed"
+    assert 0.0 < parent.data.metrics["test_acc"] <= 1.0
+    best = [t for t in trials_of(client, parent) if t.best]
+    assert len(best) == 1
+    (version,) = client.search_model_versions("name = 'outage'")
+    assert version.run_id == parent.info.run_id
+    assert "models:/outage/1" in printed
