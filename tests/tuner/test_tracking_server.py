@@ -278,7 +278,9 @@ def test_the_parent_holds_what_a_sqlite_run_holds(search, digits_search: Store):
     assert set(over_http) - {REGISTRY_MARKER} == local
     assert f"spec/{NAME}.yaml" in over_http and "best_config.json" in over_http
     tables = {"results/trials.csv", "results/confusion_matrix.json"}
-    assert tables | {"model/MLmodel", "model/data/model.pt2"} <= set(over_http)
+    # The registered model: its code (serving.py), and the trained network inside it.
+    model = {"model/MLmodel", "model/serving.py", "model/artifacts/model/data/model.pt2"}
+    assert tables | model <= set(over_http)
     assert sum(path.startswith("plots/") and path.endswith(".png") for path in over_http) == 7
 
 
