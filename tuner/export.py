@@ -256,9 +256,7 @@ def predict(
     images = np.stack([read_image(p, channels, height, width) for p in image_paths])
     answer = model.predict(images.astype(schema.numpy_types()[0]))
     if not isinstance(answer, pd.DataFrame):  # registered before models answered with names
-        classes = (model.metadata.metadata or {}).get("classes")
-        outputs = np.asarray(answer)
-        answer = serving.named(outputs, classes or [str(i) for i in range(outputs.max() + 1)])
+        answer = serving.named(np.asarray(answer), model.metadata.metadata["classes"])
     return [
         (str(path), str(label), float(probability))
         for path, label, probability in zip(
