@@ -27,6 +27,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import ray
 import yaml
@@ -61,23 +62,28 @@ space:
 # ASHA stops most early, so it gets ASHA_TRIALS_PER_FIFO_TRIAL times the trials (16 x 9 = 144
 # epochs for FIFO; 48 trials under ASHA's rungs at 1, 3 and 9 epochs train about as many).
 ASHA_TRIALS_PER_FIFO_TRIAL = 3
-PAIRS = {  # label -> (search.algorithm, scheduler.type); the default first
-    "optuna + asha (default)": ("optuna", "asha"),
-    "random + fifo": ("random", "fifo"),
-    "random + asha": ("random", "asha"),
-    "optuna + fifo": ("optuna", "fifo"),
+PAIRS = {  # label -> (search.algorithm, scheduler.type, other search settings); default first
+    "optuna + asha (default)": ("optuna", "asha", {}),
+    "random + fifo": ("random", "fifo", {}),
+    "random + asha": ("random", "asha", {}),
+    "optuna + fifo": ("optuna", "fifo", {}),
 }
 DEFAULT, BASELINE = "optuna + asha (default)", "random + fifo"
 
 
 def run_one(
-    folder: Path, algorithm: str, scheduler: str, seed: int, num_samples: int
+    folder: Path,
+    algorithm: str,
+    scheduler: str,
+    settings: dict[str, Any],
+    seed: int,
+    num_samples: int,
 ) -> list[Point]:
     """One search in a fresh store under ``folder``; its anytime curve."""
     raw = read_yaml(SPACE, "bench_search.py")
     if scheduler == "asha":
         num_samples *= ASHA_TRIALS_PER_FIFO_TRIAL
-    raw["search"].update(algorithm=algorithm, seed=seed, num_samples=num_samples)
+    raw["search"].update(algorithm=algorithm, seed=seed, num_samples=num_samples, **settings)
     raw["scheduler"]["type"] = scheduler
     if scheduler == "fifo":  # ASHA's settings mean nothing to FIFO
         raw["scheduler"] = {"type": "fifo", "max_epochs": raw["scheduler"]["max_epochs"]}
@@ -124,18 +130,35 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--num-samples", type=int, default=16, help="trials under FIFO")
     parser.add_argument("--out", type=Path, default=Path("bench_search.png"))
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="also run the default with this search setting, e.g. startup_trials=4 (repeatable)",
+    )
+    parser.add_argument(
+        "--default-and-baseline",
+        action="store_true",
+        help="only the default (and its --variant runs) and random + FIFO: the one-line answer",
+    )
     args = parser.parse_args()
+    others = {"random + asha", "optuna + fifo"} if args.default_and_baseline else set()
+    pairs = {name: pair for name, pair in PAIRS.items() if name not in others}
+    for variant in args.variant:
+        key, _, value = variant.partition("=")
+        pairs[f"optuna + asha, {variant}"] = ("optuna", "asha", {key: yaml.safe_load(value)})
     out = args.out.absolute()
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    curves: dict[str, list[list[Point]]] = {name: [] for name in PAIRS}
+    curves: dict[str, list[list[Point]]] = {name: [] for name in pairs}
     # One folder for the whole bench, and the first search's cwd: Ray starts its workers in
     # the directory the driver had when Ray started, so it must outlive every search.
     root = Path(tempfile.mkdtemp(prefix="bench_search_"))
     for seed in range(args.seeds):
-        for index, (name, (algorithm, scheduler)) in enumerate(PAIRS.items()):
+        for index, (name, (algorithm, scheduler, settings)) in enumerate(pairs.items()):
             started = time.perf_counter()
             folder = root / f"seed{seed}_{index}"
-            curve = run_one(folder, algorithm, scheduler, seed, args.num_samples)
+            curve = run_one(folder, algorithm, scheduler, settings, seed, args.num_samples)
             curves[name].append(curve)
             print(
                 f"seed {seed} {name}: best {curve[-1].best:.4f} after {curve[-1].epochs} "
@@ -146,16 +169,23 @@ def main() -> None:
     ray.shutdown()
     shutil.rmtree(root)
     plot(curves, out)
+    print(f"anytime curves: {out}")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for name in [DEFAULT, *(name for name in pairs if name not in PAIRS)]:
+        print(epochs_needed(name, curves[name], curves[BASELINE]))
+
+
+def epochs_needed(name: str, runs: list[list[Point]], baselines: list[list[Point]]) -> str:
+    """The line that answers the bench: the epochs ``name`` needed to reach the baseline's
+    final best, as a share of the baseline's epochs (median over seeds, and each seed)."""
     needed, spent = [], []
-    for default, baseline in zip(curves[DEFAULT], curves[BASELINE], strict=True):
-        reached = epochs_to_reach(default, baseline[-1].best, "max")
+    for curve, baseline in zip(runs, baselines, strict=True):
+        reached = epochs_to_reach(curve, baseline[-1].best, "max")
         needed.append(reached / baseline[-1].epochs if reached else math.inf)  # inf: never
         spent.append(baseline[-1].epochs)
     shares = ", ".join(f"{share:.2f}" for share in needed)
-    print(f"anytime curves: {out}")
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(
-        f"{DEFAULT} reached {BASELINE}'s final best with {statistics.median(needed):.2f}x its "
+    return (
+        f"{name} reached {BASELINE}'s final best with {statistics.median(needed):.2f}x its "
         f"epochs (median of {len(needed)} seeds; per seed {shares}; "
         f"{BASELINE} trained {statistics.median(spent):.0f} epochs)"
     )

@@ -271,6 +271,20 @@ def _search(
     resume: bool,
     overrides: list[str],
 ) -> int:
+    from tuner.quiet import quiet_libraries
+    from tuner.ray_start import RayStart
+    from tuner.tracking import check_store, default_tracking_uri, is_server
+
+    quiet_libraries(args.verbose)
+    tracking_uri = args.tracking_uri or spec.tracking.uri or default_tracking_uri()
+    if is_server(tracking_uri):  # one that does not answer is one line, before Ray starts
+        check_store(tracking_uri)
+    # Ray starts while the rest of tuner (torch, Ray Tune) is imported and the search gets ready.
+    ray_start = RayStart(
+        args.address,
+        forward_worker_output=sys.stderr.isatty(),
+        verbose=args.verbose,
+    )
     from tuner.runner import Interrupted, run_search
     from tuner.summary import print_summary
 
@@ -278,12 +292,13 @@ def _search(
         summary = run_search(
             spec,
             spec_path,
-            tracking_uri=args.tracking_uri,
+            tracking_uri=tracking_uri,
             storage=args.storage,
             address=args.address,
             resume=resume,
             overrides=overrides,
             verbose=args.verbose,
+            ray_start=ray_start,
         )
     except Interrupted as stopped:
         # `resume` starts it again from what MLflow recorded: the spec file and every override.

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import math
-import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -14,7 +12,6 @@ from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
 
-import optuna
 import ray
 from ray import tune
 
@@ -24,6 +21,8 @@ from tuner import space as space_lang
 from tuner.artifacts import log_search_artifacts
 from tuner.errors import UsageError
 from tuner.progress import ProgressLine, TrialLines, erase_line, say, trial_table
+from tuner.quiet import quiet_libraries
+from tuner.ray_start import RayStart
 from tuner.recorder import TrialRecorder
 from tuner.results import trials_of
 from tuner.spec import Spec
@@ -48,38 +47,32 @@ def run_search(
     resume: bool = False,
     overrides: Sequence[str] = (),
     verbose: bool = False,
+    ray_start: RayStart | None = None,
 ) -> Summary:
     """Run (or resume) the search a validated spec describes; MLflow records every trial.
-    ``verbose``: Ray's trial table and Ray's and Optuna's own messages, besides tuner's."""
-    tracking_uri = tracking_uri or spec.tracking.uri or default_tracking_uri()
-    _quiet(verbose)
-    check_store(tracking_uri)
-    splits = load_data(spec)
-    trainable = trainable_module(spec.trainable)
+    ``verbose``: Ray's trial table and Ray's and Optuna's own messages, besides tuner's.
+    ``ray_start``: Ray, as the caller began starting it (`tuner run` does, before importing
+    this module); None: begun here. Either way it starts while the search gets ready."""
     # Someone watches a terminal: trials draw progress bars there (Ray forwards them).
-    settings = trial_settings(spec, progress_bars=sys.stderr.isatty())
-    tree = anchored_space(spec.tree)
-    experiment = Experiment(tracking_uri, spec.experiment, spec.tracking.artifacts)
-    if resume:
-        recorded = experiment.find_resumable(splits.sizes).storage
-        # Where the search started, unless --storage says where its folder is now.
-        experiment_path = (
-            f"{storage.rstrip('/')}/{PurePosixPath(recorded).name}" if storage else recorded
-        )
-        if not tune.Tuner.can_restore(experiment_path):
-            raise UsageError(
-                f"nothing to resume at {experiment_path}: Ray Tune's state is not there (check "
-                "--storage); start the search again with `python -m tuner run SPEC`"
-            )
-        for name in tune_state.repair(experiment_path):
-            print(
-                f"tuner: Tune's {name} was cut short when the search stopped; "
-                "resuming from tuner's last whole copy of it"
-            )
-    else:
-        experiment_path = _new_folder(storage or str(Path.cwd() / "tuner_results"), spec.name)
-
-    _start_ray(address, forward_worker_output=settings.progress_bars, verbose=verbose)
+    progress_bars = sys.stderr.isatty()
+    ray_start = ray_start or RayStart(address, forward_worker_output=progress_bars, verbose=verbose)
+    try:
+        tracking_uri = tracking_uri or spec.tracking.uri or default_tracking_uri()
+        quiet_libraries(verbose)
+        check_store(tracking_uri)
+        splits = load_data(spec)
+        trainable = trainable_module(spec.trainable)
+        settings = trial_settings(spec, progress_bars=progress_bars)
+        tree = anchored_space(spec.tree)
+        experiment = Experiment(tracking_uri, spec.experiment, spec.tracking.artifacts)
+        if resume:
+            experiment_path = _resumed_folder(experiment, splits.sizes, storage)
+        else:
+            experiment_path = _new_folder(storage or str(Path.cwd() / "tuner_results"), spec.name)
+        ray_start.wait()
+    except BaseException:  # e.g. a usage error found while Ray was starting: stop it first
+        ray_start.cancel()
+        raise
     # Files under data.root are read by each trial on its own node (no shared disk assumed, and
     # nothing large through the object store); data without a root goes from here in memory.
     trial_data = data_source(spec) if spec.data.root else InMemory.put(splits)
@@ -256,6 +249,24 @@ def _new_tuner(
     )
 
 
+def _resumed_folder(experiment: Experiment, sizes: str, storage: str | None) -> str:
+    """The Tune state of the experiment's interrupted search: where it started, unless
+    ``storage`` (--storage) says where its folder is now; repaired if it was cut short."""
+    recorded = experiment.find_resumable(sizes).storage
+    path = f"{storage.rstrip('/')}/{PurePosixPath(recorded).name}" if storage else recorded
+    if not tune.Tuner.can_restore(path):
+        raise UsageError(
+            f"nothing to resume at {path}: Ray Tune's state is not there (check --storage); "
+            "start the search again with `python -m tuner run SPEC`"
+        )
+    for name in tune_state.repair(path):
+        print(
+            f"tuner: Tune's {name} was cut short when the search stopped; "
+            "resuming from tuner's last whole copy of it"
+        )
+    return path
+
+
 def _new_folder(storage: str, name: str) -> str:
     """``<storage>/<name>`` for a new search's Tune state, or ``<name>-2``, ``-3``... when an
     earlier search's state is there (Tune would mix both in one folder). A URI is taken as is."""
@@ -312,58 +323,6 @@ def data_source(spec: Spec) -> data.DataSource:
         max_test=spec.data.max_test,
         options=spec.data.options,
     ).anchored()
-
-
-# Loggers on the driver whose messages say nothing to a user, and up to which level.
-QUIET_LOGGERS = {
-    "ray._private.authentication": logging.ERROR,  # the token-auth warning of a new cluster
-    "ray.tune": logging.WARNING,  # "Wrote the latest version of all result files...", run times
-    "ray.train": logging.WARNING,  # "Checkpoint successfully created at: ..."
-    "mlflow.store.db.utils": logging.WARNING,  # "Creating initial MLflow database tables..."
-    "alembic.runtime.migration": logging.WARNING,  # the store's schema, step by step
-}
-
-
-def _quiet(verbose: bool) -> None:
-    """Ray's, Optuna's and MLflow's own messages ("A new study created in memory", Ray's
-    start-up and checkpoint lines, the store's set-up) unless ``verbose``: tuner's progress
-    line and trial lines say what a user needs."""
-    if not verbose:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        for name, level in QUIET_LOGGERS.items():
-            logging.getLogger(name).setLevel(level)
-
-
-def _start_ray(address: str | None, *, forward_worker_output: bool, verbose: bool = False) -> None:
-    # The classic reporter (--verbose) lets us trim the table to the metric and the sampled
-    # parameters.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Ctrl-C raises KeyboardInterrupt out of fit() (Tune's own handler would end the search
-    # as if it had finished), so tuner marks MLflow's runs and prints how to resume.
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    # Tune's saved state must name a checkpoint that still exists: each trial keeps its latest
-    # two, and at 0.15 s an epoch a trial makes dozens between Tune's default snapshots (every
-    # 10 s or more), so a driver killed in between resumed trials from deleted checkpoints.
-    # A snapshot at every step of Tune's loop keeps it at most an event behind.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
-    # Tune warns on every snapshot when epochs are short; the snapshots are cheap here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # MLflow draws a progress bar per artifact it downloads while registering the best model.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    # Trials' own loggers (Ray's checkpoint lines, forwarded on a terminal) at warnings only.
-    quiet = None if verbose else ray.LoggingConfig(log_level="WARNING")
-    if address:
-        ray.init(address=address, log_to_driver=forward_worker_output, logging_config=quiet)
-    else:
-        ray.init(
-            num_cpus=os.cpu_count(),
-            include_dashboard=False,
-            log_to_driver=forward_worker_output,
-            logging_config=quiet,
-        )
 
 
 def _trial_id(result: Any) -> str:

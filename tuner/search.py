@@ -68,12 +68,12 @@ def _searcher(spec: Spec, tree: Group) -> Searcher | SearchAlgorithm:
         space=optuna_define_by_run(tree),
         metric=spec.metric,
         mode=spec.mode,
-        sampler=tpe_sampler(spec.search.seed),
+        sampler=tpe_sampler(spec.search.seed, startup_trials=spec.search.startup_trials),
     )
     return ConcurrencyLimiter(searcher, max_concurrent=concurrency) if concurrency else searcher
 
 
-def tpe_sampler(seed: int) -> optuna.samplers.TPESampler:
+def tpe_sampler(seed: int, *, startup_trials: int = 10) -> optuna.samplers.TPESampler:
     """Optuna's TPE as tuner uses it (``bench/bench_search.py`` compares it with random search):
     multivariate, so parameters that work together (lr with batch size) are modelled together;
     grouped, so each branch of a conditional space (sgd's lr and momentum, adam's lr) is its own
@@ -81,7 +81,11 @@ def tpe_sampler(seed: int) -> optuna.samplers.TPESampler:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # `group`
         return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, group=True, constant_liar=True
+            seed=seed,
+            n_startup_trials=startup_trials,
+            multivariate=True,
+            group=True,
+            constant_liar=True,
         )
 
 

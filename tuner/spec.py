@@ -49,6 +49,18 @@ class SearchSpec(_Strict):
     max_concurrent: PositiveInt | None = None  # any algorithm; None: as many as resources allow
     seed: int = 0
     time_budget_s: Annotated[float, Field(gt=0)] | None = None
+    # optuna only: trials sampled at random before TPE models the results (Optuna's default
+    # n_startup_trials is 10; see README's "Speed" for the bench behind tuner's choice).
+    startup_trials: PositiveInt = 10
+
+    @model_validator(mode="after")
+    def _startup_only_for_optuna(self) -> SearchSpec:
+        if "startup_trials" in self.model_fields_set and self.algorithm != "optuna":
+            raise ValueError(
+                f"startup_trials is TPE's (algorithm: optuna); {self.algorithm} search samples "
+                "every trial at random or from the grid: remove it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _default_samples(self) -> SearchSpec:

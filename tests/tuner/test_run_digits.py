@@ -158,7 +158,7 @@ def test_a_parameter_has_one_name_in_mlflow_the_trial_lines_and_the_study(digits
 BUDGET_SEARCH = """\
 name: budget_search
 data: {dataset: digits, seed: 0}
-search: {algorithm: random, num_samples: 2, max_concurrent: 2, seed: 0, time_budget_s: 8}
+search: {algorithm: random, num_samples: 2, max_concurrent: 2, seed: 0, time_budget_s: 20}
 scheduler: {type: fifo, max_epochs: 500}
 resources: {cpu: 1}
 space:
