@@ -44,18 +44,26 @@ def front(
         if t.trial_id in points
         and not any(dominates(other, points[t.trial_id]) for other in points.values())
     ]
-    return sorted(members, key=lambda t: tuple(-v for v in points[t.trial_id]))
+    return ordered(members, objectives)
+
+
+def ordered(
+    trials: Sequence[TrialRecord], objectives: Sequence[tuple[str, str]]
+) -> list[TrialRecord]:
+    """Best first objective first; ties: the cheaper first (the order every front is shown in)."""
+    return sorted(trials, key=lambda t: tuple(-v for v in point(t, objectives) or ()))
 
 
 def recorded(parent: Run, trials: Sequence[TrialRecord]) -> list[TrialRecord]:
-    """The trials a finished search tagged ``tuner.pareto`` (``trials`` in their order); a
-    UsageError for a run that searched on one metric."""
-    if not SearchTags.of(parent).objectives:
+    """The trials a finished search tagged ``tuner.pareto``, ordered; a UsageError for a run
+    that searched on one metric."""
+    objectives = SearchTags.of(parent).objectives
+    if not objectives:
         raise UsageError(
             f"run {parent.info.run_id} searched on one metric: no Pareto front; give the spec "
             "`objectives: [{val_acc: max}, {model_params: min}]` for one"
         )
-    return [trial for trial in trials if trial.pareto]
+    return ordered([trial for trial in trials if trial.pareto], objectives)
 
 
 def dominates(a: Sequence[float], b: Sequence[float]) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from tuner import pareto
 from tuner.results import TrialRecord, latest_parent, trials_of
 from tuner.secrets import mask_secrets
 from tuner.summary import short_value
@@ -196,7 +197,7 @@ def _front_table(parent: Run, trials: Sequence[TrialRecord]) -> str:
     objectives = SearchTags.of(parent).objectives
     if not objectives:
         return ""
-    front = [t for t in trials if t.pareto]
+    front = pareto.recorded(parent, trials)
     names = [name for name, _ in objectives[1:]]
     keys = _sampled(parent, trials)
     head = ["trial", f"best {objectives[0][0]}", *names, "test_acc", "status", *keys]
