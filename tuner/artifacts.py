@@ -10,6 +10,7 @@ On the parent run:
     plots/confusion_matrix.png        counts and row-normalised, class names on both axes
     plots/learning_curves.png         train/val loss and accuracy of the top-k trials (2x2)
     plots/anytime.png                 the best metric so far, against wall time and epochs trained
+    plots/pareto.png                  with objectives: the metric against each cost, front marked
     plots/optuna_history.png          Optuna's own plots, rebuilt from the finished trials
     plots/optuna_importances.png
     plots/optuna_parallel_coordinate.png
@@ -32,6 +33,7 @@ import numpy as np
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from tuner import pareto
 from tuner.anytime import search_curve
 from tuner.results import TrialRecord, trials_of
 from tuner.tracking import SearchTags, child_runs
@@ -84,6 +86,8 @@ def log_search_artifacts(
     _attempt("trials CSV", lambda: _log_trials_csv(client, parent_run_id, parent, trials))
     _attempt("learning curves", lambda: _log_curves(client, parent, trials[:top_k]))
     _attempt("anytime curve", lambda: _log_anytime(client, parent))
+    if SearchTags.of(parent).objectives:
+        _attempt("Pareto plot", lambda: _log_pareto(client, parent, trials))
     study = _attempt("Optuna study", lambda: study_of(client, parent, trials))
     target = f"best {SearchTags.of(parent).metric}"
     for name in OPTUNA_PLOTS if study is not None else ():
@@ -217,6 +221,47 @@ def _log_anytime(client: MlflowClient, parent: Run) -> None:
         f"Anytime curve: best {metric} {best[-1]:.4f}, {curve[-1].epochs} epochs trained in all"
     )
     _save(client, parent.info.run_id, figure, "anytime")
+
+
+def _log_pareto(client: MlflowClient, parent: Run, trials: Sequence[TrialRecord]) -> None:
+    """The metric against each cost, one panel per cost: every trained trial, the front
+    (tuner.pareto) joined as a staircase, the best trial starred. Drawn here rather than with
+    Optuna's plot_pareto_front: costs span decades (log axes), and 3 objectives stay 2-D."""
+    import matplotlib.pyplot as plt
+
+    objectives = SearchTags.of(parent).objectives
+    (metric, _), *costs = objectives
+    points = {t.trial_id: point for t in trials if (point := pareto.point(t, objectives))}
+    if not points:
+        raise ValueError("no trained trial reported every objective")
+    shown = [t for t in trials if t.trial_id in points]
+    front = [t for t in shown if t.pareto]
+    figure, axes = plt.subplots(
+        1, len(costs), figsize=(5.5 * len(costs), 4.2), squeeze=False, layout="constrained"
+    )
+    for ax, (cost, _) in zip(axes[0], costs, strict=True):
+        xs = [t.metrics[cost] for t in shown]
+        ax.scatter(xs, [t.value for t in shown], color="0.65", s=18, label="trials")
+        steps = sorted(front, key=lambda t: t.metrics[cost])
+        ax.step(
+            [t.metrics[cost] for t in steps],
+            [t.value for t in steps],
+            where="post",
+            color="C3",
+            marker="o",
+            label=f"Pareto front ({len(front)})",
+        )
+        for t in shown:
+            if t.best:
+                ax.scatter([t.metrics[cost]], [t.value], marker="*", s=180, color="C2", zorder=3)
+        if min(xs) > 0 and max(xs) / min(xs) > LOG_SCALE_RATIO:
+            ax.set_xscale("log")
+        ax.set_xlabel(f"{cost} (lower is better)")
+        ax.set_ylabel(f"best {metric}")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    figure.suptitle(f"{metric} against cost: {len(front)} of {len(shown)} trials on the front")
+    _save(client, parent.info.run_id, figure, "pareto")
 
 
 def _finite_history(client: MlflowClient, run_id: str, key: str) -> tuple[list[int], list[float]]:

@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     best.add_argument("name", help="experiment name")
     best.add_argument("--top", type=_positive, default=5, help="how many trials (default 5)")
     best.add_argument("--json", action="store_true", help="machine-readable output")
+    best.add_argument(
+        "--pareto",
+        action="store_true",
+        help="the whole Pareto front of a search with objectives: (instead of the top trials)",
+    )
     _tracking_flag(best)
 
     report = commands.add_parser(
@@ -316,15 +321,21 @@ def _search(
 def _best(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
+    from tuner import pareto
     from tuner.results import headline_of, latest_parent, parsed_params, trials_of
-    from tuner.summary import print_best
+    from tuner.summary import print_best, print_pareto
+    from tuner.tracking import SearchTags
 
     client = MlflowClient(_existing_store(args.tracking_uri))
     parent = latest_parent(client, args.name)
-    trials = trials_of(client, parent)[: args.top]
+    trials = trials_of(client, parent)
+    trials = pareto.recorded(parent, trials) if args.pareto else trials[: args.top]
     if args.json:
         rows = [{**t.__dict__, "params": parsed_params(t.params)} for t in trials]
         print(json.dumps({**headline_of(parent), "trials": rows}, indent=2))
+    elif args.pareto:
+        objectives = SearchTags.of(parent).objectives
+        print_pareto(args.name, headline_of(parent), objectives, trials)
     else:
         print_best(args.name, headline_of(parent), trials)
     return 0

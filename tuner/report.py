@@ -20,6 +20,7 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from tuner import pareto
 from tuner.results import TrialRecord, latest_parent, trials_of
 from tuner.secrets import mask_secrets
 from tuner.summary import short_value
@@ -37,6 +38,7 @@ PLOT_ORDER = (  # the plots tuner.artifacts logs, in reading order; any others f
     "confusion_matrix",
     "learning_curves",
     "anytime",
+    "pareto",
     "optuna_history",
     "optuna_importances",
     "optuna_parallel_coordinate",
@@ -127,6 +129,7 @@ def _page(
         f"<h2>Top {min(top_k, len(trials))} of {len(trials)} trials</h2>",
         _top_table(parent, trials, top_k),
         _csv_link(files.get("results/trials.csv")),
+        _front_table(parent, trials),
         "<h2>Plots</h2>",
         *(_figure(key, path) for key, path in _plots(files)),
         "<h2>Spec</h2>",
@@ -186,6 +189,29 @@ def _top_table(parent: Run, trials: Sequence[TrialRecord], top_k: int) -> str:
     ]
     best = [t.best for t in trials[:top_k]]
     return _table(head, rows, highlight=best)
+
+
+def _front_table(parent: Run, trials: Sequence[TrialRecord]) -> str:
+    """A multi-objective search's Pareto front: objectives, test accuracy (measured after the
+    search, never used to choose), status and config; "" for a search on one metric."""
+    objectives = SearchTags.of(parent).objectives
+    if not objectives:
+        return ""
+    front = pareto.recorded(parent, trials)
+    names = [name for name, _ in objectives[1:]]
+    keys = _sampled(parent, trials)
+    head = ["trial", f"best {objectives[0][0]}", *names, "test_acc", "status", *keys]
+    rows = [
+        [t.trial_id, t.value, *(t.metrics.get(n) for n in [*names, "test_acc"]), t.status]
+        + [short_value(t.params.get(k, "")) for k in keys]
+        for t in front
+    ]
+    goals = ", ".join(f"{name} {mode}" for name, mode in objectives)
+    return (
+        f"<h2>Pareto front ({len(front)} of {len(trials)} trials)</h2><p>{html.escape(goals)}; "
+        "test_acc of each member's best checkpoint, measured after the search</p>"
+        + _table(head, rows, highlight=[t.best for t in front])
+    )
 
 
 def _table(

@@ -25,6 +25,8 @@ class TrialRecord:
     epochs: int
     params: dict[str, str]
     best: bool
+    metrics: dict[str, float]  # each metric's latest value: sizes, a front member's test_acc
+    pareto: bool = False  # on the Pareto front of a multi-objective search (tuner.pareto)
 
 
 def latest_parent(client: MlflowClient, experiment_name: str) -> Run:
@@ -69,6 +71,8 @@ def _record(run: Run, metric: str) -> TrialRecord:
         epochs=int(run.data.metrics.get("epoch", 0)),
         params=dict(run.data.params),
         best=run.data.tags.get("tuner.best") == "true",
+        metrics=dict(run.data.metrics),
+        pareto=run.data.tags.get("tuner.pareto") == "true",
     )
 
 

@@ -16,7 +16,7 @@ import ray
 from ray import tune
 
 import data
-from tuner import export, search, tune_state
+from tuner import export, pareto, search, tune_state
 from tuner import space as space_lang
 from tuner.artifacts import log_search_artifacts
 from tuner.errors import UsageError
@@ -24,7 +24,7 @@ from tuner.progress import ProgressLine, TrialLines, erase_line, say, trial_tabl
 from tuner.quiet import quiet_libraries
 from tuner.ray_start import RayStart
 from tuner.recorder import TrialRecorder
-from tuner.results import trials_of
+from tuner.results import TrialRecord, trials_of
 from tuner.spec import Spec
 from tuner.summary import Summary
 from tuner.tracking import Experiment, SearchTags, check_store, default_tracking_uri
@@ -94,12 +94,16 @@ def run_search(
             storage=experiment_path,
             overrides=tuple(overrides),
             images=splits.sizes,
+            objectives=tuple(spec.objective_modes.items()),
         )
         experiment.start(spec_path, tags)
         tuner = _new_tuner(spec, tree, function, experiment_path, experiment, verbose=verbose)
     try:
         results = tuner.fit()
         best_result = _best_result(results, spec)
+        front = _front(experiment, spec)
+        if front:  # the best is the front member with the best metric (ties: the cheaper)
+            best_result = _result_of(results, front[0].trial_id)
         best_config = best_result.config
         if spec.final.retrain:
             evaluation = _retrain_and_test(trainable, best_config, splits, settings, spec)
@@ -108,6 +112,9 @@ def run_search(
             evaluation = trainable.evaluate_test(best_result, splits=splits, settings=settings)
         best_trial_id = _trial_id(best_result)
         experiment.mark_best(best_trial_id)
+        if front:
+            _step(f"testing {min(len(front), MAX_TESTED_FRONT)} of the Pareto front's trials")
+            experiment.mark_pareto(_test_front(front, results, trainable, splits, settings))
         _step("logging plots and tables")
         log_search_artifacts(experiment.client, experiment.parent_id, evaluation)
         _step("registering the model")
@@ -344,6 +351,38 @@ def _best_result(results: tune.ResultGrid, spec: Spec) -> Any:
     finite = [pair for pair in best_values if math.isfinite(pair[0])] or best_values
     pick = max if spec.mode == "max" else min
     return pick(finite, key=lambda pair: pair[0])[1]
+
+
+MAX_TESTED_FRONT = 8  # front members tested after the search (a pass over the test split each)
+
+
+def _front(experiment: Experiment, spec: Spec) -> list[TrialRecord]:
+    """The Pareto front of a multi-objective search ([] without ``objectives``)."""
+    if not spec.objectives:
+        return []
+    trials = trials_of(experiment.client, experiment.client.get_run(experiment.parent_id))
+    return pareto.front(trials, tuple(spec.objective_modes.items()))
+
+
+def _test_front(
+    front: Sequence[TrialRecord],
+    results: tune.ResultGrid,
+    trainable: ModuleType,
+    splits: data.Splits,
+    settings: Settings,
+) -> dict[str, dict[str, float]]:
+    """Child run id -> test metrics of each front member's best checkpoint (the first
+    MAX_TESTED_FRONT; the rest {}): for reading only, after every choice was made."""
+    tests: dict[str, dict[str, float]] = {member.run_id: {} for member in front}
+    for member in front[:MAX_TESTED_FRONT]:
+        result = _result_of(results, member.trial_id)
+        evaluation = trainable.evaluate_test(result, splits=splits, settings=settings)
+        tests[member.run_id] = evaluation.metrics
+    return tests
+
+
+def _result_of(results: tune.ResultGrid, trial_id: str) -> Any:
+    return next(result for result in results if _trial_id(result) == trial_id)
 
 
 def _why(results: tune.ResultGrid) -> str:

@@ -64,10 +64,13 @@ def _searcher(spec: Spec, tree: Group) -> Searcher | SearchAlgorithm:
     concurrency = spec.search.max_concurrent or 0  # 0: as many as resources allow
     if spec.search.algorithm != "optuna":  # random and grid: Tune's own variant generator
         return BasicVariantGenerator(random_state=spec.search.seed, max_concurrent=concurrency)
+    # With objectives, Optuna's TPE samples for all of them (multi-objective, from each
+    # trial's last result); Tune's own metric, which ASHA stops on, stays the first.
+    objectives = spec.objective_modes
     searcher = OptunaSearch(
         space=optuna_define_by_run(tree),
-        metric=spec.metric,
-        mode=spec.mode,
+        metric=list(objectives) if objectives else spec.metric,
+        mode=list(objectives.values()) if objectives else spec.mode,
         sampler=tpe_sampler(spec.search.seed, startup_trials=spec.search.startup_trials),
     )
     return ConcurrencyLimiter(searcher, max_concurrent=concurrency) if concurrency else searcher

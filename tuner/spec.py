@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tuner import space as space_lang
 from tuner.errors import UsageError, unknown_key
@@ -29,6 +37,8 @@ class _Strict(BaseModel):
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 PositiveInt = Annotated[int, Field(ge=1)]
+Mode = Literal["max", "min"]
+MAX_OBJECTIVES = 3  # beyond that a front holds most trials and says little
 
 
 class DataSpec(_Strict):
@@ -118,7 +128,11 @@ class Spec(_Strict):
     data: DataSpec = DataSpec()
     metric: str = "val_acc"
     # None: follows the metric (min for a *_loss, max otherwise), so val_loss isn't maximised.
-    mode: Literal["max", "min"] | None = None
+    mode: Mode | None = None
+    # A multi-objective search: [{val_acc: max}, {model_params: min}]. The first is the metric
+    # (ASHA stops on it, the checkpoint keeps its best epoch); the others are model costs the
+    # trainable reports before training. The result is a Pareto front (tuner.pareto).
+    objectives: list[dict[str, Mode]] | None = None
     search: SearchSpec = SearchSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
     resources: ResourcesSpec = ResourcesSpec()
@@ -131,11 +145,31 @@ class Spec(_Strict):
     # `space` parsed, by validate: the search and its checks use this one tree.
     _tree: space_lang.Group | None = PrivateAttr(default=None)
 
+    @field_validator("objectives")
+    @classmethod
+    def _one_name_each(cls, objectives: list[dict[str, str]] | None) -> list[dict[str, str]] | None:
+        if objectives is None:
+            return None
+        if any(len(objective) != 1 for objective in objectives):
+            raise ValueError("each objective is one `name: max|min` entry, e.g. {val_acc: max}")
+        names = [name for objective in objectives for name in objective]
+        if not 2 <= len(names) <= MAX_OBJECTIVES or len(set(names)) < len(names):
+            raise ValueError(f"give 2 to {MAX_OBJECTIVES} objectives, each name once")
+        return objectives
+
     @model_validator(mode="after")
     def _mode_from_metric(self) -> Spec:
+        # The first objective is the metric; one also written must agree (_check_together).
+        if self.objectives and not {"metric", "mode"} & self.model_fields_set:
+            [(self.metric, self.mode)] = self.objectives[0].items()
         if self.mode is None:
             self.mode = "min" if self.metric.endswith("_loss") else "max"
         return self
+
+    @property
+    def objective_modes(self) -> dict[str, str]:
+        """Each objective's name and mode, in order; {} for a single-metric search."""
+        return {k: v for objective in self.objectives or [] for k, v in objective.items()}
 
     @property
     def experiment(self) -> str:
@@ -273,11 +307,25 @@ def _check_trainable(spec: Spec, tree: space_lang.Group) -> None:
     # Imported here: the trainables pull in torch / OpenCV, which `tuner --help` doesn't need.
     from tuner.trainables import trainable_module
 
-    trainable_module(spec.trainable).check_space(tree, metric=spec.metric)
+    try:
+        trainable_module(spec.trainable).check_space(
+            tree, metric=spec.metric, objectives=list(spec.objective_modes)
+        )
+    except space_lang.SpaceError as error:
+        if error.path == "metric" and spec.objectives:  # the metric came from objectives
+            raise space_lang.SpaceError("objectives.0", error.message) from None
+        raise
 
 
 def _check_together(spec: Spec, tree: space_lang.Group) -> None:
     """Settings valid one by one that together would be ignored or contradict each other."""
+    if spec.objectives:
+        [(name, mode)] = spec.objectives[0].items()
+        if (spec.metric, spec.mode) != (name, mode):
+            raise space_lang.SpaceError(
+                "metric" if spec.metric != name else "mode",
+                f"the first objective ({name}: {mode}) is the metric; remove metric: and mode:",
+            )
     scheduler = spec.scheduler
     asha_only = sorted({"grace_period", "reduction_factor"} & scheduler.model_fields_set)
     if scheduler.type == "fifo" and asha_only:  # only when written: the defaults are asha's

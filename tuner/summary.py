@@ -83,10 +83,41 @@ def print_summary(summary: Summary) -> None:
     )
     print(f"  browse: {browse}")
     print(f"  best:   python -m tuner best {summary.experiment} --tracking-uri {uri}")
+    if any(trial.pareto for trial in summary.trials):
+        print(f"  front:  python -m tuner best {summary.experiment} --pareto --tracking-uri {uri}")
     if summary.model_uri:
         predict = f"python -m tuner predict {summary.experiment} IMAGE... --tracking-uri {uri}"
         print(f"  model:  {summary.model_uri}; {predict}")
     print(f"Ray Tune state and checkpoints: {summary.storage}")
+
+
+def pareto_table(
+    objectives: Sequence[tuple[str, str]],
+    trials: Sequence[TrialRecord],
+    keys: Sequence[str] | None = None,
+) -> str:
+    """A front: each trial's objectives, the test accuracy of its best checkpoint (measured
+    after the search, never used to choose), its status and config (``keys`` only)."""
+    (metric, _), *costs = objectives
+    names = [metric, *(name for name, _ in costs), "test_acc"]
+    width = max(12, *map(len, names)) + 2
+    head = f"{'#':>2}  {'trial':<12}" + "".join(f"{name:>{width}}" for name in names)
+    lines = [f"{head}  {'status':<16}config"]
+    for rank, trial in enumerate(trials, 1):
+        values = [trial.value, *(trial.metrics.get(name) for name in names[1:])]
+        cells = "".join(f"{_objective(value):>{width}}" for value in values)
+        status = trial.status + (" *" if trial.best else "")
+        params = {k: v for k, v in trial.params.items() if keys is None or k in keys}
+        config = "  ".join(f"{key}={short_value(value)}" for key, value in params.items())
+        lines.append(f"{rank:>2}  {trial.trial_id:<12}{cells}  {status:<16}{config}")
+    return "\n".join(lines)
+
+
+def _objective(value: float | None) -> str:
+    """A count (parameters) with thousands separators, anything else to 4 decimals."""
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value.is_integer() and abs(value) >= 100 else f"{value:.4f}"
 
 
 def print_best(name: str, parent: Mapping[str, Any], trials: Sequence[TrialRecord]) -> None:
@@ -99,3 +130,17 @@ def print_best(name: str, parent: Mapping[str, Any], trials: Sequence[TrialRecor
     if "model_params" in metrics:
         print(f"  model: {metrics['model_params']:,.0f} parameters, {metrics['model_mb']:.2f} MB")
     print(trials_table(parent["metric"], trials, parent["sampled"]))
+
+
+def print_pareto(
+    name: str,
+    parent: Mapping[str, Any],
+    objectives: Sequence[tuple[str, str]],
+    front: Sequence[TrialRecord],
+) -> None:
+    goals = ", ".join(f"{objective} {mode}" for objective, mode in objectives)
+    print(
+        f"Experiment {name!r}, run {parent['run_id']}: the Pareto front of {goals} "
+        f"({len(front)} trials; * = the trial chosen as best):"
+    )
+    print(pareto_table(objectives, front, parent["sampled"]))

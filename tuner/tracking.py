@@ -50,6 +50,8 @@ class SearchTags:
     storage: str = ""  # Ray Tune's state and checkpoints
     overrides: tuple[str, ...] = ()  # --set and the shortcut flags, credentials masked
     images: str = ""  # images per split it ran on (data.Splits.sizes), checked on resume
+    # spec.objectives as (name, mode) pairs, the metric first; () for a single-metric search
+    objectives: tuple[tuple[str, str], ...] = ()
 
     def tags(self) -> dict[str, str]:
         return {
@@ -60,6 +62,7 @@ class SearchTags:
             "tuner.storage": self.storage,
             "tuner.overrides": json.dumps([mask_secrets(o) for o in self.overrides]),
             "tuner.images": self.images,
+            "tuner.objectives": ",".join(f"{name}:{mode}" for name, mode in self.objectives),
         }
 
     @classmethod
@@ -73,7 +76,14 @@ class SearchTags:
             storage=tags.get("tuner.storage", ""),
             overrides=_overrides(tags.get("tuner.overrides", "")),
             images=tags.get("tuner.images", ""),
+            objectives=_objectives(tags.get("tuner.objectives", "")),
         )
+
+
+def _objectives(tag: str) -> tuple[tuple[str, str], ...]:
+    """The objectives tag, ``val_acc:max,model_params:min``, as (name, mode) pairs."""
+    pairs = (pair.partition(":") for pair in tag.split(",") if pair)
+    return tuple((name, mode) for name, _, mode in pairs)
 
 
 def _overrides(tag: str) -> tuple[str, ...]:
@@ -260,6 +270,17 @@ class Experiment:
         for run in self.children():
             if run.data.tags.get("tuner.trial_id") == trial_id:
                 self.client.set_tag(run.info.run_id, "tuner.best", "true")
+
+    def mark_pareto(self, tests: Mapping[str, Mapping[str, float]]) -> None:
+        """Tag the trials on the Pareto front of a multi-objective search (child run ids), each
+        with the test metrics of its best checkpoint ({}: not tested)."""
+        for run_id, metrics in tests.items():
+            now = now_ms()
+            self.client.log_batch(
+                run_id,
+                metrics=[Metric(key, value, now, 0) for key, value in metrics.items()],
+                tags=[RunTag("tuner.pareto", "true")],
+            )
 
     def finish(
         self,

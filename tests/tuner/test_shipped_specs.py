@@ -46,6 +46,7 @@ CASES = {
     ),
     "mnist.yaml": ("mnist_root", ["--set", "data.max_train=128"]),
     "cifar.yaml": ("cifar_root", ["--set", "data.max_train=128"]),
+    "cifar_pareto.yaml": ("cifar_root", ["--set", "data.max_train=128"]),
     "cats_dogs.yaml": ("cats_dogs_root", ["--set", "data.options.image_size=32"]),
     "scene_knn.yaml": ("scene_root", ["--set", "data.options.image_size=32"]),
 }

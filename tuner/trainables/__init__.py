@@ -7,7 +7,7 @@ neither.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -54,10 +54,11 @@ class Trainable(Protocol):
     """What a kind of trial provides: a module with these functions (as Optuna's samplers
     implement one interface, keyword arguments after the first)."""
 
-    def check_space(self, tree: Group, *, metric: str) -> None:
+    def check_space(self, tree: Group, *, metric: str, objectives: Sequence[str] = ()) -> None:
         """At load time, before Ray starts: refuse the keys, names and values of the spec's
-        space ``tree`` this trainable would not read, and a ``metric`` it does not report on
-        the validation split."""
+        space ``tree`` this trainable would not read, a ``metric`` it does not report on
+        the validation split, and ``objectives`` after the first that are not costs it
+        reports (checks.check_objectives)."""
 
     def train(
         self, config: dict[str, Any], *, splits: Splits | DataSource, settings: Settings

@@ -39,6 +39,19 @@ def check_metric(metric: str, reported: Sequence[str]) -> None:
         raise space_lang.SpaceError("metric", f"must be one of {allowed}, got {metric!r}")
 
 
+def check_objectives(objectives: Sequence[str], costs: Sequence[str]) -> None:
+    """After the first objective (the metric, see check_metric) come costs of the model that
+    the trainable reports before training: a second validation metric would be read at which
+    epoch? (the checkpoint keeps the first objective's best)."""
+    for index, name in enumerate(objectives[1:], 1):
+        if name not in costs:
+            raise space_lang.SpaceError(
+                f"objectives.{index}",
+                f"after the first objective come model costs this trainable reports: one of "
+                f"{', '.join(costs)}; got {name!r}",
+            )
+
+
 def option_types(
     consumer: Callable[..., Any], names: Iterable[str] | None = None
 ) -> dict[str, Any]:

@@ -14,7 +14,7 @@ them once for all its trials.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict, get_type_hints
 
 import numpy as np
@@ -27,11 +27,17 @@ from data import DataSource, Splits
 from models.classical import CLASSIFIERS, FEATURES, build_pipeline, parameters, progress
 from tuner import space as space_lang
 from tuner.trainables import Settings
-from tuner.trainables.checks import check_keys, check_metric, check_named, option_types
+from tuner.trainables.checks import (
+    check_keys,
+    check_metric,
+    check_named,
+    check_objectives,
+    option_types,
+)
 from tuner.trainables.metrics import Evaluation
 from tuner.trainables.node_data import splits_on_node
 from tuner.trainables.size import MB, ModelSize, report_rejected, violation
-from tuner.trainables.trial_report import TrialReport
+from tuner.trainables.trial_report import SIZE, TrialReport
 
 if TYPE_CHECKING:
     from ray.tune import Result
@@ -46,10 +52,11 @@ class TrialConfig(TypedDict, total=False):
     classifier: Mapping[str, Any]
 
 
-def check_space(tree: space_lang.Group, *, metric: str) -> None:
+def check_space(tree: space_lang.Group, *, metric: str, objectives: Sequence[str] = ()) -> None:
     """Refuse unknown settings, features, classifiers, parameters and values of the wrong type
     (read from the estimators' signatures) before Ray starts."""
     check_metric(metric, METRICS)
+    check_objectives(objectives, SIZE)  # no latency: features take seconds, not a forward pass
     check_keys(tree, "", get_type_hints(TrialConfig))
     check_named(tree, "features", FEATURES, lambda name: typed_parameters(FEATURES[name]))
     check_named(
@@ -120,7 +127,7 @@ def train(config: dict[str, Any], *, splits: Splits | DataSource, settings: Sett
     # Checked before fitting: a config over the constraints computes no features at all.
     size = size_before_fit(config, splits)
     if reason := violation(size, settings):
-        report_rejected(reason, settings)
+        report_rejected(reason, settings, size.metrics)
         return
     pipeline = fit(config, splits, settings)
     predicted = pipeline.predict(splits.val_x.numpy())

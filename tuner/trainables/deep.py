@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 import pickle
+import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypedDict, get_type_hints
@@ -28,11 +29,17 @@ from models.raw_image import RawImageClassifier
 from models.registry import POSITIVE, Range
 from tuner import space as space_lang
 from tuner.trainables import Settings
-from tuner.trainables.checks import check_keys, check_metric, check_named, option_types
+from tuner.trainables.checks import (
+    check_keys,
+    check_metric,
+    check_named,
+    check_objectives,
+    option_types,
+)
 from tuner.trainables.node_data import splits_on_node
 from tuner.trainables.recipe import Ema, Tta, WithTta, optimizer_with_bias_group
 from tuner.trainables.size import report_rejected, size_of, violation
-from tuner.trainables.trial_report import TrialReport
+from tuner.trainables.trial_report import ONCE, TrialReport
 
 if TYPE_CHECKING:
     from ray.tune import Result
@@ -75,6 +82,7 @@ TORCH_ONLY = ("params", "foreach", "fused", "capturable", "differentiable", "max
 CHECKPOINT_FILE = "checkpoint.pt"
 EVAL_BATCH = 1024  # images per forward pass when evaluating: no gradients, so large is fine
 DATA_INIT_IMAGES = 5000  # airbench's count: plenty for the statistics of 2x2 patches
+LATENCY_RUNS = 5  # timed single-image predictions, after one to warm up; their median counts
 # A trial's warnings travel in its next result (``warnings``), which the driver records and
 # prints: a worker's stderr reaches the user only through Ray's log_to_driver, and is lost in
 # CI, under nohup or `ray job submit`. Capped so a result stays small.
@@ -86,9 +94,10 @@ MAX_WARNINGS, MAX_WARNING_CHARS = 5, 500
 # ---------------------------------------------------------------------------------------------
 
 
-def check_space(tree: space_lang.Group, *, metric: str) -> None:
+def check_space(tree: space_lang.Group, *, metric: str, objectives: Sequence[str] = ()) -> None:
     """Refuse unknown settings, names and values of the wrong type before Ray starts."""
     check_metric(metric, METRICS)
+    check_objectives(objectives, ONCE)
     check_keys(tree, "", get_type_hints(TrialConfig, include_extras=True))
     check_named(
         tree,
@@ -435,6 +444,19 @@ class TrainingRun:
                 chunks.append(self.tta(model, x))
         return torch.cat(chunks)
 
+    def latency_ms(self) -> float:
+        """Milliseconds to classify one image on the trial's device (with ``tta``'s views, as
+        the exported model does): the median of LATENCY_RUNS, read back to the CPU, so a GPU's
+        queue is included. Weights don't change it, so it is measured once, untrained."""
+        image = self.data["val"][0][:1]
+        self.predict(image)  # the first call allocates: not counted
+        times = []
+        for _ in range(LATENCY_RUNS):
+            started = time.perf_counter()
+            self.predict(image).argmax(1).cpu()
+            times.append(time.perf_counter() - started)
+        return 1000 * statistics.median(times)
+
     def evaluate(self, split: str) -> tuple[float, float]:
         x, y = self.data[split]
         logits = self.predict(x)
@@ -491,8 +513,9 @@ def is_out_of_memory(error: BaseException) -> bool:
 def _train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
     trial = TrainingRun(config, splits, settings)
     size = size_of(trial.model)
+    costs = {**size.metrics, "latency_ms": trial.latency_ms()}  # ONCE: known before training
     if reason := violation(size, settings):
-        report_rejected(reason, settings)
+        report_rejected(reason, settings, costs)
         return
     resumed = restore(trial, tune.get_checkpoint())
     fault = FaultInjection(**options_of(config, "fault"))
@@ -503,7 +526,8 @@ def _train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
         if not math.isfinite(train_loss):
             # Diverged: report the worst metrics so the searcher learns, then end the trial.
             worst = {"train_loss": math.inf, "val_loss": math.inf, "val_acc": 0.0}
-            report = trial.report({**worst, "train_acc": train_acc}, ending="diverged")
+            metrics = {**worst, "train_acc": train_acc, **costs}
+            report = trial.report(metrics, ending="diverged")
             tune.report(report.result())
             return
         val_loss, val_acc = trial.evaluate("val")  # its float()s wait for the device
@@ -513,7 +537,7 @@ def _train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
             "val_loss": val_loss,
             "val_acc": val_acc,
             "lr": trial.optimizer.param_groups[0]["lr"],
-            **size.metrics,
+            **costs,
         }
         epoch_seconds = time.perf_counter() - started
         trial.remember_if_best(metrics)

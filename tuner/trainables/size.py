@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +60,8 @@ def violation(size: ModelSize, settings: Settings) -> str | None:
     return None
 
 
-def report_rejected(reason: str, settings: Settings) -> None:
-    """End a trial untrained: the worst metric (so the searcher steers away), and why."""
-    worst = {settings.metric: settings.worst}
+def report_rejected(reason: str, settings: Settings, costs: Mapping[str, float]) -> None:
+    """End a trial untrained: the worst metric (so the searcher steers away), the model's
+    ``costs`` (size: a multi-objective searcher is told every objective), and why."""
+    worst = {settings.metric: settings.worst, **costs}
     tune.report(TrialReport(worst, epochs=1, ending="rejected", reason=reason).result())

@@ -23,9 +23,11 @@ PER_EPOCH = (
     "val_f1",
     "lr",
 )
-# The model's size: the same every epoch, so MLflow records it once (per epoch, the UI charted
-# it as a flat line).
-ONCE = ("model_params", "model_mb")
+# The model's size, and (deep) its inference time per image on the trial's device in ms: the
+# same every epoch, so MLflow records them once (per epoch, the UI charted a flat line). Known
+# before training: the costs a multi-objective search (spec.objectives) weighs accuracy against.
+SIZE = ("model_params", "model_mb")
+ONCE = (*SIZE, "latency_ms")
 # The trial's own seconds per epoch, of training + validation and of saving its checkpoint:
 # what its compute was, without Ray's overheads (bench/bench_search_overhead.py sums them).
 SECONDS = ("epoch_seconds", "checkpoint_seconds")
