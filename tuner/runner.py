@@ -23,12 +23,19 @@ from tuner import export, search, tune_state
 from tuner import space as space_lang
 from tuner.artifacts import log_search_artifacts
 from tuner.errors import UsageError
+from tuner.journal import journal_path
 from tuner.progress import ProgressLine, TrialLines, erase_line, say, trial_table
 from tuner.recorder import TrialRecorder
 from tuner.results import trials_of
 from tuner.spec import Spec
 from tuner.summary import Summary
-from tuner.tracking import Experiment, SearchTags, check_store, default_tracking_uri
+from tuner.tracking import (
+    Experiment,
+    SearchTags,
+    check_store,
+    default_tracking_uri,
+    write_journal,
+)
 from tuner.trainables import Settings, trainable_module, trial_report
 from tuner.trainables.metrics import Evaluation
 from tuner.trainables.node_data import InMemory
@@ -36,6 +43,15 @@ from tuner.trainables.node_data import InMemory
 
 class Interrupted(Exception):
     """The search was stopped (Ctrl-C) before it finished; its state is saved for --resume."""
+
+
+class Unwritten(Exception):
+    """The search finished, but the tracking server, down, did not take ``count`` writes: they
+    are kept in ``journal`` for `tuner sync`."""
+
+    def __init__(self, count: int, journal: Path) -> None:
+        super().__init__(count, journal)
+        self.count, self.journal = count, journal
 
 
 def run_search(
@@ -61,11 +77,7 @@ def run_search(
     tree = anchored_space(spec.tree)
     experiment = Experiment(tracking_uri, spec.experiment, spec.tracking.artifacts)
     if resume:
-        recorded = experiment.find_resumable(splits.sizes).storage
-        # Where the search started, unless --storage says where its folder is now.
-        experiment_path = (
-            f"{storage.rstrip('/')}/{PurePosixPath(recorded).name}" if storage else recorded
-        )
+        experiment_path = experiment.find_resumable(splits.sizes).folder(storage)
         if not tune.Tuner.can_restore(experiment_path):
             raise UsageError(
                 f"nothing to resume at {experiment_path}: Ray Tune's state is not there (check "
@@ -78,6 +90,11 @@ def run_search(
             )
     else:
         experiment_path = _new_folder(storage or str(Path.cwd() / "tuner_results"), spec.name)
+    experiment.journal = journal_path(experiment_path)
+    if resume:  # what the stopped driver could not write goes first: the recorder reads it
+        written = write_journal(tracking_uri, experiment.journal)
+        if written:
+            print(f"tuner: wrote the {written} MLflow writes kept in {experiment.journal}")
 
     _start_ray(address, forward_worker_output=settings.progress_bars, verbose=verbose)
     # Files under data.root are read by each trial on its own node (no shared disk assumed, and
@@ -115,10 +132,18 @@ def run_search(
             evaluation = trainable.evaluate_test(best_result, splits=splits, settings=settings)
         best_trial_id = _trial_id(best_result)
         experiment.mark_best(best_trial_id)
-        _step("logging plots and tables")
-        log_search_artifacts(experiment.client, experiment.parent_id, evaluation)
-        _step("registering the model")
-        model_uri = _export(experiment, evaluation, splits, spec.experiment, verbose=verbose)
+        model_uri = None
+        if experiment.flush():  # the server is down: the plots and the model need it
+            warnings.warn(
+                "tuner: the tracking server does not answer: no plots and no registered "
+                "model for this search",
+                stacklevel=1,
+            )
+        else:
+            _step("logging plots and tables")
+            log_search_artifacts(experiment.client, experiment.parent_id, evaluation)
+            _step("registering the model")
+            model_uri = _export(experiment, evaluation, splits, spec.experiment, verbose=verbose)
         experiment.finish(
             best_config,
             space_lang.trial_params(tree, best_config),
@@ -134,6 +159,9 @@ def run_search(
     except BaseException as error:
         experiment.fail(f"{type(error).__name__}: {error}")
         raise
+    kept = experiment.flush(close=True)
+    if kept:  # the search itself is done: what the server did not take waits for `tuner sync`
+        raise Unwritten(kept, experiment.journal)
     return Summary(
         experiment=spec.experiment,
         tracking_uri=tracking_uri,
@@ -231,6 +259,7 @@ def _new_tuner(
         spec.metric,
         spec.mode,
         tree,
+        journal=experiment.journal,
     )
     callbacks = [recorder, TrialLines(spec.metric, spec.mode, tree)]
     if not verbose:  # tuner's progress line; --verbose: Ray's table as before (not both)
