@@ -29,13 +29,7 @@ from tuner.recorder import TrialRecorder
 from tuner.results import trials_of
 from tuner.spec import Spec
 from tuner.summary import Summary
-from tuner.tracking import (
-    Experiment,
-    SearchTags,
-    check_store,
-    default_tracking_uri,
-    write_journal,
-)
+from tuner.tracking import Experiment, SearchTags, check_store, default_tracking_uri
 from tuner.trainables import Settings, trainable_module, trial_report
 from tuner.trainables.metrics import Evaluation
 from tuner.trainables.node_data import InMemory
@@ -77,7 +71,7 @@ def run_search(
     tree = anchored_space(spec.tree)
     experiment = Experiment(tracking_uri, spec.experiment, spec.tracking.artifacts)
     if resume:
-        experiment_path = experiment.find_resumable(splits.sizes).folder(storage)
+        experiment_path = experiment.find_resumable(splits.sizes, storage)
         if not tune.Tuner.can_restore(experiment_path):
             raise UsageError(
                 f"nothing to resume at {experiment_path}: Ray Tune's state is not there (check "
@@ -90,11 +84,7 @@ def run_search(
             )
     else:
         experiment_path = _new_folder(storage or str(Path.cwd() / "tuner_results"), spec.name)
-    experiment.journal = journal_path(experiment_path)
-    if resume:  # what the stopped driver could not write goes first: the recorder reads it
-        written = write_journal(tracking_uri, experiment.journal)
-        if written:
-            print(f"tuner: wrote the {written} MLflow writes kept in {experiment.journal}")
+        experiment.journal = journal_path(experiment_path)
 
     _start_ray(address, forward_worker_output=settings.progress_bars, verbose=verbose)
     # Files under data.root are read by each trial on its own node (no shared disk assumed, and

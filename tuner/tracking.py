@@ -33,7 +33,7 @@ from mlflow.utils.validation import (
 )
 
 from tuner.errors import UsageError
-from tuner.journal import Journal
+from tuner.journal import Journal, journal_path
 from tuner.secrets import mask_secrets
 
 PARENT_ROLE = "parent"
@@ -239,12 +239,21 @@ class Experiment:
             self.client.log_artifact(self.parent_id, str(copy), artifact_path="spec")
         return self.parent_id
 
-    def find_resumable(self, images: str) -> SearchTags:
-        """Find the run to continue: the latest parent run, which must not have finished and
-        must have started on the same ``images`` per split (Splits.sizes), since a resume that
-        loads other data (a changed dataset, an override not applied) would mix two searches
-        in one run. Its tags say where Tune's state is."""
+    def find_resumable(self, images: str, storage: str | None = None) -> str:
+        """Find the run to continue, and the folder of its Tune state (``SearchTags.folder``).
+        It is the latest parent run, once what its stopped driver kept in the journal is
+        written (all of it may be: the finished search of a server that was down); it must not
+        have finished and must have started on the same ``images`` per split (Splits.sizes),
+        since a resume that loads other data (a changed dataset, an override not applied) would
+        mix two searches in one run."""
         parent = latest_parent_run(self.client, self.experiment_id)
+        if parent is not None:
+            folder = SearchTags.of(parent).folder(storage)
+            self.journal = journal_path(folder)
+            written = write_journal(self.tracking_uri, self.journal)
+            if written:
+                print(f"tuner: wrote the {written} MLflow writes kept in {self.journal}")
+            parent = self.client.get_run(parent.info.run_id)  # as the journal left it
         if parent is None or parent.info.status == "FINISHED":
             raise UsageError(
                 f"experiment {self.name!r} has no unfinished run to resume in "
@@ -257,7 +266,7 @@ class Experiment:
                 f"{images}; resume with the data and overrides it started with"
             )
         self.parent_id = parent.info.run_id
-        return SearchTags.of(parent)
+        return folder
 
     def resume(self) -> None:
         """Continue the run find_resumable found."""
@@ -552,10 +561,11 @@ class Writer:
             if not now and time.monotonic() < self._next_probe:
                 return
             self._next_probe = time.monotonic() + PROBE_S
-            if unanswered(f"{self.tracking_uri.rstrip('/')}/health"):
-                return
+            if is_server(self.tracking_uri):  # a database or a folder: kept by a killed driver
+                if unanswered(f"{self.tracking_uri.rstrip('/')}/health"):
+                    return
+                self._say(f"answers: writing the {len(self._kept)} writes kept")
             self._down = False
-            self._say(f"answers again: writing the {len(self._kept)} writes kept")
         writes = merged(self._kept)
         for i, write in enumerate(writes):
             try:
