@@ -11,7 +11,7 @@ import io
 import os
 import pickle
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -20,6 +20,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from tests.helpers import DIGITS_SEARCH, Store, new_store, tuner_run
+from tests.processes import Server, free_port
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -54,6 +55,18 @@ def digits_search(ray_session, tmp_path_factory) -> Store:
         (store.tmp / "output.txt").write_text(stdout.getvalue() + stderr.getvalue())
         print(stdout.getvalue(), stderr.getvalue(), sep="\n")  # pytest shows it on a failure
     return store
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory) -> Iterator[Server]:
+    """A real `mlflow server` on a free loopback port, one per test module; a test may stop it
+    and start it again on the same port and database."""
+    server = Server(tmp_path_factory.mktemp("mlflow_server"), free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist

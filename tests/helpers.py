@@ -30,6 +30,22 @@ space:
 """
 
 
+def slow_digits_search(name: str, trials: int, epochs: int) -> str:
+    """A spec whose search lasts: ResNet-18 on 8x8 digits, a few seconds an epoch on a core (a
+    tracking server can be stopped while it runs)."""
+    return f"""\
+name: {name}
+data: {{dataset: digits, seed: 0}}
+search: {{algorithm: random, num_samples: {trials}, max_concurrent: 2, seed: 0}}
+scheduler: {{type: fifo, max_epochs: {epochs}}}
+resources: {{cpu: 1}}
+space:
+  model: {{name: resnet18}}
+  optimizer: {{name: sgd, lr: {{loguniform: [1e-2, 1e-1]}}, momentum: 0.9}}
+  batch_size: 64
+"""
+
+
 @dataclass(frozen=True)
 class Store:
     """Where finished `tuner run`s of a test live: MLflow's store and Ray Tune's storage."""
@@ -78,3 +94,18 @@ def best_checkpoint_evaluation(store: Store, spec_path: Path) -> Evaluation:
     grid = ResultGrid(ExperimentAnalysis(str(store.storage / spec.name)))
     best = grid.get_best_result(spec.metric, spec.mode, scope="all")
     return deep.evaluate_test(best, splits=load_data(spec), settings=trial_settings(spec))
+
+
+def epochs_logged(client: MlflowClient, name: str) -> int:
+    """Epochs MLflow holds for the trials of experiment ``name``'s latest search so far (0
+    before its parent run exists)."""
+    from tuner.errors import UsageError
+    from tuner.results import latest_parent, trials_of
+
+    try:
+        parent = latest_parent(client, name)
+    except UsageError:  # no experiment, or no parent run yet
+        return 0
+    return sum(
+        len(client.get_metric_history(t.run_id, "val_acc")) for t in trials_of(client, parent)
+    )

@@ -6,9 +6,13 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+
+SERVER_START_S = 120  # `mlflow server` migrates its sqlite schema first: 5-60 s on a loaded box
 
 
 def stop_group(process: subprocess.Popen, timeout: float = 30) -> None:
@@ -42,3 +46,37 @@ def wait_until_answers(process: subprocess.Popen, url: str, log: Path, timeout: 
         assert process.poll() is None, f"{url}: the server exited ({process.returncode}):\n{tail}"
         assert time.monotonic() < deadline, f"{url} never answered:\n{tail}"
         time.sleep(1)
+
+
+@dataclass
+class Server:
+    """`mlflow server` on a fixed port and folder, so it can be started again as it was."""
+
+    folder: Path
+    port: int
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
+        command += ["--port", str(self.port), "--workers", "1"]
+        command += ["--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}"]
+        command += ["--artifacts-destination", str(self.folder / "artifacts")]
+        log = self.folder / "server.log"
+        with log.open("ab") as output:
+            self.process = subprocess.Popen(
+                command,
+                cwd=self.folder,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+                start_new_session=True,
+            )
+        wait_until_answers(self.process, f"{self.url}/health", log, SERVER_START_S)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            stop_group(self.process)

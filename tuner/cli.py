@@ -1,6 +1,8 @@
 """`python -m tuner ...`: run a search, read its results, browse them, list what's available.
 
-Usage errors (a bad spec, a missing dataset, a wrong flag) print one line and exit 2.
+Usage errors (a bad spec, a missing dataset, a wrong flag) print one line and exit 2. A search
+that finished while its tracking server was down exits 3: one line names the journal that keeps
+what the server did not take, and the `tuner sync` command that writes it there.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ if TYPE_CHECKING:  # the spec's module imports Ray, which reading commands do wi
     from tuner.spec import Spec
 
 EXIT_USAGE = 2
+EXIT_UNWRITTEN = 3  # the search finished; MLflow writes wait in its journal for `tuner sync`
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C
 
 
@@ -73,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     _storage_flag(resume)
     resume.add_argument("--address", help="join this Ray cluster (see `run --help`)")
     _verbose_flag(resume)
+
+    sync = commands.add_parser(
+        "sync", help="write to MLflow what a search kept while its tracking server was down"
+    )
+    sync.add_argument("name", help="experiment name")
+    _tracking_flag(sync)
+    _storage_flag(sync)
 
     best = commands.add_parser("best", help="print the best trials of an experiment's latest run")
     best.add_argument("name", help="experiment name")
@@ -290,7 +300,7 @@ def _search(
         forward_worker_output=sys.stderr.isatty(),
         verbose=args.verbose,
     )
-    from tuner.runner import Interrupted, run_search
+    from tuner.runner import Interrupted, Unwritten, run_search
     from tuner.summary import print_summary
 
     try:
@@ -305,16 +315,48 @@ def _search(
             verbose=args.verbose,
             ray_start=ray_start,
         )
+    except Unwritten as kept:
+        print(
+            f"tuner: error: the search finished, but the MLflow tracking server did not take "
+            f"{kept.count} writes; they are kept in {kept.journal}. Once it answers, write them "
+            f"with: python -m tuner sync {spec.experiment}{_store_flags(args)}",
+            file=sys.stderr,
+        )
+        return EXIT_UNWRITTEN
     except Interrupted as stopped:
         # `resume` starts it again from what MLflow recorded: the spec file and every override.
-        where = f" --tracking-uri {mask_secrets(args.tracking_uri)}" if args.tracking_uri else ""
         print(
             f"tuner: interrupted; the search state is saved in {stopped}. "
-            f"Continue with: python -m tuner resume {spec.experiment}{where}",
+            f"Continue with: python -m tuner resume {spec.experiment}{_store_flags(args)}",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
     print_summary(summary)
+    return 0
+
+
+def _store_flags(args: argparse.Namespace) -> str:
+    """The flags a later command needs to find the search again: its tracking URI and storage,
+    when given on the command line (else the defaults find them)."""
+    flags = f" --tracking-uri {mask_secrets(args.tracking_uri)}" if args.tracking_uri else ""
+    return flags + (f" --storage {args.storage}" if args.storage else "")
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from tuner.journal import journal_path
+    from tuner.results import latest_parent
+    from tuner.tracking import SearchTags, write_journal
+
+    uri = _existing_store(args.tracking_uri)
+    parent = latest_parent(MlflowClient(uri), args.name)
+    journal = journal_path(SearchTags.of(parent).folder(args.storage))
+    written = write_journal(uri, journal)
+    if written:
+        print(f"wrote the {written} MLflow writes kept in {journal} to {mask_secrets(uri)}")
+    else:
+        print(f"nothing to write: no MLflow writes are kept in {journal}")
     return 0
 
 
@@ -441,6 +483,7 @@ COMMANDS = {
     "compare": _compare,
     "run": _run,
     "resume": _resume,
+    "sync": _sync,
     "best": _best,
     "ui": _ui,
     "list": _list,

@@ -1,12 +1,14 @@
 """The Ray Tune callback that mirrors every trial into a child run of the parent MLflow run.
 
 It runs in the driver's event loop, so it only queues its writes (``tuner.tracking.Writer``
-sends them from a thread); the one call it waits for is ``create_run``, whose id it needs.
+sends them from a thread, and keeps them in the search's journal while a server is down); a
+trial's run is named by its Tune trial id (``tracking.TrialRun``), so it waits for nothing.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, RunTag
@@ -15,7 +17,7 @@ from ray import tune
 
 from tuner.space import Group, trial_params
 from tuner.tracking import (
-    TRIAL_ROLE,
+    TrialRun,
     Write,
     Writer,
     as_params,
@@ -38,7 +40,7 @@ class TrialRecorder(tune.Callback):
     Tune pickles its callbacks into the experiment state, so this holds only plain values and
     rebuilds what it knows from MLflow in ``setup`` — which is how a resumed search finds each
     trial's existing child run instead of opening a duplicate. Its writer (a thread and a queue)
-    is found by tracking URI, never pickled.
+    is found by tracking URI and journal, never pickled.
     """
 
     def __init__(
@@ -49,14 +51,17 @@ class TrialRecorder(tune.Callback):
         metric: str,
         mode: str,
         space: Group,
+        *,
+        journal: Path | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
+        self.journal = journal  # where writes the store did not take are kept (tuner.journal)
         self.experiment_id = experiment_id
         self.parent_id = parent_id
         self.metric = metric
         self.mode = mode
         self.space = space  # names a trial's params (space.named)
-        self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
+        self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id, of runs found at setup
         self.best_values: dict[str, float] = {}
         self.nodes: dict[str, str] = {}  # Tune trial id -> Ray node id it last reported from
         self.warnings: dict[str, str] = {}  # Tune trial id -> its tuner.warnings tag so far
@@ -84,7 +89,10 @@ class TrialRecorder(tune.Callback):
 
     @property
     def writer(self) -> Writer:
-        return writer(self.tracking_uri)
+        return writer(self.tracking_uri, self.journal)
+
+    def _run(self, trial: Any) -> TrialRun:
+        return TrialRun(self.experiment_id, self.parent_id, trial.trial_id)
 
     def setup(self, **info: Any) -> None:
         for run in child_runs(self.client, self.experiment_id, self.parent_id):
@@ -102,36 +110,24 @@ class TrialRecorder(tune.Callback):
                     self.ended.add(trial_id)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self.runs.get(trial.trial_id)
-        params = as_params(trial_params(self.space, trial.config))
-        if run_id is not None:  # a retried or resumed trial keeps its one child run
-            self.ended.discard(trial.trial_id)
-            running = [RunTag("tuner.status", "running")]
-            # Its params again (the same values: MLflow accepts that): a driver killed after
-            # creating the run may not have written them.
-            self.writer.put(Write(run_id, params=params, tags=running, status="RUNNING"))
-            return
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"trial_{trial.trial_id}",
-            tags={
-                "mlflow.parentRunId": self.parent_id,
-                "tuner.role": TRIAL_ROLE,
-                "tuner.trial_id": trial.trial_id,
-                "tuner.status": "running",
-            },
+        # A retried or resumed trial keeps its one child run (the writer finds it): its params
+        # again (the same values: MLflow accepts that), as a driver killed after creating the
+        # run may not have written them.
+        self.ended.discard(trial.trial_id)
+        write = Write(
+            self._run(trial),
+            params=as_params(trial_params(self.space, trial.config)),
+            tags=[RunTag("tuner.status", "running")],
+            status="RUNNING",
+            start_time=now_ms(),
         )
-        self.runs[trial.trial_id] = run.info.run_id
-        self.writer.put(Write(run.info.run_id, params=params))
+        self.writer.put(write)
 
     on_trial_restore = on_trial_start
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        run_id = self.runs.get(trial.trial_id)
-        if run_id is None:
-            return
         step = int(result.get("training_iteration", 0))
         first = trial.trial_id not in self.last_step  # the run holds no epoch yet
         if step <= self.last_step.get(trial.trial_id, 0):
@@ -170,7 +166,7 @@ class TrialRecorder(tune.Callback):
             best = value if previous is None else better(previous, value)
             self.best_values[trial.trial_id] = best
             metrics.append(Metric(f"best_{self.metric}", best, now, step))
-        self.writer.put(Write(run_id, metrics=metrics, tags=tags))
+        self.writer.put(Write(self._run(trial), metrics=metrics, tags=tags))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, trial_report.status(trial.last_result), "FINISHED")
@@ -186,7 +182,7 @@ class TrialRecorder(tune.Callback):
         for trial in trials:
             if trial.trial_id not in self.ended:
                 self._end(trial, trial_report.status(trial.last_result), "FINISHED")
-        flush_writes(self.tracking_uri, close=True)
+        flush_writes(self.tracking_uri, self.journal, close=True)
 
     def _remove_forgotten(self, trials: list) -> None:
         """A trial started just before a crash or Ctrl-C, after Tune last saved its state, is
@@ -199,13 +195,10 @@ class TrialRecorder(tune.Callback):
                 self.client.delete_run(run_id)
 
     def _end(self, trial: Any, status: str, run_status: str) -> None:
-        run_id = self.runs.get(trial.trial_id)
-        if run_id is None:
-            return
         self.ended.add(trial.trial_id)
         tags = [RunTag("tuner.status", status)]
         if status == "errored":
             tags.append(RunTag("tuner.error", error_line(trial)[:5000]))
         if status == "rejected":
             tags.append(RunTag("tuner.rejected", TrialReport.read(trial.last_result).reason))
-        self.writer.put(Write(run_id, tags=tags, status=run_status))
+        self.writer.put(Write(self._run(trial), tags=tags, status=run_status, end_time=now_ms()))

@@ -20,6 +20,7 @@ from tuner import export, pareto, search, tune_state
 from tuner import space as space_lang
 from tuner.artifacts import log_search_artifacts
 from tuner.errors import UsageError
+from tuner.journal import journal_path
 from tuner.progress import ProgressLine, TrialLines, erase_line, say, trial_table
 from tuner.quiet import quiet_libraries
 from tuner.ray_start import RayStart
@@ -35,6 +36,15 @@ from tuner.trainables.node_data import InMemory
 
 class Interrupted(Exception):
     """The search was stopped (Ctrl-C) before it finished; its state is saved for --resume."""
+
+
+class Unwritten(Exception):
+    """The search finished, but the tracking server, down, did not take ``count`` writes: they
+    are kept in ``journal`` for `tuner sync`."""
+
+    def __init__(self, count: int, journal: Path) -> None:
+        super().__init__(count, journal)
+        self.count, self.journal = count, journal
 
 
 def run_search(
@@ -69,6 +79,7 @@ def run_search(
             experiment_path = _resumed_folder(experiment, splits.sizes, storage)
         else:
             experiment_path = _new_folder(storage or str(Path.cwd() / "tuner_results"), spec.name)
+            experiment.journal = journal_path(experiment_path)
         ray_start.wait()
     except BaseException:  # e.g. a usage error found while Ray was starting: stop it first
         ray_start.cancel()
@@ -115,10 +126,18 @@ def run_search(
         if front:
             _step(f"testing {min(len(front), MAX_TESTED_FRONT)} of the Pareto front's trials")
             experiment.mark_pareto(_test_front(front, results, trainable, splits, settings))
-        _step("logging plots and tables")
-        log_search_artifacts(experiment.client, experiment.parent_id, evaluation)
-        _step("registering the model")
-        model_uri = _export(experiment, evaluation, splits, spec.experiment, verbose=verbose)
+        model_uri = None
+        if experiment.flush():  # the server is down: the plots and the model need it
+            warnings.warn(
+                "tuner: the tracking server does not answer: no plots and no registered "
+                "model for this search",
+                stacklevel=1,
+            )
+        else:
+            _step("logging plots and tables")
+            log_search_artifacts(experiment.client, experiment.parent_id, evaluation)
+            _step("registering the model")
+            model_uri = _export(experiment, evaluation, splits, spec.experiment, verbose=verbose)
         experiment.finish(
             best_config,
             space_lang.trial_params(tree, best_config),
@@ -134,6 +153,9 @@ def run_search(
     except BaseException as error:
         experiment.fail(f"{type(error).__name__}: {error}")
         raise
+    kept = experiment.flush(close=True)
+    if kept:  # the search itself is done: what the server did not take waits for `tuner sync`
+        raise Unwritten(kept, experiment.journal)
     return Summary(
         experiment=spec.experiment,
         tracking_uri=tracking_uri,
@@ -231,6 +253,7 @@ def _new_tuner(
         spec.metric,
         spec.mode,
         tree,
+        journal=experiment.journal,
     )
     callbacks = [recorder, TrialLines(spec.metric, spec.mode, tree)]
     if not verbose:  # tuner's progress line; --verbose: Ray's table as before (not both)
@@ -257,10 +280,9 @@ def _new_tuner(
 
 
 def _resumed_folder(experiment: Experiment, sizes: str, storage: str | None) -> str:
-    """The Tune state of the experiment's interrupted search: where it started, unless
-    ``storage`` (--storage) says where its folder is now; repaired if it was cut short."""
-    recorded = experiment.find_resumable(sizes).storage
-    path = f"{storage.rstrip('/')}/{PurePosixPath(recorded).name}" if storage else recorded
+    """The Tune state of the experiment's interrupted search (``storage``: --storage, where
+    its folder is now), repaired if it was cut short."""
+    path = experiment.find_resumable(sizes, storage)
     if not tune.Tuner.can_restore(path):
         raise UsageError(
             f"nothing to resume at {path}: Ray Tune's state is not there (check --storage); "
@@ -360,6 +382,7 @@ def _front(experiment: Experiment, spec: Spec) -> list[TrialRecord]:
     """The Pareto front of a multi-objective search ([] without ``objectives``)."""
     if not spec.objectives:
         return []
+    experiment.flush()  # the trials' runs and last epochs may still be queued
     trials = trials_of(experiment.client, experiment.client.get_run(experiment.parent_id))
     return pareto.front(trials, tuple(spec.objective_modes.items()))
 
@@ -371,13 +394,13 @@ def _test_front(
     splits: data.Splits,
     settings: Settings,
 ) -> dict[str, dict[str, float]]:
-    """Child run id -> test metrics of each front member's best checkpoint (the first
+    """Trial id -> test metrics of each front member's best checkpoint (the first
     MAX_TESTED_FRONT; the rest {}): for reading only, after every choice was made."""
-    tests: dict[str, dict[str, float]] = {member.run_id: {} for member in front}
+    tests: dict[str, dict[str, float]] = {member.trial_id: {} for member in front}
     for member in front[:MAX_TESTED_FRONT]:
         result = _result_of(results, member.trial_id)
         evaluation = trainable.evaluate_test(result, splits=splits, settings=settings)
-        tests[member.run_id] = evaluation.metrics
+        tests[member.trial_id] = evaluation.metrics
     return tests
 
 

@@ -71,7 +71,7 @@ def record_search(tmp_path: Path, name: str = "rec") -> tuple[Experiment, list[T
 
 def test_every_epoch_arrives_once_and_in_order_after_the_experiment_ends(tmp_path):
     experiment, _ = record_search(tmp_path)
-    assert experiment.tracking_uri not in tracking._writers  # the thread was stopped
+    assert (experiment.tracking_uri, None) not in tracking._writers  # the thread was stopped
     client = experiment.client
     runs = {run.data.tags["tuner.trial_id"]: run for run in experiment.children()}
     assert sorted(runs) == ["t1", "t2"]
@@ -137,7 +137,7 @@ def test_queued_writes_merge_per_run_and_keep_each_runs_order():
         Write("b", metrics=[metric(2)]),
     ]
     out = merged(writes)
-    assert [(w.run_id, [m.step for m in w.metrics], w.status) for w in out] == [
+    assert [(w.run, [m.step for m in w.metrics], w.status) for w in out] == [
         ("a", [1, 2, 3], "FINISHED"),
         ("b", [1, 2], None),
         ("a", [], "RUNNING"),

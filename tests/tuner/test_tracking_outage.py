@@ -13,96 +13,27 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.processes import free_port, stop_group, wait_until_answers
-from tuner.errors import UsageError
+from tests.helpers import epochs_logged, slow_digits_search
+from tests.processes import Server
 from tuner.results import latest_parent, trials_of
 
 pytestmark = pytest.mark.slow
 
-SERVER_START_S = 120
 OUTAGE_S = 30
 SEARCH_S = 600  # the whole search, outage included, on a loaded 2-core machine
 TRIALS, EPOCHS = 4, 6
-# ResNet-18 on 8x8 digits: a few seconds an epoch on a core, so the search outlasts the outage.
-SPEC = f"""\
-name: outage
-data: {{dataset: digits, seed: 0}}
-search: {{algorithm: random, num_samples: {TRIALS}, max_concurrent: 2, seed: 0}}
-scheduler: {{type: fifo, max_epochs: {EPOCHS}}}
-resources: {{cpu: 1}}
-space:
-  model: {{name: resnet18}}
-  optimizer: {{name: sgd, lr: {{loguniform: [1e-2, 1e-1]}}, momentum: 0.9}}
-  batch_size: 64
-"""
-
-
-@dataclass
-class Server:
-    """`mlflow server` on a fixed port and folder, so it can be started again as it was."""
-
-    folder: Path
-    port: int
-    process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
-        command += ["--port", str(self.port), "--workers", "1"]
-        command += ["--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}"]
-        command += ["--artifacts-destination", str(self.folder / "artifacts")]
-        log = self.folder / "server.log"
-        with log.open("ab") as output:
-            self.process = subprocess.Popen(
-                command,
-                cwd=self.folder,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
-                start_new_session=True,
-            )
-        wait_until_answers(self.process, f"{self.url}/health", log, SERVER_START_S)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            stop_group(self.process)
+SPEC = slow_digits_search("outage", TRIALS, EPOCHS)  # it outlasts the outage
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("outage_server"), free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def _epochs_logged(client: MlflowClient) -> int:
-    """Epochs MLflow holds for the search's trials so far (0 before the parent run exists)."""
-    try:
-        parent = latest_parent(client, "outage")
-    except UsageError:  # no experiment, or no parent run yet
-        return 0
-    return sum(
-        len(client.get_metric_history(t.run_id, "val_acc")) for t in trials_of(client, parent)
-    )
-
-
-@pytest.fixture(scope="module")
-def searched(server, tmp_path_factory) -> tuple[Server, str]:
+def searched(mlflow_server, tmp_path_factory) -> tuple[Server, str]:
     """The search, run by `tuner run` in its own process, with the server down for OUTAGE_S
     seconds once some epochs are logged. Returns the server and what the search printed."""
+    server = mlflow_server
     cwd = tmp_path_factory.mktemp("outage_client")
     (cwd / "outage.yaml").write_text(SPEC)
     command = [sys.executable, "-m", "tuner", "run", "outage.yaml", "--tracking-uri", server.url]
@@ -112,7 +43,7 @@ def searched(server, tmp_path_factory) -> tuple[Server, str]:
         search = subprocess.Popen(command, cwd=cwd, env=env, stdout=file, stderr=subprocess.STDOUT)
     try:
         client, deadline = MlflowClient(server.url), time.monotonic() + SEARCH_S
-        while _epochs_logged(client) < 2:
+        while epochs_logged(client, "outage") < 2:
             assert search.poll() is None, f"ended before the outage:\n{output.read_text()}"
             assert time.monotonic() < deadline, "no epoch logged"
             time.sleep(1)

@@ -1,0 +1,222 @@
+"""A tracking server that goes away and stays away (issue 16): what the driver could not write
+is kept, in memory and in the search's journal beside Tune's state, and written once the server
+answers: by the driver itself while it runs, else by `tuner sync` (twice changes nothing).
+
+Real `mlflow server`s on loopback ports (conftest.mlflow_server), stopped and started again on
+the same port and database. MLflow's own retries are cut to seconds here (its default is ~4
+minutes of them before a write counts as failed).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from tests.helpers import epochs_logged, slow_digits_search
+from tests.processes import Server
+from tuner.cli import EXIT_UNWRITTEN, main
+from tuner.journal import JOURNAL, journal_path
+from tuner.results import latest_parent, trials_of
+from tuner.tracking import Experiment, SearchTags, TrialRun, Write, Writer, child_runs
+
+pytestmark = pytest.mark.slow
+
+QUICK_FAILURE = {  # MLflow's HTTP retries: 2, 1 s then 2 s apart (plus up to 1 s of jitter)
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+EPOCHS = 5
+
+
+def parent_with_storage(server: Server, name: str, folder: Path) -> Experiment:
+    """An experiment and parent run on ``server`` whose Tune folder is ``folder``."""
+    experiment = Experiment(server.url, name)
+    spec = folder / "spec.yaml"
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    spec.write_text(f"name: {name}\n")
+    experiment.start(spec, SearchTags(storage=str(folder)))
+    return experiment
+
+
+def epoch_writes(trial: TrialRun) -> list[Write]:
+    """A trial's writes as the recorder makes them: its start, EPOCHS epochs, its end."""
+    start = Write(trial, params=[Param("lr", "0.1")], status="RUNNING", start_time=1000)
+    epochs = [
+        Write(trial, metrics=[Metric("val_acc", s / 10, 1000 + s, s)]) for s in range(1, EPOCHS + 1)
+    ]
+    end = Write(trial, tags=[RunTag("tuner.status", "completed")], status="FINISHED", end_time=9)
+    return [start, *epochs, end]
+
+
+def the_trial_run(experiment: Experiment, trial_id: str) -> tuple[str, list[float]]:
+    """The one run of ``trial_id`` (its status) and its val_acc values by step."""
+    (run,) = child_runs(experiment.client, experiment.experiment_id, experiment.parent_id, trial_id)
+    history = experiment.client.get_metric_history(run.info.run_id, "val_acc")
+    return run.info.status, [m.value for m in sorted(history, key=lambda m: m.step)]
+
+
+def sync(name: str, server: Server, capsys: pytest.CaptureFixture) -> str:
+    assert main(["sync", name, "--tracking-uri", server.url]) == 0
+    return capsys.readouterr().out
+
+
+def test_writes_kept_while_the_server_is_down_go_out_in_order_when_it_answers(
+    mlflow_server, tmp_path, monkeypatch
+):
+    for key, value in QUICK_FAILURE.items():
+        monkeypatch.setenv(key, value)
+    experiment = parent_with_storage(mlflow_server, "back", tmp_path)
+    journal = tmp_path / JOURNAL
+    writer = Writer(mlflow_server.url, journal)
+    first, *rest = epoch_writes(experiment.trial_run("t1"))
+    writer.put(first)
+    assert writer.flush() == 0
+    assert not journal.exists()  # written: nothing kept
+    mlflow_server.stop()
+    for write in rest:
+        writer.put(write)
+    assert writer.flush() > 0
+    assert journal.is_file()
+    mlflow_server.start()
+    assert writer.close() == 0  # asked the server once more: it answers, all are written
+    assert not journal.exists()
+    assert the_trial_run(experiment, "t1") == ("FINISHED", [s / 10 for s in range(1, EPOCHS + 1)])
+
+
+KILLED_DRIVER = """\
+import os, sys
+from pathlib import Path
+from tests.tuner.test_tracking_journal import epoch_writes
+from tuner.tracking import TrialRun, Writer
+
+url, experiment_id, parent_id, journal = sys.argv[1:]
+writer = Writer(url, Path(journal))
+for write in epoch_writes(TrialRun(experiment_id, parent_id, "t1")):
+    writer.put(write)
+print("kept", writer.flush(), flush=True)
+os._exit(9)  # killed: the writer is never closed
+"""
+
+
+def test_what_a_killed_driver_kept_is_written_by_sync_once(mlflow_server, tmp_path, capsys):
+    folder = tmp_path / "tune" / "killed"
+    experiment = parent_with_storage(mlflow_server, "killed", folder)
+    mlflow_server.stop()
+    ids = [experiment.experiment_id, experiment.parent_id, str(journal_path(str(folder)))]
+    driver = subprocess.run(
+        [sys.executable, "-c", KILLED_DRIVER, mlflow_server.url, *ids],
+        env={**os.environ, **QUICK_FAILURE},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert driver.returncode == 9, driver.stderr
+    assert driver.stdout.startswith("kept ") and driver.stdout != "kept 0\n", driver.stdout
+    assert "does not answer: its writes are kept in" in driver.stderr
+    journal = folder / JOURNAL
+    copy = shutil.copyfile(journal, tmp_path / "journal.copy")
+    mlflow_server.start()
+    capsys.readouterr()
+    assert f"wrote the 7 MLflow writes kept in {journal}" in sync("killed", mlflow_server, capsys)
+    assert not journal.exists()
+    expected = ("FINISHED", [s / 10 for s in range(1, EPOCHS + 1)])
+    assert the_trial_run(experiment, "t1") == expected
+    shutil.copyfile(copy, journal)  # as if the first sync had died before clearing it
+    assert "wrote the 7 MLflow writes" in sync("killed", mlflow_server, capsys)
+    assert the_trial_run(experiment, "t1") == expected  # one run, each epoch once
+    assert "nothing to write" in sync("killed", mlflow_server, capsys)
+
+
+# ---------------------------------------------------------------------------------------------
+# A search whose server never comes back
+# ---------------------------------------------------------------------------------------------
+
+NAME, TRIALS = "gone", 3
+SEARCH_S = 600  # on a loaded 2-core machine
+SPEC = slow_digits_search(NAME, TRIALS, EPOCHS)  # most epochs come after the server is gone
+
+
+@pytest.fixture(scope="module")
+def unwritten(mlflow_server, tmp_path_factory) -> tuple[int, str, Path]:
+    """`tuner run` in its own process, its server stopped for good once two epochs are logged.
+    Returns its exit code, its stderr and its folder."""
+    cwd = tmp_path_factory.mktemp("gone")
+    (cwd / "gone.yaml").write_text(SPEC)
+    command = [sys.executable, "-m", "tuner", "run", "gone.yaml"]
+    command += ["--tracking-uri", mlflow_server.url]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    stdout, stderr = cwd / "stdout.txt", cwd / "stderr.txt"  # files: no pipe fills up
+    with stdout.open("w") as out, stderr.open("w") as err:
+        search = subprocess.Popen(
+            command, cwd=cwd, env={**env, **QUICK_FAILURE}, stdout=out, stderr=err
+        )
+    try:
+        client, deadline = MlflowClient(mlflow_server.url), time.monotonic() + SEARCH_S
+        while epochs_logged(client, NAME) < 2:
+            assert search.poll() is None, f"ended before the outage:\n{stderr.read_text()}"
+            assert time.monotonic() < deadline, "no epoch logged"
+            time.sleep(1)
+        mlflow_server.stop()
+        search.wait(timeout=SEARCH_S)
+    finally:
+        if search.poll() is None:
+            search.kill()
+    print(stdout.read_text(), stderr.read_text(), sep="\n")  # pytest shows it on a failure
+    return search.returncode, stderr.read_text(), cwd
+
+
+def test_a_search_whose_server_never_comes_back_says_where_its_writes_are(unwritten, mlflow_server):
+    code, stderr, cwd = unwritten
+    assert code == EXIT_UNWRITTEN, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    journal = cwd / "tuner_results" / NAME / JOURNAL
+    assert last.startswith("tuner: error: the search finished, but the MLflow tracking server")
+    assert f"kept in {journal}" in last
+    assert last.endswith(f"python -m tuner sync {NAME} --tracking-uri {mlflow_server.url}")
+    assert journal.is_file()
+
+
+def test_sync_writes_the_whole_search_once_however_often_it_runs(
+    unwritten, mlflow_server, tmp_path, capsys
+):
+    _, _, cwd = unwritten
+    journal = cwd / "tuner_results" / NAME / JOURNAL
+    copy = shutil.copyfile(journal, tmp_path / "journal.copy")
+    mlflow_server.start()
+    capsys.readouterr()
+    assert f"MLflow writes kept in {journal}" in sync(NAME, mlflow_server, capsys)
+    client = MlflowClient(mlflow_server.url)
+    written = the_search(client)
+    shutil.copyfile(copy, journal)  # every write sent a second time
+    assert "MLflow writes kept in" in sync(NAME, mlflow_server, capsys)
+    assert the_search(client) == written
+    assert "nothing to write" in sync(NAME, mlflow_server, capsys)
+
+
+def the_search(client: MlflowClient) -> dict[str, list[int]]:
+    """Check that MLflow holds the whole search: each trial's one run, ended, with every epoch
+    once; the parent's outcome. Returns each trial's val_acc steps, to compare later."""
+    parent = latest_parent(client, NAME)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["tuner.status"] == "completed"
+    assert 0.0 < parent.data.metrics["test_acc"] <= 1.0
+    trials = trials_of(client, parent)
+    assert sorted(t.trial_id for t in trials) == sorted({t.trial_id for t in trials})
+    assert len(trials) == TRIALS
+    assert sum(t.best for t in trials) == 1
+    steps = {}
+    for trial in trials:
+        assert trial.status == "completed"
+        assert client.get_run(trial.run_id).info.status == "FINISHED"
+        history = client.get_metric_history(trial.run_id, "val_acc")
+        steps[trial.trial_id] = [m.step for m in history]
+        assert sorted(steps[trial.trial_id]) == list(range(1, EPOCHS + 1)), trial.trial_id
+    return steps
