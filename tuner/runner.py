@@ -65,10 +65,10 @@ def run_search(
     this module); None: begun here. Either way it starts while the search gets ready."""
     # Someone watches a terminal: trials draw progress bars there (Ray forwards them).
     progress_bars = sys.stderr.isatty()
+    quiet_libraries(verbose)  # before Ray starts: some of its messages come from its start
     ray_start = ray_start or RayStart(address, forward_worker_output=progress_bars, verbose=verbose)
     try:
         tracking_uri = tracking_uri or spec.tracking.uri or default_tracking_uri()
-        quiet_libraries(verbose)
         check_store(tracking_uri)
         splits = load_data(spec)
         trainable = trainable_module(spec.trainable)
