@@ -22,6 +22,7 @@ from tuner.tracking import (
     child_runs,
     error_line,
     flush_writes,
+    new_child_run,
     now_ms,
     writer,
 )
@@ -111,18 +112,16 @@ class TrialRecorder(tune.Callback):
             # creating the run may not have written them.
             self.writer.put(Write(run_id, params=params, tags=running, status="RUNNING"))
             return
-        run = self.client.create_run(
+        tags = {"tuner.role": TRIAL_ROLE, "tuner.trial_id": trial.trial_id}
+        run_id = new_child_run(
+            self.client,
             self.experiment_id,
-            run_name=f"trial_{trial.trial_id}",
-            tags={
-                "mlflow.parentRunId": self.parent_id,
-                "tuner.role": TRIAL_ROLE,
-                "tuner.trial_id": trial.trial_id,
-                "tuner.status": "running",
-            },
+            self.parent_id,
+            f"trial_{trial.trial_id}",
+            {**tags, "tuner.status": "running"},
         )
-        self.runs[trial.trial_id] = run.info.run_id
-        self.writer.put(Write(run.info.run_id, params=params))
+        self.runs[trial.trial_id] = run_id
+        self.writer.put(Write(run_id, params=params))
 
     on_trial_restore = on_trial_start
 

@@ -19,7 +19,7 @@ import ray
 from ray import tune
 
 import data
-from tuner import export, search, tune_state
+from tuner import export, final, search, tune_state
 from tuner import space as space_lang
 from tuner.artifacts import log_search_artifacts
 from tuner.errors import UsageError
@@ -28,8 +28,14 @@ from tuner.recorder import TrialRecorder
 from tuner.results import trials_of
 from tuner.spec import Spec
 from tuner.summary import Summary
-from tuner.tracking import Experiment, SearchTags, check_store, default_tracking_uri
-from tuner.trainables import Settings, trainable_module, trial_report
+from tuner.tracking import (
+    Experiment,
+    SearchTags,
+    check_store,
+    code_version,
+    default_tracking_uri,
+)
+from tuner.trainables import Settings, Trainable, trainable_module, trial_report
 from tuner.trainables.metrics import Evaluation
 from tuner.trainables.node_data import InMemory
 
@@ -79,7 +85,7 @@ def run_search(
     else:
         experiment_path = _new_folder(storage or str(Path.cwd() / "tuner_results"), spec.name)
 
-    _start_ray(address, forward_worker_output=settings.progress_bars, verbose=verbose)
+    start_ray(address, forward_worker_output=settings.progress_bars, verbose=verbose)
     # Files under data.root are read by each trial on its own node (no shared disk assumed, and
     # nothing large through the object store); data without a root goes from here in memory.
     trial_data = data_source(spec) if spec.data.root else InMemory.put(splits)
@@ -101,18 +107,25 @@ def run_search(
             storage=experiment_path,
             overrides=tuple(overrides),
             images=splits.sizes,
+            code=code_version(),
         )
         experiment.start(spec_path, tags)
         tuner = _new_tuner(spec, tree, function, experiment_path, experiment, verbose=verbose)
     try:
         results = tuner.fit()
-        best_result = _best_result(results, spec)
-        best_config = best_result.config
-        if spec.final.retrain:
-            evaluation = _retrain_and_test(trainable, best_config, splits, settings, spec)
+        ranked = _ranked(results, spec)
+        best_result, repeats = ranked[0], None
+        if spec.final.repeats > 1:
+            repeats = _repeat_top(trainable, ranked, splits, settings, spec)
+            best_result = next(r for r in ranked if _trial_id(r) == repeats.trial_id)
+            evaluation = repeats.evaluations[0]  # the search's own seed
+            final.record(experiment, repeats, tree)
+        elif spec.final.retrain:
+            evaluation = _retrain_and_test(trainable, best_result.config, splits, settings, spec)
         else:
             _step("testing the best trial on the test split")
             evaluation = trainable.evaluate_test(best_result, splits=splits, settings=settings)
+        best_config = best_result.config
         best_trial_id = _trial_id(best_result)
         experiment.mark_best(best_trial_id)
         _step("logging plots and tables")
@@ -146,6 +159,7 @@ def run_search(
         model_size=evaluation.model_size,
         model_uri=model_uri,
         retrained=spec.final.retrain,
+        test_spread=repeats.test if repeats else None,
         trials=trials_of(experiment.client, experiment.client.get_run(experiment.parent_id)),
         sampled=space_lang.sampled_keys(tree),
     )
@@ -184,6 +198,17 @@ def _retrain_and_test(
         num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu, max_retries=spec.max_failures
     )
     return ray.get(task.remote(config, splits=splits, settings=settings))
+
+
+def _repeat_top(
+    trainable: Trainable, ranked: list[Any], splits: data.Splits, settings: Settings, spec: Spec
+) -> final.Repeats:
+    """``final.repeats``: the top ``final.top_k`` configs trained again, the best on average
+    tested once per seed."""
+    candidates = final.top_configs([(_trial_id(r), r.config) for r in ranked], spec.final.top_k)
+    repeats = final.repeat(trainable, candidates, splits, settings, spec, spec.final.repeats)
+    print(repeats.table())
+    return repeats
 
 
 def _export(
@@ -244,7 +269,7 @@ def _new_tuner(
             name=PurePosixPath(path).name,
             storage_path=str(PurePosixPath(path).parent),
             callbacks=[*callbacks, tune_state.StateSnapshots()],
-            # Keep the latest two: Tune's saved state (written at every step, see _start_ray)
+            # Keep the latest two: Tune's saved state (written at every step, see start_ray)
             # points at one of them (keeping the best one instead can delete the one a resume
             # needs). Each checkpoint also carries the trial's best weights so far, for the test
             # evaluation.
@@ -334,7 +359,7 @@ def _quiet(verbose: bool) -> None:
             logging.getLogger(name).setLevel(level)
 
 
-def _start_ray(address: str | None, *, forward_worker_output: bool, verbose: bool = False) -> None:
+def start_ray(address: str | None, *, forward_worker_output: bool, verbose: bool = False) -> None:
     # The classic reporter (--verbose) lets us trim the table to the metric and the sampled
     # parameters.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -370,8 +395,9 @@ def _trial_id(result: Any) -> str:
     return result.metrics.get("trial_id") or Path(result.path).name
 
 
-def _best_result(results: tune.ResultGrid, spec: Spec) -> Any:
-    """The trial with the best metric over all its epochs; rejected trials never count."""
+def _ranked(results: tune.ResultGrid, spec: Spec) -> list[Any]:
+    """The trials that trained, best first by their best metric over all epochs (those without
+    a finite one last); rejected trials never count."""
     reported = [r for r in results if r.metrics and spec.metric in r.metrics]
     if not reported:
         raise UsageError(f"{spec.name}: no trial reported `{spec.metric}`; {_why(results)}")
@@ -381,10 +407,13 @@ def _best_result(results: tune.ResultGrid, spec: Spec) -> Any:
             f"{spec.name}: every trial's model broke the spec's constraints "
             f"({spec.constraints.model_dump(exclude_none=True)}); loosen them or shrink the space"
         )
-    best_values = [(_best_value(r, spec), r) for r in trained]
-    finite = [pair for pair in best_values if math.isfinite(pair[0])] or best_values
-    pick = max if spec.mode == "max" else min
-    return pick(finite, key=lambda pair: pair[0])[1]
+    sign = -1 if spec.mode == "max" else 1
+
+    def rank(result: Any) -> tuple[bool, float]:
+        value = _best_value(result, spec)
+        return (not math.isfinite(value), sign * value if math.isfinite(value) else 0.0)
+
+    return sorted(trained, key=rank)  # stable: tied trials keep Tune's order
 
 
 def _why(results: tune.ResultGrid) -> str:

@@ -90,6 +90,19 @@ class FinalSpec(_Strict):
     # True: retrain the best config on train+val for its full epoch budget, then test that
     # model; False: test the best trial's best checkpoint as it is.
     retrain: bool = False
+    # Seeds each of the top_k configs is trained again with (tuner.final): they are re-ranked by
+    # their mean validation metric and the chosen one tested once per seed. 1: no repeats.
+    repeats: PositiveInt = 1
+    top_k: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _top_k_needs_repeats(self) -> FinalSpec:
+        if self.top_k > 1 and self.repeats == 1:
+            raise ValueError(
+                f"top_k ({self.top_k}) re-ranks configs by repeated training: set repeats >= 2, "
+                "or leave top_k out"
+            )
+        return self
 
 
 class TrackingSpec(_Strict):

@@ -36,6 +36,7 @@ from tuner.secrets import mask_secrets
 
 PARENT_ROLE = "parent"
 TRIAL_ROLE = "trial"
+REPEAT = "repeat"  # the tuner.final tag of a child run that repeats a config (final.repeats)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class SearchTags:
     storage: str = ""  # Ray Tune's state and checkpoints
     overrides: tuple[str, ...] = ()  # --set and the shortcut flags, credentials masked
     images: str = ""  # images per split it ran on (data.Splits.sizes), checked on resume
+    code: str = ""  # the git commit tuner ran from ("": not a git checkout), MLflow's own tag
 
     def tags(self) -> dict[str, str]:
         return {
@@ -60,6 +62,7 @@ class SearchTags:
             "tuner.storage": self.storage,
             "tuner.overrides": json.dumps([mask_secrets(o) for o in self.overrides]),
             "tuner.images": self.images,
+            "mlflow.source.git.commit": self.code,
         }
 
     @classmethod
@@ -73,7 +76,30 @@ class SearchTags:
             storage=tags.get("tuner.storage", ""),
             overrides=_overrides(tags.get("tuner.overrides", "")),
             images=tags.get("tuner.images", ""),
+            code=tags.get("mlflow.source.git.commit", ""),
         )
+
+
+def code_version() -> str:
+    """The git commit of the checkout tuner runs from, "" when it isn't one (an installed
+    package), with ``+changes`` when files differ from it."""
+    import subprocess
+
+    here = Path(__file__).parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True
+        )
+        changes = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+        )
+    except OSError:  # no git on this machine
+        return ""
+    if commit.returncode:
+        return ""
+    return commit.stdout.strip() + ("+changes" if changes.stdout.strip() else "")
 
 
 def _overrides(tag: str) -> tuple[str, ...]:
@@ -173,13 +199,30 @@ def artifact_location(
 
 def child_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
     """The trial runs nested under a parent run (the one query every reader uses)."""
+    return _children(client, experiment_id, parent_id, f"tags.`tuner.role` = '{TRIAL_ROLE}'")
+
+
+def repeat_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
+    """The child runs of a parent that repeat a config with another seed (final.repeats)."""
+    return _children(client, experiment_id, parent_id, f"tags.`tuner.final` = '{REPEAT}'")
+
+
+def _children(client: MlflowClient, experiment_id: str, parent_id: str, kind: str) -> list[Run]:
     return client.search_runs(
         [experiment_id],
-        filter_string=(
-            f"tags.mlflow.parentRunId = '{parent_id}' and tags.`tuner.role` = '{TRIAL_ROLE}'"
-        ),
+        filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and {kind}",
         max_results=50000,
     )
+
+
+def new_child_run(
+    client: MlflowClient, experiment_id: str, parent_id: str, name: str, tags: Mapping[str, str]
+) -> str:
+    """A run nested under ``parent_id`` (MLflow's UI shows it under the parent); its id."""
+    run = client.create_run(
+        experiment_id, run_name=name, tags={"mlflow.parentRunId": parent_id, **tags}
+    )
+    return run.info.run_id
 
 
 def error_line(trial: Any) -> str:
@@ -275,12 +318,38 @@ class Experiment:
         best = {f"best.{key}": value for key, value in best_params.items()}
         log_batch(self.client, self.parent_id, params=as_params(best))
         self.client.log_dict(self.parent_id, dict(best_config), "best_config.json")
-        now = now_ms()
-        metrics = [Metric(k, float(v), now, 0) for k, v in {**best_metrics, **test_metrics}.items()]
-        self.client.log_batch(self.parent_id, metrics=metrics)
+        self.log_metrics({**best_metrics, **test_metrics})
         self.client.set_tag(self.parent_id, "tuner.final", final)
         self.client.set_tag(self.parent_id, "tuner.status", "completed")
         self.client.set_terminated(self.parent_id, "FINISHED")
+
+    def log_repeat(
+        self,
+        trial_id: str,
+        seed: int,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        *,
+        chosen: bool,
+    ) -> None:
+        """One finished repeat of trial ``trial_id``'s config with ``seed``, as a child run."""
+        tags = {
+            "tuner.final": REPEAT,
+            "tuner.trial_id": trial_id,
+            "tuner.seed": str(seed),
+            "tuner.chosen": str(chosen).lower(),
+        }
+        name = f"repeat_{trial_id}_seed{seed}"
+        run_id = new_child_run(self.client, self.experiment_id, self.parent_id, name, tags)
+        log_batch(self.client, run_id, params=as_params(params))
+        self.log_metrics(metrics, run_id)
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def log_metrics(self, metrics: Mapping[str, float], run_id: str | None = None) -> None:
+        """Metrics of ``run_id`` (default: the parent run), all at one time."""
+        now = now_ms()
+        batch = [Metric(key, float(value), now, 0) for key, value in metrics.items()]
+        log_batch(self.client, run_id or self.parent_id, metrics=batch)
 
     def interrupt(self) -> None:
         """Mark the parent and its running trials as killed; `--resume` picks them up again."""
