@@ -31,6 +31,7 @@ from tuner.summary import Summary
 from tuner.tracking import (
     Experiment,
     SearchTags,
+    StudyTags,
     check_store,
     code_version,
     default_tracking_uri,
@@ -38,6 +39,7 @@ from tuner.tracking import (
 from tuner.trainables import Settings, Trainable, trainable_module, trial_report
 from tuner.trainables.metrics import Evaluation
 from tuner.trainables.node_data import InMemory
+from tuner.warm_start import WarmStart, earlier_trials
 
 
 class Interrupted(Exception):
@@ -83,6 +85,7 @@ def run_search(
                 "resuming from tuner's last whole copy of it"
             )
     else:
+        warm = earlier_trials(experiment.client, spec, tree)  # a bad name stops it here
         experiment_path = _new_folder(storage or str(Path.cwd() / "tuner_results"), spec.name)
 
     start_ray(address, forward_worker_output=settings.progress_bars, verbose=verbose)
@@ -110,7 +113,8 @@ def run_search(
             code=code_version(),
         )
         experiment.start(spec_path, tags)
-        tuner = _new_tuner(spec, tree, function, experiment_path, experiment, verbose=verbose)
+        study = _optuna_study(spec, experiment, experiment_path, warm)
+        tuner = _new_tuner(spec, tree, function, experiment_path, experiment, study, verbose)
     try:
         results = tuner.fit()
         ranked = _ranked(results, spec)
@@ -240,13 +244,30 @@ def _export(
     return f"models:/{version.name}/{version.version}"
 
 
+def _optuna_study(
+    spec: Spec, experiment: Experiment, path: str, warm: WarmStart
+) -> search.Study | None:
+    """An Optuna search's study, in a real storage (see search.optuna_storage), named after the
+    experiment and its parent run, holding the warm start's trials; None for random and grid."""
+    if spec.search.algorithm != "optuna":
+        return None
+    tune_storage = str(PurePosixPath(path).parent)
+    storage = search.optuna_storage(spec, experiment.tracking_uri, tune_storage)
+    study = search.Study(storage, f"{spec.experiment}/{experiment.parent_id}")
+    search.new_study(study, spec.mode, warm.trials)
+    experiment.set_tags(StudyTags(storage, study.name, len(warm.trials)).tags())
+    if spec.search.warm_start:
+        print(warm.describe(spec.search.warm_start))
+    return study
+
+
 def _new_tuner(
     spec: Spec,
     tree: space_lang.Group,
     function: Any,
     path: str,
     experiment: Experiment,
-    *,
+    study: search.Study | None,
     verbose: bool = False,
 ) -> tune.Tuner:
     recorder = TrialRecorder(
@@ -264,7 +285,7 @@ def _new_tuner(
     return tune.Tuner(
         function,
         param_space=search.param_space(spec, tree),
-        tune_config=search.tune_config(spec, tree),
+        tune_config=search.tune_config(spec, tree, study),
         run_config=tune.RunConfig(
             name=PurePosixPath(path).name,
             storage_path=str(PurePosixPath(path).parent),

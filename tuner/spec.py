@@ -49,6 +49,11 @@ class SearchSpec(_Strict):
     max_concurrent: PositiveInt | None = None  # any algorithm; None: as many as resources allow
     seed: int = 0
     time_budget_s: Annotated[float, Field(gt=0)] | None = None
+    # Experiments whose finished trials Optuna learns from before it samples (optuna only).
+    warm_start: list[str] = []
+    # Optuna's study (an RDB URL, e.g. postgresql://...); None: sqlite, optuna.db beside the
+    # MLflow sqlite store, or beside Tune's state for another MLflow store.
+    optuna_storage: str | None = None
 
     @model_validator(mode="after")
     def _default_samples(self) -> SearchSpec:
@@ -286,6 +291,12 @@ def _check_together(spec: Spec, tree: space_lang.Group) -> None:
             f"scheduler.{asha_only[0]}",
             "means nothing to scheduler.type fifo (only asha stops trials early); "
             "remove it or use type: asha",
+        )
+    optuna_only = sorted({"warm_start", "optuna_storage"} & spec.search.model_fields_set)
+    if spec.search.algorithm != "optuna" and optuna_only:
+        raise space_lang.SpaceError(
+            f"search.{optuna_only[0]}",
+            f"only search.algorithm optuna keeps a study; got {spec.search.algorithm}",
         )
     # models/classical (features, kNN with torch on the CPU, SVM) never moves data to a GPU:
     # a GPU per trial would be reserved and left idle.

@@ -80,6 +80,32 @@ class SearchTags:
         )
 
 
+@dataclass(frozen=True)
+class StudyTags:
+    """Where an Optuna search's study lives, and how many earlier trials it started with: tags
+    of the parent run, set once the run (whose id names the study) exists."""
+
+    storage: str = ""  # an RDB URL (credentials masked)
+    name: str = ""
+    warm_start_trials: int = 0
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "tuner.optuna_storage": mask_secrets(self.storage),
+            "tuner.optuna_study": self.name,
+            "tuner.warm_start_trials": str(self.warm_start_trials),
+        }
+
+    @classmethod
+    def of(cls, parent: Run) -> StudyTags:
+        tags = parent.data.tags
+        return cls(
+            storage=tags.get("tuner.optuna_storage", ""),
+            name=tags.get("tuner.optuna_study", ""),
+            warm_start_trials=int(tags.get("tuner.warm_start_trials", 0)),
+        )
+
+
 def code_version() -> str:
     """The git commit of the checkout tuner runs from, "" when it isn't one (an installed
     package), with ``+changes`` when files differ from it."""
@@ -322,6 +348,10 @@ class Experiment:
         self.client.set_tag(self.parent_id, "tuner.final", final)
         self.client.set_tag(self.parent_id, "tuner.status", "completed")
         self.client.set_terminated(self.parent_id, "FINISHED")
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Tags of the parent run."""
+        log_batch(self.client, self.parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def log_repeat(
         self,
