@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -152,10 +153,13 @@ def repeat(
     the next ones) at once, as far as the cluster's resources allow; choose the best mean
     validation value (ties: the search's order) and test the chosen config once per seed:
     its models as trained, or retrained on train+val with ``final.retrain``."""
-    print(
-        f"Training the top {len(candidates)} config(s) again with {seeds} seeds each "
-        f"({len(candidates) * seeds} runs), then testing the best on average."
-    )
+    if len(candidates) == 1:
+        print(f"Training the best config again with {seeds} seeds, testing each.")
+    else:
+        print(
+            f"Training the top {len(candidates)} configs again with {seeds} seeds each "
+            f"({len(candidates) * seeds} runs), then testing the best on average."
+        )
     options = {
         "num_cpus": spec.resources.cpu,
         "num_gpus": spec.resources.gpu,
@@ -261,11 +265,13 @@ def repeat_recorded(
 
     from tuner.errors import UsageError
     from tuner.results import best_config_of, latest_parent, overrides_of, spec_of, trials_of
-    from tuner.runner import anchored_space, load_data, start_ray, trial_settings
+    from tuner.runner import anchored_space, load_data, quiet, start_ray, trial_settings
     from tuner.spec import load_spec
     from tuner.tracking import SearchTags, code_version
     from tuner.trainables import trainable_module
 
+    quiet(verbose=False)  # Ray's and MLflow's own lines; tuner's say what happens
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the spec's download
     client = MlflowClient(tracking_uri)
     parent = latest_parent(client, name)
     config = best_config_of(parent, tracking_uri)

@@ -60,7 +60,7 @@ def run_search(
     """Run (or resume) the search a validated spec describes; MLflow records every trial.
     ``verbose``: Ray's trial table and Ray's and Optuna's own messages, besides tuner's."""
     tracking_uri = tracking_uri or spec.tracking.uri or default_tracking_uri()
-    _quiet(verbose)
+    quiet(verbose)
     check_store(tracking_uri)
     splits = load_data(spec)
     trainable = trainable_module(spec.trainable)
@@ -370,7 +370,7 @@ QUIET_LOGGERS = {
 }
 
 
-def _quiet(verbose: bool) -> None:
+def quiet(verbose: bool) -> None:
     """Ray's, Optuna's and MLflow's own messages ("A new study created in memory", Ray's
     start-up and checkpoint lines, the store's set-up) unless ``verbose``: tuner's progress
     line and trial lines say what a user needs."""
