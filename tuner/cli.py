@@ -84,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     _tracking_flag(sync)
     _storage_flag(sync)
 
+    repeat = commands.add_parser(
+        "repeat",
+        help="train an experiment's best config again with more seeds; exit 1 when its "
+        "recorded test_acc is not reproduced",
+    )
+    repeat.add_argument("name", help="experiment name (its latest finished run)")
+    repeat.add_argument(
+        "--seeds", type=_at_least_two, default=5, help="how many seeds, at least 2 (default 5)"
+    )
+    _tracking_flag(repeat)
+    repeat.add_argument("--address", help="join this Ray cluster (see `run --help`)")
+
     best = commands.add_parser("best", help="print the best trials of an experiment's latest run")
     best.add_argument("name", help="experiment name")
     best.add_argument("--top", type=_positive, default=5, help="how many trials (default 5)")
@@ -140,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
+def _at_least_two(text: str) -> int:
+    if not text.isdigit() or int(text) < 2:
+        raise argparse.ArgumentTypeError(f"a spread needs at least 2 seeds, got {text!r}")
     return int(text)
 
 
@@ -360,6 +378,15 @@ def _sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _repeat(args: argparse.Namespace) -> int:
+    from tuner.final import repeat_recorded
+
+    uri = _existing_store(args.tracking_uri)
+    reproduction = repeat_recorded(uri, args.name, args.seeds, address=args.address)
+    print("\n".join(reproduction.lines()))
+    return 0 if reproduction.reproduced else 1
+
+
 def _best(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
@@ -484,6 +511,7 @@ COMMANDS = {
     "run": _run,
     "resume": _resume,
     "sync": _sync,
+    "repeat": _repeat,
     "best": _best,
     "ui": _ui,
     "list": _list,

@@ -101,5 +101,3 @@ def _configure_tune() -> None:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     # Tune warns on every snapshot when epochs are short; the snapshots are cheap here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # MLflow draws a progress bar per artifact it downloads while registering the best model.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

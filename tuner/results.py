@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,25 @@ def spec_of(parent: Run, tracking_uri: str, directory: Path) -> Path:
     if not files:
         raise UsageError(f"run {parent.info.run_id} has no spec artifact to resume from")
     return files[0]
+
+
+def best_config_of(parent: Run, tracking_uri: str) -> dict[str, Any]:
+    """The best config a finished search recorded (``best_config.json``), as trials got it."""
+    import mlflow.artifacts
+
+    if parent.info.status != "FINISHED":
+        raise UsageError(
+            f"run {parent.info.run_id} has not finished ({parent.info.status}): it chose no best "
+            "config yet; finish it first (python -m tuner resume NAME)"
+        )
+    with tempfile.TemporaryDirectory() as directory:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=parent.info.run_id,
+            artifact_path="best_config.json",
+            tracking_uri=tracking_uri,
+            dst_path=directory,
+        )
+        return json.loads(Path(local).read_text())
 
 
 def overrides_of(parent: Run) -> list[str]:

@@ -16,7 +16,7 @@ import ray
 from ray import tune
 
 import data
-from tuner import export, pareto, search, tune_state
+from tuner import export, final, pareto, search, tune_state
 from tuner import space as space_lang
 from tuner.artifacts import log_search_artifacts
 from tuner.errors import UsageError
@@ -28,10 +28,18 @@ from tuner.recorder import TrialRecorder
 from tuner.results import TrialRecord, trials_of
 from tuner.spec import Spec
 from tuner.summary import Summary
-from tuner.tracking import Experiment, SearchTags, check_store, default_tracking_uri
-from tuner.trainables import Settings, trainable_module, trial_report
+from tuner.tracking import (
+    Experiment,
+    SearchTags,
+    StudyTags,
+    check_store,
+    code_version,
+    default_tracking_uri,
+)
+from tuner.trainables import Settings, Trainable, trainable_module, trial_report
 from tuner.trainables.metrics import Evaluation
 from tuner.trainables.node_data import InMemory
+from tuner.warm_start import WarmStart, earlier_trials
 
 
 class Interrupted(Exception):
@@ -78,6 +86,7 @@ def run_search(
         if resume:
             experiment_path = _resumed_folder(experiment, splits.sizes, storage)
         else:
+            warm = earlier_trials(experiment.client, spec, tree)  # a bad name stops it here
             experiment_path = _new_folder(storage or str(Path.cwd() / "tuner_results"), spec.name)
             experiment.journal = journal_path(experiment_path)
         ray_start.wait()
@@ -106,21 +115,29 @@ def run_search(
             overrides=tuple(overrides),
             images=splits.sizes,
             objectives=tuple(spec.objective_modes.items()),
+            code=code_version(),
         )
         experiment.start(spec_path, tags)
-        tuner = _new_tuner(spec, tree, function, experiment_path, experiment, verbose=verbose)
+        study = _optuna_study(spec, experiment, experiment_path, warm)
+        tuner = _new_tuner(spec, tree, function, experiment_path, experiment, study, verbose)
     try:
         results = tuner.fit()
-        best_result = _best_result(results, spec)
+        ranked = _ranked(results, spec)
+        best_result, repeats = ranked[0], None
         front = _front(experiment, spec)
         if front:  # the best is the front member with the best metric (ties: the cheaper)
             best_result = _result_of(results, front[0].trial_id)
-        best_config = best_result.config
-        if spec.final.retrain:
-            evaluation = _retrain_and_test(trainable, best_config, splits, settings, spec)
+        if spec.final.repeats > 1:  # never with objectives (refused at load)
+            repeats = _repeat_top(trainable, ranked, splits, settings, spec)
+            best_result = next(r for r in ranked if _trial_id(r) == repeats.trial_id)
+            evaluation = repeats.evaluations[0]  # the search's own seed
+            final.record(experiment, repeats, tree)
+        elif spec.final.retrain:
+            evaluation = _retrain_and_test(trainable, best_result.config, splits, settings, spec)
         else:
             _step("testing the best trial on the test split")
             evaluation = trainable.evaluate_test(best_result, splits=splits, settings=settings)
+        best_config = best_result.config
         best_trial_id = _trial_id(best_result)
         experiment.mark_best(best_trial_id)
         if front:
@@ -168,6 +185,7 @@ def run_search(
         model_size=evaluation.model_size,
         model_uri=model_uri,
         retrained=spec.final.retrain,
+        test_spread=repeats.test if repeats else None,
         trials=trials_of(experiment.client, experiment.client.get_run(experiment.parent_id)),
         sampled=space_lang.sampled_keys(tree),
     )
@@ -208,6 +226,17 @@ def _retrain_and_test(
     return ray.get(task.remote(config, splits=splits, settings=settings))
 
 
+def _repeat_top(
+    trainable: Trainable, ranked: list[Any], splits: data.Splits, settings: Settings, spec: Spec
+) -> final.Repeats:
+    """``final.repeats``: the top ``final.top_k`` configs trained again, the best on average
+    tested once per seed."""
+    candidates = final.top_configs([(_trial_id(r), r.config) for r in ranked], spec.final.top_k)
+    repeats = final.repeat(trainable, candidates, splits, settings, spec, spec.final.repeats)
+    print(repeats.table())
+    return repeats
+
+
 def _export(
     experiment: Experiment,
     evaluation: Evaluation,
@@ -237,13 +266,30 @@ def _export(
     return f"models:/{version.name}/{version.version}"
 
 
+def _optuna_study(
+    spec: Spec, experiment: Experiment, path: str, warm: WarmStart
+) -> search.Study | None:
+    """An Optuna search's study, in a real storage (see search.optuna_storage), named after the
+    experiment and its parent run, holding the warm start's trials; None for random and grid."""
+    if spec.search.algorithm != "optuna":
+        return None
+    tune_storage = str(PurePosixPath(path).parent)
+    storage = search.optuna_storage(spec, experiment.tracking_uri, tune_storage)
+    study = search.Study(storage, f"{spec.experiment}/{experiment.parent_id}")
+    search.new_study(study, spec.mode, warm.trials)
+    experiment.set_tags(StudyTags(storage, study.name, len(warm.trials)).tags())
+    if spec.search.warm_start:
+        print(warm.describe(spec.search.warm_start))
+    return study
+
+
 def _new_tuner(
     spec: Spec,
     tree: space_lang.Group,
     function: Any,
     path: str,
     experiment: Experiment,
-    *,
+    study: search.Study | None,
     verbose: bool = False,
 ) -> tune.Tuner:
     recorder = TrialRecorder(
@@ -262,12 +308,12 @@ def _new_tuner(
     return tune.Tuner(
         function,
         param_space=search.param_space(spec, tree),
-        tune_config=search.tune_config(spec, tree),
+        tune_config=search.tune_config(spec, tree, study),
         run_config=tune.RunConfig(
             name=PurePosixPath(path).name,
             storage_path=str(PurePosixPath(path).parent),
             callbacks=[*callbacks, tune_state.StateSnapshots()],
-            # Keep the latest two: Tune's saved state (written at every step, see _start_ray)
+            # Keep the latest two: Tune's saved state (written at every step, see start_ray)
             # points at one of them (keeping the best one instead can delete the one a resume
             # needs). Each checkpoint also carries the trial's best weights so far, for the test
             # evaluation.
@@ -358,8 +404,9 @@ def _trial_id(result: Any) -> str:
     return result.metrics.get("trial_id") or Path(result.path).name
 
 
-def _best_result(results: tune.ResultGrid, spec: Spec) -> Any:
-    """The trial with the best metric over all its epochs; rejected trials never count."""
+def _ranked(results: tune.ResultGrid, spec: Spec) -> list[Any]:
+    """The trials that trained, best first by their best metric over all epochs (those without
+    a finite one last); rejected trials never count."""
     reported = [r for r in results if r.metrics and spec.metric in r.metrics]
     if not reported:
         raise UsageError(f"{spec.name}: no trial reported `{spec.metric}`; {_why(results)}")
@@ -369,10 +416,13 @@ def _best_result(results: tune.ResultGrid, spec: Spec) -> Any:
             f"{spec.name}: every trial's model broke the spec's constraints "
             f"({spec.constraints.model_dump(exclude_none=True)}); loosen them or shrink the space"
         )
-    best_values = [(_best_value(r, spec), r) for r in trained]
-    finite = [pair for pair in best_values if math.isfinite(pair[0])] or best_values
-    pick = max if spec.mode == "max" else min
-    return pick(finite, key=lambda pair: pair[0])[1]
+    sign = -1 if spec.mode == "max" else 1
+
+    def rank(result: Any) -> tuple[bool, float]:
+        value = _best_value(result, spec)
+        return (not math.isfinite(value), sign * value if math.isfinite(value) else 0.0)
+
+    return sorted(trained, key=rank)  # stable: tied trials keep Tune's order
 
 
 MAX_TESTED_FRONT = 8  # front members tested after the search (a pass over the test split each)

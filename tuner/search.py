@@ -6,8 +6,9 @@ from __future__ import annotations
 import itertools
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -26,20 +27,55 @@ from tuner.space import (
     Int,
     Node,
     named,
+    trial_params,
 )
 from tuner.spec import Spec
+from tuner.tracking import sqlite_database
 
 # ---------------------------------------------------------------------------------------------
 # The search algorithm and the scheduler
 # ---------------------------------------------------------------------------------------------
 
 
-def tune_config(spec: Spec, tree: Group) -> tune.TuneConfig:
-    """How Tune picks trials: the metric, the searcher, the scheduler, how many, how long."""
+@dataclass(frozen=True)
+class Study:
+    """Where an Optuna search keeps its study: `optuna-dashboard STORAGE` opens it."""
+
+    storage: str  # an RDB URL
+    name: str
+
+
+def optuna_storage(spec: Spec, tracking_uri: str, tune_storage: str) -> str:
+    """``search.optuna_storage``, else a sqlite ``optuna.db`` beside the MLflow sqlite store
+    (one file for all its experiments, as the store), else in Tune's storage folder (a local
+    one), else in the current directory."""
+    if spec.search.optuna_storage:
+        return spec.search.optuna_storage
+    database = sqlite_database(tracking_uri)
+    if database:
+        folder = database.parent
+    elif "://" not in tune_storage:
+        folder = Path(tune_storage)
+    else:  # Tune's state in the cloud (s3://...): sqlite needs a file here
+        folder = Path.cwd()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'optuna.db'}"
+
+
+def new_study(study: Study, mode: str, trials: Sequence[optuna.trial.FrozenTrial]) -> None:
+    """Create the study, holding ``trials`` (earlier searches') before anything is sampled."""
+    direction = "maximize" if mode == "max" else "minimize"
+    created = optuna.create_study(storage=study.storage, study_name=study.name, direction=direction)
+    created.add_trials(trials)
+
+
+def tune_config(spec: Spec, tree: Group, study: Study | None = None) -> tune.TuneConfig:
+    """How Tune picks trials: the metric, the searcher (Optuna's in ``study``), the scheduler,
+    how many, how long."""
     return tune.TuneConfig(
         metric=spec.metric,
         mode=spec.mode,
-        search_alg=_searcher(spec, tree),
+        search_alg=_searcher(spec, tree, study),
         scheduler=_scheduler(spec),
         num_samples=spec.search.num_samples,  # grid: Tune runs the whole grid this often
         time_budget_s=spec.search.time_budget_s,
@@ -58,7 +94,7 @@ def param_space(spec: Spec, tree: Group) -> dict[str, Any]:
     return {}  # optuna: the searcher's define-by-run function samples everything
 
 
-def _searcher(spec: Spec, tree: Group) -> Searcher | SearchAlgorithm:
+def _searcher(spec: Spec, tree: Group, study: Study | None) -> Searcher | SearchAlgorithm:
     # search.max_concurrent is applied here for every algorithm. Not TuneConfig's
     # max_concurrent_trials: Tune ignores it (with a warning) for a BasicVariantGenerator.
     concurrency = spec.search.max_concurrent or 0  # 0: as many as resources allow
@@ -72,6 +108,9 @@ def _searcher(spec: Spec, tree: Group) -> Searcher | SearchAlgorithm:
         metric=list(objectives) if objectives else spec.metric,
         mode=list(objectives.values()) if objectives else spec.mode,
         sampler=tpe_sampler(spec.search.seed, startup_trials=spec.search.startup_trials),
+        # The study new_study made (load_if_exists), in memory without one.
+        study_name=study.name if study else None,
+        storage=optuna.storages.RDBStorage(study.storage) if study else None,
     )
     return ConcurrencyLimiter(searcher, max_concurrent=concurrency) if concurrency else searcher
 
@@ -136,6 +175,31 @@ class _DefineByRun:
                 parent = parent.setdefault(key, {})
             parent[path[-1]] = value
         return config
+
+
+def finished_trial(
+    space: Group, params: Mapping[str, Any], value: float
+) -> optuna.trial.FrozenTrial | None:
+    """An earlier trial (``params`` under ``named``'s names, as MLflow holds them) as a
+    finished trial of a study on ``space``; None when ``space`` could not have sampled it: other
+    names or constants, or a value outside a current range or choice (Optuna's distributions
+    decide, as they would for a trial sampled here)."""
+    fixed = optuna.trial.FixedTrial({name: _encode(v) for name, v in params.items()})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # FixedTrial's "out of the range": checked below
+            config = _DefineByRun(space)(fixed)
+    except ValueError:  # a parameter it lacks, or a choice not among the current ones
+        return None
+    inside = all(
+        distribution._contains(distribution.to_internal_repr(fixed.params[name]))
+        for name, distribution in fixed.distributions.items()
+    )
+    if not inside or trial_params(space, config) != dict(params):
+        return None
+    return optuna.trial.create_trial(
+        params=fixed.params, distributions=fixed.distributions, value=value
+    )
 
 
 def _suggest(trial: optuna.Trial, name: str, node: Node) -> Any:

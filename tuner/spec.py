@@ -62,15 +62,11 @@ class SearchSpec(_Strict):
     # optuna only: trials sampled at random before TPE models the results (Optuna's default
     # n_startup_trials is 10; see README's "Speed" for the bench behind tuner's choice).
     startup_trials: PositiveInt = 10
-
-    @model_validator(mode="after")
-    def _startup_only_for_optuna(self) -> SearchSpec:
-        if "startup_trials" in self.model_fields_set and self.algorithm != "optuna":
-            raise ValueError(
-                f"startup_trials is TPE's (algorithm: optuna); {self.algorithm} search samples "
-                "every trial at random or from the grid: remove it"
-            )
-        return self
+    # Experiments whose finished trials Optuna learns from before it samples (optuna only).
+    warm_start: list[str] = []
+    # Optuna's study (an RDB URL, e.g. postgresql://...); None: sqlite, optuna.db beside the
+    # MLflow sqlite store, or beside Tune's state for another MLflow store.
+    optuna_storage: str | None = None
 
     @model_validator(mode="after")
     def _default_samples(self) -> SearchSpec:
@@ -112,6 +108,19 @@ class FinalSpec(_Strict):
     # True: retrain the best config on train+val for its full epoch budget, then test that
     # model; False: test the best trial's best checkpoint as it is.
     retrain: bool = False
+    # Seeds each of the top_k configs is trained again with (tuner.final): they are re-ranked by
+    # their mean validation metric and the chosen one tested once per seed. 1: no repeats.
+    repeats: PositiveInt = 1
+    top_k: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _top_k_needs_repeats(self) -> FinalSpec:
+        if self.top_k > 1 and self.repeats == 1:
+            raise ValueError(
+                f"top_k ({self.top_k}) re-ranks configs by repeated training: set repeats >= 2, "
+                "or leave top_k out"
+            )
+        return self
 
 
 class TrackingSpec(_Strict):
@@ -333,6 +342,19 @@ def _check_together(spec: Spec, tree: space_lang.Group) -> None:
             f"scheduler.{asha_only[0]}",
             "means nothing to scheduler.type fifo (only asha stops trials early); "
             "remove it or use type: asha",
+        )
+    if spec.objectives and spec.final.repeats > 1:
+        raise space_lang.SpaceError(
+            "final.repeats",
+            "picks one config by its mean validation value; a search with objectives ends in "
+            "a Pareto front: remove final.repeats or objectives",
+        )
+    optuna_only = {"startup_trials", "warm_start", "optuna_storage"}
+    written = sorted(optuna_only & spec.search.model_fields_set)
+    if spec.search.algorithm != "optuna" and written:
+        raise space_lang.SpaceError(
+            f"search.{written[0]}",
+            f"only search.algorithm optuna has a TPE study; got {spec.search.algorithm}",
         )
     # models/classical (features, kNN with torch on the CPU, SVM) never moves data to a GPU:
     # a GPU per trial would be reserved and left idle.

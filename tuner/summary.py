@@ -12,6 +12,7 @@ from tuner.secrets import mask_secrets
 from tuner.tracking import is_server
 
 if TYPE_CHECKING:  # imports torch and Ray, which `tuner best` does without
+    from tuner.final import Spread
     from tuner.trainables.size import ModelSize
 
 TOP = 5
@@ -34,6 +35,7 @@ class Summary:
     model_uri: str | None  # models:/NAME/VERSION of the registered model; None: not exported
     trials: list[TrialRecord]
     sampled: list[str]  # the config keys the search varied, for the closing table
+    test_spread: Spread | None = None  # final.repeats: test_acc over the chosen config's seeds
 
 
 def short_value(text: str) -> str:
@@ -71,6 +73,8 @@ def print_summary(summary: Summary) -> None:
     tests = "  ".join(f"{k}={v:.4f}" for k, v in summary.test_metrics.items())
     tested = "retrained on train+val" if summary.retrained else "best checkpoint"
     print(f"\nBest trial {summary.best_trial_id} ({tested}) on the test split: {tests}")
+    if summary.test_spread:
+        print(f"test_acc {summary.test_spread}")
     size = summary.model_size
     print(f"Its model: {size.params:,} parameters, {size.mb:.2f} MB")
     uri = mask_secrets(summary.tracking_uri)  # a terminal's scrollback is a record too

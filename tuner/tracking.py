@@ -38,6 +38,7 @@ from tuner.secrets import mask_secrets
 
 PARENT_ROLE = "parent"
 TRIAL_ROLE = "trial"
+REPEAT = "repeat"  # the tuner.final tag of a child run that repeats a config (final.repeats)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class SearchTags:
     images: str = ""  # images per split it ran on (data.Splits.sizes), checked on resume
     # spec.objectives as (name, mode) pairs, the metric first; () for a single-metric search
     objectives: tuple[tuple[str, str], ...] = ()
+    code: str = ""  # the git commit tuner ran from ("": not a git checkout), MLflow's own tag
 
     def tags(self) -> dict[str, str]:
         return {
@@ -65,6 +67,7 @@ class SearchTags:
             "tuner.overrides": json.dumps([mask_secrets(o) for o in self.overrides]),
             "tuner.images": self.images,
             "tuner.objectives": ",".join(f"{name}:{mode}" for name, mode in self.objectives),
+            "mlflow.source.git.commit": self.code,
         }
 
     @classmethod
@@ -79,6 +82,7 @@ class SearchTags:
             overrides=_overrides(tags.get("tuner.overrides", "")),
             images=tags.get("tuner.images", ""),
             objectives=_objectives(tags.get("tuner.objectives", "")),
+            code=tags.get("mlflow.source.git.commit", ""),
         )
 
     def folder(self, storage: str | None = None) -> str:
@@ -93,6 +97,54 @@ def _objectives(tag: str) -> tuple[tuple[str, str], ...]:
     """The objectives tag, ``val_acc:max,model_params:min``, as (name, mode) pairs."""
     pairs = (pair.partition(":") for pair in tag.split(",") if pair)
     return tuple((name, mode) for name, _, mode in pairs)
+
+
+@dataclass(frozen=True)
+class StudyTags:
+    """Where an Optuna search's study lives, and how many earlier trials it started with: tags
+    of the parent run, set once the run (whose id names the study) exists."""
+
+    storage: str = ""  # an RDB URL (credentials masked)
+    name: str = ""
+    warm_start_trials: int = 0
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "tuner.optuna_storage": mask_secrets(self.storage),
+            "tuner.optuna_study": self.name,
+            "tuner.warm_start_trials": str(self.warm_start_trials),
+        }
+
+    @classmethod
+    def of(cls, parent: Run) -> StudyTags:
+        tags = parent.data.tags
+        return cls(
+            storage=tags.get("tuner.optuna_storage", ""),
+            name=tags.get("tuner.optuna_study", ""),
+            warm_start_trials=int(tags.get("tuner.warm_start_trials", 0)),
+        )
+
+
+def code_version() -> str:
+    """The git commit of the checkout tuner runs from, "" when it isn't one (an installed
+    package), with ``+changes`` when files differ from it."""
+    import subprocess
+
+    here = Path(__file__).parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True
+        )
+        changes = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+        )
+    except OSError:  # no git on this machine
+        return ""
+    if commit.returncode:
+        return ""
+    return commit.stdout.strip() + ("+changes" if changes.stdout.strip() else "")
 
 
 def _overrides(tag: str) -> tuple[str, ...]:
@@ -195,10 +247,42 @@ def child_runs(
 ) -> list[Run]:
     """The trial runs nested under a parent run, or the one of Tune's trial ``trial_id`` (the
     one query every reader uses)."""
-    query = f"tags.mlflow.parentRunId = '{parent_id}' and tags.`tuner.role` = '{TRIAL_ROLE}'"
+    kind = f"tags.`tuner.role` = '{TRIAL_ROLE}'"
     if trial_id is not None:
-        query += f" and tags.`tuner.trial_id` = '{trial_id}'"
-    return client.search_runs([experiment_id], filter_string=query, max_results=50000)
+        kind += f" and tags.`tuner.trial_id` = '{trial_id}'"
+    return _children(client, experiment_id, parent_id, kind)
+
+
+def repeat_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
+    """The child runs of a parent that repeat a config with another seed (final.repeats)."""
+    return _children(client, experiment_id, parent_id, f"tags.`tuner.final` = '{REPEAT}'")
+
+
+def _children(client: MlflowClient, experiment_id: str, parent_id: str, kind: str) -> list[Run]:
+    return client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and {kind}",
+        max_results=50000,
+    )
+
+
+def new_child_run(
+    client: MlflowClient,
+    experiment_id: str,
+    parent_id: str,
+    name: str,
+    tags: Mapping[str, str],
+    *,
+    start_time: int | None = None,
+) -> str:
+    """A run nested under ``parent_id`` (MLflow's UI shows it under the parent); its id."""
+    run = client.create_run(
+        experiment_id,
+        start_time=start_time,
+        run_name=name,
+        tags={"mlflow.parentRunId": parent_id, **tags},
+    )
+    return run.info.run_id
 
 
 def error_line(trial: Any) -> str:
@@ -342,6 +426,38 @@ class Experiment:
                 end_time=now,
             )
         )
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Tags of the parent run."""
+        log_batch(self.client, self.parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def log_repeat(
+        self,
+        trial_id: str,
+        seed: int,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        *,
+        chosen: bool,
+    ) -> None:
+        """One finished repeat of trial ``trial_id``'s config with ``seed``, as a child run."""
+        tags = {
+            "tuner.final": REPEAT,
+            "tuner.trial_id": trial_id,
+            "tuner.seed": str(seed),
+            "tuner.chosen": str(chosen).lower(),
+        }
+        name = f"repeat_{trial_id}_seed{seed}"
+        run_id = new_child_run(self.client, self.experiment_id, self.parent_id, name, tags)
+        log_batch(self.client, run_id, params=as_params(params))
+        self.log_metrics(metrics, run_id)
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def log_metrics(self, metrics: Mapping[str, float], run_id: str | None = None) -> None:
+        """Metrics of ``run_id`` (default: the parent run), all at one time."""
+        now = now_ms()
+        batch = [Metric(key, float(value), now, 0) for key, value in metrics.items()]
+        log_batch(self.client, run_id or self.parent_id, metrics=batch)
 
     def interrupt(self) -> None:
         """Mark the parent and its running trials as killed; `--resume` picks them up again.
@@ -637,16 +753,14 @@ class Writer:
             self._runs[run] = (
                 found[0].info.run_id
                 if found
-                else self.client.create_run(
+                else new_child_run(
+                    self.client,
                     run.experiment_id,
+                    run.parent_id,
+                    f"trial_{run.trial_id}",
+                    {"tuner.role": TRIAL_ROLE, "tuner.trial_id": run.trial_id},
                     start_time=write.start_time,
-                    run_name=f"trial_{run.trial_id}",
-                    tags={
-                        "mlflow.parentRunId": run.parent_id,
-                        "tuner.role": TRIAL_ROLE,
-                        "tuner.trial_id": run.trial_id,
-                    },
-                ).info.run_id
+                )
             )
         return self._runs[run]
 

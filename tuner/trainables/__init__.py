@@ -50,6 +50,14 @@ class Settings:
         return value > than if self.mode == "max" else value < than
 
 
+@dataclass(frozen=True)
+class Validated:
+    """A config trained once outside Tune (``final.repeats``), as a trial trains it."""
+
+    value: float  # its best value of the search metric on the validation split, over its epochs
+    model: Any  # what made it, for the test: deep, the weights; classical, the fitted pipeline
+
+
 class Trainable(Protocol):
     """What a kind of trial provides: a module with these functions (as Optuna's samplers
     implement one interface, keyword arguments after the first)."""
@@ -73,6 +81,17 @@ class Trainable(Protocol):
         self, config: Mapping[str, Any], *, splits: Splits, settings: Settings
     ) -> Evaluation:
         """``final.retrain``: ``config`` trained again on train+val, then tested once."""
+
+    def validate(
+        self, config: Mapping[str, Any], *, splits: Splits, settings: Settings
+    ) -> Validated:
+        """``final.repeats``: ``config`` trained again on the train split with
+        ``settings.seed``, as a trial is, and scored on the validation split; not tested."""
+
+    def test_validated(
+        self, config: Mapping[str, Any], validated: Validated, *, splits: Splits, settings: Settings
+    ) -> Evaluation:
+        """The model ``validate`` kept for ``config``, evaluated once on the test split."""
 
 
 def trainable_module(kind: str) -> Trainable:

@@ -26,7 +26,7 @@ from sklearn.pipeline import Pipeline
 from data import DataSource, Splits
 from models.classical import CLASSIFIERS, FEATURES, build_pipeline, parameters, progress
 from tuner import space as space_lang
-from tuner.trainables import Settings
+from tuner.trainables import Settings, Validated
 from tuner.trainables.checks import (
     check_keys,
     check_metric,
@@ -129,21 +129,24 @@ def train(config: dict[str, Any], *, splits: Splits | DataSource, settings: Sett
     if reason := violation(size, settings):
         report_rejected(reason, settings, size.metrics)
         return
-    pipeline = fit(config, splits, settings)
+    metrics = {**_scored(fit(config, splits, settings), splits), **size.metrics}
+    node_id = ray.get_runtime_context().get_node_id()
+    tune.report(TrialReport(metrics, epochs=1, node_id=node_id).result())
+
+
+def _scored(pipeline: Pipeline, splits: Splits) -> dict[str, float]:
+    """A fitted pipeline's accuracy and macro precision / recall / F1 on the validation split."""
     predicted = pipeline.predict(splits.val_x.numpy())
     truth = splits.val_y.numpy()
     precision, recall, f1, _ = precision_recall_fscore_support(
         truth, predicted, average="macro", zero_division=0
     )
-    metrics = {
+    return {
         "val_acc": float((predicted == truth).mean()),
         "val_precision": float(precision),
         "val_recall": float(recall),
         "val_f1": float(f1),
-        **size.metrics,
     }
-    node_id = ray.get_runtime_context().get_node_id()
-    tune.report(TrialReport(metrics, epochs=1, node_id=node_id).result())
 
 
 def evaluate_test(result: Result, *, splits: Splits, settings: Settings) -> Evaluation:
@@ -156,6 +159,20 @@ def retrain_and_test(
 ) -> Evaluation:
     """``final.retrain``: the config fitted on train+val, then tested once."""
     return _test(fit(config, splits.with_val_in_train(), settings), splits)
+
+
+def validate(config: Mapping[str, Any], *, splits: Splits, settings: Settings) -> Validated:
+    """``final.repeats``: the config fitted again with ``settings.seed`` (a bag of SIFT's
+    vocabulary is the part a seed changes) and scored on the validation split."""
+    pipeline = fit(config, splits, settings)
+    return Validated(_scored(pipeline, splits)[settings.metric], pipeline)
+
+
+def test_validated(
+    config: Mapping[str, Any], validated: Validated, *, splits: Splits, settings: Settings
+) -> Evaluation:
+    """The pipeline ``validate`` fitted, classifying the test split once."""
+    return _test(validated.model, splits)
 
 
 def _test(pipeline: Pipeline, splits: Splits) -> Evaluation:

@@ -28,7 +28,7 @@ from data.augment import Augmentation, channel_stats, to_float
 from models.raw_image import RawImageClassifier
 from models.registry import POSITIVE, Range
 from tuner import space as space_lang
-from tuner.trainables import Settings
+from tuner.trainables import Settings, Validated
 from tuner.trainables.checks import (
     check_keys,
     check_metric,
@@ -354,6 +354,7 @@ class TrainingRun:
         self.settings = settings
         self.best_value: float | None = None  # of settings.metric, over the epochs so far
         self.best_weights: dict[str, torch.Tensor] = {}
+        self.diverged = False  # a NaN or inf training loss: the run can't go on
         self.warnings: list[str] = []  # not reported yet; see ``warn``
 
     def warn(self, message: str) -> None:
@@ -457,6 +458,30 @@ class TrainingRun:
             times.append(time.perf_counter() - started)
         return 1000 * statistics.median(times)
 
+    def train_and_validate(self) -> dict[str, float]:
+        """One epoch trained, then scored on the validation split (its weights kept when
+        best): the metrics a trial reports. A diverged epoch sets ``diverged`` and is not
+        scored: its metrics are the worst, so a searcher learns to avoid the config."""
+        train_loss, train_acc = self.train_epoch()
+        if not math.isfinite(train_loss):
+            self.diverged = True
+            return {
+                "train_loss": math.inf,
+                "train_acc": train_acc,
+                "val_loss": math.inf,
+                "val_acc": 0.0,
+            }
+        val_loss, val_acc = self.evaluate("val")  # its float()s wait for the device
+        metrics = {
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+        self.remember_if_best(metrics)
+        return metrics
+
     def evaluate(self, split: str) -> tuple[float, float]:
         x, y = self.data[split]
         logits = self.predict(x)
@@ -522,25 +547,11 @@ def _train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
     while trial.epoch < trial.epochs:
         fault.maybe_raise(trial.epoch + 1, resumed)
         started = time.perf_counter()
-        train_loss, train_acc = trial.train_epoch()
-        if not math.isfinite(train_loss):
-            # Diverged: report the worst metrics so the searcher learns, then end the trial.
-            worst = {"train_loss": math.inf, "val_loss": math.inf, "val_acc": 0.0}
-            metrics = {**worst, "train_acc": train_acc, **costs}
-            report = trial.report(metrics, ending="diverged")
-            tune.report(report.result())
+        metrics = trial.train_and_validate() | costs
+        if trial.diverged:  # the trial ends here
+            tune.report(trial.report(metrics, ending="diverged").result())
             return
-        val_loss, val_acc = trial.evaluate("val")  # its float()s wait for the device
-        metrics = {
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": trial.optimizer.param_groups[0]["lr"],
-            **costs,
-        }
         epoch_seconds = time.perf_counter() - started
-        trial.remember_if_best(metrics)
         with tempfile.TemporaryDirectory() as directory:
             saving = time.perf_counter()
             torch.save(trial.state(), Path(directory) / CHECKPOINT_FILE)
@@ -585,11 +596,9 @@ class FaultInjection:
 
 def evaluate_test(result: Result, *, splits: Splits, settings: Settings) -> Evaluation:
     """The best trial's best epoch, evaluated once on the held-out test split."""
-    trial = TrainingRun(result.config, splits, settings)
     with result.checkpoint.as_directory() as directory:
-        trial.load_state(load_checkpoint(Path(directory) / CHECKPOINT_FILE))
-    trial.eval_model.load_state_dict(trial.best_weights)
-    return _test(trial, splits)
+        weights = load_checkpoint(Path(directory) / CHECKPOINT_FILE)["best_weights"]
+    return _test_weights(result.config, weights, splits, settings)
 
 
 def retrain_and_test(
@@ -606,6 +615,36 @@ def retrain_and_test(
                 f"retraining diverged at epoch {trial.epoch}; testing it as is", stacklevel=1
             )
             break
+    return _test(trial, splits)
+
+
+def validate(config: Mapping[str, Any], *, splits: Splits, settings: Settings) -> Validated:
+    """``final.repeats``: the config trained again for its whole epoch budget, as a trial
+    trains it (no early stop): its best epoch's validation value and weights."""
+    use_assigned_cpus()
+    trial = TrainingRun(config, splits, settings)
+    while trial.epoch < trial.epochs and not trial.diverged:
+        trial.train_and_validate()
+    value = settings.worst if trial.best_value is None else trial.best_value
+    return Validated(value, trial.best_weights)
+
+
+def test_validated(
+    config: Mapping[str, Any], validated: Validated, *, splits: Splits, settings: Settings
+) -> Evaluation:
+    """The weights ``validate`` kept, evaluated once on the test split."""
+    return _test_weights(config, validated.model, splits, settings)
+
+
+def _test_weights(
+    config: Mapping[str, Any],
+    weights: Mapping[str, torch.Tensor],
+    splits: Splits,
+    settings: Settings,
+) -> Evaluation:
+    """``config``'s evaluated model with ``weights`` (a best epoch's), tested once."""
+    trial = TrainingRun(config, splits, settings)
+    trial.eval_model.load_state_dict(weights)
     return _test(trial, splits)
 
 
