@@ -276,7 +276,7 @@ def _optuna_study(
     tune_storage = str(PurePosixPath(path).parent)
     storage = search.optuna_storage(spec, experiment.tracking_uri, tune_storage)
     study = search.Study(storage, f"{spec.experiment}/{experiment.parent_id}")
-    search.new_study(study, spec.mode, warm.trials)
+    search.new_study(study, spec, warm.trials)
     experiment.set_tags(StudyTags(storage, study.name, len(warm.trials)).tags())
     if spec.search.warm_start:
         print(warm.describe(spec.search.warm_start))

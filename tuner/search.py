@@ -62,11 +62,21 @@ def optuna_storage(spec: Spec, tracking_uri: str, tune_storage: str) -> str:
     return f"sqlite:///{folder / 'optuna.db'}"
 
 
-def new_study(study: Study, mode: str, trials: Sequence[optuna.trial.FrozenTrial]) -> None:
-    """Create the study, holding ``trials`` (earlier searches') before anything is sampled."""
-    direction = "maximize" if mode == "max" else "minimize"
-    created = optuna.create_study(storage=study.storage, study_name=study.name, direction=direction)
+def new_study(study: Study, spec: Spec, trials: Sequence[optuna.trial.FrozenTrial]) -> None:
+    """Create the study, holding ``trials`` (earlier searches') before anything is sampled: one
+    direction per value Optuna is told (``optimized``)."""
+    directions = ["maximize" if mode == "max" else "minimize" for mode in optimized(spec).values()]
+    created = optuna.create_study(
+        storage=study.storage, study_name=study.name, directions=directions
+    )
     created.add_trials(trials)
+
+
+def optimized(spec: Spec) -> dict[str, str]:
+    """What Optuna optimizes, name -> mode: every objective (multi-objective TPE, each from a
+    trial's last result), else the metric. Tune's own metric, which ASHA stops on, stays the
+    first."""
+    return spec.objective_modes or {spec.metric: spec.mode}
 
 
 def tune_config(spec: Spec, tree: Group, study: Study | None = None) -> tune.TuneConfig:
@@ -100,13 +110,11 @@ def _searcher(spec: Spec, tree: Group, study: Study | None) -> Searcher | Search
     concurrency = spec.search.max_concurrent or 0  # 0: as many as resources allow
     if spec.search.algorithm != "optuna":  # random and grid: Tune's own variant generator
         return BasicVariantGenerator(random_state=spec.search.seed, max_concurrent=concurrency)
-    # With objectives, Optuna's TPE samples for all of them (multi-objective, from each
-    # trial's last result); Tune's own metric, which ASHA stops on, stays the first.
-    objectives = spec.objective_modes
+    values = optimized(spec)
     searcher = OptunaSearch(
         space=optuna_define_by_run(tree),
-        metric=list(objectives) if objectives else spec.metric,
-        mode=list(objectives.values()) if objectives else spec.mode,
+        metric=list(values) if len(values) > 1 else spec.metric,
+        mode=list(values.values()) if len(values) > 1 else spec.mode,
         sampler=tpe_sampler(spec.search.seed, startup_trials=spec.search.startup_trials),
         # The study new_study made (load_if_exists), in memory without one.
         study_name=study.name if study else None,

@@ -343,6 +343,12 @@ def _check_together(spec: Spec, tree: space_lang.Group) -> None:
             "means nothing to scheduler.type fifo (only asha stops trials early); "
             "remove it or use type: asha",
         )
+    if spec.objectives and spec.search.warm_start:
+        raise space_lang.SpaceError(
+            "search.warm_start",
+            "carries earlier trials' value of one metric; a search with objectives needs every "
+            "objective's: remove search.warm_start or objectives",
+        )
     if spec.objectives and spec.final.repeats > 1:
         raise space_lang.SpaceError(
             "final.repeats",

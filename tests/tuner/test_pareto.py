@@ -66,6 +66,8 @@ def test_the_first_objective_is_the_metric_and_the_searcher_gets_them_all():
         ),
         ("metric=val_loss", "--set metric=val_loss: metric: the first objective (val_acc: max)"),
         ("mode=min", "--set mode=min: mode: the first objective (val_acc: max) is the metric"),
+        ("final.repeats=3", "final.repeats: picks one config by its mean validation value"),
+        ("search.warm_start=[digits]", "search.warm_start: carries earlier trials' value of one"),
     ],
 )
 def test_bad_objectives_fail_with_one_line_naming_their_origin(override, line):
