@@ -418,11 +418,14 @@ def _ranked(results: tune.ResultGrid, spec: Spec) -> list[Any]:
         )
     sign = -1 if spec.mode == "max" else 1
 
-    def rank(result: Any) -> tuple[bool, float]:
+    def rank(result: Any) -> tuple[bool, float, str]:
         value = _best_value(result, spec)
-        return (not math.isfinite(value), sign * value if math.isfinite(value) else 0.0)
+        finite = math.isfinite(value)
+        # Ties go by trial id, as `tuner best` lists them (results.trials_of): the top_k that
+        # final.repeats trains again are the first rows of that table.
+        return (not finite, sign * value if finite else 0.0, _trial_id(result))
 
-    return sorted(trained, key=rank)  # stable: tied trials keep Tune's order
+    return sorted(trained, key=rank)
 
 
 MAX_TESTED_FRONT = 8  # front members tested after the search (a pass over the test split each)
