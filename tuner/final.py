@@ -294,4 +294,5 @@ def repeat_recorded(
     experiment = Experiment(tracking_uri, spec.experiment)
     experiment.parent_id = parent.info.run_id
     record(experiment, repeats, anchored_space(spec.tree))
+    experiment.flush(close=True)  # the repeats' runs are written before this command ends
     return Reproduction(repeats, parent.data.metrics["test_acc"])

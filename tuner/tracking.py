@@ -389,15 +389,9 @@ class Experiment:
     def mark_pareto(self, tests: Mapping[str, Mapping[str, float]]) -> None:
         """Tag the trials on the Pareto front of a multi-objective search (Tune trial ids), each
         with the test metrics of its best checkpoint ({}: not tested)."""
-        now = now_ms()
         for trial_id, metrics in tests.items():
-            self.put(
-                Write(
-                    self.trial_run(trial_id),
-                    metrics=[Metric(key, value, now, 0) for key, value in metrics.items()],
-                    tags=[RunTag("tuner.pareto", "true")],
-                )
-            )
+            pareto = [RunTag("tuner.pareto", "true")]
+            self.put(Write(self.trial_run(trial_id), metrics=metrics_now(metrics), tags=pareto))
 
     def finish(
         self,
@@ -411,8 +405,7 @@ class Experiment:
         """Record the search's outcome: ``best_params`` are the best config under the names
         of ``space.named``; ``final`` says which model the test metrics are of."""
         best = {f"best.{key}": value for key, value in best_params.items()}
-        now = now_ms()
-        metrics = [Metric(k, float(v), now, 0) for k, v in {**best_metrics, **test_metrics}.items()]
+        metrics = metrics_now({**best_metrics, **test_metrics})
         tags = [RunTag("tuner.final", final), RunTag("tuner.status", "completed")]
         config = json.dumps(dict(best_config), indent=2)  # as MlflowClient.log_dict writes it
         self.put(
@@ -423,13 +416,13 @@ class Experiment:
                 tags=tags,
                 texts={"best_config.json": config},
                 status="FINISHED",
-                end_time=now,
+                end_time=now_ms(),
             )
         )
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Tags of the parent run."""
-        log_batch(self.client, self.parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.put(Write(self.parent_id, tags=[RunTag(k, v) for k, v in tags.items()]))
 
     def log_repeat(
         self,
@@ -449,15 +442,19 @@ class Experiment:
         }
         name = f"repeat_{trial_id}_seed{seed}"
         run_id = new_child_run(self.client, self.experiment_id, self.parent_id, name, tags)
-        log_batch(self.client, run_id, params=as_params(params))
-        self.log_metrics(metrics, run_id)
-        self.client.set_terminated(run_id, "FINISHED")
+        self.put(
+            Write(
+                run_id,
+                metrics=metrics_now(metrics),
+                params=as_params(params),
+                status="FINISHED",
+                end_time=now_ms(),
+            )
+        )
 
-    def log_metrics(self, metrics: Mapping[str, float], run_id: str | None = None) -> None:
-        """Metrics of ``run_id`` (default: the parent run), all at one time."""
-        now = now_ms()
-        batch = [Metric(key, float(value), now, 0) for key, value in metrics.items()]
-        log_batch(self.client, run_id or self.parent_id, metrics=batch)
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Metrics of the parent run, all at one time."""
+        self.put(Write(self.parent_id, metrics=metrics_now(metrics)))
 
     def interrupt(self) -> None:
         """Mark the parent and its running trials as killed; `--resume` picks them up again.
@@ -477,6 +474,12 @@ class Experiment:
             tags = [RunTag("tuner.error", reason[:5000]), RunTag("tuner.status", "errored")]
             self.put(Write(self.parent_id, tags=tags, status="FAILED", end_time=now_ms()))
         self.flush(close=True)
+
+
+def metrics_now(metrics: Mapping[str, float]) -> list[Metric]:
+    """``metrics`` as MLflow metrics logged now, at step 0 (values measured once)."""
+    now = now_ms()
+    return [Metric(key, float(value), now, 0) for key, value in metrics.items()]
 
 
 def as_params(params: Mapping[str, Any]) -> list[Param]:
