@@ -124,13 +124,37 @@ def _searcher(spec: Spec, tree: Group, study: Study | None) -> Searcher | Search
 
 
 class _OptunaSearch(OptunaSearch):
-    """Ray's OptunaSearch, telling the study each trial's value once, when the trial ends. Ray
-    also reports every epoch's value to the study: only Optuna's own pruners read those (ASHA
+    """Ray's OptunaSearch, telling the study each trial's value once, when the trial ends, and
+    saved only when that changed it.
+
+    Ray also reports every epoch's value to the study: only Optuna's own pruners read those (ASHA
     stops trials here, TPE reads final values), and each is a write to the study's storage,
-    3 s of a 24-trial digits search on sqlite (bench/bench_search_overhead.py's "searcher")."""
+    3 s of a 24-trial digits search on sqlite (bench/bench_search_overhead.py's "searcher").
+    Tune saves its state, this searcher's pickle included, at every step of its loop (what a
+    resume after a kill needs, tuner.ray_start); the searcher changes only when it suggests a
+    trial or learns one's value, a few dozen of a search's thousand steps."""
+
+    _changes = 0  # suggestions and completions so far
+    _saved: tuple[str, str, int] | None = None  # (folder, session, _changes) of the last save
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        self._changes += 1
+        return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         pass
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        self._changes += 1
+        super().on_trial_complete(trial_id, result, error)
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        saved = (checkpoint_dir, session_str, self._changes)
+        if saved != self._saved:  # else the file there holds this very state
+            super().save_to_dir(checkpoint_dir, session_str)
+            self._saved = saved
 
 
 def tpe_sampler(seed: int, *, startup_trials: int = 10) -> optuna.samplers.TPESampler:
