@@ -306,10 +306,10 @@ def _search(
 ) -> int:
     from tuner.quiet import quiet_libraries
     from tuner.ray_start import RayStart
-    from tuner.tracking import check_store, default_tracking_uri, is_server
+    from tuner.tracking import check_store, is_server, search_tracking_uri
 
     quiet_libraries(args.verbose)
-    tracking_uri = args.tracking_uri or spec.tracking.uri or default_tracking_uri()
+    tracking_uri = search_tracking_uri(args.tracking_uri, spec.tracking.uri)
     if is_server(tracking_uri):  # one that does not answer is one line, before Ray starts
         check_store(tracking_uri)
     # Ray starts while the rest of tuner (torch, Ray Tune) is imported and the search gets ready.

@@ -34,7 +34,7 @@ from tuner.tracking import (
     StudyTags,
     check_store,
     code_version,
-    default_tracking_uri,
+    search_tracking_uri,
 )
 from tuner.trainables import Settings, Trainable, trainable_module, trial_report
 from tuner.trainables.metrics import Evaluation
@@ -76,7 +76,7 @@ def run_search(
     quiet_libraries(verbose)  # before Ray starts: some of its messages come from its start
     ray_start = ray_start or RayStart(address, forward_worker_output=progress_bars, verbose=verbose)
     try:
-        tracking_uri = tracking_uri or spec.tracking.uri or default_tracking_uri()
+        tracking_uri = search_tracking_uri(tracking_uri, spec.tracking.uri)
         check_store(tracking_uri)
         splits = load_data(spec)
         trainable = trainable_module(spec.trainable)

@@ -219,6 +219,12 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def search_tracking_uri(flag: str | None, spec_uri: str | None) -> str:
+    """The store a search writes to: ``--tracking-uri``, else the spec's ``tracking.uri``, else
+    ``default_tracking_uri()``."""
+    return flag or spec_uri or default_tracking_uri()
+
+
 def artifact_location(
     tracking_uri: str, experiment_name: str, artifacts: str | None = None
 ) -> str | None:
