@@ -1,8 +1,12 @@
 """What several test modules share besides fixtures: a small digits search, a finished run's
-store, `tuner run` from a test, and the best trial's checkpoint on the test split."""
+store, `tuner run` from a test (and waiting for its first epochs), and the best trial's
+checkpoint on the test split."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,6 +100,16 @@ def best_checkpoint_evaluation(store: Store, spec_path: Path) -> Evaluation:
     return deep.evaluate_test(best, splits=load_data(spec), settings=trial_settings(spec))
 
 
+def own_tuner_env() -> dict[str, str]:
+    """The environment of a `tuner` process a test starts: the command line alone says which
+    store it writes to, and it starts its own Ray."""
+    unset = ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")
+    return {key: value for key, value in os.environ.items() if key not in unset}
+
+
+FIRST_EPOCHS_S = 600  # Ray's start, the data, a few epochs of ResNet-18 on a loaded 2-core box
+
+
 def epochs_logged(client: MlflowClient, name: str) -> int:
     """Epochs MLflow holds for the trials of experiment ``name``'s latest search so far (0
     before its parent run exists)."""
@@ -109,3 +123,15 @@ def epochs_logged(client: MlflowClient, name: str) -> int:
     return sum(
         len(client.get_metric_history(t.run_id, "val_acc")) for t in trials_of(client, parent)
     )
+
+
+def wait_for_epochs(
+    client: MlflowClient, name: str, search: subprocess.Popen, epochs: int, log: Path
+) -> None:
+    """Wait until ``search`` (`tuner run` in its own process, printing to ``log``) has logged
+    ``epochs`` epochs of experiment ``name``; fail with what it printed if it ends first."""
+    deadline = time.monotonic() + FIRST_EPOCHS_S
+    while epochs_logged(client, name) < epochs:
+        assert search.poll() is None, f"the search ended first:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {epochs} epochs logged:\n{log.read_text()}"
+        time.sleep(1)

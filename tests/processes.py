@@ -21,8 +21,33 @@ def stop_group(process: subprocess.Popen, timeout: float = 30) -> None:
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+        kill_group(process)
+
+
+def kill_group(process: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGKILL a process started in its own session and its whole process group (the Ray a
+    driver started: its processes join the driver's group), and wait until none is left."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    deadline = time.monotonic() + timeout
+    while left := group_members(process.pid):
+        assert time.monotonic() < deadline, f"processes {left} outlived SIGKILL"
+        time.sleep(0.5)
+
+
+def group_members(group: int) -> list[int]:
+    """The processes of process group ``group`` that still run (zombies, which an init that
+    does not reap may keep, don't), from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # After "pid (command)": state, parent, process group, ...
+            state, _, pgrp = stat.read_text().rpartition(")")[2].split()[:3]
+        except OSError:  # it ended meanwhile
+            continue
+        if state != "Z" and int(pgrp) == group:
+            members.append(int(stat.parent.name))
+    return members
 
 
 def free_port() -> int:
@@ -77,6 +102,10 @@ class Server:
             )
         wait_until_answers(self.process, f"{self.url}/health", log, SERVER_START_S)
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        if self.running:
             stop_group(self.process)

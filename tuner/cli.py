@@ -2,7 +2,8 @@
 
 Usage errors (a bad spec, a missing dataset, a wrong flag) print one line and exit 2. A search
 that finished while its tracking server was down exits 3: one line names the journal that keeps
-what the server did not take, and the `tuner sync` command that writes it there.
+what the server did not take, and the `tuner sync` command that writes it there (and logs the
+search's plots and registers its model, which needed the server).
 """
 
 from __future__ import annotations
@@ -336,8 +337,9 @@ def _search(
     except Unwritten as kept:
         print(
             f"tuner: error: the search finished, but the MLflow tracking server did not take "
-            f"{kept.count} writes; they are kept in {kept.journal}. Once it answers, write them "
-            f"with: python -m tuner sync {spec.experiment}{_store_flags(args)}",
+            f"{kept.count} writes; they are kept in {kept.journal}. Once it answers, write them, "
+            "log the plots and register the model with: "
+            f"python -m tuner sync {spec.experiment}{_store_flags(args)}",
             file=sys.stderr,
         )
         return EXIT_UNWRITTEN
@@ -363,6 +365,7 @@ def _store_flags(args: argparse.Namespace) -> str:
 def _sync(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
+    from tuner.closing import publish_kept
     from tuner.journal import journal_path
     from tuner.results import latest_parent
     from tuner.tracking import SearchTags, write_journal
@@ -375,6 +378,9 @@ def _sync(args: argparse.Namespace) -> int:
         print(f"wrote the {written} MLflow writes kept in {journal} to {mask_secrets(uri)}")
     else:
         print(f"nothing to write: no MLflow writes are kept in {journal}")
+    model_uri = publish_kept(uri, journal)
+    if model_uri:
+        print(f"registered the best model: {model_uri}")
     return 0
 
 

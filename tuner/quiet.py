@@ -17,6 +17,9 @@ QUIET_LOGGERS = {
     "optuna": logging.WARNING,  # "A new study created in memory with name: ..."
     "mlflow.store.db.utils": logging.WARNING,  # "Creating initial MLflow database tables..."
     "alembic.runtime.migration": logging.WARNING,  # the store's schema, step by step
+    # "Retrying (Retry(total=...)) after connection broken...": a line per HTTP retry of MLflow's
+    # client while a tracking server is down; tuner's writer says once that it keeps the writes.
+    "urllib3.connectionpool": logging.ERROR,
 }
 
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from types import ModuleType
@@ -18,7 +15,7 @@ from ray import tune
 import data
 from tuner import export, final, pareto, search, tune_state
 from tuner import space as space_lang
-from tuner.artifacts import log_search_artifacts
+from tuner.closing import Closing, close
 from tuner.errors import UsageError
 from tuner.journal import journal_path
 from tuner.progress import ProgressLine, TrialLines, erase_line, say, trial_table
@@ -48,7 +45,7 @@ class Interrupted(Exception):
 
 class Unwritten(Exception):
     """The search finished, but the tracking server, down, did not take ``count`` writes: they
-    are kept in ``journal`` for `tuner sync`."""
+    are kept in ``journal`` for `tuner sync`, its closing step beside it (tuner.closing)."""
 
     def __init__(self, count: int, journal: Path) -> None:
         super().__init__(count, journal)
@@ -143,18 +140,9 @@ def run_search(
         if front:
             _step(f"testing {min(len(front), MAX_TESTED_FRONT)} of the Pareto front's trials")
             experiment.mark_pareto(_test_front(front, results, trainable, splits, settings))
-        model_uri = None
-        if experiment.flush():  # the server is down: the plots and the model need it
-            warnings.warn(
-                "tuner: the tracking server does not answer: no plots and no registered "
-                "model for this search",
-                stacklevel=1,
-            )
-        else:
-            _step("logging plots and tables")
-            log_search_artifacts(experiment.client, experiment.parent_id, evaluation)
-            _step("registering the model")
-            model_uri = _export(experiment, evaluation, splits, spec.experiment, verbose=verbose)
+        example = splits.test_x[: export.EXAMPLE_IMAGES].numpy()
+        closing = Closing(experiment.parent_id, evaluation, example, spec.experiment)
+        model_uri = close(experiment, closing, verbose=verbose)
         experiment.finish(
             best_config,
             space_lang.trial_params(tree, best_config),
@@ -235,35 +223,6 @@ def _repeat_top(
     repeats = final.repeat(trainable, candidates, splits, settings, spec, spec.final.repeats)
     print(repeats.table())
     return repeats
-
-
-def _export(
-    experiment: Experiment,
-    evaluation: Evaluation,
-    splits: data.Splits,
-    name: str,
-    *,
-    verbose: bool,
-) -> str | None:
-    """Register the best model under the experiment's name and return its ``models:/`` URI
-    (the closing summary names it); a failure here only warns. MLflow's own lines about the
-    registration ("Successfully registered model", "Created version") only with ``verbose``."""
-    mlflow_lines = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(sys.stderr if verbose else mlflow_lines):
-            version = export.log_best_model(
-                experiment.tracking_uri,
-                experiment.parent_id,
-                evaluation.model,
-                splits.test_x[: export.EXAMPLE_IMAGES].numpy(),
-                classes=splits.classes,
-                registered_name=name,
-            )
-    except Exception as error:  # the search itself succeeded: keep its results
-        sys.stderr.write(mlflow_lines.getvalue())  # what MLflow said may explain it
-        warnings.warn(f"tuner: the best model was not exported: {error}", stacklevel=1)
-        return None
-    return f"models:/{version.name}/{version.version}"
 
 
 def _optuna_study(

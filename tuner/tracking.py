@@ -195,6 +195,11 @@ def unanswered(url: str, timeout: float = SERVER_TIMEOUT_S) -> str | None:
     return None
 
 
+def health_url(tracking_uri: str) -> str:
+    """What a tracking server answers at while it is up (`mlflow server`'s health check)."""
+    return f"{tracking_uri.rstrip('/')}/health"
+
+
 def check_store(tracking_uri: str) -> None:
     """A UsageError, before anything starts, for a store nothing can be written to: a server
     that does not answer (MLflow's client would retry for minutes), a scheme MLflow doesn't know.
@@ -202,7 +207,7 @@ def check_store(tracking_uri: str) -> None:
     shown = mask_secrets(tracking_uri)
     fix = "start it, or point --tracking-uri (or MLFLOW_TRACKING_URI) at a running one"
     if is_server(tracking_uri):
-        reason = unanswered(f"{tracking_uri.rstrip('/')}/health")
+        reason = unanswered(health_url(tracking_uri))
         if reason:
             raise UsageError(f"no MLflow tracking server answers at {shown} ({reason}); {fix}")
         return
@@ -710,7 +715,7 @@ class Writer:
                 return
             self._next_probe = time.monotonic() + PROBE_S
             if is_server(self.tracking_uri):  # a database or a folder: kept by a killed driver
-                if unanswered(f"{self.tracking_uri.rstrip('/')}/health"):
+                if unanswered(health_url(self.tracking_uri)):
                     return
                 self._say(f"answers: writing the {len(self._kept)} writes kept")
             self._down = False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.processes import kill_group
 from tuner.cli import main
 from tuner.errors import UsageError
 from tuner.results import overrides_of
@@ -77,8 +77,7 @@ def _run_and_kill(
             time.sleep(0.5)
         assert _finished_epochs(db) >= after_epochs, "the search never got going"
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+        kill_group(driver)
 
 
 def _cut_short(experiment: Path, pattern: str) -> None:

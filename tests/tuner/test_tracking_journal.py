@@ -1,6 +1,8 @@
 """A tracking server that goes away and stays away (issue 16): what the driver could not write
 is kept, in memory and in the search's journal beside Tune's state, and written once the server
-answers: by the driver itself while it runs, else by `tuner sync` (twice changes nothing).
+answers: by the driver itself while it runs, else by `tuner sync` (twice changes nothing), which
+also logs the plots and registers the model the search could not; or by `tuner resume`, when
+the driver was killed during the outage.
 
 Real `mlflow server`s on loopback ports (conftest.mlflow_server), stopped and started again on
 the same port and database. MLflow's own retries are cut to seconds here (its default is ~4
@@ -20,9 +22,11 @@ import pytest
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import epochs_logged, slow_digits_search
-from tests.processes import Server
+from tests.helpers import own_tuner_env, slow_digits_search, wait_for_epochs
+from tests.processes import Server, kill_group
+from tuner.artifacts import PLOTS, RESULTS
 from tuner.cli import EXIT_UNWRITTEN, main
+from tuner.closing import UNPUBLISHED
 from tuner.journal import JOURNAL, journal_path
 from tuner.results import latest_parent, trials_of
 from tuner.tracking import Experiment, SearchTags, TrialRun, Write, Writer, child_runs
@@ -152,18 +156,12 @@ def unwritten(mlflow_server, tmp_path_factory) -> tuple[int, str, Path]:
     (cwd / "gone.yaml").write_text(SPEC)
     command = [sys.executable, "-m", "tuner", "run", "gone.yaml"]
     command += ["--tracking-uri", mlflow_server.url]
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env = {**own_tuner_env(), **QUICK_FAILURE}
     stdout, stderr = cwd / "stdout.txt", cwd / "stderr.txt"  # files: no pipe fills up
     with stdout.open("w") as out, stderr.open("w") as err:
-        search = subprocess.Popen(
-            command, cwd=cwd, env={**env, **QUICK_FAILURE}, stdout=out, stderr=err
-        )
+        search = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err)
     try:
-        client, deadline = MlflowClient(mlflow_server.url), time.monotonic() + SEARCH_S
-        while epochs_logged(client, NAME) < 2:
-            assert search.poll() is None, f"ended before the outage:\n{stderr.read_text()}"
-            assert time.monotonic() < deadline, "no epoch logged"
-            time.sleep(1)
+        wait_for_epochs(MlflowClient(mlflow_server.url), NAME, search, 2, stderr)
         mlflow_server.stop()
         search.wait(timeout=SEARCH_S)
     finally:
@@ -180,8 +178,14 @@ def test_a_search_whose_server_never_comes_back_says_where_its_writes_are(unwrit
     journal = cwd / "tuner_results" / NAME / JOURNAL
     assert last.startswith("tuner: error: the search finished, but the MLflow tracking server")
     assert f"kept in {journal}" in last
+    assert "log the plots and register the model with:" in last
     assert last.endswith(f"python -m tuner sync {NAME} --tracking-uri {mlflow_server.url}")
     assert journal.is_file()
+    unpublished = journal.with_name(UNPUBLISHED)
+    assert unpublished.is_file()  # the plots and the model, for sync
+    assert f"the plots and the model are kept in {unpublished}; `tuner sync` logs them" in stderr
+    assert "does not answer: its writes are kept in" in stderr  # said by tuner, once
+    assert "Retrying (Retry(" not in stderr  # not MLflow's HTTP client at every retry
 
 
 def test_sync_writes_the_whole_search_once_however_often_it_runs(
@@ -192,31 +196,91 @@ def test_sync_writes_the_whole_search_once_however_often_it_runs(
     copy = shutil.copyfile(journal, tmp_path / "journal.copy")
     mlflow_server.start()
     capsys.readouterr()
-    assert f"MLflow writes kept in {journal}" in sync(NAME, mlflow_server, capsys)
+    synced = sync(NAME, mlflow_server, capsys)
+    assert f"MLflow writes kept in {journal}" in synced
+    assert f"registered the best model: models:/{NAME}/1" in synced
+    assert not journal.with_name(UNPUBLISHED).exists()
     client = MlflowClient(mlflow_server.url)
-    written = the_search(client)
+    written = the_search(client, NAME, TRIALS)
     shutil.copyfile(copy, journal)  # every write sent a second time
-    assert "MLflow writes kept in" in sync(NAME, mlflow_server, capsys)
-    assert the_search(client) == written
+    again = sync(NAME, mlflow_server, capsys)
+    assert "MLflow writes kept in" in again and "registered" not in again
+    assert the_search(client, NAME, TRIALS) == written
     assert "nothing to write" in sync(NAME, mlflow_server, capsys)
+    assert the_search(client, NAME, TRIALS) == written  # the model registered once
 
 
-def the_search(client: MlflowClient) -> dict[str, list[int]]:
-    """Check that MLflow holds the whole search: each trial's one run, ended, with every epoch
-    once; the parent's outcome. Returns each trial's val_acc steps, to compare later."""
-    parent = latest_parent(client, NAME)
+def the_search(client: MlflowClient, name: str, trials: int) -> dict[str, list[int]]:
+    """Check that MLflow holds the whole search ``name``: each trial's one run, ended, with every
+    epoch once; the parent's outcome, plots and tables; its model, registered once. Returns each
+    trial's val_acc steps, to compare later."""
+    parent = latest_parent(client, name)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["tuner.status"] == "completed"
     assert 0.0 < parent.data.metrics["test_acc"] <= 1.0
-    trials = trials_of(client, parent)
-    assert sorted(t.trial_id for t in trials) == sorted({t.trial_id for t in trials})
-    assert len(trials) == TRIALS
-    assert sum(t.best for t in trials) == 1
+    plots = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, PLOTS)}
+    assert {"confusion_matrix.png", "learning_curves.png", "anytime.png"} <= plots
+    tables = {a.path for a in client.list_artifacts(parent.info.run_id, RESULTS)}
+    assert f"{RESULTS}/trials.csv" in tables
+    (version,) = client.search_model_versions(f"name = '{name}'")
+    assert version.run_id == parent.info.run_id
+    records = trials_of(client, parent)
+    assert sorted(t.trial_id for t in records) == sorted({t.trial_id for t in records})
+    assert len(records) == trials
+    assert sum(t.best for t in records) == 1
     steps = {}
-    for trial in trials:
+    for trial in records:
         assert trial.status == "completed"
         assert client.get_run(trial.run_id).info.status == "FINISHED"
         history = client.get_metric_history(trial.run_id, "val_acc")
         steps[trial.trial_id] = [m.step for m in history]
         assert sorted(steps[trial.trial_id]) == list(range(1, EPOCHS + 1)), trial.trial_id
     return steps
+
+
+# ---------------------------------------------------------------------------------------------
+# A driver killed while its server is down
+# ---------------------------------------------------------------------------------------------
+
+KILLED, KILLED_TRIALS = "killed_in_outage", 2
+KEPT_S = 8  # the driver runs on without its server: its writes (an epoch or two) are kept
+
+
+def test_resume_after_a_driver_killed_in_an_outage_writes_the_whole_search_once(
+    mlflow_server, tmp_path
+):
+    if not mlflow_server.running:  # a test before this one left it stopped
+        mlflow_server.start()
+    (tmp_path / "killed.yaml").write_text(slow_digits_search(KILLED, KILLED_TRIALS, EPOCHS))
+    env = own_tuner_env()
+    store = ["--tracking-uri", mlflow_server.url]
+    output = tmp_path / "run.txt"
+    with output.open("w") as file:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "tuner", "run", "killed.yaml", *store],
+            cwd=tmp_path,
+            env={**env, **QUICK_FAILURE},
+            stdout=file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # killed with the Ray it starts
+        )
+    try:
+        wait_for_epochs(MlflowClient(mlflow_server.url), KILLED, driver, 2, output)
+        mlflow_server.stop()
+        time.sleep(KEPT_S)
+        assert driver.poll() is None, output.read_text()[-3000:]
+    finally:
+        kill_group(driver)
+    assert (tmp_path / "tuner_results" / KILLED / JOURNAL).is_file()
+    mlflow_server.start()
+    resumed = subprocess.run(
+        [sys.executable, "-m", "tuner", "resume", KILLED, *store],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SEARCH_S,
+    )
+    assert resumed.returncode == 0, output.read_text()[-2000:] + resumed.stderr[-3000:]
+    assert "MLflow writes kept in" in resumed.stdout
+    the_search(MlflowClient(mlflow_server.url), KILLED, KILLED_TRIALS)

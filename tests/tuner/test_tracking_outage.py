@@ -9,7 +9,6 @@ the registered model.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import epochs_logged, slow_digits_search
+from tests.helpers import own_tuner_env, slow_digits_search, wait_for_epochs
 from tests.processes import Server
 from tuner.results import latest_parent, trials_of
 
@@ -37,16 +36,13 @@ def searched(mlflow_server, tmp_path_factory) -> tuple[Server, str]:
     cwd = tmp_path_factory.mktemp("outage_client")
     (cwd / "outage.yaml").write_text(SPEC)
     command = [sys.executable, "-m", "tuner", "run", "outage.yaml", "--tracking-uri", server.url]
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
     output = cwd / "output.txt"  # a file, not a pipe: nothing blocks on a full pipe meanwhile
     with output.open("w") as file:
-        search = subprocess.Popen(command, cwd=cwd, env=env, stdout=file, stderr=subprocess.STDOUT)
+        search = subprocess.Popen(
+            command, cwd=cwd, env=own_tuner_env(), stdout=file, stderr=subprocess.STDOUT
+        )
     try:
-        client, deadline = MlflowClient(server.url), time.monotonic() + SEARCH_S
-        while epochs_logged(client, "outage") < 2:
-            assert search.poll() is None, f"ended before the outage:\n{output.read_text()}"
-            assert time.monotonic() < deadline, "no epoch logged"
-            time.sleep(1)
+        wait_for_epochs(MlflowClient(server.url), "outage", search, 2, output)
         server.stop()
         down = time.monotonic()
         time.sleep(OUTAGE_S)
