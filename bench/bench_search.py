@@ -15,6 +15,7 @@ times include each search's closing phase (test evaluation, plots, export) only 
 
     .venv/bin/python bench/bench_search.py             # 4 pairs x 5 seeds, ~70 min on 2 cores
     .venv/bin/python bench/bench_search.py --seeds 2 --num-samples 8 --out /tmp/anytime.png
+    .venv/bin/python bench/bench_search.py --default-and-baseline --first-seed 3 --seeds 2
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ def plot(curves: dict[str, list[list[Point]]], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds count up from it")
     parser.add_argument("--num-samples", type=int, default=16, help="trials under FIFO")
     parser.add_argument("--out", type=Path, default=Path("bench_search.png"))
     parser.add_argument(
@@ -154,7 +156,7 @@ def main() -> None:
     # One folder for the whole bench, and the first search's cwd: Ray starts its workers in
     # the directory the driver had when Ray started, so it must outlive every search.
     root = Path(tempfile.mkdtemp(prefix="bench_search_"))
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for index, (name, (algorithm, scheduler, settings)) in enumerate(pairs.items()):
             started = time.perf_counter()
             folder = root / f"seed{seed}_{index}"
