@@ -64,6 +64,15 @@ def publish(tracking_uri: str, closing: Closing, *, verbose: bool) -> str | None
     print("logging plots and tables…", flush=True)
     client = MlflowClient(tracking_uri)
     log_search_artifacts(client, closing.parent_run_id, closing.evaluation)
+    # Taken again (a sync that lost its server after registering, a resumed search), the plots
+    # replace themselves; the model would become a second version, so the first one stands.
+    registered = [
+        version
+        for version in client.search_model_versions(f"run_id = '{closing.parent_run_id}'")
+        if version.name == closing.registered_name
+    ]
+    if registered:
+        return f"models:/{registered[0].name}/{registered[0].version}"
     print("registering the model…", flush=True)
     return _register(tracking_uri, closing, verbose=verbose)
 

@@ -4,18 +4,21 @@ predicting as it did."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
 import data
 from models import build
 from models.classical import build_pipeline
 from models.raw_image import RawImageClassifier
-from tuner.closing import Closing, keep, kept
+from tuner.closing import Closing, keep, kept, publish
+from tuner.tracking import Experiment, SearchTags
 from tuner.trainables.metrics import Evaluation
 
 
@@ -60,3 +63,24 @@ def test_a_kept_closing_step_predicts_as_the_search_did(kind, splits, tmp_path):
     assert back.evaluation.metrics == evaluation.metrics
     assert np.array_equal(_predictions(back.evaluation.model, images), _predictions(model, images))
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no partial file left
+
+
+def test_the_closing_step_taken_twice_registers_one_model_version(splits, tmp_path):
+    """A sync whose server went away after it registered the model keeps the file; the next
+    sync takes the step again and must not register a second version."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = Experiment(uri, "twice")
+    spec = tmp_path / "twice.yaml"
+    spec.write_text("name: twice\n")
+    experiment.start(spec, SearchTags(metric="val_acc", mode="max"))
+    model = _model("deep", splits, tmp_path / "features")
+    images = splits.test_x.numpy()
+    evaluation = Evaluation(splits.test_y.numpy(), np.zeros(len(images)), splits.classes, model)
+    closing = Closing(experiment.parent_id, evaluation, images[:4], "twice")
+    with warnings.catch_warnings():  # a parent run without trials: no curves, no study
+        warnings.simplefilter("ignore")
+        first = publish(uri, closing, verbose=False)
+        again = publish(uri, closing, verbose=False)
+    assert first == again == "models:/twice/1"
+    versions = MlflowClient(uri).search_model_versions("name = 'twice'")
+    assert [int(v.version) for v in versions] == [1]
