@@ -23,6 +23,7 @@ from tuner import export
 from tuner.artifacts import log_search_artifacts
 from tuner.errors import UsageError
 from tuner.secrets import mask_secrets
+from tuner.terminal import step
 from tuner.tracking import Experiment, health_url, is_server, unanswered
 from tuner.trainables.metrics import Evaluation
 
@@ -61,7 +62,7 @@ def close(experiment: Experiment, closing: Closing, *, verbose: bool) -> str | N
 def publish(tracking_uri: str, closing: Closing, *, verbose: bool) -> str | None:
     """Log the plots and tables on the parent run and register the model; its ``models:/`` URI
     (None: not registered, with a warning; the search's results stand without it)."""
-    print("logging plots and tables…", flush=True)
+    step("logging plots and tables")
     client = MlflowClient(tracking_uri)
     log_search_artifacts(client, closing.parent_run_id, closing.evaluation)
     # Taken again (a sync that lost its server after registering, a resumed search), the plots
@@ -73,7 +74,7 @@ def publish(tracking_uri: str, closing: Closing, *, verbose: bool) -> str | None
     ]
     if registered:
         return f"models:/{registered[0].name}/{registered[0].version}"
-    print("registering the model…", flush=True)
+    step("registering the model")
     return _register(tracking_uri, closing, verbose=verbose)
 
 

@@ -13,6 +13,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from tuner import space as space_lang
+from tuner import terminal
 from tuner.summary import short_value
 from tuner.tracking import error_line
 from tuner.trainables import trial_report
@@ -31,24 +32,8 @@ def trial_table(metric: str, tree: space_lang.Group) -> tune.ProgressReporter:
     )
 
 
-# Whether a progress line is on the terminal without its newline: say() clears it first.
-_drawn = False
 PLAIN_EVERY_S = 30  # off a terminal (CI, nohup, `ray job submit`): a line this often at most
 REDRAW_EVERY_S = 0.5  # on a terminal: Tune's loop steps every few milliseconds
-
-
-def say(text: str) -> None:
-    """Print a line of tuner's own, above the live progress line if one is drawn."""
-    erase_line()
-    print(text, flush=True)
-
-
-def erase_line() -> None:
-    """Erase the live progress line, if one is drawn (before tuner prints, or stops)."""
-    global _drawn
-    if _drawn:
-        sys.stdout.write("\r\x1b[K")  # back to the line's start, and erase it
-        _drawn = False
 
 
 def _clock(seconds: float) -> str:
@@ -96,7 +81,6 @@ class ProgressLine(tune.Callback):
         self.show(trials, final=True)
 
     def show(self, trials: list, *, final: bool = False) -> None:
-        global _drawn
         now = time.monotonic()
         tty = sys.stdout.isatty() if self.tty is None else self.tty
         done = sum(trial.status in (Trial.TERMINATED, Trial.ERROR) for trial in trials)
@@ -108,10 +92,8 @@ class ProgressLine(tune.Callback):
         text = self.line(trials, now - self.started)
         if tty:
             width = shutil.get_terminal_size().columns - 1  # a wrapped line can't be redrawn
-            if text != self.last_text or not _drawn or final:
-                sys.stdout.write(f"\r\x1b[K{text[:width]}" + ("\n" if final else ""))
-                sys.stdout.flush()
-            _drawn = not final
+            if text != self.last_text or not terminal.drawn() or final:
+                terminal.draw(text[:width], final=final)
         elif text != self.last_text:
             print(text, flush=True)
         self.shown, self.last_text, self.last_done = now, text, done
@@ -183,13 +165,13 @@ class TrialLines(tune.Callback):
         # A trial's warnings come in its results (see deep.TrainingRun.warn): a worker's own stderr
         # reaches no one in CI, under nohup or `ray job submit`.
         for text in TrialReport.read(result).warnings:
-            say(f"trial {trial.trial_id} warning: {text}")
+            terminal.say(f"trial {trial.trial_id} warning: {text}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        say(self.line(trial, trial_report.status(trial.last_result)))
+        terminal.say(self.line(trial, trial_report.status(trial.last_result)))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        say(self.line(trial, "errored"))
+        terminal.say(self.line(trial, "errored"))
 
     def line(self, trial: Any, status: str) -> str:
         best = trial.metric_analysis.get(self.metric, {}).get(self.mode)

@@ -18,13 +18,14 @@ from tuner import space as space_lang
 from tuner.closing import Closing, close
 from tuner.errors import UsageError
 from tuner.journal import journal_path
-from tuner.progress import ProgressLine, TrialLines, erase_line, say, trial_table
+from tuner.progress import ProgressLine, TrialLines, trial_table
 from tuner.quiet import quiet_libraries
 from tuner.ray_start import RayStart
 from tuner.recorder import TrialRecorder
 from tuner.results import TrialRecord, trials_of
 from tuner.spec import Spec
 from tuner.summary import Summary
+from tuner.terminal import erase_line, step
 from tuner.tracking import (
     Experiment,
     SearchTags,
@@ -132,13 +133,13 @@ def run_search(
         elif spec.final.retrain:
             evaluation = _retrain_and_test(trainable, best_result.config, splits, settings, spec)
         else:
-            _step("testing the best trial on the test split")
+            step("testing the best trial on the test split")
             evaluation = trainable.evaluate_test(best_result, splits=splits, settings=settings)
         best_config = best_result.config
         best_trial_id = _trial_id(best_result)
         experiment.mark_best(best_trial_id)
         if front:
-            _step(f"testing {min(len(front), MAX_TESTED_FRONT)} of the Pareto front's trials")
+            step(f"testing {min(len(front), MAX_TESTED_FRONT)} of the Pareto front's trials")
             experiment.mark_pareto(_test_front(front, results, trainable, splits, settings))
         example = splits.test_x[: export.EXAMPLE_IMAGES].numpy()
         closing = Closing(experiment.parent_id, evaluation, example, spec.experiment)
@@ -177,11 +178,6 @@ def run_search(
         trials=trials_of(experiment.client, experiment.client.get_run(experiment.parent_id)),
         sampled=space_lang.sampled_keys(tree),
     )
-
-
-def _step(what: str) -> None:
-    """Name a closing step while it runs: each takes seconds and prints nothing of its own."""
-    say(f"{what}…")
 
 
 def trial_settings(spec: Spec, *, progress_bars: bool = False) -> Settings:

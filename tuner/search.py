@@ -142,7 +142,7 @@ class _OptunaSearch(OptunaSearch):
         return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        pass
+        """Nothing: the study hears of a trial once, from ``on_trial_complete``."""
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False

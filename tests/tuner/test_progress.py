@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ray.tune.experiment import Trial
 
-from tuner import progress
+from tuner import terminal
 from tuner.progress import ProgressLine
 
 
@@ -64,7 +64,7 @@ def test_on_a_terminal_the_line_is_redrawn_in_place_and_cleared_for_tuner_lines(
     line.setup(total_num_samples=4)
     trials = search()
     line.on_step_end(1, trials)
-    progress.say("trial a_00002 completed: val_acc 0.9300 after 5 epochs | model.width=16")
+    terminal.say("trial a_00002 completed: val_acc 0.9300 after 5 epochs | model.width=16")
     trials[2].set_status(Trial.TERMINATED)
     line.on_step_end(2, trials)  # a trial finished: drawn at once
     line.on_experiment_end(trials)
@@ -76,7 +76,7 @@ def test_on_a_terminal_the_line_is_redrawn_in_place_and_cleared_for_tuner_lines(
     assert draws[2] == "trial a_00002 completed: val_acc 0.9300 after 5 epochs | model.width=16\n"
     assert draws[3].startswith("trials 3/4 done (1 errored), 0 running")
     assert draws[4].startswith("trials 3/4 done") and draws[4].endswith("\n")  # the final one
-    assert not progress._drawn
+    assert not terminal.drawn()
 
 
 def test_off_a_terminal_plain_lines_come_when_a_trial_finishes_not_every_step(capsys):

@@ -1,0 +1,43 @@
+"""tuner's own lines on the terminal, and the live progress line they must not run into
+(``tuner.progress``'s Tune callbacks draw it): one place for both, so a search's closing steps
+and `tuner sync`'s (``tuner.closing``) are named alike."""
+
+from __future__ import annotations
+
+import sys
+
+# Whether a progress line is on the terminal without its newline: say() clears it first.
+_drawn = False
+
+
+def say(text: str) -> None:
+    """Print a line of tuner's own, above the live progress line if one is drawn."""
+    erase_line()
+    print(text, flush=True)
+
+
+def step(what: str) -> None:
+    """Name a step while it runs: each takes seconds and prints nothing of its own."""
+    say(f"{what}…")
+
+
+def erase_line() -> None:
+    """Erase the live progress line, if one is drawn (before tuner prints, or stops)."""
+    global _drawn
+    if _drawn:
+        sys.stdout.write("\r\x1b[K")  # back to the line's start, and erase it
+        _drawn = False
+
+
+def drawn() -> bool:
+    """Whether the live progress line is on the terminal."""
+    return _drawn
+
+
+def draw(text: str, *, final: bool) -> None:
+    """Draw ``text`` as the live progress line, over the one drawn; ``final``: with its newline,
+    so what follows starts below it."""
+    global _drawn
+    sys.stdout.write(f"\r\x1b[K{text}" + ("\n" if final else ""))
+    sys.stdout.flush()
+    _drawn = not final
