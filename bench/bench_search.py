@@ -13,9 +13,11 @@ trained, as a median over seeds with the spread.
 Ray is started once; each search writes to its own MLflow store in a temporary folder. Wall
 times include each search's closing phase (test evaluation, plots, export) only in the total.
 
-    .venv/bin/python bench/bench_search.py             # 4 pairs x 5 seeds, ~70 min on 2 cores
+    .venv/bin/python bench/bench_search.py             # 4 pairs x 5 seeds, ~80 min on 2 cores
     .venv/bin/python bench/bench_search.py --seeds 2 --num-samples 8 --out /tmp/anytime.png
     .venv/bin/python bench/bench_search.py --default-and-baseline --first-seed 3 --seeds 2
+    .venv/bin/python bench/bench_search.py --default-and-baseline \\
+        --variant scheduler.reduction_factor=3 --variant scheduler.reduction_factor=2
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import ray
 import yaml
@@ -37,14 +38,14 @@ from mlflow.tracking import MlflowClient
 from tuner import runner
 from tuner.anytime import Point, epochs_to_reach, search_curve
 from tuner.results import latest_parent
-from tuner.spec import read_yaml, validate
+from tuner.spec import apply_override, read_yaml, validate
 
 SPACE = """\
 name: bench_search
 data: {dataset: fashion_mnist, max_train: 2000, val_fraction: 0.3, max_test: 1000, seed: 0}
 metric: val_acc
 search: {num_samples: 16, max_concurrent: 2}
-scheduler: {max_epochs: 9, grace_period: 1, reduction_factor: 3}
+scheduler: {max_epochs: 9}  # ASHA's grace period and reduction factor: tuner's defaults
 resources: {cpu: 1}
 space:
   model:
@@ -61,13 +62,13 @@ space:
 """
 # Every pair gets about the same epochs in all: FIFO trains each trial for the whole budget,
 # ASHA stops most early, so it gets ASHA_TRIALS_PER_FIFO_TRIAL times the trials (16 x 9 = 144
-# epochs for FIFO; 48 trials under ASHA's rungs at 1, 3 and 9 epochs train about as many).
+# epochs for FIFO; 48 trials under ASHA's rungs at 1 and 4 epochs train 150 to 210).
 ASHA_TRIALS_PER_FIFO_TRIAL = 3
-PAIRS = {  # label -> (search.algorithm, scheduler.type, other search settings); default first
-    "optuna + asha (default)": ("optuna", "asha", {}),
-    "random + fifo": ("random", "fifo", {}),
-    "random + asha": ("random", "asha", {}),
-    "optuna + fifo": ("optuna", "fifo", {}),
+PAIRS = {  # label -> (search.algorithm, scheduler.type, `--set` overrides); default first
+    "optuna + asha (default)": ("optuna", "asha", ()),
+    "random + fifo": ("random", "fifo", ()),
+    "random + asha": ("random", "asha", ()),
+    "optuna + fifo": ("optuna", "fifo", ()),
 }
 DEFAULT, BASELINE = "optuna + asha (default)", "random + fifo"
 
@@ -76,7 +77,7 @@ def run_one(
     folder: Path,
     algorithm: str,
     scheduler: str,
-    settings: dict[str, Any],
+    overrides: tuple[str, ...],
     seed: int,
     num_samples: int,
 ) -> list[Point]:
@@ -84,10 +85,12 @@ def run_one(
     raw = read_yaml(SPACE, "bench_search.py")
     if scheduler == "asha":
         num_samples *= ASHA_TRIALS_PER_FIFO_TRIAL
-    raw["search"].update(algorithm=algorithm, seed=seed, num_samples=num_samples, **settings)
+    raw["search"].update(algorithm=algorithm, seed=seed, num_samples=num_samples)
     raw["scheduler"]["type"] = scheduler
     if scheduler == "fifo":  # ASHA's settings mean nothing to FIFO
         raw["scheduler"] = {"type": "fifo", "max_epochs": raw["scheduler"]["max_epochs"]}
+    for override in overrides:
+        apply_override(raw, override, "bench_search.py")
     spec = validate(raw, "bench_search.py")
     folder.mkdir()
     os.chdir(folder)
@@ -137,7 +140,8 @@ def main() -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="also run the default with this search setting, e.g. startup_trials=4 (repeatable)",
+        help="also run the default with this setting: a search setting (startup_trials=4) or "
+        "any spec path (scheduler.reduction_factor=4); repeatable",
     )
     parser.add_argument(
         "--default-and-baseline",
@@ -148,8 +152,9 @@ def main() -> None:
     others = {"random + asha", "optuna + fifo"} if args.default_and_baseline else set()
     pairs = {name: pair for name, pair in PAIRS.items() if name not in others}
     for variant in args.variant:
-        key, _, value = variant.partition("=")
-        pairs[f"optuna + asha, {variant}"] = ("optuna", "asha", {key: yaml.safe_load(value)})
+        key = variant.partition("=")[0]
+        override = variant if "." in key else f"search.{variant}"
+        pairs[f"optuna + asha, {variant}"] = ("optuna", "asha", (override,))
     out = args.out.absolute()
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     curves: dict[str, list[list[Point]]] = {name: [] for name in pairs}
@@ -157,10 +162,10 @@ def main() -> None:
     # the directory the driver had when Ray started, so it must outlive every search.
     root = Path(tempfile.mkdtemp(prefix="bench_search_"))
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        for index, (name, (algorithm, scheduler, settings)) in enumerate(pairs.items()):
+        for index, (name, (algorithm, scheduler, overrides)) in enumerate(pairs.items()):
             started = time.perf_counter()
             folder = root / f"seed{seed}_{index}"
-            curve = run_one(folder, algorithm, scheduler, settings, seed, args.num_samples)
+            curve = run_one(folder, algorithm, scheduler, overrides, seed, args.num_samples)
             curves[name].append(curve)
             print(
                 f"seed {seed} {name}: best {curve[-1].best:.4f} after {curve[-1].epochs} "
