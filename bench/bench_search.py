@@ -87,8 +87,6 @@ def run_one(
         num_samples *= ASHA_TRIALS_PER_FIFO_TRIAL
     raw["search"].update(algorithm=algorithm, seed=seed, num_samples=num_samples)
     raw["scheduler"]["type"] = scheduler
-    if scheduler == "fifo":  # ASHA's settings mean nothing to FIFO
-        raw["scheduler"] = {"type": "fifo", "max_epochs": raw["scheduler"]["max_epochs"]}
     for override in overrides:
         apply_override(raw, override, "bench_search.py")
     spec = validate(raw, "bench_search.py")
