@@ -118,6 +118,19 @@ def test_a_tracking_server_that_does_not_answer_stops_a_run_before_anything_star
     assert "can't use the MLflow store htp://x: " in capsys.readouterr().err
 
 
+def test_a_store_that_cannot_be_made_stops_a_run_with_one_line(
+    ray_session, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes").write_text("a file where the store's folder would be")
+    uri = f"sqlite:///{tmp_path}/notes/mlflow.db"  # checked while Ray starts and torch imports
+    assert main(["run", str(ROOT / "search_spaces" / "digits.yaml"), "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tuner: error: can't use the MLflow store {uri}: [Errno 17] File ")
+    assert err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]  # no tuner_results
+
+
 def test_warnings_print_as_one_line_without_pythons_source_line(capsys):
     cli._show_warning(UserWarning("tuner: skipped the anytime plot: x"), UserWarning, "/a.py", 3)
     cli._show_warning(DeprecationWarning("old"), DeprecationWarning, "/b.py", 9, None, "src()")
