@@ -1,3 +1,3 @@
-from tuner.cli import main
+from tuner.cli import process_main
 
-raise SystemExit(main())
+raise SystemExit(process_main())
