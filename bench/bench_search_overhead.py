@@ -44,7 +44,6 @@ import ray  # noqa: E402
 from tuner.quiet import quiet_libraries  # noqa: E402
 from tuner.ray_start import RayStart  # noqa: E402
 from tuner.spec import load_spec  # noqa: E402
-from tuner.tracking import check_store_meanwhile  # noqa: E402
 
 SECONDS: dict[str, float] = defaultdict(float)  # driver-side time per part, summed
 MOMENTS: dict[str, float] = {}  # when something first happened, seconds after STARTED
@@ -135,24 +134,20 @@ def main() -> None:
     spec_path = Path(args.spec).absolute()
     spec = load_spec(spec_path, args.overrides)
     load = os.getloadavg()
+    # As `tuner run` does: Ray starts while the rest is imported and the search gets ready.
+    quiet_libraries(verbose=False)
+    ray_start = RayStart(None, forward_worker_output=False)
+    instrument(args.fresh_workers)
+    from tuner import runner
+
     with tempfile.TemporaryDirectory() as folder:
         os.chdir(folder)
-        tracking_uri = f"sqlite:///{folder}/mlflow.db"
-        # As `tuner run` does: Ray starts, and the store is made, while the rest is imported and
-        # the search gets ready.
-        quiet_libraries(verbose=False)
-        ray_start = RayStart(None, forward_worker_output=False)
-        store_checked = check_store_meanwhile(tracking_uri)
-        instrument(args.fresh_workers)
-        from tuner import runner
-
         summary = runner.run_search(
             spec,
             spec_path,
-            tracking_uri=tracking_uri,
+            tracking_uri=f"sqlite:///{folder}/mlflow.db",
             storage=f"{folder}/tuner_results",
             ray_start=ray_start,
-            store_checked=store_checked,
         )
         done = now()
         results = trial_results(Path(folder) / "tuner_results", spec.name)

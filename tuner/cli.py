@@ -318,20 +318,18 @@ def _search(
 ) -> int:
     from tuner.quiet import quiet_libraries
     from tuner.ray_start import RayStart
-    from tuner.tracking import check_store, check_store_meanwhile, is_server, search_tracking_uri
+    from tuner.tracking import check_store, is_server, search_tracking_uri
 
     quiet_libraries(args.verbose)
     tracking_uri = search_tracking_uri(args.tracking_uri, spec.tracking.uri)
     if is_server(tracking_uri):  # one that does not answer is one line, before Ray starts
         check_store(tracking_uri)
-    # Ray starts, and a new store is made, while the rest of tuner (torch, Ray Tune) is imported
-    # and the search gets ready.
+    # Ray starts while the rest of tuner (torch, Ray Tune) is imported and the search gets ready.
     ray_start = RayStart(
         args.address,
         forward_worker_output=sys.stderr.isatty(),
         verbose=args.verbose,
     )
-    store_checked = check_store_meanwhile(tracking_uri)
     from tuner.runner import Interrupted, Unwritten, run_search
     from tuner.summary import print_summary
 
@@ -346,7 +344,6 @@ def _search(
             overrides=overrides,
             verbose=args.verbose,
             ray_start=ray_start,
-            store_checked=store_checked,
         )
     except Unwritten as kept:
         print(

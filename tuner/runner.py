@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from concurrent.futures import Future
 from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
@@ -31,7 +30,7 @@ from tuner.tracking import (
     Experiment,
     SearchTags,
     StudyTags,
-    check_store_meanwhile,
+    check_store,
     code_version,
     search_tracking_uri,
 )
@@ -65,26 +64,22 @@ def run_search(
     overrides: Sequence[str] = (),
     verbose: bool = False,
     ray_start: RayStart | None = None,
-    store_checked: Future[None] | None = None,
 ) -> Summary:
     """Run (or resume) the search a validated spec describes; MLflow records every trial.
     ``verbose``: Ray's trial table and Ray's and Optuna's own messages, besides tuner's.
     ``ray_start``: Ray, as the caller began starting it (`tuner run` does, before importing
-    this module); None: begun here. Either way it starts while the search gets ready.
-    ``store_checked``: the check of the search's tracking store, as the caller began it
-    (tracking.check_store_meanwhile; `tuner run` begins it with Ray); None: begun here."""
+    this module); None: begun here. Either way it starts while the search gets ready."""
     # Someone watches a terminal: trials draw progress bars there (Ray forwards them).
     progress_bars = sys.stderr.isatty()
     quiet_libraries(verbose)  # before Ray starts: some of its messages come from its start
     ray_start = ray_start or RayStart(address, forward_worker_output=progress_bars, verbose=verbose)
     try:
         tracking_uri = search_tracking_uri(tracking_uri, spec.tracking.uri)
-        store_checked = store_checked or check_store_meanwhile(tracking_uri)
+        check_store(tracking_uri)
         splits = load_data(spec)
         trainable = trainable_module(spec.trainable)
         settings = trial_settings(spec, progress_bars=progress_bars)
         tree = anchored_space(spec.tree)
-        store_checked.result()
         experiment = Experiment(tracking_uri, spec.experiment, spec.tracking.artifacts)
         if resume:
             experiment_path = _resumed_folder(experiment, splits.sizes, storage)

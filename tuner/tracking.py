@@ -19,7 +19,6 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -217,16 +216,6 @@ def check_store(tracking_uri: str) -> None:
     except (MlflowException, OSError) as error:  # OSError: a sqlite path MLflow can't make
         reason = str(error).strip().split(". See ")[0]  # MLflow adds a link to its docs
         raise UsageError(f"can't use the MLflow store {shown}: {reason}") from None
-
-
-def check_store_meanwhile(tracking_uri: str) -> Future[None]:
-    """check_store in a background thread, begun before the search needs the store: MLflow makes
-    a new sqlite store with one commit per schema migration, seconds spent waiting on the disk
-    while the driver imports torch and Ray starts. ``.result()`` waits, raising what it raised."""
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuner-store")
-    checked = pool.submit(check_store, tracking_uri)
-    pool.shutdown(wait=False)  # its thread ends with this one check
-    return checked
 
 
 def default_tracking_uri() -> str:

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.tuner.test_recorder import record_search
 from tuner import cli
 from tuner.cli import main
@@ -118,12 +120,14 @@ def test_a_tracking_server_that_does_not_answer_stops_a_run_before_anything_star
     assert "can't use the MLflow store htp://x: " in capsys.readouterr().err
 
 
+# As outside pytest, where Python hides the DeprecationWarning that MLflow's store raises
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_a_store_that_cannot_be_made_stops_a_run_with_one_line(
     ray_session, tmp_path, capsys, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes").write_text("a file where the store's folder would be")
-    uri = f"sqlite:///{tmp_path}/notes/mlflow.db"  # checked while Ray starts and torch imports
+    uri = f"sqlite:///{tmp_path}/notes/mlflow.db"  # MLflow would make the folder: a file is there
     assert main(["run", str(ROOT / "search_spaces" / "digits.yaml"), "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"tuner: error: can't use the MLflow store {uri}: [Errno 17] File ")
