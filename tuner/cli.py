@@ -226,8 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def process_main() -> int:
     """main() in a process of its own (the ``tuner`` command, ``python -m tuner``)."""
     code = main()
-    # Python's exit sweeps every object left for garbage cycles: 0.8 s of `tuner best`'s 3 s
-    # (MLflow's import alone leaves about 270,000). Frozen, they go with the process; what a
+    # Python's exit sweeps every object left for garbage cycles: about 0.9 s of `tuner best`
+    # (MLflow's import alone leaves some 270,000). Frozen, they go with the process; what a
     # command writes is written (and closed) before main() returns.
     gc.freeze()
     return code
