@@ -7,10 +7,12 @@ process, with a fresh MLflow store and Tune storage in a temporary folder, and p
   ``epoch_seconds``, measured inside the trial), summed, over the trials that run at once;
 - the search's wall time (Tune's loop, ``Tuner.fit``) and its ratio to that limit;
 - where the rest goes: the wait for Ray to start, the first trial result after the command
-  started, each trial's start latency (from the driver starting it to its first result, less
+  started (and the work the machine did before it, in core-seconds: its floor on these cores),
+  each trial's start latency (from the driver starting it to its first result, less
   that first epoch's compute and checkpoint), checkpointing (saved in the trials), the driver's
-  time in MLflow calls and in the searcher (both inside Tune's loop), and the closing phase (test
-  evaluation, plots, model export) after the loop.
+  time in MLflow calls and in the searcher (both inside Tune's loop), its CPU in that loop (on
+  a machine with few cores, taken from the trials), and the closing phase (test evaluation,
+  plots, model export) after the loop.
 
 The driver-side times come from wrapping the recorder's and the searcher's methods here, in
 the bench: tuner itself carries no timing code beyond what trials report. ``--fresh-workers``
@@ -28,10 +30,23 @@ import time
 
 STARTED = time.perf_counter()  # before the heavy imports: what a user's command pays too
 
+import os  # noqa: E402
+
+
+def busy_core_seconds() -> float:
+    """CPU seconds the whole machine has spent working since boot, every process included (the
+    driver, Ray's, the trials'): /proc/stat's user, nice, system, irq and softirq (Linux)."""
+    with open("/proc/stat") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq = stat.readline().split()[1:8]
+    ticks = sum(int(part) for part in (user, nice, system, irq, softirq))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+BUSY_AT_START = busy_core_seconds()
+
 import argparse  # noqa: E402
 import functools  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 from collections import defaultdict  # noqa: E402
@@ -72,13 +87,22 @@ def now() -> float:
     return time.perf_counter() - STARTED
 
 
+def moment(name: str) -> None:
+    """When ``name`` first happened, and the driver's CPU seconds by then."""
+    MOMENTS.setdefault(name, now())
+    MOMENTS.setdefault(f"{name}_cpu", time.process_time())
+
+
 def trial_started(self: Any, iteration: int, trials: list, trial: Any, **info: Any) -> None:
     TRIAL_STARTED.setdefault(trial.trial_id, now())
 
 
 def trial_result(self: Any, iteration: int, trials: list, trial: Any, **info: Any) -> None:
     FIRST_RESULT.setdefault(trial.trial_id, now())
-    MOMENTS.setdefault("first_result", now())
+    if "first_result" not in MOMENTS:
+        MOMENTS["first_result"] = now()
+        MOMENTS["busy_to_first_result"] = busy_core_seconds() - BUSY_AT_START
+        MOMENTS["driver_to_first_result"] = time.process_time()
 
 
 def instrument(fresh_workers: bool) -> None:
@@ -97,10 +121,8 @@ def instrument(fresh_workers: bool) -> None:
         timed(OptunaSearch, method, "searcher")
     timed(BasicVariantGenerator, "next_trial", "searcher")
     timed(RayStart, "wait", "ray_wait")
-    timed(tune.Tuner, "fit", "search", then=lambda *a, **k: MOMENTS.setdefault("fit_end", now()))
-    timed(
-        runner, "_new_tuner", "tuner_setup", then=lambda *a, **k: MOMENTS.setdefault("fit", now())
-    )
+    timed(tune.Tuner, "fit", "search", then=lambda *a, **k: moment("fit_end"))
+    timed(runner, "_new_tuner", "tuner_setup", then=lambda *a, **k: moment("fit"))
     if fresh_workers:
         original = tune.TuneConfig.__init__
 
@@ -180,6 +202,13 @@ def main() -> None:
         f"first trial result: {MOMENTS['first_result']:.1f} s after the command started "
         f"(Tune's loop started at {MOMENTS['fit']:.1f} s)"
     )
+    busy = MOMENTS["busy_to_first_result"]
+    cores = os.cpu_count() or 1
+    print(
+        f"work before it: {busy:.1f} core-seconds, all processes (the driver, Ray's, the "
+        f"trials'; the driver {MOMENTS['driver_to_first_result']:.1f}); on {cores} cores "
+        f"at least {busy / cores:.1f} s even with no core idle"
+    )
     print(
         f"trial start latency: median {statistics.median(latencies):.2f} s, "
         f"p90 {percentile(latencies, 0.9):.2f} s"
@@ -188,6 +217,8 @@ def main() -> None:
     print(f"checkpointing (in trials): {checkpoints:.1f} s")
     print(f"MLflow calls in the driver's loop: {SECONDS['mlflow']:.1f} s")
     print(f"searcher: {SECONDS['searcher']:.1f} s")
+    loop_cpu = MOMENTS["fit_end_cpu"] - MOMENTS["fit_cpu"]
+    print(f"the driver's CPU in Tune's loop (its bookkeeping, all its threads): {loop_cpu:.1f} s")
     print(f"closing phase (test, plots, export): {closing:.1f} s")
     print(f"whole command: {done:.1f} s; best test_acc {summary.test_metrics['test_acc']:.4f}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -11,6 +11,7 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 
 import data
 from tuner import export, final, pareto, search, tune_state
@@ -267,7 +268,9 @@ def _new_tuner(
         run_config=tune.RunConfig(
             name=PurePosixPath(path).name,
             storage_path=str(PurePosixPath(path).parent),
-            callbacks=[*callbacks, tune_state.StateSnapshots()],
+            # JsonLoggerCallback: Tune's own result.json per trial, the histories ResultGrid
+            # reads (its CSV and TensorBoard copies are off: tuner.ray_start).
+            callbacks=[*callbacks, JsonLoggerCallback(), tune_state.StateSnapshots()],
             # Keep the latest two: Tune's saved state (written at every step, see start_ray)
             # points at one of them (keeping the best one instead can delete the one a resume
             # needs). Each checkpoint also carries the trial's best weights so far, for the test

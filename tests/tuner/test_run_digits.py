@@ -155,6 +155,20 @@ def test_a_parameter_has_one_name_in_mlflow_the_trial_lines_and_the_study(digits
         assert (1e-2 <= lr <= 1e-1) if branch == "sgd" else (1e-3 <= lr <= 1e-2)
 
 
+def test_each_trial_folder_keeps_tunes_result_json_and_no_copies_of_it(digits_search):
+    """Tune's result.json per trial (its histories), not the CSV and TensorBoard copies Tune
+    writes by default (the driver's time on every result)."""
+    folders = [p for p in (digits_search.storage / "digits_search").iterdir() if p.is_dir()]
+    trials = [folder for folder in folders if (folder / "params.json").is_file()]
+    parent = latest_parent(digits_search.client, "digits_search")
+    assert len(trials) == len(trials_of(digits_search.client, parent)) == 3
+    for folder in trials:
+        rows = (folder / "result.json").read_text().splitlines()
+        assert json.loads(rows[0])["training_iteration"] == 1
+        assert not (folder / "progress.csv").exists()
+        assert not list(folder.glob("events.out.tfevents*"))
+
+
 BUDGET_SEARCH = """\
 name: budget_search
 data: {dataset: digits, seed: 0}
