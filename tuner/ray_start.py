@@ -94,13 +94,6 @@ def _configure_tune() -> None:
     # Ctrl-C raises KeyboardInterrupt out of fit() (Tune's own handler would end the search
     # as if it had finished), so tuner marks MLflow's runs and prints how to resume.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    # Tune's saved state must name a checkpoint that still exists: each trial keeps its latest
-    # two, and at 0.15 s an epoch a trial makes dozens between Tune's default snapshots (every
-    # 10 s or more), so a driver killed in between resumed trials from deleted checkpoints.
-    # A snapshot at every step of Tune's loop keeps it at most an event behind.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
-    # Tune warns on every snapshot when epochs are short; the snapshots are cheap here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Tune's record of each trial's results is its result.json (tuner.runner adds that logger);
     # the CSV and TensorBoard copies it would also write repeat it, and writing them took the
     # driver ~8 ms of each result's round trip (bench/bench_search_overhead.py).

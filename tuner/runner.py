@@ -270,12 +270,16 @@ def _new_tuner(
             storage_path=str(PurePosixPath(path).parent),
             # JsonLoggerCallback: Tune's own result.json per trial, the histories ResultGrid
             # reads (its CSV and TensorBoard copies are off: tuner.ray_start).
-            callbacks=[*callbacks, JsonLoggerCallback(), tune_state.StateSnapshots()],
-            # Keep the latest two: Tune's saved state (written at every step, see start_ray)
-            # points at one of them (keeping the best one instead can delete the one a resume
-            # needs). Each checkpoint also carries the trial's best weights so far, for the test
-            # evaluation.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=[
+                *callbacks,
+                JsonLoggerCallback(),
+                tune_state.StateSnapshots(),
+                tune_state.CheckpointRetention(),
+            ],
+            # Tune deletes none: CheckpointRetention does, once Tune's saved state no longer
+            # names them. Each checkpoint also carries the trial's best weights so far, for the
+            # test evaluation, so the latest is all a finished trial needs.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             progress_reporter=trial_table(spec.metric, tree) if verbose else None,
             verbose=1 if verbose else 0,  # 0: no table, no "Result logdir", no run-time lines

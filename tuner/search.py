@@ -130,9 +130,9 @@ class _OptunaSearch(OptunaSearch):
     Ray also reports every epoch's value to the study: only Optuna's own pruners read those (ASHA
     stops trials here, TPE reads final values), and each is a write to the study's storage,
     3 s of a 24-trial digits search on sqlite (bench/bench_search_overhead.py's "searcher").
-    Tune saves its state, this searcher's pickle included, at every step of its loop (what a
-    resume after a kill needs, tuner.ray_start); the searcher changes only when it suggests a
-    trial or learns one's value, a few dozen of a search's thousand steps."""
+    Tune saves its state, this searcher's pickle included, every 10 s or more and whenever the
+    search stops; the searcher changes only when it suggests a trial or learns one's value, so
+    its file is written again only then."""
 
     _changes = 0  # suggestions and completions so far
     _saved: tuple[str, str, int] | None = None  # (folder, session, _changes) of the last save

@@ -1,11 +1,12 @@
-"""Ray Tune's saved search state, kept whole for a resume however the driver was stopped.
+"""Ray Tune's saved search state, kept whole and usable for a resume however the driver stopped.
 
 Tune writes its state (``experiment_state-*.json``, the searcher's, ``tuner.pkl``) into a staging
 folder, then a background thread copies it into the storage folder file by file, in place. A
 driver killed during that copy leaves a file cut short, and Tune's restore then silently starts
 a new, empty search instead. So after each step of Tune's loop, when the staged files are whole,
 tuner copies the ones that changed into ``SNAPSHOTS`` beside Tune's, each by an atomic rename;
-before a resume, :func:`repair` puts back any of Tune's files that no longer load.
+before a resume, :func:`repair` puts back any of Tune's files that no longer load. And the
+checkpoints that state names must still exist: :class:`CheckpointRetention` deletes old ones.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pyarrow.fs
@@ -23,6 +25,7 @@ from ray import tune
 from tuner.errors import UsageError
 
 SNAPSHOTS = ".tuner-state"
+_CHECKPOINT = re.compile(r"checkpoint_\d+")  # Tune's name for a trial's checkpoint folder
 
 
 class StateSnapshots(tune.Callback):
@@ -46,6 +49,60 @@ class StateSnapshots(tune.Callback):
             if self._copied.get(path.name) != mtime:
                 _copy_atomically(path, target / path.name)
                 self._copied[path.name] = mtime
+
+
+class CheckpointRetention(tune.Callback):
+    """Deletes a trial's old checkpoints, but only those no saved state of Tune can still name.
+
+    Tune's own ``num_to_keep`` deletes a checkpoint as soon as newer ones replace it, while its
+    saved state (written every 10 s or more) may still name it: a driver killed then resumed
+    trials from deleted checkpoints. Saving Tune's state at every step of its loop instead took
+    the driver's CPU from the trials (README, "Measured"). So Tune keeps every checkpoint and,
+    after each save, this deletes those older than what the save before it named (the storage's
+    copy of Tune's state is that one or this one, its copy a moment behind); once the search has
+    finished, and Tune's last save named each trial's latest checkpoint, all but that one."""
+
+    def __init__(self) -> None:
+        self._saved = 0  # mtime (ns) of Tune's staged state at the last save seen
+        self._named: dict[str, list[str]] = {}  # trial id -> what the last two saves named
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if not trials or _last_save(trials) == self._saved:
+            return
+        self._saved = _last_save(trials)
+        for trial in trials:
+            if trial.checkpoint is not None:
+                named = self._named.setdefault(trial.trial_id, [])
+                named[:] = [*named, Path(trial.checkpoint.path).name][-2:]
+                if len(named) == 2:  # the first save seen (a resume's too) deletes nothing
+                    _delete_checkpoints_before(trial, named[0])
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        # Tune saves once more when its loop ends (not when an error stopped it), naming each
+        # finished trial's latest checkpoint.
+        finished = trials and all(trial.is_finished() for trial in trials)
+        if not finished or _last_save(trials) == self._saved:
+            return
+        for trial in trials:
+            if trial.checkpoint is not None:
+                _delete_checkpoints_before(trial, Path(trial.checkpoint.path).name)
+
+
+def _last_save(trials: list) -> int:
+    """When Tune last saved its state (mtime, ns, of its staged file; 0: never)."""
+    staging = Path(trials[0].storage.experiment_driver_staging_path)
+    return max((path.stat().st_mtime_ns for path in staging.glob("experiment_state*")), default=0)
+
+
+def _delete_checkpoints_before(trial: Any, name: str) -> None:
+    """Delete the trial's checkpoint folders older than ``name`` (``checkpoint_000012``)."""
+    filesystem = trial.checkpoint.filesystem
+    folder = str(PurePosixPath(trial.checkpoint.path).parent)
+    for entry in filesystem.get_file_info(pyarrow.fs.FileSelector(folder)):
+        # Tune numbers them with zero padding, so names sort as the checkpoints were made.
+        older = _CHECKPOINT.fullmatch(entry.base_name) and entry.base_name < name
+        if older and entry.type == pyarrow.fs.FileType.Directory:
+            filesystem.delete_dir(entry.path)
 
 
 def repair(experiment_path: str) -> list[str]:

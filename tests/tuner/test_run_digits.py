@@ -155,9 +155,10 @@ def test_a_parameter_has_one_name_in_mlflow_the_trial_lines_and_the_study(digits
         assert (1e-2 <= lr <= 1e-1) if branch == "sgd" else (1e-3 <= lr <= 1e-2)
 
 
-def test_each_trial_folder_keeps_tunes_result_json_and_no_copies_of_it(digits_search):
+def test_each_trial_folder_keeps_its_result_json_and_latest_checkpoint_only(digits_search):
     """Tune's result.json per trial (its histories), not the CSV and TensorBoard copies Tune
-    writes by default (the driver's time on every result)."""
+    writes by default (the driver's time on every result); and once the search has finished,
+    only the latest of the trial's checkpoints (one per epoch; tune_state.CheckpointRetention)."""
     folders = [p for p in (digits_search.storage / "digits_search").iterdir() if p.is_dir()]
     trials = [folder for folder in folders if (folder / "params.json").is_file()]
     parent = latest_parent(digits_search.client, "digits_search")
@@ -167,6 +168,8 @@ def test_each_trial_folder_keeps_tunes_result_json_and_no_copies_of_it(digits_se
         assert json.loads(rows[0])["training_iteration"] == 1
         assert not (folder / "progress.csv").exists()
         assert not list(folder.glob("events.out.tfevents*"))
+        checkpoints = [path.name for path in folder.glob("checkpoint_*")]
+        assert checkpoints == [f"checkpoint_{len(rows) - 1:06d}"]
 
 
 BUDGET_SEARCH = """\

@@ -1,5 +1,5 @@
-"""The Optuna searcher as Tune drives it: Tune saves its state at every step of its loop, and
-the searcher writes its file only when it changed, so what a resume reads is always current."""
+"""The Optuna searcher as Tune drives it: Tune saves its state again and again, and the
+searcher writes its file only when it changed, so what a resume reads is always current."""
 
 from __future__ import annotations
 
