@@ -58,24 +58,29 @@ class CheckpointRetention(tune.Callback):
     saved state (written every 10 s or more) may still name it: a driver killed then resumed
     trials from deleted checkpoints. Saving Tune's state at every step of its loop instead took
     the driver's CPU from the trials (README, "Measured"). So Tune keeps every checkpoint and,
-    after each save, this deletes those older than what the save before it named (the storage's
-    copy of Tune's state is that one or this one, its copy a moment behind); once the search has
-    finished, and Tune's last save named each trial's latest checkpoint, all but that one."""
+    after each save, this deletes those that were there at the save before it and that neither
+    save names (the storage's copy of Tune's state is one of the two, its copy a moment behind);
+    once the search has finished, and Tune's last save named each trial's latest checkpoint, all
+    but that one. By what was there, not by number: a trial retried after a failure may number
+    its checkpoints afresh."""
 
     def __init__(self) -> None:
         self._saved = 0  # mtime (ns) of Tune's staged state at the last save seen
-        self._named: dict[str, list[str]] = {}  # trial id -> what the last two saves named
+        # trial id -> (the checkpoint the last save named, the checkpoints there then)
+        self._last: dict[str, tuple[str, set[str]]] = {}
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if not trials or _last_save(trials) == self._saved:
             return
         self._saved = _last_save(trials)
         for trial in trials:
-            if trial.checkpoint is not None:
-                named = self._named.setdefault(trial.trial_id, [])
-                named[:] = [*named, Path(trial.checkpoint.path).name][-2:]
-                if len(named) == 2:  # the first save seen (a resume's too) deletes nothing
-                    _delete_checkpoints_before(trial, named[0])
+            if trial.checkpoint is None:
+                continue
+            named = Path(trial.checkpoint.path).name
+            if trial.trial_id in self._last:  # the first save seen (a resume's too) deletes none
+                named_before, there_before = self._last[trial.trial_id]
+                _delete(trial, there_before - {named_before, named})
+            self._last[trial.trial_id] = (named, _checkpoints(trial))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         # Tune saves once more when its loop ends (not when an error stopped it), naming each
@@ -85,7 +90,7 @@ class CheckpointRetention(tune.Callback):
             return
         for trial in trials:
             if trial.checkpoint is not None:
-                _delete_checkpoints_before(trial, Path(trial.checkpoint.path).name)
+                _delete(trial, _checkpoints(trial) - {Path(trial.checkpoint.path).name})
 
 
 def _last_save(trials: list) -> int:
@@ -94,15 +99,21 @@ def _last_save(trials: list) -> int:
     return max((path.stat().st_mtime_ns for path in staging.glob("experiment_state*")), default=0)
 
 
-def _delete_checkpoints_before(trial: Any, name: str) -> None:
-    """Delete the trial's checkpoint folders older than ``name`` (``checkpoint_000012``)."""
-    filesystem = trial.checkpoint.filesystem
+def _checkpoints(trial: Any) -> set[str]:
+    """The names of the trial's checkpoint folders (``checkpoint_000012``)."""
     folder = str(PurePosixPath(trial.checkpoint.path).parent)
-    for entry in filesystem.get_file_info(pyarrow.fs.FileSelector(folder)):
-        # Tune numbers them with zero padding, so names sort as the checkpoints were made.
-        older = _CHECKPOINT.fullmatch(entry.base_name) and entry.base_name < name
-        if older and entry.type == pyarrow.fs.FileType.Directory:
-            filesystem.delete_dir(entry.path)
+    entries = trial.checkpoint.filesystem.get_file_info(pyarrow.fs.FileSelector(folder))
+    return {
+        entry.base_name
+        for entry in entries
+        if entry.type == pyarrow.fs.FileType.Directory and _CHECKPOINT.fullmatch(entry.base_name)
+    }
+
+
+def _delete(trial: Any, names: set[str]) -> None:
+    folder = PurePosixPath(trial.checkpoint.path).parent
+    for name in names:
+        trial.checkpoint.filesystem.delete_dir(str(folder / name))
 
 
 def repair(experiment_path: str) -> list[str]:
