@@ -61,8 +61,8 @@ class CheckpointRetention(tune.Callback):
     after each save, this deletes those that were there at the save before it and that neither
     save names (the storage's copy of Tune's state is one of the two, its copy a moment behind);
     once the search has finished, and Tune's last save named each trial's latest checkpoint, all
-    but that one. By what was there, not by number: a trial retried after a failure may number
-    its checkpoints afresh."""
+    but that one. By what was there and what was named, never by number, so it does not rest on
+    how Tune numbers a trial's checkpoints (across failures, retries and resumes)."""
 
     def __init__(self) -> None:
         self._saved = 0  # mtime (ns) of Tune's staged state at the last save seen
