@@ -11,6 +11,7 @@ checkpoints that state names must still exist: :class:`CheckpointRetention` dele
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -57,22 +58,37 @@ class CheckpointRetention(tune.Callback):
     Tune's own ``num_to_keep`` deletes a checkpoint as soon as newer ones replace it, while its
     saved state (written every 10 s or more) may still name it: a driver killed then resumed
     trials from deleted checkpoints. Saving Tune's state at every step of its loop instead took
-    the driver's CPU from the trials (README, "Measured"). So Tune keeps every checkpoint and,
-    after each save, this deletes those that were there at the save before it and that neither
-    save names (the storage's copy of Tune's state is one of the two, its copy a moment behind);
-    once the search has finished, and Tune's last save named each trial's latest checkpoint, all
-    but that one. By what was there and what was named, never by number, so it does not rest on
-    how Tune numbers a trial's checkpoints (across failures, retries and resumes)."""
+    the driver's CPU from the trials (README, "Measured"). So Tune keeps every checkpoint, and
+    this deletes: a checkpoint reported since Tune's last save as soon as a newer one replaces it
+    (no save named it, and the next names the trial's latest), so between saves a trial keeps at
+    most three (a fast epoch on a GPU does not pile them up); after each save, those that were
+    there at the save before it and that neither save names (the storage's copy of Tune's state
+    is one of the two, its copy a moment behind); once the search has finished, and Tune's last
+    save named each trial's latest checkpoint, all but that one. By what was reported, there and
+    named, never by number, so it does not rest on how Tune numbers a trial's checkpoints (across
+    failures, retries and resumes)."""
 
     def __init__(self) -> None:
         self._saved = 0  # mtime (ns) of Tune's staged state at the last save seen
         # trial id -> (the checkpoint the last save named, the checkpoints there then)
         self._last: dict[str, tuple[str, set[str]]] = {}
+        # trial id -> the checkpoint it reported since the last save (Tune saves its state at the
+        # end of a loop step, after the step's checkpoints are reported, before on_step_end)
+        self._unsaved: dict[str, Any] = {}
+
+    def on_checkpoint(
+        self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
+    ) -> None:
+        replaced = self._unsaved.get(trial.trial_id)
+        if replaced is not None:
+            _delete_folder(replaced.filesystem, replaced.path)
+        self._unsaved[trial.trial_id] = checkpoint
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if not trials or _last_save(trials) == self._saved:
             return
         self._saved = _last_save(trials)
+        self._unsaved.clear()
         for trial in trials:
             if trial.checkpoint is None:
                 continue
@@ -113,7 +129,13 @@ def _checkpoints(trial: Any) -> set[str]:
 def _delete(trial: Any, names: set[str]) -> None:
     folder = PurePosixPath(trial.checkpoint.path).parent
     for name in names:
-        trial.checkpoint.filesystem.delete_dir(str(folder / name))
+        _delete_folder(trial.checkpoint.filesystem, str(folder / name))
+
+
+def _delete_folder(filesystem: pyarrow.fs.FileSystem, path: str) -> None:
+    # Gone already where a save listed it in flight and on_checkpoint deleted it since.
+    with contextlib.suppress(FileNotFoundError):
+        filesystem.delete_dir(path)
 
 
 def repair(experiment_path: str) -> list[str]:

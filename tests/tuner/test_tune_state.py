@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import pickle
+import tempfile
+from pathlib import Path
 
 import pytest
+from ray import tune
 
 from tuner.errors import UsageError
-from tuner.tune_state import SNAPSHOTS, repair
+from tuner.tune_state import SNAPSHOTS, CheckpointRetention, repair
 
 STATE = "experiment_state-2026-01-01_00-00-00.json"
 SEARCHER = "searcher-state-2026-01-01_00-00-00.pkl"
@@ -43,3 +46,45 @@ def test_a_cut_short_file_without_a_copy_is_a_usage_error(tmp_path):
     (experiment / SNAPSHOTS / STATE).unlink()
     with pytest.raises(UsageError, match=f"{STATE} was cut short.*start the search again"):
         repair(str(experiment))
+
+
+def _checkpoint_every_step(config: dict) -> None:
+    """A trial that checkpoints every step, far faster than Tune saves its state (10 s or more)."""
+    for step in range(config["steps"]):
+        with tempfile.TemporaryDirectory() as folder:
+            Path(folder, "weights.bin").write_bytes(bytes(1000))
+            tune.report({"step": step}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+class _MostCheckpoints(tune.Callback):
+    """The most checkpoint folders a trial had when it reported one (after the retention ran)."""
+
+    most = 0
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        there = list(Path(checkpoint.path).parent.glob("checkpoint_*"))
+        self.most = max(self.most, len(there))
+
+
+@pytest.mark.slow
+def test_checkpoints_do_not_pile_up_between_tunes_saves(ray_session, tmp_path):
+    """Between two of Tune's saves a trial keeps the checkpoints those saves may name and its
+    latest, not one per step; once the search has finished, only its latest."""
+    probe = _MostCheckpoints()
+    steps = 30
+    tuner = tune.Tuner(
+        _checkpoint_every_step,
+        param_space={"steps": steps},
+        run_config=tune.RunConfig(
+            name="retention",
+            storage_path=str(tmp_path),
+            callbacks=[CheckpointRetention(), probe],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+            verbose=0,
+        ),
+    )
+    result = tuner.fit()[0]
+    assert result.metrics["step"] == steps - 1
+    assert 1 <= probe.most <= 3
+    checkpoints = [path.name for path in Path(result.path).glob("checkpoint_*")]
+    assert checkpoints == [f"checkpoint_{steps - 1:06d}"]
