@@ -276,8 +276,8 @@ def _new_tuner(
                 tune_state.StateSnapshots(),
                 tune_state.CheckpointRetention(),
             ],
-            # Tune deletes none: CheckpointRetention does, once Tune's saved state no longer
-            # names them. Each checkpoint also carries the trial's best weights so far, for the
+            # Tune deletes none: CheckpointRetention does, once no saved state of Tune can
+            # name them. Each checkpoint also carries the trial's best weights so far, for the
             # test evaluation, so the latest is all a finished trial needs.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
