@@ -15,7 +15,13 @@ from data.augment import to_float
 from tuner import space as space_lang
 from tuner.spec import SpecError, load_spec
 from tuner.trainables import Settings
-from tuner.trainables.deep import CHECKPOINT_FILE, TrainingRun, build_model, evaluate_test
+from tuner.trainables.deep import (
+    CHECKPOINT_FILE,
+    TrainingRun,
+    build_model,
+    evaluate_test,
+    load_checkpoint,
+)
 from tuner.trainables.recipe import Tta, WithTta
 
 DIGITS = tuple(str(digit) for digit in range(10))
@@ -203,6 +209,26 @@ def test_a_resumed_trial_continues_exactly_where_it_stopped(splits, tmp_path):
     assert _same(_weights(resumed.model), _weights(straight.model))
     assert _same(_weights(resumed.averaged.module), _weights(straight.averaged.module))
     assert resumed.averaged.n_averaged == straight.averaged.n_averaged
+
+
+@pytest.mark.parametrize("config", [{}, RECIPE], ids=["model", "weight_average"])
+def test_a_checkpoint_of_the_best_epoch_holds_its_weights_once(splits, tmp_path, config):
+    """The epoch just trained is the best so far: the best weights are the evaluated model's
+    own (the model's, or its average's), written once; at a worse epoch, the copy is written."""
+    trial = _trial(splits, **config)
+    trial.train_and_validate()  # the first epoch is the best so far
+    evaluated = _weights(trial.eval_model)
+    torch.save(trial.state(), tmp_path / "best.pt")
+    trial.train_epoch()
+    trial.remember_if_best({"val_acc": -1.0})  # worse: the first epoch stays the best
+    torch.save(trial.state(), tmp_path / "worse.pt")
+
+    copy_bytes = sum(t.numel() * t.element_size() for t in evaluated)
+    extra = (tmp_path / "worse.pt").stat().st_size - (tmp_path / "best.pt").stat().st_size
+    assert copy_bytes * 0.9 < extra < copy_bytes * 1.1
+    for name in ("best.pt", "worse.pt"):  # the best epoch's weights, from either checkpoint
+        best = load_checkpoint(tmp_path / name)["best_weights"]
+        assert _same(list(best.values()), evaluated)
 
 
 def test_the_test_split_sees_the_best_epochs_averaged_weights_with_tta(splits, tmp_path):

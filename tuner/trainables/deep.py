@@ -354,6 +354,7 @@ class TrainingRun:
         self.settings = settings
         self.best_value: float | None = None  # of settings.metric, over the epochs so far
         self.best_weights: dict[str, torch.Tensor] = {}
+        self.best_epoch: int | None = None  # of best_weights, in this run (not a resumed one's)
         self.diverged = False  # a NaN or inf training loss: the run can't go on
         self.warnings: list[str] = []  # not reported yet; see ``warn``
 
@@ -385,6 +386,7 @@ class TrainingRun:
         value = metrics[self.settings.metric]
         if self.settings.better(value, self.best_value):
             self.best_value = value
+            self.best_epoch = self.epoch
             self.best_weights = {
                 k: v.detach().cpu().clone() for k, v in self.eval_model.state_dict().items()
             }
@@ -488,13 +490,19 @@ class TrainingRun:
         return float(self.loss_fn(logits, y)), float((logits.argmax(1) == y).float().mean())
 
     def state(self) -> dict[str, Any]:
+        """What a checkpoint holds. When this epoch is the best so far, its weights are the
+        evaluated model's own tensors, not the copy: torch.save writes each storage once, so the
+        checkpoint does not hold the model twice (a third of a checkpoint with SGD's momentum)."""
+        best = self.best_weights
+        if self.best_epoch == self.epoch:
+            best = self.eval_model.state_dict()  # the same storages as "model" or "ema"
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
             "generator": self.generator.get_state(),
             "best_value": self.best_value,
-            "best_weights": self.best_weights,
+            "best_weights": best,
             "ema": None if self.averaged is None else self.averaged.state_dict(),
             "scaler": self.scaler.state_dict(),  # {} unless fp16
         }
