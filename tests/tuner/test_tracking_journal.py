@@ -210,7 +210,9 @@ def test_sync_writes_the_whole_search_once_however_often_it_runs(
     assert the_search(client, NAME, TRIALS) == written  # the model registered once
 
 
-def the_search(client: MlflowClient, name: str, trials: int) -> dict[str, list[int]]:
+def the_search(
+    client: MlflowClient, name: str, trials: int, epochs: int = EPOCHS
+) -> dict[str, list[int]]:
     """Check that MLflow holds the whole search ``name``: each trial's one run, ended, with every
     epoch once; the parent's outcome, plots and tables; its model, registered once. Returns each
     trial's val_acc steps, to compare later."""
@@ -234,7 +236,7 @@ def the_search(client: MlflowClient, name: str, trials: int) -> dict[str, list[i
         assert client.get_run(trial.run_id).info.status == "FINISHED"
         history = client.get_metric_history(trial.run_id, "val_acc")
         steps[trial.trial_id] = [m.step for m in history]
-        assert sorted(steps[trial.trial_id]) == list(range(1, EPOCHS + 1)), trial.trial_id
+        assert sorted(steps[trial.trial_id]) == list(range(1, epochs + 1)), trial.trial_id
     return steps
 
 
@@ -243,6 +245,10 @@ def the_search(client: MlflowClient, name: str, trials: int) -> dict[str, list[i
 # ---------------------------------------------------------------------------------------------
 
 KILLED, KILLED_TRIALS = "killed_in_outage", 2
+# Long enough that the kill lands mid-search: with EPOCHS it could land after the trials had
+# finished, and the resume then waited forever (Tune restored random search with both trials
+# still counted as running by its concurrency limit).
+KILLED_EPOCHS = 3 * EPOCHS
 KEPT_S = 8  # the driver runs on without its server: its writes (an epoch or two) are kept
 
 
@@ -251,7 +257,7 @@ def test_resume_after_a_driver_killed_in_an_outage_writes_the_whole_search_once(
 ):
     if not mlflow_server.running:  # a test before this one left it stopped
         mlflow_server.start()
-    (tmp_path / "killed.yaml").write_text(slow_digits_search(KILLED, KILLED_TRIALS, EPOCHS))
+    (tmp_path / "killed.yaml").write_text(slow_digits_search(KILLED, KILLED_TRIALS, KILLED_EPOCHS))
     env = own_tuner_env()
     store = ["--tracking-uri", mlflow_server.url]
     output = tmp_path / "run.txt"
@@ -283,4 +289,4 @@ def test_resume_after_a_driver_killed_in_an_outage_writes_the_whole_search_once(
     )
     assert resumed.returncode == 0, output.read_text()[-2000:] + resumed.stderr[-3000:]
     assert "MLflow writes kept in" in resumed.stdout
-    the_search(MlflowClient(mlflow_server.url), KILLED, KILLED_TRIALS)
+    the_search(MlflowClient(mlflow_server.url), KILLED, KILLED_TRIALS, KILLED_EPOCHS)
