@@ -36,8 +36,8 @@ space:
 
 def slow_digits_search(name: str, trials: int, epochs: int) -> str:
     """A spec whose search lasts: ResNet-18 on 8x8 digits, a few seconds an epoch on a core (a
-    tracking server can be stopped while it runs). Plain SGD: without a momentum buffer a
-    checkpoint is 45-90 MB, not 90-134 (CI's disk is small)."""
+    tracking server can be stopped while it runs). Plain SGD: no momentum buffer to checkpoint,
+    a model's worth less on CI's small disk."""
     return f"""\
 name: {name}
 data: {{dataset: digits, seed: 0}}
