@@ -261,10 +261,11 @@ def _new_tuner(
     if not verbose:  # tuner's progress line; --verbose: Ray's table as before (not both)
         max_epochs, budget = spec.scheduler.max_epochs, spec.search.time_budget_s
         callbacks.append(ProgressLine(spec.metric, spec.mode, max_epochs, time_budget_s=budget))
+    config = search.tune_config(spec, tree, study)
     return tune.Tuner(
         function,
         param_space=search.param_space(spec, tree),
-        tune_config=search.tune_config(spec, tree, study),
+        tune_config=config,
         run_config=tune.RunConfig(
             name=PurePosixPath(path).name,
             storage_path=str(PurePosixPath(path).parent),
@@ -275,6 +276,7 @@ def _new_tuner(
                 JsonLoggerCallback(),
                 tune_state.StateSnapshots(),
                 tune_state.CheckpointRetention(),
+                search.ResumedTrials(config.search_alg),
             ],
             # Tune deletes none: CheckpointRetention does, once no saved state of Tune can
             # name them. Each checkpoint also carries the trial's best weights so far, for the

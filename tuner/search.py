@@ -13,9 +13,11 @@ from typing import Any
 
 import optuna
 from ray import tune
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchAlgorithm, Searcher
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.utils import flatten_dict
 
 from tuner.space import (
     SCALARS,
@@ -109,7 +111,7 @@ def _searcher(spec: Spec, tree: Group, study: Study | None) -> Searcher | Search
     # max_concurrent_trials: Tune ignores it (with a warning) for a BasicVariantGenerator.
     concurrency = spec.search.max_concurrent or 0  # 0: as many as resources allow
     if spec.search.algorithm != "optuna":  # random and grid: Tune's own variant generator
-        return BasicVariantGenerator(random_state=spec.search.seed, max_concurrent=concurrency)
+        return _VariantGenerator(random_state=spec.search.seed, max_concurrent=concurrency)
     values = optimized(spec)
     searcher = _OptunaSearch(
         space=optuna_define_by_run(tree),
@@ -120,7 +122,51 @@ def _searcher(spec: Spec, tree: Group, study: Study | None) -> Searcher | Search
         study_name=study.name if study else None,
         storage=optuna.storages.RDBStorage(study.storage) if study else None,
     )
-    return ConcurrencyLimiter(searcher, max_concurrent=concurrency) if concurrency else searcher
+    return _ConcurrencyLimiter(searcher, max_concurrent=concurrency) if concurrency else searcher
+
+
+# A resumed search restores Tune's trials and its searcher from what Tune saved every 10 s or
+# more, and each of tuner's searchers hears, through ``resumed(trials)``, which trials Tune
+# restored: what Tune would have told it had the driver not been killed.
+
+
+class ResumedTrials(tune.Callback):
+    """Tells the searcher which trials Tune restored, at the first step of a resumed search.
+
+    Give it the searcher given to ``TuneConfig``: Tune restores that very object (the callbacks
+    and the searcher come back from one pickle, ``tuner.pkl``)."""
+
+    def __init__(self, searcher: _VariantGenerator | _ConcurrencyLimiter | _OptunaSearch) -> None:
+        self._searcher = searcher
+        self._first_step = True
+
+    def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        if self._first_step and trials:  # a new search has no trials at its first step
+            self._searcher.resumed(trials)
+        self._first_step = False
+
+
+class _VariantGenerator(BasicVariantGenerator):
+    """Tune's generator for random and grid search, told of the trials a resume restored.
+
+    It saves the trials it counts as running with its state, and a resume after a kill just as
+    trials ended can restore it still counting trials that Tune restored as finished: Tune never
+    tells it of them again, and with ``max_concurrent`` it waited for them forever."""
+
+    def resumed(self, trials: Sequence[Trial]) -> None:
+        self._live_trials -= {trial.trial_id for trial in trials if trial.is_finished()}
+
+
+class _ConcurrencyLimiter(ConcurrencyLimiter):
+    """Ray's ConcurrencyLimiter, told of the trials a resume restored.
+
+    It does not save the trials it counts as running: restored, it would start new trials beside
+    the resumed ones, and not pass on their ends (it passes on only its own trials'), so Optuna
+    never learned their values."""
+
+    def resumed(self, trials: Sequence[Trial]) -> None:
+        self.live_trials |= {trial.trial_id for trial in trials if not trial.is_finished()}
+        self.searcher.resumed(trials)
 
 
 class _OptunaSearch(OptunaSearch):
@@ -149,6 +195,27 @@ class _OptunaSearch(OptunaSearch):
     ) -> None:
         self._changes += 1
         super().on_trial_complete(trial_id, result, error)
+
+    def resumed(self, trials: Sequence[Trial]) -> None:
+        """Ends each of the study's running trials as what became of its Tune trial: finished
+        ones are told their last result, as Tune would have; a trial Tune did not restore (asked
+        for after Tune's last save, then lost with the driver) is FAIL, as Optuna's heartbeat
+        ends a trial whose process died. Left running, TPE's constant liar would count it as
+        running forever, and the study would show it so."""
+        restored = {
+            self._ot_trials[t.trial_id].number: t for t in trials if t.trial_id in self._ot_trials
+        }
+        running = self._ot_study.get_trials(
+            deepcopy=False, states=[optuna.trial.TrialState.RUNNING]
+        )
+        for ot_trial in running:
+            trial = restored.get(ot_trial.number)
+            if trial is None:
+                self._ot_study.tell(ot_trial.number, state=optuna.trial.TrialState.FAIL)
+                self._changes += 1
+            elif trial.is_finished():
+                result = flatten_dict(trial.last_result)
+                self.on_trial_complete(trial.trial_id, result, error=trial.status == Trial.ERROR)
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         saved = (checkpoint_dir, session_str, self._changes)

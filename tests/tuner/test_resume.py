@@ -10,14 +10,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
+from ray import cloudpickle
 
 from tests.processes import kill_group
 from tuner.cli import main
 from tuner.errors import UsageError
 from tuner.results import overrides_of
-from tuner.tracking import Experiment, SearchTags
+from tuner.tracking import Experiment, SearchTags, StudyTags
 from tuner.trainables.trial_report import ONCE
 
 SPEC = """\
@@ -136,6 +138,13 @@ def test_sigkill_then_resume_records_every_trial_once(ray_session, tmp_path):
     assert parent.data.tags["tuner.images"] == "train=720 val=180 test=360"
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["test_acc"] >= 0.9
+    # Optuna learned each trial's value once, the resumed ones' too; the trials it was asked for
+    # after Tune's last save, lost with the driver, are FAIL, not left RUNNING forever.
+    study_tags = StudyTags.of(parent)
+    study = optuna.load_study(study_name=study_tags.name, storage=study_tags.storage)
+    states = [trial.state.name for trial in study.trials]
+    assert states.count("COMPLETE") == NUM_TRIALS, states
+    assert set(states) <= {"COMPLETE", "FAIL"}, states
 
 
 SOAK = """\
@@ -266,3 +275,37 @@ def test_a_recorded_credential_override_cannot_be_resumed_from_mlflow(tmp_path):
     parent = experiment.client.get_run(experiment.parent_id)
     with pytest.raises(UsageError, match=r"--set data.options.token=\.\.\. held a credential"):
         overrides_of(parent)
+
+
+@pytest.mark.slow
+def test_a_random_search_killed_as_its_last_trials_ended_resumes_to_the_end(ray_session, tmp_path):
+    spec = tmp_path / "digits_resume.yaml"
+    spec.write_text(SPEC)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = tmp_path / "ray"
+    random = ("--set", "search.algorithm=random", "--set", "search.num_samples=2")
+    short = ("--max-epochs", "2", "--set", "data.max_train=400")
+    flags = ["--name", "digits_random", *random, *short, "--tracking-uri", uri]
+    assert main(["run", str(spec), *flags, "--storage", str(storage)]) == 0
+    # What a kill just as the last trials ended once left (CI, read from its files): Tune's
+    # state holds both trials finished, its random searcher's still counts them as running.
+    _, (parent,), children = _runs(uri, "digits_random")
+    (searcher_file,) = (storage / "digits_random").glob("basic-variant-state-*.json")
+    state = cloudpickle.loads(searcher_file.read_bytes())
+    state["_live_trials"] = {child.data.tags["tuner.trial_id"] for child in children}
+    state["_finished"] = False
+    searcher_file.write_bytes(cloudpickle.dumps(state))
+    MlflowClient(uri).update_run(parent.info.run_id, "RUNNING")  # as the killed driver left it
+
+    resume = [sys.executable, "-m", "tuner", "resume", "digits_random", "--tracking-uri", uri]
+    driver = subprocess.Popen(
+        resume, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL
+    )
+    try:
+        assert driver.wait(timeout=180) == 0  # it waited for the two trials forever
+    finally:
+        if driver.poll() is None:
+            kill_group(driver)
+    _, (parent,), children = _runs(uri, "digits_random")
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 2
