@@ -48,6 +48,13 @@ def _finished_epochs(db: Path) -> int:
         return 0
 
 
+def _search_files(tmp_path: Path, text: str) -> tuple[Path, str, Path]:
+    """A test search's spec file (``text``), MLflow store URI and Tune storage folder."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    return spec, f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "ray"
+
+
 def _run_and_kill(
     spec: Path, uri: str, storage: Path, after_epochs: int, flags: Sequence[str] = ()
 ) -> None:
@@ -104,10 +111,7 @@ FLAGS = ("--name", "digits_set", "--max-epochs", "4", "--set", "data.max_train=9
 
 @pytest.mark.slow
 def test_sigkill_then_resume_records_every_trial_once(ray_session, tmp_path):
-    spec = tmp_path / "digits_resume.yaml"
-    spec.write_text(SPEC)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    storage = tmp_path / "ray"
+    spec, uri, storage = _search_files(tmp_path, SPEC)
     _run_and_kill(spec, uri, storage, after_epochs=8, flags=FLAGS)
     runs, _, _ = _runs(uri, "digits_set")
     assert any(run.info.status == "RUNNING" for run in runs)  # the crash left runs open
@@ -164,10 +168,7 @@ space:
 
 @pytest.mark.slow
 def test_soak_40_trials_with_failures_and_a_driver_kill(ray_session, tmp_path):
-    spec = tmp_path / "soak.yaml"
-    spec.write_text(SOAK)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    storage = tmp_path / "ray"
+    spec, uri, storage = _search_files(tmp_path, SOAK)
     _run_and_kill(spec, uri, storage, after_epochs=30)
     # What CI once hit: the kill struck while Tune copied its experiment state to storage, and
     # Tune's restore silently began a new search from an empty config.
@@ -279,10 +280,7 @@ def test_a_recorded_credential_override_cannot_be_resumed_from_mlflow(tmp_path):
 
 @pytest.mark.slow
 def test_a_random_search_killed_as_its_last_trials_ended_resumes_to_the_end(ray_session, tmp_path):
-    spec = tmp_path / "digits_resume.yaml"
-    spec.write_text(SPEC)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    storage = tmp_path / "ray"
+    spec, uri, storage = _search_files(tmp_path, SPEC)
     random = ("--set", "search.algorithm=random", "--set", "search.num_samples=2")
     short = ("--max-epochs", "2", "--set", "data.max_train=400")
     flags = ["--name", "digits_random", *random, *short, "--tracking-uri", uri]
