@@ -245,10 +245,6 @@ def the_search(
 # ---------------------------------------------------------------------------------------------
 
 KILLED, KILLED_TRIALS = "killed_in_outage", 2
-# Long enough that the kill lands mid-search: with EPOCHS it could land after the trials had
-# finished, and the resume then waited forever (Tune restored random search with both trials
-# still counted as running by its concurrency limit).
-KILLED_EPOCHS = 3 * EPOCHS
 KEPT_S = 8  # the driver runs on without its server: its writes (an epoch or two) are kept
 
 
@@ -257,7 +253,7 @@ def test_resume_after_a_driver_killed_in_an_outage_writes_the_whole_search_once(
 ):
     if not mlflow_server.running:  # a test before this one left it stopped
         mlflow_server.start()
-    (tmp_path / "killed.yaml").write_text(slow_digits_search(KILLED, KILLED_TRIALS, KILLED_EPOCHS))
+    (tmp_path / "killed.yaml").write_text(slow_digits_search(KILLED, KILLED_TRIALS, EPOCHS))
     env = own_tuner_env()
     store = ["--tracking-uri", mlflow_server.url]
     output = tmp_path / "run.txt"
@@ -289,4 +285,4 @@ def test_resume_after_a_driver_killed_in_an_outage_writes_the_whole_search_once(
     )
     assert resumed.returncode == 0, output.read_text()[-2000:] + resumed.stderr[-3000:]
     assert "MLflow writes kept in" in resumed.stdout
-    the_search(MlflowClient(mlflow_server.url), KILLED, KILLED_TRIALS, KILLED_EPOCHS)
+    the_search(MlflowClient(mlflow_server.url), KILLED, KILLED_TRIALS, EPOCHS)
