@@ -1,5 +1,6 @@
-"""The Optuna searcher as Tune drives it: Tune saves its state again and again, and the
-searcher writes its file only when it changed, so what a resume reads is always current."""
+"""tuner's searchers as Tune drives them: Tune saves its state again and again, and the Optuna
+searcher writes its file only when it changed, so what a resume reads is always current; and a
+resumed searcher hears what became of the trials it had suggested."""
 
 from __future__ import annotations
 
@@ -100,6 +101,8 @@ def test_a_resumed_variant_generator_stops_counting_finished_trials_as_running(t
     generator = searcher_of(tmp_path, "algorithm: random, max_concurrent: 2")
     generator.add_configurations({"t": {"run": _train, "num_samples": 2}})
     first, second = generator.next_trial(), generator.next_trial()
-    generator.resumed([_trial(first.trial_id, Trial.TERMINATED), _trial(second.trial_id, "ERROR")])
+    generator.resumed(
+        [_trial(first.trial_id, Trial.TERMINATED), _trial(second.trial_id, Trial.ERROR)]
+    )
     assert generator.next_trial() is None
     assert generator.is_finished()  # before: at its limit of 2 running, never finished
