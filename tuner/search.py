@@ -125,16 +125,13 @@ def _searcher(spec: Spec, tree: Group, study: Study | None) -> Searcher | Search
     return _ConcurrencyLimiter(searcher, max_concurrent=concurrency) if concurrency else searcher
 
 
-# A resumed search restores Tune's trials and its searcher from what Tune saved every 10 s or
-# more, and each of tuner's searchers hears, through ``resumed(trials)``, which trials Tune
-# restored: what Tune would have told it had the driver not been killed.
-
-
 class ResumedTrials(tune.Callback):
     """Tells the searcher which trials Tune restored, at the first step of a resumed search.
 
-    Give it the searcher given to ``TuneConfig``: Tune restores that very object (the callbacks
-    and the searcher come back from one pickle, ``tuner.pkl``)."""
+    A resume restores Tune's trials and its searcher from what Tune saved every 10 s or more;
+    each of tuner's searchers hears, through ``resumed(trials)``, what Tune would have told it
+    had the driver not been killed. Give it the searcher given to ``TuneConfig``: Tune restores
+    that very object (the callbacks and the searcher come back from one pickle, ``tuner.pkl``)."""
 
     def __init__(self, searcher: _VariantGenerator | _ConcurrencyLimiter | _OptunaSearch) -> None:
         self._searcher = searcher
