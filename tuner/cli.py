@@ -207,6 +207,9 @@ def _tracking_flag(parser: argparse.ArgumentParser, *, spec: bool = False) -> No
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # MLflow draws a progress bar for each artifact it downloads or logs (a spec a resume reads,
+    # a report's plots, the model a search registers): lines that say nothing to a user.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         with warnings.catch_warnings():  # puts Python's own display back afterwards
             warnings.showwarning = _show_warning

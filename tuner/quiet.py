@@ -7,7 +7,6 @@ own messages as well. Set before Ray starts: some of them come from its start.
 from __future__ import annotations
 
 import logging
-import os
 
 # Loggers on the driver whose messages say nothing to a user, and up to which level.
 QUIET_LOGGERS = {
@@ -25,8 +24,6 @@ QUIET_LOGGERS = {
 
 def quiet_libraries(verbose: bool) -> None:
     """The libraries' own messages off, unless ``verbose``."""
-    # MLflow draws a progress bar per artifact it downloads (a spec, the model it registers).
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if verbose:
         return
     for name, level in QUIET_LOGGERS.items():

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import html
 import math
-import os
 import re
 import tempfile
 from collections import Counter
@@ -26,7 +25,6 @@ from tuner.secrets import mask_secrets
 from tuner.summary import short_value
 from tuner.tracking import SearchTags
 
-PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 STATUSES = (  # (tag value, what the report calls it)
     ("completed", "completed"),
     ("early_stopped", "stopped early (by ASHA or the time budget)"),
@@ -80,19 +78,11 @@ def write_report(
 def _download(client: MlflowClient, run_id: str, directory: Path) -> dict[str, Path]:
     """The run's spec, plots and results artifacts, by artifact path (missing ones skipped)."""
     files: dict[str, Path] = {}
-    quiet = os.environ.get(PROGRESS_BAR)
-    os.environ[PROGRESS_BAR] = "false"  # MLflow's per-download progress bars, in a report command
-    try:
-        for folder in ("spec", "plots", "results"):
-            if not client.list_artifacts(run_id, folder):
-                continue
-            local = Path(client.download_artifacts(run_id, folder, str(directory)))
-            files.update({f"{folder}/{p.name}": p for p in sorted(local.iterdir()) if p.is_file()})
-    finally:
-        if quiet is None:
-            del os.environ[PROGRESS_BAR]
-        else:
-            os.environ[PROGRESS_BAR] = quiet
+    for folder in ("spec", "plots", "results"):
+        if not client.list_artifacts(run_id, folder):
+            continue
+        local = Path(client.download_artifacts(run_id, folder, str(directory)))
+        files.update({f"{folder}/{p.name}": p for p in sorted(local.iterdir()) if p.is_file()})
     return files
 
 

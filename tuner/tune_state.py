@@ -27,15 +27,25 @@ from tuner.errors import UsageError
 
 SNAPSHOTS = ".tuner-state"
 _CHECKPOINT = re.compile(r"checkpoint_\d+")  # Tune's name for a trial's checkpoint folder
+_PICKLE_PROTOCOL = pickle.PROTO  # the first byte of every pickle of protocol 2 or later
 
 
 class StateSnapshots(tune.Callback):
-    """Copies Tune's staged state files to ``<experiment>/SNAPSHOTS`` after each loop step."""
+    """Copies Tune's staged state files to ``<experiment>/SNAPSHOTS`` after each loop step and
+    after the loop."""
 
     def __init__(self) -> None:
         self._copied: dict[str, int] = {}  # file name -> mtime (ns) of the copy made
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self._copy_changed(trials)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        # Tune's last save, when its loop ends (copied to storage before this is called): a
+        # driver killed in the closing phase resumes from it, straight to the closing phase.
+        self._copy_changed(trials)
+
+    def _copy_changed(self, trials: list) -> None:
         if not trials:
             return
         storage = trials[0].storage
@@ -164,10 +174,13 @@ def repair(experiment_path: str) -> list[str]:
 def _loads(path: Path) -> bool:
     data = path.read_bytes()
     try:
-        if path.suffix == ".json":
-            json.loads(data)
-        else:
+        # By content, not by name: Tune pickles its search wrappers' state into files named
+        # `.json` (search_gen_state-*, basic-variant-state-*). Judged as JSON, those were always
+        # "cut short" and put back from a snapshot older than Tune's other files.
+        if data.startswith(_PICKLE_PROTOCOL):
             pickle.loads(data)
+        else:
+            json.loads(data)
     # Anything that stops it loading here stops Tune's restore too (a cut-short pickle raises
     # EOFError, UnpicklingError, or whatever the half-built object throws).
     except Exception:

@@ -15,6 +15,7 @@ from tuner.tune_state import SNAPSHOTS, CheckpointRetention, repair
 
 STATE = "experiment_state-2026-01-01_00-00-00.json"
 SEARCHER = "searcher-state-2026-01-01_00-00-00.pkl"
+GENERATOR = "search_gen_state-2026-01-01_00-00-00.json"  # a pickle, despite its name
 
 
 def _experiment(tmp_path, state: bytes, searcher: bytes):
@@ -31,6 +32,20 @@ def test_whole_files_are_left_as_tune_wrote_them(tmp_path):
     experiment = _experiment(tmp_path, newer, pickle.dumps({"study": "t"}))
     assert repair(str(experiment)) == []
     assert (experiment / STATE).read_bytes() == newer
+
+
+def test_tunes_pickles_named_json_are_judged_by_their_content(tmp_path):
+    # Tune pickles its search wrappers' state into `.json` files; taken for cut-short JSON, they
+    # were put back from an older snapshot, and a search killed in its closing phase hung.
+    experiment = _experiment(tmp_path, json.dumps({"trial_data": [1]}).encode(), pickle.dumps({}))
+    newer, older = pickle.dumps({"counter": 24}), pickle.dumps({"counter": 2})
+    (experiment / GENERATOR).write_bytes(newer)
+    (experiment / SNAPSHOTS / GENERATOR).write_bytes(older)
+    assert repair(str(experiment)) == []
+    assert (experiment / GENERATOR).read_bytes() == newer
+    (experiment / GENERATOR).write_bytes(newer[:-3])  # cut short: put back
+    assert repair(str(experiment)) == [GENERATOR]
+    assert (experiment / GENERATOR).read_bytes() == older
 
 
 def test_cut_short_files_are_put_back_from_the_snapshot(tmp_path):
