@@ -49,6 +49,11 @@ class Journal:
                 self.unwritten.append(entry)
         self.unwritten = [entry["write"] for entry in self.unwritten if entry["seq"] > written]
 
+    def finishes(self, run_id: str) -> bool:
+        """Whether a write it kept ends run ``run_id`` as FINISHED (a search that finished while
+        its server was down)."""
+        return any(w["run"] == run_id and w["status"] == "FINISHED" for w in self.unwritten)
+
     def append(self, write: dict[str, Any]) -> int:
         """Keep a write (before it is sent); its number, for ``written``."""
         self.seq += 1

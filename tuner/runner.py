@@ -145,6 +145,7 @@ def run_search(
         example = splits.test_x[: export.EXAMPLE_IMAGES].numpy()
         closing = Closing(experiment.parent_id, evaluation, example, spec.experiment)
         model_uri = close(experiment, closing, verbose=verbose)
+        step("recording the outcome in MLflow")
         experiment.finish(
             best_config,
             space_lang.trial_params(tree, best_config),

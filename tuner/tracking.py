@@ -355,6 +355,15 @@ class Experiment:
         if parent is not None:
             folder = SearchTags.of(parent).folder(storage)
             self.journal = journal_path(folder)
+            if Journal(self.journal).finishes(parent.info.run_id):
+                flags = f" --storage {storage}" if storage else ""
+                raise UsageError(
+                    f"{self.name!r} finished, but its last MLflow writes were not written (its "
+                    "tracking server was down, or it stopped while writing them): nothing to "
+                    f"resume; write what it kept in {self.journal} (and log its plots and "
+                    f"register its model) with: python -m tuner sync {self.name} --tracking-uri "
+                    f"{mask_secrets(self.tracking_uri)}{flags}"
+                )
             written = write_journal(self.tracking_uri, self.journal)
             if written:
                 print(f"tuner: wrote the {written} MLflow writes kept in {self.journal}")

@@ -92,7 +92,7 @@ def test_the_terminal_shows_tuners_progress_not_rays_or_optunas(digits_search):
     ended = [line.split()[2] for line in output.splitlines() if line.startswith("trial ")]
     assert len(ended) == 3 and {status.rstrip(":") for status in ended} <= STATUSES
     steps = ["testing the best trial on the test split…", "logging plots and tables…"]
-    steps.append("registering the model…")
+    steps += ["registering the model…", "recording the outcome in MLflow…"]
     assert [line for line in output.splitlines() if line in steps] == steps
     chatter = ("Result logdir", "A new study created", "== Status ==", "Token auth")
     chatter += ("Successfully registered model", "Created version")  # MLflow's registration

@@ -188,13 +188,35 @@ def test_a_search_whose_server_never_comes_back_says_where_its_writes_are(unwrit
     assert "Retrying (Retry(" not in stderr  # not MLflow's HTTP client at every retry
 
 
+def test_resume_of_a_search_that_finished_in_the_outage_points_at_sync(unwritten, mlflow_server):
+    _, _, cwd = unwritten
+    journal = cwd / "tuner_results" / NAME / JOURNAL
+    kept = journal.read_bytes()
+    mlflow_server.start()
+    resumed = subprocess.run(
+        [sys.executable, "-m", "tuner", "resume", NAME, "--tracking-uri", mlflow_server.url],
+        cwd=cwd,
+        env=own_tuner_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 2, resumed.stderr[-3000:]
+    (line,) = resumed.stderr.strip().splitlines()
+    assert line.startswith(f"tuner: error: '{NAME}' finished, but its last MLflow writes were")
+    assert line.endswith(f"python -m tuner sync {NAME} --tracking-uri {mlflow_server.url}")
+    assert journal.read_bytes() == kept  # nothing written, nothing started: that is sync's job
+    assert latest_parent(MlflowClient(mlflow_server.url), NAME).info.status == "RUNNING"
+
+
 def test_sync_writes_the_whole_search_once_however_often_it_runs(
     unwritten, mlflow_server, tmp_path, capsys
 ):
     _, _, cwd = unwritten
     journal = cwd / "tuner_results" / NAME / JOURNAL
     copy = shutil.copyfile(journal, tmp_path / "journal.copy")
-    mlflow_server.start()
+    if not mlflow_server.running:  # the test before this one starts it again
+        mlflow_server.start()
     capsys.readouterr()
     synced = sync(NAME, mlflow_server, capsys)
     assert f"MLflow writes kept in {journal}" in synced
