@@ -32,7 +32,7 @@ from tuner.space import (
     trial_params,
 )
 from tuner.spec import Spec
-from tuner.tracking import sqlite_database
+from tuner.tracking import sqlite_database, store_lock
 
 # ---------------------------------------------------------------------------------------------
 # The search algorithm and the scheduler
@@ -68,9 +68,10 @@ def new_study(study: Study, spec: Spec, trials: Sequence[optuna.trial.FrozenTria
     """Create the study, holding ``trials`` (earlier searches') before anything is sampled: one
     direction per value Optuna is told (``optimized``)."""
     directions = ["maximize" if mode == "max" else "minimize" for mode in optimized(spec).values()]
-    created = optuna.create_study(
-        storage=study.storage, study_name=study.name, directions=directions
-    )
+    with store_lock(sqlite_database(study.storage)):  # its first open creates its tables
+        created = optuna.create_study(
+            storage=study.storage, study_name=study.name, directions=directions
+        )
     created.add_trials(trials)
 
 

@@ -19,10 +19,12 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from filelock import FileLock
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
@@ -200,6 +202,23 @@ def health_url(tracking_uri: str) -> str:
     return f"{tracking_uri.rstrip('/')}/health"
 
 
+STORE_LOCK_S = 300  # creating a store's tables takes seconds; minutes means something is stuck
+
+
+def store_lock(database: Path | None) -> AbstractContextManager[object]:
+    """Held while a process opens a sqlite ``database`` (MLflow's or Optuna's): the first open
+    creates its tables, and two searches started at once on a new store would both create them
+    and one fail (``table ... already exists``). A lock file beside the database, released
+    when its process ends however it ends; nothing for other stores, or in a folder this user
+    can't write (nor create a database in)."""
+    if database is None:
+        return nullcontext()
+    database.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(database.parent, os.W_OK):
+        return nullcontext()
+    return FileLock(database.with_name(f"{database.name}.lock"), timeout=STORE_LOCK_S)
+
+
 def check_store(tracking_uri: str) -> None:
     """A UsageError, before anything starts, for a store nothing can be written to: a server
     that does not answer (MLflow's client would retry for minutes), a scheme MLflow doesn't know.
@@ -212,7 +231,8 @@ def check_store(tracking_uri: str) -> None:
             raise UsageError(f"no MLflow tracking server answers at {shown} ({reason}); {fix}")
         return
     try:
-        MlflowClient(tracking_uri).search_experiments(max_results=1)
+        with store_lock(sqlite_database(tracking_uri)):  # its first open creates its tables
+            MlflowClient(tracking_uri).search_experiments(max_results=1)
     except (MlflowException, OSError) as error:  # OSError: a sqlite path MLflow can't make
         reason = str(error).strip().split(". See ")[0]  # MLflow adds a link to its docs
         raise UsageError(f"can't use the MLflow store {shown}: {reason}") from None
