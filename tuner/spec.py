@@ -75,6 +75,9 @@ class SearchSpec(_Strict):
         return self
 
 
+ASHA_ONLY = ("grace_period", "reduction_factor")  # SchedulerSpec keys only ASHA reads
+
+
 class SchedulerSpec(_Strict):
     type: Literal["asha", "fifo"] = "asha"
     max_epochs: PositiveInt = 10  # the training budget of one trial, in epochs
@@ -240,11 +243,33 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
         raise SpecError(f"{path}: a spec must be a YAML mapping (name:, data:, space:, ...)")
     for override in overrides or []:
         apply_override(raw, override, str(path))
-    note = _fit_grace_period(raw, overrides or [])
+    # In this order: grace_period dropped with ASHA is not lowered first.
+    notes = [_drop_asha_keys(raw, overrides or []), _fit_grace_period(raw, overrides or [])]
     spec = validate(raw, str(path), overrides or [])
-    if note:
+    for note in filter(None, notes):
         print(f"tuner: {note}", file=sys.stderr)
     return spec
+
+
+def _drop_asha_keys(raw: dict[str, Any], overrides: Sequence[str]) -> str | None:
+    """A scheduler switched to fifo on the command line drops the file's ASHA-only keys, rather
+    than failing: they went with the scheduler the user replaced. Returns the note saying so.
+    One also set on the command line still fails (``_check_together``): that is a contradiction.
+    """
+    keys = {override.partition("=")[0] for override in overrides}
+    scheduler = raw.get("scheduler")
+    if "scheduler.type" not in keys or not isinstance(scheduler, dict):
+        return None
+    if scheduler.get("type") != "fifo":  # the last --set scheduler.type wins
+        return None
+    dropped = [
+        f"scheduler.{key} {scheduler.pop(key)}"
+        for key in ASHA_ONLY
+        if key in scheduler and f"scheduler.{key}" not in keys
+    ]
+    if not dropped:
+        return None
+    return f"{', '.join(dropped)} of the spec file dropped: asha's, and --set scheduler.type=fifo"
 
 
 def _fit_grace_period(raw: dict[str, Any], overrides: Sequence[str]) -> str | None:
@@ -338,7 +363,7 @@ def _check_together(spec: Spec, tree: space_lang.Group) -> None:
                 f"the first objective ({name}: {mode}) is the metric; remove metric: and mode:",
             )
     scheduler = spec.scheduler
-    asha_only = sorted({"grace_period", "reduction_factor"} & scheduler.model_fields_set)
+    asha_only = [key for key in ASHA_ONLY if key in scheduler.model_fields_set]
     if scheduler.type == "fifo" and asha_only:  # only when written: the defaults are asha's
         raise space_lang.SpaceError(
             f"scheduler.{asha_only[0]}",

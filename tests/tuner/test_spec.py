@@ -181,6 +181,34 @@ def test_a_grace_period_set_with_the_budget_on_the_command_line_must_fit(tmp_pat
     assert "scheduler: grace_period (2) must be <= max_epochs (1)" in err
 
 
+ASHA_FILE = VALID.replace("grace_period: 1", "grace_period: 2, reduction_factor: 3")
+
+
+def test_fifo_from_the_command_line_drops_the_files_asha_keys_with_a_note(tmp_path, capsys):
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(ASHA_FILE)
+    argv = ["run", str(spec_file), "--set", "scheduler.type=fifo", "--max-epochs", "1"]
+    spec, _ = run_spec(build_parser().parse_args(argv))
+    assert spec.scheduler.type == "fifo"
+    assert not {"grace_period", "reduction_factor"} & spec.scheduler.model_fields_set
+    # one line, and no grace period lowered to fit max_epochs 1: it went with asha
+    assert capsys.readouterr().err == (
+        "tuner: scheduler.grace_period 2, scheduler.reduction_factor 3 of the spec file "
+        "dropped: asha's, and --set scheduler.type=fifo\n"
+    )
+
+
+def test_an_asha_key_set_with_fifo_on_the_command_line_is_still_refused(tmp_path, capsys):
+    extra = ["--set", "scheduler.type=fifo", "--set", "scheduler.reduction_factor=2"]
+    code, err = run_cli(tmp_path, capsys, ASHA_FILE, *extra)
+    assert code == 2
+    assert err == (
+        "tuner: error: --set scheduler.reduction_factor=2: scheduler.reduction_factor: means "
+        "nothing to scheduler.type fifo (only asha stops trials early); remove it or use "
+        "type: asha\n"
+    )
+
+
 @pytest.mark.parametrize(
     "spec_file", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name
 )
