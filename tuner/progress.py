@@ -16,7 +16,7 @@ from tuner import space as space_lang
 from tuner import terminal
 from tuner.summary import short_value
 from tuner.tracking import error_line
-from tuner.trainables import trial_report
+from tuner.trainables import trainable_module, trial_report
 from tuner.trainables.trial_report import TrialReport
 
 
@@ -48,6 +48,7 @@ class ProgressLine(tune.Callback):
     ~1:10 left``: on a terminal one line rewritten in place; elsewhere a plain line at most
     every PLAIN_EVERY_S and whenever a trial finishes. The ETA is the sooner of the epochs
     left at the rate so far (ASHA stops trials early: an upper bound) and the time budget.
+    Epochs are the results a trial of the ``trainable`` reports (a classical one: one).
     Holds only plain values: Tune pickles its callbacks into the experiment state.
     """
 
@@ -57,12 +58,14 @@ class ProgressLine(tune.Callback):
         mode: str,
         max_epochs: int,
         *,
+        trainable: str,  # a key of trainables.TRAINABLES: how many epochs a trial runs
         time_budget_s: float | None = None,
         tty: bool | None = None,  # None: whether stdout is a terminal when the search runs
     ) -> None:
         self.metric = metric
         self.mode = mode
         self.max_epochs = max_epochs
+        self.trainable = trainable
         self.time_budget_s = time_budget_s
         self.tty = tty
         self.total = 0
@@ -105,12 +108,14 @@ class ProgressLine(tune.Callback):
         errored = sum(trial.status == Trial.ERROR for trial in trials)
         running = sum(trial.status == Trial.RUNNING for trial in trials)
         epochs = _epochs(trials)
-        budget = total * self.max_epochs
+        unseen = (total - len(trials)) * self.epochs({})  # trials Tune has not made yet
+        budget = sum(self.epochs(t.config) for t in trials) + unseen
         finished = (Trial.TERMINATED, Trial.ERROR)
         # The epochs trials not yet finished, or not yet started, may still train (ASHA may
         # stop them sooner).
-        to_go = sum(self.max_epochs - _epochs([t]) for t in trials if t.status not in finished)
-        to_go += (total - len(trials)) * self.max_epochs
+        to_go = unseen + sum(
+            max(0, self.epochs(t.config) - _epochs([t])) for t in trials if t.status not in finished
+        )
         parts = [
             f"trials {done + errored}/{total} done"
             + (f" ({errored} errored)" if errored else "")
@@ -129,6 +134,10 @@ class ProgressLine(tune.Callback):
         if left and to_go:
             clock += f", ~{_clock(max(0.0, min(left)))} left"
         return " · ".join([*parts, clock])
+
+    def epochs(self, config: dict[str, Any]) -> int:
+        """The epochs a trial of ``config`` runs at most ({}: a config not sampled yet)."""
+        return trainable_module(self.trainable).epochs(config, max_epochs=self.max_epochs)
 
     def best(self, trials: list) -> float | None:
         """The best value of the metric any trial reported; rejected trials never count."""

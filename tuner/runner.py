@@ -261,7 +261,11 @@ def _new_tuner(
     callbacks = [recorder, TrialLines(spec.metric, spec.mode, tree)]
     if not verbose:  # tuner's progress line; --verbose: Ray's table as before (not both)
         max_epochs, budget = spec.scheduler.max_epochs, spec.search.time_budget_s
-        callbacks.append(ProgressLine(spec.metric, spec.mode, max_epochs, time_budget_s=budget))
+        callbacks.append(
+            ProgressLine(
+                spec.metric, spec.mode, max_epochs, trainable=spec.trainable, time_budget_s=budget
+            )
+        )
     config = search.tune_config(spec, tree, study)
     return tune.Tuner(
         function,

@@ -8,9 +8,16 @@ from tuner import terminal
 from tuner.progress import ProgressLine
 
 
-def trial(trial_id: str, status: str, val_accs: list[float], rejected: bool = False) -> Trial:
+def trial(
+    trial_id: str,
+    status: str,
+    val_accs: list[float],
+    rejected: bool = False,
+    config: dict | None = None,
+) -> Trial:
     # stub: a Trial as Tune builds it, without looking a trainable up in Ray's registry
-    made = Trial("train", stub=True, trial_id=trial_id, config={"model": {"width": 16}})
+    config = config or {"model": {"width": 16}}
+    made = Trial("train", stub=True, trial_id=trial_id, config=config)
     for epoch, val_acc in enumerate(val_accs, 1):
         made.update_last_result(
             {"training_iteration": epoch, "val_acc": val_acc, "rejected": rejected}
@@ -30,7 +37,7 @@ def search() -> list[Trial]:
 
 
 def test_the_line_counts_trials_and_epochs_and_says_the_best_and_the_time_left():
-    line = ProgressLine("val_acc", "max", 5, tty=False)
+    line = ProgressLine("val_acc", "max", 5, trainable="deep", tty=False)
     line.setup(total_num_samples=4)
     line.start_epochs = 0
     # 6 epochs in 60 s; the running trial may train 3 more, the pending one 5: 8 at 10 s each
@@ -41,7 +48,7 @@ def test_the_line_counts_trials_and_epochs_and_says_the_best_and_the_time_left()
 
 
 def test_the_time_budget_ends_the_search_when_it_comes_first():
-    line = ProgressLine("val_loss", "min", 5, time_budget_s=90, tty=False)
+    line = ProgressLine("val_loss", "min", 5, trainable="deep", time_budget_s=90, tty=False)
     line.setup(total_num_samples=8)
     line.start_epochs = 0
     text = line.line(search(), 60.0)
@@ -51,7 +58,7 @@ def test_the_time_budget_ends_the_search_when_it_comes_first():
 
 
 def test_rejected_trials_are_never_the_best():
-    line = ProgressLine("val_acc", "max", 5, tty=False)
+    line = ProgressLine("val_acc", "max", 5, trainable="deep", tty=False)
     trials = [trial("a_00000", Trial.TERMINATED, [0.99], rejected=True)]
     trials.append(trial("a_00001", Trial.TERMINATED, [0.7]))
     text = line.line(trials, 10.0)
@@ -60,7 +67,7 @@ def test_rejected_trials_are_never_the_best():
 
 
 def test_on_a_terminal_the_line_is_redrawn_in_place_and_cleared_for_tuner_lines(capsys):
-    line = ProgressLine("val_acc", "max", 5, tty=True)
+    line = ProgressLine("val_acc", "max", 5, trainable="deep", tty=True)
     line.setup(total_num_samples=4)
     trials = search()
     line.on_step_end(1, trials)
@@ -80,7 +87,7 @@ def test_on_a_terminal_the_line_is_redrawn_in_place_and_cleared_for_tuner_lines(
 
 
 def test_off_a_terminal_plain_lines_come_when_a_trial_finishes_not_every_step(capsys):
-    line = ProgressLine("val_acc", "max", 5, tty=False)
+    line = ProgressLine("val_acc", "max", 5, trainable="deep", tty=False)
     line.setup(total_num_samples=4)
     trials = search()
     line.on_step_end(1, trials)
@@ -93,3 +100,30 @@ def test_off_a_terminal_plain_lines_come_when_a_trial_finishes_not_every_step(ca
     assert len(lines) == 2
     assert lines[0].startswith("trials 2/4 done (1 errored), 1 running · epochs 6/20 · ")
     assert lines[1].startswith("trials 3/4 done (1 errored), 0 running · epochs 6/20 · ")
+
+
+def test_a_classical_trial_counts_one_epoch_whatever_the_budget():
+    # fashion_knn.yaml: 30 one-step trials, max_epochs left at its default of 10
+    line = ProgressLine("val_acc", "max", 10, trainable="classical", tty=False)
+    line.setup(total_num_samples=30)
+    line.start_epochs = 0
+    trials = [trial(f"k_{i:05d}", Trial.TERMINATED, [0.8]) for i in range(13)]
+    # 13 steps in 130 s; 17 trials of one step to go: 170 s
+    assert line.line(trials, 130.0) == (
+        "trials 13/30 done, 0 running · epochs 13/30 · best val_acc 0.8000 · "
+        "2:10 elapsed, ~2:50 left"
+    )
+
+
+def test_a_deep_trial_counts_its_own_epochs_when_its_config_sets_them():
+    line = ProgressLine("val_acc", "max", 5, trainable="deep", tty=False)
+    line.setup(total_num_samples=3)
+    line.start_epochs = 0
+    trials = [
+        trial("a_00000", Trial.TERMINATED, [0.8, 0.9], config={"epochs": 2}),
+        trial("a_00001", Trial.RUNNING, [0.7], config={"epochs": 3}),
+    ]
+    # 3 epochs in 30 s; 2 more for the running trial, 5 for the one not made yet: 70 s
+    assert line.line(trials, 30.0).endswith(
+        "epochs 3/10 · best val_acc 0.9000 · 0:30 elapsed, ~1:10 left"
+    )

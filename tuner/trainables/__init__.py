@@ -68,6 +68,10 @@ class Trainable(Protocol):
         the validation split, and ``objectives`` after the first that are not costs it
         reports (checks.check_objectives)."""
 
+    def epochs(self, config: Mapping[str, Any], *, max_epochs: int) -> int:
+        """The results a trial of ``config`` reports at most (one per epoch), the search's
+        budget being ``max_epochs``: what its progress line counts on."""
+
     def train(
         self, config: dict[str, Any], *, splits: Splits | DataSource, settings: Settings
     ) -> None:

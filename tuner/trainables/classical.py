@@ -117,6 +117,14 @@ def size_before_fit(config: Mapping[str, Any], splits: Splits) -> ModelSize:
     )
 
 
+REPORTS = 1  # a pipeline is fitted and scored once: one result, whatever the epoch budget
+
+
+def epochs(config: Mapping[str, Any], *, max_epochs: int) -> int:
+    """A trial's results: one (``REPORTS``)."""
+    return REPORTS
+
+
 def train(config: dict[str, Any], *, splits: Splits | DataSource, settings: Settings) -> None:
     """The Ray Tune function trainable: fit, score on the validation split, report once."""
     splits = splits_on_node(splits)
@@ -131,7 +139,7 @@ def train(config: dict[str, Any], *, splits: Splits | DataSource, settings: Sett
         return
     metrics = {**_scored(fit(config, splits, settings), splits), **size.metrics}
     node_id = ray.get_runtime_context().get_node_id()
-    tune.report(TrialReport(metrics, epochs=1, node_id=node_id).result())
+    tune.report(TrialReport(metrics, epochs=REPORTS, node_id=node_id).result())
 
 
 def _scored(pipeline: Pipeline, splits: Splits) -> dict[str, float]:

@@ -94,6 +94,11 @@ MAX_WARNINGS, MAX_WARNING_CHARS = 5, 500
 # ---------------------------------------------------------------------------------------------
 
 
+def epochs(config: Mapping[str, Any], *, max_epochs: int) -> int:
+    """A trial's epochs: the config's own ``epochs``, else the search's budget."""
+    return int(config.get("epochs", max_epochs))
+
+
 def check_space(tree: space_lang.Group, *, metric: str, objectives: Sequence[str] = ()) -> None:
     """Refuse unknown settings, names and values of the wrong type before Ray starts."""
     check_metric(metric, METRICS)
@@ -320,7 +325,7 @@ class TrainingRun:
         torch.manual_seed(settings.seed)
         self.device = pick_device()
         self.config = config
-        self.epochs = int(config.get("epochs", settings.max_epochs))
+        self.epochs = epochs(config, max_epochs=settings.max_epochs)
         self.batch_size = int(config.get("batch_size", 64))
         self.schedule = dict(config.get("schedule") or {})
         self.augment = Augmentation(**options_of(config, "augment"))
