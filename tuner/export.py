@@ -137,11 +137,10 @@ def _using_store(tracking_uri: str) -> Iterator[None]:
     export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, which Ray workers would inherit.
     """
     import mlflow
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    saved_tracking = getattr(tracking_utils, "_tracking_uri", None)
-    saved_registry = getattr(registry_utils, "_registry_uri", None)
+    from tuner.internals import fluent_store_uris
+
+    saved_tracking, saved_registry = fluent_store_uris()
     saved_env = {name: os.environ.get(name) for name in URI_VARIABLES}
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)  # the model registry lives in the same store

@@ -24,6 +24,7 @@ import pyarrow.fs
 from ray import tune
 
 from tuner.errors import UsageError
+from tuner.internals import state_folders
 
 SNAPSHOTS = ".tuner-state"
 _CHECKPOINT = re.compile(r"checkpoint_\d+")  # Tune's name for a trial's checkpoint folder
@@ -48,12 +49,11 @@ class StateSnapshots(tune.Callback):
     def _copy_changed(self, trials: list) -> None:
         if not trials:
             return
-        storage = trials[0].storage
-        if not _is_local(storage.storage_filesystem):
+        folders = state_folders(trials[0])
+        if not folders.local:
             return  # an object store replaces a whole object or nothing
-        staging = Path(storage.experiment_driver_staging_path)
-        target = Path(storage.experiment_fs_path, SNAPSHOTS)
-        for path in staging.iterdir():
+        target = Path(folders.experiment, SNAPSHOTS)
+        for path in folders.staging.iterdir():
             if not path.is_file():
                 continue
             mtime = path.stat().st_mtime_ns
@@ -121,7 +121,7 @@ class CheckpointRetention(tune.Callback):
 
 def _last_save(trials: list) -> int:
     """When Tune last saved its state (mtime, ns, of its staged file; 0: never)."""
-    staging = Path(trials[0].storage.experiment_driver_staging_path)
+    staging = state_folders(trials[0]).staging
     return max((path.stat().st_mtime_ns for path in staging.glob("experiment_state*")), default=0)
 
 
@@ -193,7 +193,3 @@ def _copy_atomically(source: Path, target: Path) -> None:
     partial = target.with_name(f".{target.name}.partial")
     shutil.copyfile(source, partial)
     os.replace(partial, target)  # readers see the old file or the new one, never half of one
-
-
-def _is_local(filesystem: Any) -> bool:
-    return isinstance(filesystem, pyarrow.fs.LocalFileSystem)
