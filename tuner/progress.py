@@ -4,7 +4,6 @@ terminal, a plain line now and then elsewhere), one line per trial as it finishe
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from typing import Any
@@ -94,9 +93,9 @@ class ProgressLine(tune.Callback):
             self.start_epochs = _epochs(trials)
         text = self.line(trials, now - self.started)
         if tty:
-            width = shutil.get_terminal_size().columns - 1  # a wrapped line can't be redrawn
             if text != self.last_text or not terminal.drawn() or final:
-                terminal.draw(text[:width], final=final)
+                # fitted: a wrapped line can't be redrawn
+                terminal.draw(terminal.fit(text, terminal.width()), final=final)
         elif text != self.last_text:
             print(text, flush=True)
         self.shown, self.last_text, self.last_done = now, text, done
@@ -160,12 +159,26 @@ class TrialLines(tune.Callback):
     Printed by the driver as each trial ends, so a long search shows steady progress between
     tables; and ``trial 3f2a_00004 warning: <text>`` for each warning a trial reports. Holds
     only plain values: Tune pickles its callbacks into the experiment state.
+
+    On a terminal the config is cut to its width (a wrapped line buries the next ones), ending
+    in an ellipsis; whole with ``verbose``, off a terminal (a log wraps nothing), and always in
+    MLflow (the trial's params).
     """
 
-    def __init__(self, metric: str, mode: str, space: space_lang.Group) -> None:
+    def __init__(
+        self,
+        metric: str,
+        mode: str,
+        space: space_lang.Group,
+        *,
+        verbose: bool = False,
+        tty: bool | None = None,  # None: whether stdout is a terminal when a trial ends
+    ) -> None:
         self.metric = metric
         self.mode = mode
         self.space = space
+        self.verbose = verbose
+        self.tty = tty
         self.sampled = space_lang.sampled_keys(space)
 
     def on_trial_result(
@@ -177,12 +190,19 @@ class TrialLines(tune.Callback):
             terminal.say(f"trial {trial.trial_id} warning: {text}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        terminal.say(self.line(trial, trial_report.status(trial.last_result)))
+        terminal.say(self.line(trial, trial_report.status(trial.last_result), self.width()))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        terminal.say(self.line(trial, "errored"))
+        terminal.say(self.line(trial, "errored", self.width()))
 
-    def line(self, trial: Any, status: str) -> str:
+    def width(self) -> int | None:
+        """The columns a trial's line may fill; None: no limit."""
+        tty = sys.stdout.isatty() if self.tty is None else self.tty
+        return terminal.width() if tty and not self.verbose else None
+
+    def line(self, trial: Any, status: str, width: int | None = None) -> str:
+        """The line of a finished ``trial``; its config cut to fit ``width`` columns (never
+        the outcome: an error is read whole)."""
         best = trial.metric_analysis.get(self.metric, {}).get(self.mode)
         epochs = (trial.last_result or {}).get("training_iteration", 0)
         if status == "errored":
@@ -196,4 +216,7 @@ class TrialLines(tune.Callback):
         params = space_lang.trial_params(self.space, trial.config)
         shown = [key for key in self.sampled if key in params]
         config = "  ".join(f"{key}={short_value(str(params[key]))}" for key in shown)
-        return f"trial {trial.trial_id} {status}: {outcome} | {config}"
+        head = f"trial {trial.trial_id} {status}: {outcome} | "
+        if width is not None:
+            config = terminal.fit(config, width - len(head))
+        return head + config

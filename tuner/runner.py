@@ -258,7 +258,7 @@ def _new_tuner(
         tree,
         journal=experiment.journal,
     )
-    callbacks = [recorder, TrialLines(spec.metric, spec.mode, tree)]
+    callbacks = [recorder, TrialLines(spec.metric, spec.mode, tree, verbose=verbose)]
     if not verbose:  # tuner's progress line; --verbose: Ray's table as before (not both)
         max_epochs, budget = spec.scheduler.max_epochs, spec.search.time_budget_s
         callbacks.append(

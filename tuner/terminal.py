@@ -4,6 +4,7 @@ and `tuner sync`'s (``tuner.closing``) are named alike."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 # Whether a progress line is on the terminal without its newline: say() clears it first.
@@ -41,3 +42,13 @@ def draw(text: str, *, final: bool) -> None:
     sys.stdout.write(f"\r\x1b[K{text}" + ("\n" if final else ""))
     sys.stdout.flush()
     _drawn = not final
+
+
+def width() -> int:
+    """The columns a line may fill: the terminal's, less one (the last wraps on some)."""
+    return shutil.get_terminal_size().columns - 1
+
+
+def fit(text: str, columns: int) -> str:
+    """``text`` cut to ``columns``, ending in an ellipsis where it was cut."""
+    return text if len(text) <= columns else f"{text[: max(columns - 1, 0)]}…"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from ray.tune.experiment import Trial
 
+from tuner import space as space_lang
 from tuner import terminal
-from tuner.progress import ProgressLine
+from tuner.progress import ProgressLine, TrialLines
 
 
 def trial(
@@ -127,3 +129,38 @@ def test_a_deep_trial_counts_its_own_epochs_when_its_config_sets_them():
     assert line.line(trials, 30.0).endswith(
         "epochs 3/10 · best val_acc 0.9000 · 0:30 elapsed, ~1:10 left"
     )
+
+
+WIDE = space_lang.parse({f"param{i:02d}": {"int": [1000000, 2000000]} for i in range(30)})
+
+
+def wide_trial() -> Trial:
+    config = {f"param{i:02d}": 1234567 for i in range(30)}  # ~500 columns of config
+    return trial("w_00000", Trial.TERMINATED, [0.9688], config=config)
+
+
+def test_on_a_terminal_a_trial_line_is_cut_to_its_width_with_an_ellipsis(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")  # what shutil.get_terminal_size reads first
+    TrialLines("val_acc", "max", WIDE, tty=True).on_trial_complete(0, [], wide_trial())
+    printed = capsys.readouterr().out.rstrip("\n")
+    assert len(printed) == 99  # the last column wraps on some terminals
+    assert printed.startswith("trial w_00000 completed: val_acc 0.9688 after 1 epoch | param00=")
+    assert printed.endswith("…")
+
+
+@pytest.mark.parametrize(("verbose", "tty"), [(True, True), (False, False)], ids=["verbose", "log"])
+def test_verbose_or_off_a_terminal_a_trial_line_holds_the_whole_config(
+    capsys, monkeypatch, verbose, tty
+):
+    monkeypatch.setenv("COLUMNS", "100")
+    TrialLines("val_acc", "max", WIDE, verbose=verbose, tty=tty).on_trial_complete(
+        0, [], wide_trial()
+    )
+    printed = capsys.readouterr().out
+    assert printed.endswith("  param29=1234567\n") and "…" not in printed
+
+
+def test_a_trial_line_is_cut_in_its_config_never_in_its_outcome():
+    lines = TrialLines("val_acc", "max", WIDE)
+    text = lines.line(wide_trial(), "completed", width=30)  # narrower than the outcome
+    assert text == "trial w_00000 completed: val_acc 0.9688 after 1 epoch | …"
