@@ -87,17 +87,17 @@ def new_store(tmp_path_factory: pytest.TempPathFactory, name: str) -> Store:
 
 
 def best_checkpoint_evaluation(store: Store, spec_path: Path) -> Evaluation:
-    """The best trial's best checkpoint on the test split, rebuilt from Ray's storage the way
-    the runner tests it without ``final.retrain``."""
+    """The best trial's last checkpoint on the test split, rebuilt from Ray's storage the way
+    the runner ranks and tests it without ``final.retrain``."""
     from ray.tune import ExperimentAnalysis, ResultGrid
 
-    from tuner.runner import load_data, trial_settings
+    from tuner.runner import _ranked, load_data, trial_settings
     from tuner.spec import load_spec
     from tuner.trainables import deep
 
     spec = load_spec(spec_path)
     grid = ResultGrid(ExperimentAnalysis(str(store.storage / spec.name)))
-    best = grid.get_best_result(spec.metric, spec.mode, scope="all")
+    best = _ranked(grid, spec)[0]
     return deep.evaluate_test(best, splits=load_data(spec), settings=trial_settings(spec))
 
 

@@ -36,6 +36,7 @@ from mlflow.tracking import MlflowClient
 from tuner import pareto
 from tuner.anytime import search_curve
 from tuner.results import TrialRecord, trials_of
+from tuner.selection import final_key
 from tuner.tracking import SearchTags, child_runs
 from tuner.trainables.metrics import Evaluation
 
@@ -277,7 +278,7 @@ def _log_trials_csv(
     params = sorted({key for trial in trials for key in trial.params})
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["trial_id", "status", "best", f"best_{metric}", "epochs", *params, "run_id"])
+    writer.writerow(["trial_id", "status", "best", final_key(metric), "epochs", *params, "run_id"])
     for trial in trials:
         value = "" if trial.value is None else repr(trial.value)
         row = [trial.trial_id, trial.status, str(trial.best).lower(), value, trial.epochs]

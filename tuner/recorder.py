@@ -15,6 +15,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from tuner.selection import LAST_EPOCHS, final_key, final_value
 from tuner.space import Group, trial_params
 from tuner.tracking import (
     TrialRun,
@@ -62,7 +63,9 @@ class TrialRecorder(tune.Callback):
         self.mode = mode
         self.space = space  # names a trial's params (space.named)
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id, of runs found at setup
-        self.best_values: dict[str, float] = {}
+        # Tune trial id -> its metric's last LAST_EPOCHS values, of which its final value is
+        # the mean (tuner.selection)
+        self.recent: dict[str, list[float]] = {}
         self.nodes: dict[str, str] = {}  # Tune trial id -> Ray node id it last reported from
         self.warnings: dict[str, str] = {}  # Tune trial id -> its tuner.warnings tag so far
         self.last_step: dict[str, int] = {}  # Tune trial id -> the last epoch logged
@@ -74,7 +77,7 @@ class TrialRecorder(tune.Callback):
             **self.__dict__,
             "_client": None,
             "runs": {},
-            "best_values": {},
+            "recent": {},
             "nodes": {},
             "warnings": {},
             "last_step": {},
@@ -101,9 +104,9 @@ class TrialRecorder(tune.Callback):
                 self.runs[trial_id] = run.info.run_id
                 if WARNINGS_TAG in run.data.tags:  # a resumed search appends to them
                     self.warnings[trial_id] = run.data.tags[WARNINGS_TAG]
-                best = run.data.metrics.get(f"best_{self.metric}")
-                if best is not None:
-                    self.best_values[trial_id] = best
+                history = self.client.get_metric_history(run.info.run_id, self.metric)
+                values = [m.value for m in sorted(history, key=lambda m: m.step)]
+                self.recent[trial_id] = values[-LAST_EPOCHS:]  # a resumed trial's go on
                 if "epoch" in run.data.metrics:  # the latest value: the last epoch logged
                     self.last_step[trial_id] = int(run.data.metrics["epoch"])
                 if run.data.tags.get("tuner.status") not in ("running", "interrupted"):
@@ -160,12 +163,14 @@ class TrialRecorder(tune.Callback):
             # MLflow caps a tag's value; the latest warnings matter most.
             tags.append(RunTag(WARNINGS_TAG, self.warnings[trial.trial_id][-MAX_TAG_CHARS:]))
         value = report.metrics.get(self.metric)
-        if value is not None and math.isfinite(value):
-            previous = self.best_values.get(trial.trial_id)
-            better = max if self.mode == "max" else min
-            best = value if previous is None else better(previous, value)
-            self.best_values[trial.trial_id] = best
-            metrics.append(Metric(f"best_{self.metric}", best, now, step))
+        if value is not None:
+            recent = [*self.recent.get(trial.trial_id, []), value][-LAST_EPOCHS:]
+            self.recent[trial.trial_id] = recent
+            # What tuner.results ranks by, as the driver ranks (runner._ranked); nan, not inf,
+            # when the last epochs diverged: every MLflow store keeps nan as it is.
+            final = final_value(recent)
+            final = final if math.isfinite(final) else math.nan
+            metrics.append(Metric(final_key(self.metric), final, now, step))
         self.writer.put(Write(self._run(trial), metrics=metrics, tags=tags))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from tuner.errors import UsageError
 from tuner.secrets import MASK
+from tuner.selection import final_key, rank_key
 from tuner.tracking import SearchTags, child_runs, latest_parent_run, param_value
 
 
@@ -23,7 +25,7 @@ class TrialRecord:
     trial_id: str
     run_id: str
     status: str
-    value: float | None  # the trial's best value of the search metric
+    value: float | None  # the trial's final value of the search metric (tuner.selection)
     epochs: int
     params: dict[str, str]
     best: bool
@@ -52,9 +54,9 @@ def trials_of(client: MlflowClient, parent: Run) -> list[TrialRecord]:
     metric, mode = search.metric, search.mode
     runs = child_runs(client, parent.info.experiment_id, parent.info.run_id)
     records = [_record(run, metric) for run in runs]
-    sign = -1 if mode == "max" else 1
-    # Ties: the chosen best first, then by trial id, so every table and plot ranks them alike.
-    records.sort(key=lambda r: (r.value is None, sign * (r.value or 0.0), not r.best, r.trial_id))
+    # As the driver ranked them (runner._ranked). Ties: the chosen best first, then by trial
+    # id, so every table and plot ranks them alike.
+    records.sort(key=lambda r: (*rank_key(r.value, mode), not r.best, r.trial_id))
     return records
 
 
@@ -64,7 +66,10 @@ def parsed_params(params: dict[str, str]) -> dict[str, Any]:
 
 
 def _record(run: Run, metric: str) -> TrialRecord:
-    value = run.data.metrics.get(f"best_{metric}")
+    # A run recorded before tuner.selection holds its best epoch's value instead.
+    value = run.data.metrics.get(final_key(metric), run.data.metrics.get(f"best_{metric}"))
+    if value is not None and math.isnan(value):  # its last epochs diverged
+        value = None
     return TrialRecord(
         trial_id=run.data.tags.get("tuner.trial_id", "?"),
         run_id=run.info.run_id,

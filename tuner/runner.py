@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
@@ -24,6 +23,15 @@ from tuner.quiet import quiet_libraries
 from tuner.ray_start import RayStart
 from tuner.recorder import TrialRecorder
 from tuner.results import TrialRecord, trials_of
+from tuner.selection import (
+    AUTO_REPEATS,
+    AUTO_TOP_K,
+    SMALL_VAL_IMAGES,
+    final_value,
+    is_accuracy,
+    rank_key,
+    tied,
+)
 from tuner.spec import Spec
 from tuner.summary import Summary
 from tuner.terminal import erase_line, step
@@ -126,8 +134,9 @@ def run_search(
         front = _front(experiment, spec)
         if front:  # the best is the front member with the best metric (ties: the cheaper)
             best_result = _result_of(results, front[0].trial_id)
-        if spec.final.repeats > 1:  # never with objectives (refused at load)
-            repeats = _repeat_top(trainable, ranked, splits, settings, spec)
+        seeds, top_k = _repeats_of(spec, ranked, len(splits.val_y))
+        if seeds > 1:  # never with objectives (refused at load, never chosen by _repeats_of)
+            repeats = _repeat_top(trainable, ranked, splits, settings, spec, seeds, top_k)
             best_result = next(r for r in ranked if _trial_id(r) == repeats.trial_id)
             evaluation = repeats.evaluations[0]  # the search's own seed
             final.record(experiment, repeats, tree)
@@ -149,9 +158,9 @@ def run_search(
         experiment.finish(
             best_config,
             space_lang.trial_params(tree, best_config),
-            {f"best_{spec.metric}": _best_value(best_result, spec)},
+            {f"best_{spec.metric}": _final_value(best_result, spec)},
             evaluation.logged_metrics,
-            final="retrained on train+val" if spec.final.retrain else "best checkpoint",
+            final="retrained on train+val" if spec.final.retrain else "last checkpoint",
         )
     except KeyboardInterrupt:
         erase_line()  # the message that follows starts on a clean line
@@ -176,6 +185,7 @@ def run_search(
         model_size=evaluation.model_size,
         model_uri=model_uri,
         retrained=spec.final.retrain,
+        val_images=len(splits.val_y),
         test_spread=repeats.test if repeats else None,
         trials=trials_of(experiment.client, experiment.client.get_run(experiment.parent_id)),
         sampled=space_lang.sampled_keys(tree),
@@ -212,13 +222,44 @@ def _retrain_and_test(
     return ray.get(task.remote(config, splits=splits, settings=settings))
 
 
+def _repeats_of(spec: Spec, ranked: list[Any], val_images: int) -> tuple[int, int]:
+    """(seeds, top_k) of ``final.repeats``: the spec's when it sets them; unset, AUTO_REPEATS
+    seeds of the configs tied with the best (at most AUTO_TOP_K) when the validation split is
+    below SMALL_VAL_IMAGES, where its noise can't rank them; else (1, 1), no repeats."""
+    if spec.final.repeats is not None:
+        return spec.final.repeats, spec.final.top_k
+    if spec.objectives or val_images >= SMALL_VAL_IMAGES or not is_accuracy(spec.metric):
+        return 1, 1
+    firsts = {trial_id for trial_id, _ in _top_configs(ranked, AUTO_TOP_K)}  # distinct configs
+    values = [_final_value(r, spec) for r in ranked if _trial_id(r) in firsts]
+    top_k = min(tied(values, val_images), AUTO_TOP_K)
+    if top_k == 1:
+        return 1, 1
+    print(
+        f"tuner: the top {top_k} configs' {spec.metric} are within the noise of "
+        f"{val_images} validation images: training each again with {AUTO_REPEATS} seeds to "
+        "choose (final.repeats; set final.repeats: 1 to skip)"
+    )
+    return AUTO_REPEATS, top_k
+
+
+def _top_configs(ranked: list[Any], k: int) -> list[tuple[str, dict[str, Any]]]:
+    return final.top_configs([(_trial_id(r), r.config) for r in ranked], k)
+
+
 def _repeat_top(
-    trainable: Trainable, ranked: list[Any], splits: data.Splits, settings: Settings, spec: Spec
+    trainable: Trainable,
+    ranked: list[Any],
+    splits: data.Splits,
+    settings: Settings,
+    spec: Spec,
+    seeds: int,
+    top_k: int,
 ) -> final.Repeats:
-    """``final.repeats``: the top ``final.top_k`` configs trained again, the best on average
-    tested once per seed."""
-    candidates = final.top_configs([(_trial_id(r), r.config) for r in ranked], spec.final.top_k)
-    repeats = final.repeat(trainable, candidates, splits, settings, spec, spec.final.repeats)
+    """``final.repeats``: the top ``top_k`` configs trained again with ``seeds`` seeds, the
+    best on average tested once per seed."""
+    candidates = _top_configs(ranked, top_k)
+    repeats = final.repeat(trainable, candidates, splits, settings, spec, seeds)
     print(repeats.table())
     return repeats
 
@@ -374,8 +415,8 @@ def _trial_id(result: Any) -> str:
 
 
 def _ranked(results: tune.ResultGrid, spec: Spec) -> list[Any]:
-    """The trials that trained, best first by their best metric over all epochs (those without
-    a finite one last); rejected trials never count."""
+    """The trials that trained, best first by their final value (tuner.selection; those
+    without a finite one last); rejected trials never count."""
     reported = [r for r in results if r.metrics and spec.metric in r.metrics]
     if not reported:
         raise UsageError(f"{spec.name}: no trial reported `{spec.metric}`; {_why(results)}")
@@ -385,14 +426,11 @@ def _ranked(results: tune.ResultGrid, spec: Spec) -> list[Any]:
             f"{spec.name}: every trial's model broke the spec's constraints "
             f"({spec.constraints.model_dump(exclude_none=True)}); loosen them or shrink the space"
         )
-    sign = -1 if spec.mode == "max" else 1
 
     def rank(result: Any) -> tuple[bool, float, str]:
-        value = _best_value(result, spec)
-        finite = math.isfinite(value)
         # Ties go by trial id, as `tuner best` lists them (results.trials_of): the top_k that
         # final.repeats trains again are the first rows of that table.
-        return (not finite, sign * value if finite else 0.0, _trial_id(result))
+        return (*rank_key(_final_value(result, spec), spec.mode), _trial_id(result))
 
     return sorted(trained, key=rank)
 
@@ -440,11 +478,14 @@ def _why(results: tune.ResultGrid) -> str:
     return f"a trial failed with {lines[0]}{others}"
 
 
-def _best_value(result: Any, spec: Spec) -> float:
-    """The trial's best metric over its epochs (what ASHA and the checkpoint keep chose on)."""
+def _final_value(result: Any, spec: Spec) -> float:
+    """The trial's final value (tuner.selection) over the epochs Tune's history holds."""
     frame = result.metrics_dataframe
+    history = list(frame[spec.metric]) if frame is not None and spec.metric in frame else []
     # A driver killed before Tune copied a finished trial's progress file to storage leaves its
-    # history empty after a resume: its last result (from Tune's saved state) still counts.
-    reported = frame[spec.metric] if frame is not None and spec.metric in frame else []
-    history = [v for v in [*reported, result.metrics[spec.metric]] if math.isfinite(v)]
-    return (max if spec.mode == "max" else min)(history) if history else math.nan
+    # history empty, or short of its last epochs, after a resume: its last result (from Tune's
+    # saved state) still counts, once.
+    done = frame["training_iteration"].iloc[-1] if history else 0
+    if result.metrics.get("training_iteration", 0) > done:
+        history.append(result.metrics[spec.metric])
+    return final_value(history)

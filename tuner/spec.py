@@ -111,16 +111,18 @@ class FinalSpec(_Strict):
     """What happens to the best config after the search, before the test split is touched."""
 
     # True: retrain the best config on train+val for its full epoch budget, then test that
-    # model; False: test the best trial's best checkpoint as it is.
+    # model; False: test the best trial's last checkpoint as it is (tuner.selection).
     retrain: bool = False
     # Seeds each of the top_k configs is trained again with (tuner.final): they are re-ranked by
     # their mean validation metric and the chosen one tested once per seed. 1: no repeats.
-    repeats: PositiveInt = 1
+    # None (unset): on a small validation split, the configs tied with the best within its
+    # noise are repeated (tuner.selection: SMALL_VAL_IMAGES, AUTO_REPEATS); else no repeats.
+    repeats: PositiveInt | None = None
     top_k: PositiveInt = 1
 
     @model_validator(mode="after")
     def _top_k_needs_repeats(self) -> FinalSpec:
-        if self.top_k > 1 and self.repeats == 1:
+        if self.top_k > 1 and (self.repeats or 1) == 1:
             raise ValueError(
                 f"top_k ({self.top_k}) re-ranks configs by repeated training: set repeats >= 2, "
                 "or leave top_k out"
@@ -376,7 +378,7 @@ def _check_together(spec: Spec, tree: space_lang.Group) -> None:
             "carries earlier trials' value of one metric; a search with objectives needs every "
             "objective's: remove search.warm_start or objectives",
         )
-    if spec.objectives and spec.final.repeats > 1:
+    if spec.objectives and (spec.final.repeats or 1) > 1:
         raise space_lang.SpaceError(
             "final.repeats",
             "picks one config by its mean validation value; a search with objectives ends in "

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.results import TrialRecord
 from tuner.secrets import mask_secrets
+from tuner.selection import interval, is_accuracy, tied
 from tuner.tracking import is_server
 
 if TYPE_CHECKING:  # imports torch and Ray, which `tuner best` does without
@@ -36,6 +37,7 @@ class Summary:
     trials: list[TrialRecord]
     sampled: list[str]  # the config keys the search varied, for the closing table
     test_spread: Spread | None = None  # final.repeats: test_acc over the chosen config's seeds
+    val_images: int | None = None  # the validation split's size (the noise of its accuracy)
 
 
 def short_value(text: str) -> str:
@@ -50,7 +52,8 @@ def short_value(text: str) -> str:
 def trials_table(
     metric: str, trials: Sequence[TrialRecord], keys: Sequence[str] | None = None
 ) -> str:
-    """Rank, trial id, best metric value, epochs run, status, and the config (``keys`` only)."""
+    """Rank, trial id, final metric value (tuner.selection), epochs run, status, and the config
+    (``keys`` only)."""
     lines = [f"{'#':>2}  {'trial':<12}{metric:>10}{'epochs':>8}  {'status':<16}config"]
     for rank, trial in enumerate(trials, 1):
         value = "-" if trial.value is None else f"{trial.value:.4f}"
@@ -63,6 +66,24 @@ def trials_table(
     return "\n".join(lines)
 
 
+def noise_line(summary: Summary, val_images: int) -> str | None:
+    """A warning when the top trials' final values of an accuracy are inside the best one's
+    95% interval on ``val_images`` images, so the split can't rank them (None: it can)."""
+    values = [t.value for t in summary.trials if t.value is not None]
+    count = tied(values, val_images) if is_accuracy(summary.metric) else 1
+    if count < 2:
+        return None
+    low, high = interval(values[0], val_images)
+    line = (
+        f"The top {count} trials are within the validation split's noise: {summary.metric} "
+        f"{low:.4f}..{high:.4f} is the 95% interval of the best's {values[0]:.4f} on "
+        f"{val_images} images"
+    )
+    if summary.test_spread:
+        return f"{line}; final.repeats chose among them by their mean over seeds."
+    return f"{line}; final.repeats (with final.top_k) would choose among them by more seeds."
+
+
 def print_summary(summary: Summary) -> None:
     """The top trials, the test metrics of the best one, and where everything was written."""
     counts = Counter(trial.status for trial in summary.trials)
@@ -70,8 +91,10 @@ def print_summary(summary: Summary) -> None:
     top = summary.trials[:TOP]
     print(f"\nTop {len(top)} of {len(summary.trials)} trials ({statuses}); * = best:")
     print(trials_table(summary.metric, top, summary.sampled))
+    if summary.val_images and (line := noise_line(summary, summary.val_images)):
+        print(line)
     tests = "  ".join(f"{k}={v:.4f}" for k, v in summary.test_metrics.items())
-    tested = "retrained on train+val" if summary.retrained else "best checkpoint"
+    tested = "retrained on train+val" if summary.retrained else "last checkpoint"
     print(f"\nBest trial {summary.best_trial_id} ({tested}) on the test split: {tests}")
     if summary.test_spread:
         print(f"test_acc {summary.test_spread}")

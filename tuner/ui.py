@@ -19,6 +19,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tuner.results import latest_parent
+from tuner.selection import final_key
 from tuner.tracking import SearchTags, latest_parent_run, unanswered
 
 VIEW_KEY = "tuner"  # the shared view's name: experiment tag mlflow.sharedViewState.tuner
@@ -34,7 +35,9 @@ def view_state(parent: Run) -> dict[str, object]:
     """The runs table for a search: trials flat, best first by the search metric; its best,
     last and test accuracies, each trial's status, its sampled parameters, the logged model."""
     search = SearchTags.of(parent)
-    metrics = dict.fromkeys([f"best_{search.metric}", search.metric, "val_acc", "test_acc"])
+    # Trials rank by their final value (tuner.selection); the parent's best_ is the chosen one's.
+    keys = [final_key(search.metric), f"best_{search.metric}", search.metric, "val_acc", "test_acc"]
+    metrics = dict.fromkeys(keys)
     columns = [_column("metrics", key) for key in metrics]
     columns.append(_column("tags", "tuner.status"))
     columns += [_column("params", key) for key in search.sampled]

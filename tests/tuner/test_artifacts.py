@@ -108,7 +108,7 @@ def test_trials_csv_has_one_row_per_trial(logged):
         row = by_id[trial.trial_id]
         assert row["status"] == trial.status
         assert row["best"] == str(trial.best).lower()
-        assert float(row["best_val_acc"]) == pytest.approx(trial.value)
+        assert float(row["final_val_acc"]) == pytest.approx(trial.value)
         assert int(row["epochs"]) == trial.epochs
         assert row["run_id"] == trial.run_id
         for key, value in trial.params.items():

@@ -77,7 +77,7 @@ def test_every_epoch_arrives_once_and_in_order_after_the_experiment_ends(tmp_pat
     assert sorted(runs) == ["t1", "t2"]
     for trial_id, epochs in (("t1", EPOCHS), ("t2", 3)):
         run = runs[trial_id]
-        for key in ("train_loss", "val_acc", "epoch", "best_val_acc"):
+        for key in ("train_loss", "val_acc", "epoch", "final_val_acc"):
             history = client.get_metric_history(run.info.run_id, key)
             assert [m.step for m in history] == list(range(1, epochs + 1)), (trial_id, key)
         assert run.info.status == "FINISHED"
@@ -88,8 +88,10 @@ def test_every_epoch_arrives_once_and_in_order_after_the_experiment_ends(tmp_pat
     # The model's size: one value per run, not a flat line per epoch.
     (size,) = client.get_metric_history(runs["t1"].info.run_id, "model_params")
     assert (size.value, size.step) == (1234, 0)
-    assert runs["t1"].data.metrics["best_val_acc"] == pytest.approx(0.5 + 0.05 * EPOCHS)
-    assert runs["t2"].data.metrics["best_val_acc"] == pytest.approx(0.8)  # its first epoch
+    # Each trial's final value: the mean of its last 3 epochs (tuner.selection), no longer its
+    # best epoch (t2's first, 0.8, would have beaten t1's 0.8 too).
+    assert runs["t1"].data.metrics["final_val_acc"] == pytest.approx(0.75)
+    assert runs["t2"].data.metrics["final_val_acc"] == pytest.approx(0.7)  # 0.8, 0.7, 0.6
 
 
 def test_ctrl_c_marks_what_was_queued_before_it(tmp_path):

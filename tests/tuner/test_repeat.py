@@ -43,6 +43,16 @@ def test_spread_of_three_values_by_hand():
     assert str(spread) == "2.0000 ± 1.0000 (3 seeds)"
 
 
+def test_an_accuracys_intervals_stay_within_0_and_1():
+    near_perfect = (0.99, 1.0, 1.0)  # few seeds near 100%: Student's t reaches past it
+    assert Spread(near_perfect).interval()[1] > 1
+    spread = Spread.of("test_acc", near_perfect)
+    assert spread.interval() == pytest.approx((Spread(near_perfect).interval()[0], 1.0))
+    assert spread.prediction_interval()[1] == 1.0
+    assert spread.metrics("test_acc")["test_acc_ci95_high"] == 1.0
+    assert Spread.of("val_loss", (2.0, 4.0)).interval()[1] > 4  # a loss has no such bound
+
+
 def test_top_k_without_repeats_is_refused_naming_the_override(tmp_path, capsys):
     spec_path = tmp_path / "s.yaml"
     spec_path.write_text(SPEC.replace("final: {repeats: 3, top_k: 2}", "final: {top_k: 2}"))
@@ -72,7 +82,7 @@ def test_the_top_two_configs_are_repeated_with_three_seeds_as_child_runs(repeate
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         by_trial.setdefault(run.data.tags["tuner.trial_id"], []).append(run)
     assert len(by_trial) == 2
-    ranked = sorted(trials, key=lambda r: -r.data.metrics["best_val_acc"])
+    ranked = sorted(trials, key=lambda r: -r.data.metrics["final_val_acc"])
     assert set(by_trial) == {r.data.tags["tuner.trial_id"] for r in ranked[:2]}
     for trial_id, runs in by_trial.items():
         assert sorted(r.data.tags["tuner.seed"] for r in runs) == ["0", "1", "2"]
@@ -80,7 +90,7 @@ def test_the_top_two_configs_are_repeated_with_three_seeds_as_child_runs(repeate
         assert {r.data.params["optimizer.lr"] for r in runs} == {trial.data.params["optimizer.lr"]}
         # Seed 0 is the search's own: the repeat trains as the trial did, to the same value.
         seed0 = next(r for r in runs if r.data.tags["tuner.seed"] == "0")
-        assert seed0.data.metrics["val_acc"] == pytest.approx(trial.data.metrics["best_val_acc"])
+        assert seed0.data.metrics["val_acc"] == pytest.approx(trial.data.metrics["final_val_acc"])
 
 
 def test_the_best_mean_is_chosen_tested_once_per_seed_and_recorded(repeated):
@@ -121,6 +131,30 @@ def test_tuner_repeat_reproduces_the_recorded_test_acc_from_mlflow(repeated, cap
     store.client.log_metric(parent.info.run_id, "test_acc", 0.1)
     assert main(argv) == 1
     assert "recorded test_acc 0.1000: NOT reproduced" in capsys.readouterr().out
+
+
+def test_tuner_repeat_again_adds_a_set_with_new_seeds_keeping_the_first_sets_spread(repeated):
+    store, parent, _, first_set, _ = repeated
+    ids = (parent.info.experiment_id, parent.info.run_id)
+    before = repeat_runs(store.client, *ids)
+    history = store.client.get_metric_history(parent.info.run_id, "test_acc_mean")
+    argv = ["repeat", "repeat_e2e", "--seeds", "2", "--tracking-uri", store.uri]
+    assert main(argv) in (0, 1)  # reproduced or not: a verdict, not an error
+    added = [
+        r
+        for r in repeat_runs(store.client, *ids)
+        if r.info.run_id not in {b.info.run_id for b in before}
+    ]
+    seeds = {int(r.data.tags["tuner.seed"]) for r in added}
+    assert len(seeds) == 2 and min(seeds) > max(int(r.data.tags["tuner.seed"]) for r in before)
+    after = store.client.get_metric_history(parent.info.run_id, "test_acc_mean")
+    assert sorted(m.step for m in after) == list(range(len(history) + 1))  # one more set
+    # the search's own set (step 0) is still there, as its seeds' mean
+    chosen = [r for r in first_set if r.data.tags["tuner.chosen"] == "true"]
+    (step0,) = [m for m in after if m.step == 0]
+    assert step0.value == pytest.approx(np.mean([r.data.metrics["test_acc"] for r in chosen]))
+    newest = store.client.get_run(parent.info.run_id).data.metrics["test_acc_mean"]
+    assert newest == pytest.approx(np.mean([r.data.metrics["test_acc"] for r in added]))
 
 
 def test_tuner_repeat_needs_two_seeds(capsys):

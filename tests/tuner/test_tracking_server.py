@@ -235,7 +235,7 @@ def test_one_parent_with_the_search_tags_and_one_child_per_trial(search):
     assert len(runs) == 1 + TRIALS and len(children) == TRIALS
     assert parent.info.status == "FINISHED" and parent.info.run_name == NAME
     assert parent.data.tags["tuner.status"] == "completed"
-    assert parent.data.tags["tuner.final"] == "best checkpoint"
+    assert parent.data.tags["tuner.final"] == "last checkpoint"
     tags = SearchTags.of(parent)
     assert (tags.metric, tags.mode, tags.spec) == ("val_acc", "max", f"{NAME}.yaml")
     assert tags.overrides == (f"search.num_samples={TRIALS}",)

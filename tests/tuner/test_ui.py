@@ -54,7 +54,7 @@ def test_runs_view_names_the_experiment_and_stores_its_view(tmp_path):
         f"/experiments/{first}/runs?workflowType=machine_learning&viewStateShareKey=tuner"
     )
     stored = json.loads(client.get_experiment(first).tags[VIEW_TAG])
-    assert stored["orderByKey"] == "metrics.`best_val_acc`" and stored["orderByAsc"] is False
+    assert stored["orderByKey"] == "metrics.`final_val_acc`" and stored["orderByAsc"] is False
     assert "params.`lr`" in stored["selectedColumns"]
     assert runs_view(client, None).startswith(f"/experiments/{latest}/runs?")  # newest search
 

@@ -54,8 +54,8 @@ class Settings:
 class Validated:
     """A config trained once outside Tune (``final.repeats``), as a trial trains it."""
 
-    value: float  # its best value of the search metric on the validation split, over its epochs
-    model: Any  # what made it, for the test: deep, the weights; classical, the fitted pipeline
+    value: float  # its final value of the search metric on the validation split (selection)
+    model: Any  # what made it, for the test: deep, its last epoch's weights; classical, the fit
 
 
 class Trainable(Protocol):
@@ -79,7 +79,7 @@ class Trainable(Protocol):
         epoch. ``splits``: the data in memory, or a ``DataSource`` read on the node."""
 
     def evaluate_test(self, result: Result, *, splits: Splits, settings: Settings) -> Evaluation:
-        """The best trial (its best epoch), evaluated once on the test split."""
+        """The best trial as it ended (its last epoch), evaluated once on the test split."""
 
     def retrain_and_test(
         self, config: Mapping[str, Any], *, splits: Splits, settings: Settings

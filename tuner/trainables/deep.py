@@ -28,6 +28,7 @@ from data.augment import Augmentation, channel_stats, to_float
 from models.raw_image import RawImageClassifier
 from models.registry import POSITIVE, Range
 from tuner import space as space_lang
+from tuner.selection import final_value
 from tuner.trainables import Settings, Validated
 from tuner.trainables.checks import (
     check_keys,
@@ -357,9 +358,6 @@ class TrainingRun:
         self.generator = torch.Generator(device="cpu").manual_seed(settings.seed)
         self.epoch = 0
         self.settings = settings
-        self.best_value: float | None = None  # of settings.metric, over the epochs so far
-        self.best_weights: dict[str, torch.Tensor] = {}
-        self.best_epoch: int | None = None  # of best_weights, in this run (not a resumed one's)
         self.diverged = False  # a NaN or inf training loss: the run can't go on
         self.warnings: list[str] = []  # not reported yet; see ``warn``
 
@@ -385,16 +383,6 @@ class TrainingRun:
     def eval_model(self) -> nn.Module:
         """What validation and test evaluate: the weights' moving average, else the model."""
         return self.model if self.averaged is None else self.averaged.module
-
-    def remember_if_best(self, metrics: Mapping[str, float]) -> None:
-        """Keep a copy of the evaluated weights of the best epoch so far: the test uses those."""
-        value = metrics[self.settings.metric]
-        if self.settings.better(value, self.best_value):
-            self.best_value = value
-            self.best_epoch = self.epoch
-            self.best_weights = {
-                k: v.detach().cpu().clone() for k, v in self.eval_model.state_dict().items()
-            }
 
     def _inputs(self, x_uint8: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised float images on the device; a training batch (``index``: the images'
@@ -466,8 +454,8 @@ class TrainingRun:
         return 1000 * statistics.median(times)
 
     def train_and_validate(self) -> dict[str, float]:
-        """One epoch trained, then scored on the validation split (its weights kept when
-        best): the metrics a trial reports. A diverged epoch sets ``diverged`` and is not
+        """One epoch trained, then scored on the validation split: the metrics a trial
+        reports. A diverged epoch sets ``diverged`` and is not
         scored: its metrics are the worst, so a searcher learns to avoid the config."""
         train_loss, train_acc = self.train_epoch()
         if not math.isfinite(train_loss):
@@ -486,7 +474,6 @@ class TrainingRun:
             "val_acc": val_acc,
             "lr": self.optimizer.param_groups[0]["lr"],
         }
-        self.remember_if_best(metrics)
         return metrics
 
     def evaluate(self, split: str) -> tuple[float, float]:
@@ -495,30 +482,24 @@ class TrainingRun:
         return float(self.loss_fn(logits, y)), float((logits.argmax(1) == y).float().mean())
 
     def state(self) -> dict[str, Any]:
-        """What a checkpoint holds. When this epoch is the best so far, its weights are the
-        evaluated model's own tensors, not the copy: torch.save writes each storage once, so the
-        checkpoint does not hold the model twice (a third of a checkpoint with SGD's momentum)."""
-        best = self.best_weights
-        if self.best_epoch == self.epoch:
-            best = self.eval_model.state_dict()  # the same storages as "model" or "ema"
+        """What a checkpoint holds: the run as it is after its latest epoch, which is also what
+        the test evaluates (the trial is chosen by its last epochs: tuner.selection)."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
             "generator": self.generator.get_state(),
-            "best_value": self.best_value,
-            "best_weights": best,
             "ema": None if self.averaged is None else self.averaged.state_dict(),
             "scaler": self.scaler.state_dict(),  # {} unless fp16
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
+        # A checkpoint written before tuner.selection also holds best_value and best_weights
+        # (the best epoch's): nothing reads them now.
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = int(state["epoch"])
         self.generator.set_state(state["generator"])
-        self.best_value = state["best_value"]
-        self.best_weights = state["best_weights"]
         if self.averaged is not None:
             self.averaged.load_state_dict(state["ema"])
         if state.get("scaler") and self.scaler.is_enabled():  # fp16 to fp16: bf16 has no scale
@@ -608,10 +589,12 @@ class FaultInjection:
 
 
 def evaluate_test(result: Result, *, splits: Splits, settings: Settings) -> Evaluation:
-    """The best trial's best epoch, evaluated once on the held-out test split."""
+    """The best trial's latest checkpoint (its last epoch: the one its final value ends on),
+    evaluated once on the held-out test split."""
+    trial = TrainingRun(result.config, splits, settings)
     with result.checkpoint.as_directory() as directory:
-        weights = load_checkpoint(Path(directory) / CHECKPOINT_FILE)["best_weights"]
-    return _test_weights(result.config, weights, splits, settings)
+        trial.load_state(load_checkpoint(Path(directory) / CHECKPOINT_FILE))
+    return _test(trial, splits)
 
 
 def retrain_and_test(
@@ -633,13 +616,15 @@ def retrain_and_test(
 
 def validate(config: Mapping[str, Any], *, splits: Splits, settings: Settings) -> Validated:
     """``final.repeats``: the config trained again for its whole epoch budget, as a trial
-    trains it (no early stop): its best epoch's validation value and weights."""
+    trains it (no early stop): its final validation value and last epoch's weights."""
     use_assigned_cpus()
     trial = TrainingRun(config, splits, settings)
+    history = []
     while trial.epoch < trial.epochs and not trial.diverged:
-        trial.train_and_validate()
-    value = settings.worst if trial.best_value is None else trial.best_value
-    return Validated(value, trial.best_weights)
+        history.append(trial.train_and_validate()[settings.metric])
+    value = final_value(history)
+    weights = {k: v.detach().cpu().clone() for k, v in trial.eval_model.state_dict().items()}
+    return Validated(settings.worst if math.isnan(value) else value, weights)
 
 
 def test_validated(
@@ -655,7 +640,8 @@ def _test_weights(
     splits: Splits,
     settings: Settings,
 ) -> Evaluation:
-    """``config``'s evaluated model with ``weights`` (a best epoch's), tested once."""
+    """``config``'s evaluated model with ``weights`` (``validate``'s last epoch's), tested
+    once."""
     trial = TrainingRun(config, splits, settings)
     trial.eval_model.load_state_dict(weights)
     return _test(trial, splits)
