@@ -19,6 +19,13 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchAlg
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils import flatten_dict
 
+from tuner.internals import (
+    distribution_holds,
+    generator_running,
+    limiter_running,
+    optuna_study,
+    optuna_trial_numbers,
+)
 from tuner.space import (
     SCALARS,
     Branches,
@@ -152,7 +159,7 @@ class _VariantGenerator(BasicVariantGenerator):
     tells it of them again, and with ``max_concurrent`` it waited for them forever."""
 
     def resumed(self, trials: Sequence[Trial]) -> None:
-        self._live_trials -= {trial.trial_id for trial in trials if trial.is_finished()}
+        generator_running(self).difference_update(t.trial_id for t in trials if t.is_finished())
 
 
 class _ConcurrencyLimiter(ConcurrencyLimiter):
@@ -163,7 +170,7 @@ class _ConcurrencyLimiter(ConcurrencyLimiter):
     never learned their values."""
 
     def resumed(self, trials: Sequence[Trial]) -> None:
-        self.live_trials |= {trial.trial_id for trial in trials if not trial.is_finished()}
+        limiter_running(self).update(t.trial_id for t in trials if not t.is_finished())
         self.searcher.resumed(trials)
 
 
@@ -200,16 +207,13 @@ class _OptunaSearch(OptunaSearch):
         for after Tune's last save, then lost with the driver) is FAIL, as Optuna's heartbeat
         ends a trial whose process died. Left running, TPE's constant liar would count it as
         running forever, and the study would show it so."""
-        restored = {
-            self._ot_trials[t.trial_id].number: t for t in trials if t.trial_id in self._ot_trials
-        }
-        running = self._ot_study.get_trials(
-            deepcopy=False, states=[optuna.trial.TrialState.RUNNING]
-        )
+        numbers, study = optuna_trial_numbers(self), optuna_study(self)
+        restored = {numbers[t.trial_id]: t for t in trials if t.trial_id in numbers}
+        running = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING])
         for ot_trial in running:
             trial = restored.get(ot_trial.number)
             if trial is None:
-                self._ot_study.tell(ot_trial.number, state=optuna.trial.TrialState.FAIL)
+                study.tell(ot_trial.number, state=optuna.trial.TrialState.FAIL)
                 self._changes += 1
             elif trial.is_finished():
                 result = flatten_dict(trial.last_result)
@@ -299,7 +303,7 @@ def finished_trial(
     except ValueError:  # a parameter it lacks, or a choice not among the current ones
         return None
     inside = all(
-        distribution._contains(distribution.to_internal_repr(fixed.params[name]))
+        distribution_holds(distribution, fixed.params[name])
         for name, distribution in fixed.distributions.items()
     )
     if not inside or trial_params(space, config) != dict(params):
