@@ -67,8 +67,8 @@ class CheckpointRetention(tune.Callback):
 
     Tune's own ``num_to_keep`` deletes a checkpoint as soon as newer ones replace it, while its
     saved state (written every 10 s or more) may still name it: a driver killed then resumed
-    trials from deleted checkpoints. Saving Tune's state at every step of its loop instead took
-    the driver's CPU from the trials (README, "Measured"). So Tune keeps every checkpoint, and
+    trials from deleted checkpoints. Saving Tune's state at every step of its loop instead takes
+    the driver's CPU from the trials. So Tune keeps every checkpoint, and
     this deletes: a checkpoint reported since Tune's last save as soon as a newer one replaces it
     (no save named it, and the next names the trial's latest), so between saves a trial keeps at
     most three (a fast epoch on a GPU does not pile them up); after each save, those that were
