@@ -25,6 +25,8 @@ from tuner.trainables import Settings, Trainable
 from tuner.trainables.metrics import Evaluation
 
 CONFIDENCE = 0.95  # of the intervals recorded and of the reproduction check
+# Metrics that are fractions of the images (trainables.metrics): their intervals stay in 0..1.
+FRACTIONS = ("_acc", "_precision", "_recall", "_f1")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,15 @@ class Spread:
     """One metric's values over seeds (at least two)."""
 
     values: tuple[float, ...]
+    # What a value can be (an accuracy: 0..1): Student's t knows no bounds, and an interval
+    # past them (few seeds near 100%) says values that can't happen.
+    bounds: tuple[float, float] = (-math.inf, math.inf)
+
+    @classmethod
+    def of(cls, metric: str, values: Sequence[float]) -> Spread:
+        """The spread of ``metric``'s values, bounded to 0..1 for a fraction (``FRACTIONS``)."""
+        bounds = (0.0, 1.0) if metric.endswith(FRACTIONS) else (-math.inf, math.inf)
+        return cls(tuple(values), bounds)
 
     @property
     def mean(self) -> float:
@@ -49,15 +60,17 @@ class Spread:
         return float(stats.t.ppf((1 + CONFIDENCE) / 2, len(self.values) - 1))
 
     def interval(self) -> tuple[float, float]:
-        """The 95% confidence interval of the mean."""
-        half = self._t() * self.std / math.sqrt(len(self.values))
-        return self.mean - half, self.mean + half
+        """The 95% confidence interval of the mean, within ``bounds``."""
+        return self._around_mean(self._t() * self.std / math.sqrt(len(self.values)))
 
     def prediction_interval(self) -> tuple[float, float]:
         """Where one more run's value falls with 95% probability (wider than ``interval``,
         which is about the mean): what a single recorded value is checked against."""
-        half = self._t() * self.std * math.sqrt(1 + 1 / len(self.values))
-        return self.mean - half, self.mean + half
+        return self._around_mean(self._t() * self.std * math.sqrt(1 + 1 / len(self.values)))
+
+    def _around_mean(self, half: float) -> tuple[float, float]:
+        low, high = self.bounds
+        return max(low, self.mean - half), min(high, self.mean + half)
 
     def metrics(self, name: str) -> dict[str, float]:
         """``NAME_mean``, ``NAME_std``, ``NAME_ci95_low``, ``NAME_ci95_high``: the parent's."""
@@ -107,11 +120,13 @@ class Repeats:
 
     @property
     def val(self) -> Spread:
-        return Spread(tuple(run.value for run in self.chosen))
+        return Spread.of(self.metric, [run.value for run in self.chosen])
 
     @property
     def test(self) -> Spread:
-        return Spread(tuple(evaluation.metrics["test_acc"] for evaluation in self.evaluations))
+        return Spread.of(
+            "test_acc", [evaluation.metrics["test_acc"] for evaluation in self.evaluations]
+        )
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -123,7 +138,7 @@ class Repeats:
         seeds = len(self.chosen)
         lines = [f"Top {len(self.runs) // seeds} configs, {seeds} seeds each; * = chosen:"]
         for trial_id in dict.fromkeys(run.trial_id for run in self.runs):
-            spread = Spread(tuple(r.value for r in self.runs if r.trial_id == trial_id))
+            spread = Spread.of(self.metric, [r.value for r in self.runs if r.trial_id == trial_id])
             mark = " *" if trial_id == self.trial_id else ""
             lines.append(f"  {trial_id:<12}{self.metric} {spread}{mark}")
         return "\n".join(lines)
@@ -203,8 +218,11 @@ def repeat(
     return Repeats(settings.metric, tuple(runs))
 
 
-def record(experiment: Experiment, repeats: Repeats, tree: space_lang.Group) -> None:
-    """Each repeat as a child run of the parent, and the chosen config's spread on the parent."""
+def record(
+    experiment: Experiment, repeats: Repeats, tree: space_lang.Group, *, step: int = 0
+) -> None:
+    """Each repeat as a child run of the parent, and the chosen config's spread on the parent
+    at ``step``: the how-manyth set of repeats it is (0: the first)."""
     for run in repeats.runs:
         tested = run.evaluation.metrics if run.evaluation is not None else {}
         experiment.log_repeat(
@@ -214,7 +232,7 @@ def record(experiment: Experiment, repeats: Repeats, tree: space_lang.Group) -> 
             {repeats.metric: run.value, **tested},
             chosen=run.trial_id == repeats.trial_id,
         )
-    experiment.log_metrics(repeats.metrics)
+    experiment.log_metrics(repeats.metrics, step=step)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +274,12 @@ def repeat_recorded(
 ) -> Reproduction:
     """Experiment ``name``'s latest finished search: its best config trained again with
     ``seeds`` seeds from the spec, overrides and data MLflow recorded, tested once per seed,
-    and recorded on that run as ``final.repeats`` would have."""
+    and recorded on that run as ``final.repeats`` would have.
+
+    Run again, it adds a set: new seeds, after those already repeated (training is seeded, so
+    the same seeds would give the same values again and a falsely narrow interval), and its
+    spread on the parent at the next step, so each set's summary stays in the metrics' history.
+    Sets are not pooled: they may come from different code (the note below)."""
     import tempfile
     from pathlib import Path
 
@@ -268,7 +291,7 @@ def repeat_recorded(
     from tuner.results import best_config_of, latest_parent, overrides_of, spec_of, trials_of
     from tuner.runner import anchored_space, load_data, trial_settings
     from tuner.spec import load_spec
-    from tuner.tracking import SearchTags, code_version
+    from tuner.tracking import SearchTags, code_version, repeat_runs
     from tuner.trainables import trainable_module
 
     quiet_libraries(verbose=False)  # Ray's and MLflow's own lines; tuner's say what happens
@@ -290,9 +313,16 @@ def repeat_recorded(
     RayStart(address, forward_worker_output=False).wait()
     best_trial = next((t.trial_id for t in trials_of(client, parent) if t.best), "best")
     trainable = trainable_module(spec.trainable)
-    repeats = repeat(trainable, [(best_trial, config)], splits, trial_settings(spec), spec, seeds)
+    settings = trial_settings(spec)
+    earlier = repeat_runs(client, parent.info.experiment_id, parent.info.run_id)
+    first = max([settings.seed, *(int(run.data.tags["tuner.seed"]) + 1 for run in earlier)])
+    if earlier:
+        print(f"tuner: seeds {first}..{first + seeds - 1}: {len(earlier)} repeats ran before")
+    settings = replace(settings, seed=first)
+    repeats = repeat(trainable, [(best_trial, config)], splits, settings, spec, seeds)
     experiment = Experiment(tracking_uri, spec.experiment)
     experiment.parent_id = parent.info.run_id
-    record(experiment, repeats, anchored_space(spec.tree))
+    sets = len(client.get_metric_history(parent.info.run_id, f"{spec.metric}_mean"))
+    record(experiment, repeats, anchored_space(spec.tree), step=sets)
     experiment.flush(close=True)  # the repeats' runs are written before this command ends
     return Reproduction(repeats, parent.data.metrics["test_acc"])

@@ -492,9 +492,10 @@ class Experiment:
             )
         )
 
-    def log_metrics(self, metrics: Mapping[str, float]) -> None:
-        """Metrics of the parent run, all at one time."""
-        self.put(Write(self.parent_id, metrics=metrics_now(metrics)))
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int = 0) -> None:
+        """Metrics of the parent run, all at one time; a later ``step`` keeps the earlier
+        values in the metrics' history (MLflow shows the latest)."""
+        self.put(Write(self.parent_id, metrics=metrics_now(metrics, step)))
 
     def interrupt(self) -> None:
         """Mark the parent and its running trials as killed; `--resume` picks them up again.
@@ -516,10 +517,10 @@ class Experiment:
         self.flush(close=True)
 
 
-def metrics_now(metrics: Mapping[str, float]) -> list[Metric]:
-    """``metrics`` as MLflow metrics logged now, at step 0 (values measured once)."""
+def metrics_now(metrics: Mapping[str, float], step: int = 0) -> list[Metric]:
+    """``metrics`` as MLflow metrics logged now, at ``step`` (0: values measured once)."""
     now = now_ms()
-    return [Metric(key, float(value), now, 0) for key, value in metrics.items()]
+    return [Metric(key, float(value), now, step) for key, value in metrics.items()]
 
 
 def as_params(params: Mapping[str, Any]) -> list[Param]:
