@@ -7,6 +7,7 @@ import multiprocessing
 from pathlib import Path
 from typing import Any
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 ROUNDS = 3  # a lost race shows in most rounds without the lock: three make a pass mean something
@@ -33,6 +34,7 @@ def _create(uris: list[str], barrier: Any, outcomes: Any) -> None:
             outcomes.put(f"{type(error).__name__}: {str(error)[:200]}")
 
 
+@pytest.mark.slow  # two processes importing MLflow, three stores each: about 50 s
 def test_two_processes_creating_a_new_store_at_once_both_succeed(tmp_path):
     uris = [f"sqlite:///{tmp_path / f'round{i}' / 'mlflow.db'}" for i in range(ROUNDS)]
     context = multiprocessing.get_context("spawn")  # a fresh interpreter, as `tuner run` is
