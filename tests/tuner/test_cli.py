@@ -52,8 +52,8 @@ def test_best_json_gives_numbers_and_ties_rank_the_chosen_best_first(tmp_path, c
     experiment, _ = record_search(tmp_path)
     client = experiment.client
     runs = {run.data.tags["tuner.trial_id"]: run for run in experiment.children()}
-    client.log_metric(runs["t2"].info.run_id, "best_val_acc", 0.9)  # t1 and t2 tie at 0.9
-    client.log_metric(runs["t1"].info.run_id, "best_val_acc", 0.9)
+    client.log_metric(runs["t2"].info.run_id, "final_val_acc", 0.9, step=9)  # t1 and t2 tie
+    client.log_metric(runs["t1"].info.run_id, "final_val_acc", 0.9, step=9)
     client.set_tag(runs["t2"].info.run_id, "tuner.best", "true")  # the search chose t2
     capsys.readouterr()
     assert main(["best", "rec", "--json", "--tracking-uri", experiment.tracking_uri]) == 0
