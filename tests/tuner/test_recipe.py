@@ -20,7 +20,6 @@ from tuner.trainables.deep import (
     TrainingRun,
     build_model,
     evaluate_test,
-    load_checkpoint,
 )
 from tuner.trainables.recipe import Tta, WithTta
 
@@ -189,8 +188,6 @@ def test_ema_weights_differ_from_the_trained_ones_and_are_what_val_evaluates(spl
     with torch.no_grad(), trial._autocast():
         raw = trial.tta(trial.model.eval(), to_float(val_x, trial.mean, trial.std))
     assert not torch.allclose(raw, expected)
-    trial.remember_if_best({"val_acc": acc})
-    assert _same(list(trial.best_weights.values()), _weights(trial.averaged.module))
 
 
 def test_a_resumed_trial_continues_exactly_where_it_stopped(splits, tmp_path):
@@ -211,39 +208,21 @@ def test_a_resumed_trial_continues_exactly_where_it_stopped(splits, tmp_path):
     assert resumed.averaged.n_averaged == straight.averaged.n_averaged
 
 
-@pytest.mark.parametrize("config", [{}, RECIPE], ids=["model", "weight_average"])
-def test_a_checkpoint_of_the_best_epoch_holds_its_weights_once(splits, tmp_path, config):
-    """The epoch just trained is the best so far: the best weights are the evaluated model's
-    own (the model's, or its average's), written once; at a worse epoch, the copy is written."""
-    trial = _trial(splits, **config)
-    trial.train_and_validate()  # the first epoch is the best so far
-    evaluated = _weights(trial.eval_model)
-    torch.save(trial.state(), tmp_path / "best.pt")
-    trial.train_epoch()
-    trial.remember_if_best({"val_acc": -1.0})  # worse: the first epoch stays the best
-    torch.save(trial.state(), tmp_path / "worse.pt")
-
-    copy_bytes = sum(t.numel() * t.element_size() for t in evaluated)
-    extra = (tmp_path / "worse.pt").stat().st_size - (tmp_path / "best.pt").stat().st_size
-    assert copy_bytes * 0.9 < extra < copy_bytes * 1.1
-    for name in ("best.pt", "worse.pt"):  # the best epoch's weights, from either checkpoint
-        best = load_checkpoint(tmp_path / name)["best_weights"]
-        assert _same(list(best.values()), evaluated)
-
-
-def test_the_test_split_sees_the_best_epochs_averaged_weights_with_tta(splits, tmp_path):
+def test_the_test_split_sees_the_last_epochs_averaged_weights_with_tta(splits, tmp_path):
+    """The trial is chosen by its last epochs (tuner.selection): its last epoch is tested,
+    not the first's, even when the first validated better."""
     config = {"model": SMALL_AIRBENCH, "batch_size": 32, **RECIPE}
     trial = TrainingRun(config, splits, SETTINGS)
     trial.train_epoch()
-    trial.remember_if_best({"val_acc": trial.evaluate("val")[1]})
-    best = trial.predict(splits.test_x).cpu()
+    first = trial.predict(splits.test_x).cpu()
     trial.train_epoch()
-    trial.remember_if_best({"val_acc": -1.0})  # worse: the first epoch stays the best
+    last = trial.predict(splits.test_x).cpu()
+    assert not torch.equal(first.argmax(1), last.argmax(1))  # the two epochs are told apart
     torch.save(trial.state(), tmp_path / CHECKPOINT_FILE)
 
     result = SimpleNamespace(config=config, checkpoint=tune.Checkpoint.from_directory(tmp_path))
     evaluation = evaluate_test(result, splits=splits, settings=SETTINGS)
-    assert (evaluation.y_pred == best.argmax(1).numpy()).mean() == 1
+    assert (evaluation.y_pred == last.argmax(1).numpy()).mean() == 1
     # The exported model applies the same TTA: it predicts what the test measured.
     assert isinstance(evaluation.model.network, WithTta)
     with torch.no_grad():
