@@ -26,11 +26,12 @@ def test_the_view_sorts_on_the_search_metric_and_shows_its_parameters():
     info = RunInfo("r", "0", "user", "FINISHED", 0, None, "active")
     parent = Run(info, RunData(tags=[RunTag(key, value) for key, value in tags.items()]))
     state = view_state(parent)
-    assert state["orderByKey"] == "metrics.`best_val_loss`" and state["orderByAsc"] is True
+    assert state["orderByKey"] == "metrics.`final_val_loss`" and state["orderByAsc"] is True
     assert (
         state["selectedColumns"]
         == state["columnOrder"]
         == [
+            "metrics.`final_val_loss`",
             "metrics.`best_val_loss`",
             "metrics.`val_loss`",
             "metrics.`val_acc`",
