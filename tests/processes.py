@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SERVER_START_S = 120  # `mlflow server` migrates its sqlite schema first: 5-60 s on a loaded box
+# The basic-auth app signs its forms with it (CSRF): any value, the same across restarts.
+AUTH_SECRET_KEY = "tuner-tests"
 
 
 def stop_group(process: subprocess.Popen, timeout: float = 30) -> None:
@@ -73,12 +75,31 @@ def wait_until_answers(process: subprocess.Popen, url: str, log: Path, timeout: 
         time.sleep(1)
 
 
+def basic_auth_config(folder: Path, admin_password: str, default_permission: str) -> Path:
+    """``folder/basic_auth.ini`` for `mlflow server --app-name basic-auth` (the keys of MLflow's
+    own mlflow/server/auth/basic_auth.ini): users in ``folder/basic_auth.db``, the ``admin``
+    user created with ``admin_password`` on the first start (MLflow ships none), and
+    ``default_permission`` (READ, NO_PERMISSIONS, ...) on what no one granted a user."""
+    config = folder / "basic_auth.ini"
+    config.write_text(
+        "[mlflow]\n"
+        f"default_permission = {default_permission}\n"
+        f"database_uri = sqlite:///{folder / 'basic_auth.db'}\n"
+        "admin_username = admin\n"
+        f"admin_password = {admin_password}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    return config
+
+
 @dataclass
 class Server:
-    """`mlflow server` on a fixed port and folder, so it can be started again as it was."""
+    """`mlflow server` on a fixed port and folder, so it can be started again as it was; with
+    ``auth`` (a ``basic_auth_config``), MLflow's basic-auth app, which wants a login."""
 
     folder: Path
     port: int
+    auth: Path | None = None
     process: subprocess.Popen | None = None
 
     @property
@@ -90,6 +111,11 @@ class Server:
         command += ["--port", str(self.port), "--workers", "1"]
         command += ["--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}"]
         command += ["--artifacts-destination", str(self.folder / "artifacts")]
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+        if self.auth is not None:
+            command += ["--app-name", "basic-auth"]
+            env |= {"MLFLOW_AUTH_CONFIG_PATH": str(self.auth)}
+            env |= {"MLFLOW_FLASK_SERVER_SECRET_KEY": AUTH_SECRET_KEY}
         log = self.folder / "server.log"
         with log.open("ab") as output:
             self.process = subprocess.Popen(
@@ -97,7 +123,7 @@ class Server:
                 cwd=self.folder,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+                env=env,
                 start_new_session=True,
             )
         wait_until_answers(self.process, f"{self.url}/health", log, SERVER_START_S)

@@ -9,12 +9,13 @@ search's plots and registers its model, which needed the server).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -163,10 +164,12 @@ def _at_least_two(text: str) -> int:
     return int(text)
 
 
-def _existing_store(tracking_uri: str | None) -> str:
-    """The store a command reads (default: default_tracking_uri()); a sqlite one must exist
-    (MLflow would create an empty one and print its set-up lines)."""
-    from tuner.tracking import check_store, default_tracking_uri, sqlite_database
+@contextlib.contextmanager
+def _store(tracking_uri: str | None) -> Iterator[str]:
+    """The store a command reads (default: default_tracking_uri()), checked; a sqlite one must
+    exist (MLflow would create an empty one and print its set-up lines). Inside the block, the
+    server's refusal of a request (a login or a permission it wants) is one line naming it."""
+    from tuner.tracking import check_store, default_tracking_uri, server_refusals, sqlite_database
 
     uri = tracking_uri or default_tracking_uri()
     database = sqlite_database(uri)
@@ -176,7 +179,8 @@ def _existing_store(tracking_uri: str | None) -> str:
             "run a search first, or point --tracking-uri or MLFLOW_TRACKING_URI at its store"
         )
     check_store(uri)
-    return uri
+    with server_refusals(uri):
+        yield uri
 
 
 def _storage_flag(parser: argparse.ArgumentParser) -> None:
@@ -266,8 +270,9 @@ def _check_resumed_as_started(spec: Spec, overrides: list[str], tracking_uri: st
     from tuner.results import latest_parent
     from tuner.tracking import SearchTags
 
-    uri = _existing_store(tracking_uri or spec.tracking.uri)
-    started = list(SearchTags.of(latest_parent(MlflowClient(uri), spec.experiment)).overrides)
+    with _store(tracking_uri or spec.tracking.uri) as uri:
+        parent = latest_parent(MlflowClient(uri), spec.experiment)
+    started = list(SearchTags.of(parent).overrides)
     given = [mask_secrets(override) for override in overrides]
     if sorted(started) != sorted(given):
         raise UsageError(
@@ -301,10 +306,9 @@ def _resume(args: argparse.Namespace) -> int:
     from tuner.results import latest_parent, overrides_of, spec_of
     from tuner.spec import load_spec
 
-    uri = _existing_store(args.tracking_uri)
-    parent = latest_parent(MlflowClient(uri), args.name)
-    args.tracking_uri = uri
-    with tempfile.TemporaryDirectory() as directory:
+    with _store(args.tracking_uri) as uri, tempfile.TemporaryDirectory() as directory:
+        parent = latest_parent(MlflowClient(uri), args.name)
+        args.tracking_uri = uri
         spec_path = spec_of(parent, uri, Path(directory))
         overrides = overrides_of(parent)
         spec = load_spec(spec_path, overrides)
@@ -321,12 +325,12 @@ def _search(
 ) -> int:
     from tuner.quiet import quiet_libraries
     from tuner.ray_start import RayStart
-    from tuner.tracking import check_store, is_server, search_tracking_uri
+    from tuner.tracking import check_store, is_server, search_tracking_uri, server_refusals
 
     quiet_libraries(args.verbose)
     tracking_uri = search_tracking_uri(args.tracking_uri, spec.tracking.uri)
-    if is_server(tracking_uri):  # one that does not answer is one line, before Ray starts
-        check_store(tracking_uri)
+    if is_server(tracking_uri):  # one that does not answer, or refuses us: one line, before Ray
+        check_store(tracking_uri, writes=spec.experiment)
     # Ray starts while the rest of tuner (torch, Ray Tune) is imported and the search gets ready.
     ray_start = RayStart(
         args.address,
@@ -337,17 +341,18 @@ def _search(
     from tuner.summary import print_summary
 
     try:
-        summary = run_search(
-            spec,
-            spec_path,
-            tracking_uri=tracking_uri,
-            storage=args.storage,
-            address=args.address,
-            resume=resume,
-            overrides=overrides,
-            verbose=args.verbose,
-            ray_start=ray_start,
-        )
+        with server_refusals(tracking_uri):
+            summary = run_search(
+                spec,
+                spec_path,
+                tracking_uri=tracking_uri,
+                storage=args.storage,
+                address=args.address,
+                resume=resume,
+                overrides=overrides,
+                verbose=args.verbose,
+                ray_start=ray_start,
+            )
     except Unwritten as kept:
         print(
             f"tuner: error: the search finished, but the MLflow tracking server did not take "
@@ -384,15 +389,15 @@ def _sync(args: argparse.Namespace) -> int:
     from tuner.results import latest_parent
     from tuner.tracking import SearchTags, write_journal
 
-    uri = _existing_store(args.tracking_uri)
-    parent = latest_parent(MlflowClient(uri), args.name)
-    journal = journal_path(SearchTags.of(parent).folder(args.storage))
-    written = write_journal(uri, journal)
-    if written:
-        print(f"wrote the {written} MLflow writes kept in {journal} to {mask_secrets(uri)}")
-    else:
-        print(f"nothing to write: no MLflow writes are kept in {journal}")
-    model_uri = publish_kept(uri, journal)
+    with _store(args.tracking_uri) as uri:
+        parent = latest_parent(MlflowClient(uri), args.name)
+        journal = journal_path(SearchTags.of(parent).folder(args.storage))
+        written = write_journal(uri, journal)
+        if written:
+            print(f"wrote the {written} MLflow writes kept in {journal} to {mask_secrets(uri)}")
+        else:
+            print(f"nothing to write: no MLflow writes are kept in {journal}")
+        model_uri = publish_kept(uri, journal)
     if model_uri:
         print(f"registered the best model: {model_uri}")
     return 0
@@ -401,8 +406,8 @@ def _sync(args: argparse.Namespace) -> int:
 def _repeat(args: argparse.Namespace) -> int:
     from tuner.final import repeat_recorded
 
-    uri = _existing_store(args.tracking_uri)
-    reproduction = repeat_recorded(uri, args.name, args.seeds, address=args.address)
+    with _store(args.tracking_uri) as uri:
+        reproduction = repeat_recorded(uri, args.name, args.seeds, address=args.address)
     print("\n".join(reproduction.lines()))
     return 0 if reproduction.reproduced else 1
 
@@ -415,9 +420,10 @@ def _best(args: argparse.Namespace) -> int:
     from tuner.summary import print_best, print_pareto
     from tuner.tracking import SearchTags
 
-    client = MlflowClient(_existing_store(args.tracking_uri))
-    parent = latest_parent(client, args.name)
-    trials = trials_of(client, parent)
+    with _store(args.tracking_uri) as uri:
+        client = MlflowClient(uri)
+        parent = latest_parent(client, args.name)
+        trials = trials_of(client, parent)
     trials = pareto.recorded(parent, trials) if args.pareto else trials[: args.top]
     if args.json:
         rows = [{**t.__dict__, "params": parsed_params(t.params)} for t in trials]
@@ -433,24 +439,25 @@ def _best(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from tuner.report import write_report
 
-    print(write_report(_existing_store(args.tracking_uri), args.name, args.out))
+    with _store(args.tracking_uri) as uri:
+        print(write_report(uri, args.name, args.out))
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
     from tuner.export import predict
 
-    for path, label, probability in predict(
-        _existing_store(args.tracking_uri), args.name, args.images
-    ):
-        print(f"{path}\t{label}\t{probability:.4f}")
+    with _store(args.tracking_uri) as uri:
+        for path, label, probability in predict(uri, args.name, args.images):
+            print(f"{path}\t{label}\t{probability:.4f}")
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
     from tuner.report import compare
 
-    print(compare(_existing_store(args.tracking_uri), args.name1, args.name2), end="")
+    with _store(args.tracking_uri) as uri:
+        print(compare(uri, args.name1, args.name2), end="")
     return 0
 
 
@@ -463,10 +470,10 @@ def _ui(args: argparse.Namespace) -> int:
     from tuner.tracking import is_server
     from tuner.ui import runs_view, wait_until_answering
 
-    uri = _existing_store(args.tracking_uri)
-    if is_server(uri):  # a tracking server serves its own UI: nothing to start
-        print(f"MLflow UI: {uri.rstrip('/')}/#{runs_view(MlflowClient(uri), args.name)}")
-        return 0
+    with _store(args.tracking_uri) as uri:
+        if is_server(uri):  # a tracking server serves its own UI: nothing to start
+            print(f"MLflow UI: {uri.rstrip('/')}/#{runs_view(MlflowClient(uri), args.name)}")
+            return 0
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(
             f"tuner: warning: the UI on {args.host} is reachable from other machines",
