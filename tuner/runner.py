@@ -92,10 +92,13 @@ def run_search(
         experiment = Experiment(tracking_uri, spec.experiment, spec.tracking.artifacts)
         if resume:
             experiment_path = _resumed_folder(experiment, splits.sizes, storage)
+            restart = not tune_state.ever_saved(experiment_path)
         else:
-            warm = earlier_trials(experiment.client, spec, tree)  # a bad name stops it here
             experiment_path = _new_folder(storage or str(Path.cwd() / "tuner_results"), spec.name)
             experiment.journal = journal_path(experiment_path)
+            restart = False
+        if restart or not resume:
+            warm = earlier_trials(experiment.client, spec, tree)  # a bad name stops it here
         ray_start.wait()
     except BaseException:  # e.g. a usage error found while Ray was starting: stop it first
         ray_start.cancel()
@@ -107,11 +110,20 @@ def run_search(
         tune.with_parameters(trainable.train, splits=trial_data, settings=settings),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
-    if resume:
+    if resume and not restart:
         experiment.resume()
         tuner = tune.Tuner.restore(
             experiment_path, function, resume_unfinished=True, resume_errored=True
         )
+    elif restart:
+        print(
+            "tuner: the search stopped before Ray Tune first saved its state: its trials start "
+            "again, in the same MLflow run"
+        )
+        experiment.restart()
+        tune_state.clear(experiment_path)
+        study = _optuna_study(spec, experiment, experiment_path, warm)
+        tuner = _new_tuner(spec, tree, function, experiment_path, experiment, study, verbose)
     else:
         tags = SearchTags(
             metric=spec.metric,
@@ -339,7 +351,8 @@ def _resumed_folder(experiment: Experiment, sizes: str, storage: str | None) -> 
     """The Tune state of the experiment's interrupted search (``storage``: --storage, where
     its folder is now), repaired if it was cut short."""
     path = experiment.find_resumable(sizes, storage)
-    if not tune.Tuner.can_restore(path):
+    missing = not tune.Tuner.can_restore(path) if "://" in path else not Path(path).is_dir()
+    if missing:
         raise UsageError(
             f"nothing to resume at {path}: Ray Tune's state is not there (check --storage); "
             "start the search again with `python -m tuner run SPEC`"

@@ -73,13 +73,21 @@ def optuna_storage(spec: Spec, tracking_uri: str, tune_storage: str) -> str:
 
 def new_study(study: Study, spec: Spec, trials: Sequence[optuna.trial.FrozenTrial]) -> None:
     """Create the study, holding ``trials`` (earlier searches') before anything is sampled: one
-    direction per value Optuna is told (``optimized``)."""
+    direction per value Optuna is told (``optimized``). A study there already is a search's
+    that stopped before Tune first saved its state, started again: the trials it was asked for
+    are lost with that driver (FAIL, as Optuna's heartbeat ends them), the earlier ones stay."""
     directions = ["maximize" if mode == "max" else "minimize" for mode in optimized(spec).values()]
     with store_lock(sqlite_database(study.storage)):  # its first open creates its tables
         created = optuna.create_study(
-            storage=study.storage, study_name=study.name, directions=directions
+            storage=study.storage,
+            study_name=study.name,
+            directions=directions,
+            load_if_exists=True,
         )
-    created.add_trials(trials)
+    if not created.trials:
+        created.add_trials(trials)
+    for lost in created.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
+        created.tell(lost.number, state=optuna.trial.TrialState.FAIL)
 
 
 def optimized(spec: Spec) -> dict[str, str]:

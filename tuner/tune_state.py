@@ -148,6 +148,27 @@ def _delete_folder(filesystem: pyarrow.fs.FileSystem, path: str) -> None:
         filesystem.delete_dir(path)
 
 
+def ever_saved(experiment_path: str) -> bool:
+    """Whether Tune saved the search's state at least once (its trials, its searcher): not when
+    the driver was killed as the search started. An object store's search counts as saved."""
+    folder = Path(experiment_path)
+    if not folder.is_dir():
+        return "://" in experiment_path
+    return any(folder.glob("experiment_state-*.json")) or any(
+        folder.glob(f"{SNAPSHOTS}/experiment_state-*.json")
+    )
+
+
+def clear(experiment_path: str) -> None:
+    """Empty the folder of a search Tune never saved, so it starts again there (Tune would mix
+    what a first start left with the new one's state)."""
+    for path in Path(experiment_path).iterdir():
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def repair(experiment_path: str) -> list[str]:
     """Put back from the snapshots each of Tune's state files that does not load; their names.
 

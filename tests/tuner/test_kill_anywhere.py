@@ -41,6 +41,7 @@ name: {NAME}
 data: {{dataset: digits, seed: 0, max_train: 500}}
 search: {{algorithm: optuna, num_samples: {TRIALS}, max_concurrent: 2, seed: 0}}
 scheduler: {{type: fifo, max_epochs: {EPOCHS}}}
+final: {{repeats: 1}}  # no re-training of tied configs: a kill case stays about a minute
 resources: {{cpu: 1}}
 space:
   model: {{name: simple_cnn, width: {{int: [8, 16]}}, depth: 1}}
