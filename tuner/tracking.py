@@ -509,6 +509,14 @@ class Experiment:
         self.client.update_run(self.parent_id, "RUNNING")
         self.client.set_tag(self.parent_id, "tuner.status", "running")
 
+    def restart(self) -> None:
+        """Continue the run find_resumable found, whose search starts again from its first trial
+        (Tune never saved its state): the runs of the trials it started are deleted (MLflow
+        keeps them as deleted runs), since no resumed trial will ever finish them."""
+        self.resume()
+        for run in child_runs(self.client, self.experiment_id, self.parent_id):
+            self.client.delete_run(run.info.run_id)
+
     def children(self) -> list[Run]:
         self.flush()  # the trials' last writes may still be queued
         return child_runs(self.client, self.experiment_id, self.parent_id)
