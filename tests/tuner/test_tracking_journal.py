@@ -12,6 +12,7 @@ minutes of them before a write counts as failed).
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -145,6 +146,7 @@ def test_what_a_killed_driver_kept_is_written_by_sync_once(mlflow_server, tmp_pa
 
 NAME, TRIALS = "gone", 3
 SEARCH_S = 600  # on a loaded 2-core machine
+SYNC_KILL_SEED = 0
 SPEC = slow_digits_search(NAME, TRIALS, EPOCHS)  # most epochs come after the server is gone
 
 
@@ -207,6 +209,34 @@ def test_resume_of_a_search_that_finished_in_the_outage_points_at_sync(unwritten
     assert line.endswith(f"python -m tuner sync {NAME} --tracking-uri {mlflow_server.url}")
     assert journal.read_bytes() == kept  # nothing written, nothing started: that is sync's job
     assert latest_parent(MlflowClient(mlflow_server.url), NAME).info.status == "RUNNING"
+
+
+def test_sync_killed_at_a_random_moment_then_run_again_writes_the_search_once(
+    unwritten, mlflow_server
+):
+    _, _, cwd = unwritten
+    journal = cwd / "tuner_results" / NAME / JOURNAL
+    kept = {path: path.read_bytes() for path in (journal, journal.with_name(UNPUBLISHED))}
+    if not mlflow_server.running:
+        mlflow_server.start()
+    # Seeded: a failure replays. Importing MLflow and torch takes seconds; the writes, the plots
+    # and the registration come after, so the kill lands before, among or after them.
+    delay = random.Random(SYNC_KILL_SEED).uniform(2.0, 15.0)
+    sync = [sys.executable, "-m", "tuner", "sync", NAME, "--tracking-uri", mlflow_server.url]
+    killed = subprocess.Popen(
+        sync, cwd=cwd, env=own_tuner_env(), stdout=subprocess.DEVNULL, start_new_session=True
+    )
+    time.sleep(delay)
+    was_running = killed.poll() is None
+    kill_group(killed)
+    print(f"sync killed {delay:.1f} s in (it {'was running' if was_running else 'had ended'})")
+    again = subprocess.run(
+        sync, cwd=cwd, env=own_tuner_env(), capture_output=True, text=True, timeout=SEARCH_S
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    the_search(MlflowClient(mlflow_server.url), NAME, TRIALS)
+    for path, data in kept.items():  # the next test syncs what the search kept, from the start
+        path.write_bytes(data)
 
 
 def test_sync_writes_the_whole_search_once_however_often_it_runs(
