@@ -109,8 +109,8 @@ def run_alone(config: dict[str, Any], splits: Any, seed: int) -> tuple[float, fl
 
 def run_in_trial(text: str) -> tuple[float, float, float]:
     """(test accuracy, the trial's own seconds, the whole command's seconds)."""
-    from tuner import runner
-    from tuner.spec import load_spec
+    from tuner.commands import run as runner
+    from tuner.spec.document import load_spec
 
     with tempfile.TemporaryDirectory() as folder:
         spec_path = Path(folder) / "bench_recipe.yaml"
@@ -159,14 +159,14 @@ def main() -> None:
     import ray
     import torch
 
-    from tuner import runner
-    from tuner.spec import SpecError, validate
+    from tuner.search import inputs
+    from tuner.spec.document import SpecError, validate
 
     gpus = int(args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()))
     torch.set_num_threads(args.cpus)  # what the trial gets from Ray
     text = spec_text(args, 0, gpus)
     try:
-        splits = runner.load_data(validate(json.loads(text), "bench spec"))
+        splits = inputs.load_data(validate(json.loads(text), "bench spec"))
     except SpecError as error:
         raise SystemExit(str(error)) from None
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

@@ -35,10 +35,10 @@ import ray
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tuner import runner
-from tuner.anytime import Point, epochs_to_reach, search_curve
-from tuner.results import latest_parent
-from tuner.spec import apply_override, read_yaml, validate
+from tuner.commands import run as runner
+from tuner.publishing.anytime import Point, epochs_to_reach, search_curve
+from tuner.spec.document import apply_override, read_yaml, validate
+from tuner.tracking.records import latest_parent
 
 SPACE = """\
 name: bench_search

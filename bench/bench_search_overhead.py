@@ -56,9 +56,9 @@ from typing import Any  # noqa: E402
 
 import ray  # noqa: E402
 
-from tuner.quiet import quiet_libraries  # noqa: E402
-from tuner.ray_start import RayStart  # noqa: E402
-from tuner.spec import load_spec  # noqa: E402
+from tuner.core.quiet import quiet_libraries  # noqa: E402
+from tuner.search.ray_start import RayStart  # noqa: E402
+from tuner.spec.document import load_spec  # noqa: E402
 
 SECONDS: dict[str, float] = defaultdict(float)  # driver-side time per part, summed
 MOMENTS: dict[str, float] = {}  # when something first happened, seconds after STARTED
@@ -110,9 +110,9 @@ def instrument(fresh_workers: bool) -> None:
     from ray.tune.search import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
 
-    from tuner import runner
+    from tuner.commands import run as runner
+    from tuner.search.recorder import TrialRecorder as recorder
 
-    recorder = runner.TrialRecorder
     timed(recorder, "on_trial_start", "mlflow", then=trial_started)
     timed(recorder, "on_trial_result", "mlflow", then=trial_result)
     timed(recorder, "on_trial_complete", "mlflow")
@@ -160,7 +160,7 @@ def main() -> None:
     quiet_libraries(verbose=False)
     ray_start = RayStart(None, forward_worker_output=False)
     instrument(args.fresh_workers)
-    from tuner import runner
+    from tuner.commands import run as runner
 
     with tempfile.TemporaryDirectory() as folder:
         os.chdir(folder)

@@ -31,8 +31,9 @@ import torch
 import yaml
 from ray import tune
 
-from tuner import runner
-from tuner.spec import Spec, apply_override, load_spec, read_yaml, validate
+from tuner.commands import run as runner
+from tuner.search import inputs
+from tuner.spec.document import Spec, apply_override, load_spec, read_yaml, validate
 from tuner.trainables import deep
 
 DIGITS = Path(__file__).resolve().parent.parent / "search_spaces" / "digits.yaml"
@@ -96,7 +97,7 @@ def replay(result: Any, epochs: int, spec: Spec, splits: Any) -> tuple[list[floa
     """The trial trained again as it was (its config, the search's seed, one thread as Ray gave
     it): val_acc and test_acc after each of ``epochs`` epochs."""
     torch.set_num_threads(1)
-    trial = deep.TrainingRun(result.config, splits, runner.trial_settings(spec))
+    trial = deep.TrainingRun(result.config, splits, inputs.trial_settings(spec))
     vals, tests = [], []
     for _ in range(epochs):
         vals.append(trial.train_and_validate()["val_acc"])
@@ -122,7 +123,7 @@ def bench(label: str, spec: Spec, raw: dict[str, Any], folder: Path) -> dict[str
     """One seed: every rule's test accuracy (and a line saying what each chose)."""
     started = time.perf_counter()
     results = search(folder, spec, raw)
-    splits = runner.load_data(spec)
+    splits = inputs.load_data(spec)
     chosen = picks(results, spec.metric)
     replays: dict[str, tuple[list[float], list[float]]] = {}
     tests = {}

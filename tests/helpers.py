@@ -67,7 +67,7 @@ class Store:
 def tuner_run(store: Store, spec_text: str, *flags: str) -> Path:
     """`tuner run` a spec (and CLI ``flags``) into ``store`` (MLflow's ./mlruns too) and check
     that it exits 0."""
-    from tuner.cli import main
+    from tuner.commands.cli import main
 
     name = spec_text.split("\n", 1)[0].removeprefix("name: ")
     spec_path = store.tmp / f"{name}.yaml"
@@ -91,8 +91,9 @@ def best_checkpoint_evaluation(store: Store, spec_path: Path) -> Evaluation:
     the runner ranks and tests it without ``final.retrain``."""
     from ray.tune import ExperimentAnalysis, ResultGrid
 
-    from tuner.runner import _ranked, load_data, trial_settings
-    from tuner.spec import load_spec
+    from tuner.commands.run import _ranked
+    from tuner.search.inputs import load_data, trial_settings
+    from tuner.spec.document import load_spec
     from tuner.trainables import deep
 
     spec = load_spec(spec_path)
@@ -114,8 +115,8 @@ FIRST_EPOCHS_S = 600  # Ray's start, the data, a few epochs of ResNet-18 on a lo
 def epochs_logged(client: MlflowClient, name: str) -> int:
     """Epochs MLflow holds for the trials of experiment ``name``'s latest search so far (0
     before its parent run exists)."""
-    from tuner.errors import UsageError
-    from tuner.results import latest_parent, trials_of
+    from tuner.core.errors import UsageError
+    from tuner.tracking.records import latest_parent, trials_of
 
     try:
         parent = latest_parent(client, name)

@@ -1,3 +1,3 @@
-from tuner.cli import process_main
+from tuner.commands.cli import process_main
 
 raise SystemExit(process_main())

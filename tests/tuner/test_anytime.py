@@ -8,8 +8,8 @@ import math
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tuner.anytime import Point, anytime_curve, epochs_to_reach, search_curve
-from tuner.results import latest_parent, trials_of
+from tuner.publishing.anytime import Point, anytime_curve, epochs_to_reach, search_curve
+from tuner.tracking.records import latest_parent, trials_of
 
 
 def test_the_curve_merges_trials_in_time_order_and_keeps_the_running_best():

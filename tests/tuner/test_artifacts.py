@@ -21,13 +21,13 @@ from mlflow.tracking import MlflowClient
 
 from data import Splits
 from tests.helpers import best_checkpoint_evaluation
-from tuner import export
-from tuner.artifacts import log_search_artifacts, study_of
-from tuner.cli import main
-from tuner.errors import UsageError
-from tuner.results import latest_parent, trials_of
-from tuner.runner import load_data
-from tuner.spec import load_spec
+from tuner.commands.cli import main
+from tuner.core.errors import UsageError
+from tuner.publishing import export
+from tuner.publishing.artifacts import log_search_artifacts, study_of
+from tuner.search.inputs import load_data
+from tuner.spec.document import load_spec
+from tuner.tracking.records import latest_parent, trials_of
 from tuner.trainables.metrics import Evaluation
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -221,7 +221,7 @@ def _ten_parameter_study(trials: int = 30):
 def test_many_parameter_plots_show_the_most_important_few_at_page_width(name):
     """Ten parameters: the slice plot and parallel coordinates draw only the most important
     few, most important first, in a figure no wider than the report's page."""
-    from tuner.artifacts import DPI, FIGURE_WIDTH, MOST_IMPORTANT, optuna_figure
+    from tuner.publishing.artifacts import DPI, FIGURE_WIDTH, MOST_IMPORTANT, optuna_figure
 
     shown = MOST_IMPORTANT[name][0]
     figure = optuna_figure(_ten_parameter_study(), name, "best val_acc")

@@ -15,8 +15,8 @@ import torch
 import models
 from data.augment import Augmentation
 from models.classical import CLASSIFIERS, FEATURES
-from tuner.cli import main
-from tuner.spec import SpecError, load_spec
+from tuner.commands.cli import main
+from tuner.spec.document import SpecError, load_spec
 from tuner.trainables import classical, deep
 from tuner.trainables.checks import admits, option_types
 from tuner.trainables.recipe import Ema, Tta

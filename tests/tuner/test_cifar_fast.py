@@ -7,7 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.tuner.test_shipped_specs import ROOT, SMALL_RUN
-from tuner.cli import main
+from tuner.commands.cli import main
 
 
 @pytest.mark.slow

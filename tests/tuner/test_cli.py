@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from tests.tuner.test_recorder import record_search
-from tuner import cli
-from tuner.cli import main
+from tuner.commands import cli
+from tuner.commands.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 # Run in a fresh interpreter: this test process has imported Ray and torch already.
 READ = """
 import contextlib, json, sys
-from tuner.cli import main
+from tuner.commands.cli import main
 uri = sys.argv[1]
 codes = [
     main(["best", "rec", "--tracking-uri", uri]),

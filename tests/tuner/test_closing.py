@@ -17,8 +17,9 @@ import data
 from models import build
 from models.classical import build_pipeline
 from models.raw_image import RawImageClassifier
-from tuner.closing import Closing, keep, kept, publish
-from tuner.tracking import Experiment, SearchTags
+from tuner.publishing.closing import Closing, keep, kept, publish
+from tuner.tracking.experiment import Experiment
+from tuner.tracking.tags import SearchTags
 from tuner.trainables.metrics import Evaluation
 
 

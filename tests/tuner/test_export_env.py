@@ -45,7 +45,7 @@ from data.augment import channel_stats
 from models.classical import build_pipeline
 from models.raw_image import RawImageClassifier
 from tests.processes import free_port, stop_group, wait_until_answers
-from tuner import export
+from tuner.publishing import export
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = tuple(REPO / package for package in ("tuner", "models", "data"))  # tuner's checkout

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 import data
-from tuner.cli import main
+from tuner.commands.cli import main
 from tuner.trainables import Settings
 from tuner.trainables.deep import CHECKPOINT_FILE, TrainingRun, restore
 

@@ -14,8 +14,8 @@ import torch
 import data
 import models
 from tests.helpers import best_checkpoint_evaluation, new_store, tuner_run
-from tuner.runner import load_data
-from tuner.spec import load_spec
+from tuner.search.inputs import load_data
+from tuner.spec.document import load_spec
 from tuner.trainables import Settings
 from tuner.trainables.metrics import Evaluation
 from tuner.trainables.size import MB, size_of, violation

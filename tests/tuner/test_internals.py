@@ -12,7 +12,7 @@ from ray.tune.experiment import Trial
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from tuner import internals
+from tuner.core import internals
 
 
 def _limited_optuna() -> ConcurrencyLimiter:

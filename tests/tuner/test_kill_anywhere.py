@@ -32,8 +32,8 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers import own_tuner_env
 from tests.processes import kill_group
-from tuner.journal import JOURNAL
-from tuner.results import latest_parent, trials_of
+from tuner.tracking.journal import JOURNAL
+from tuner.tracking.records import latest_parent, trials_of
 
 NAME, TRIALS, EPOCHS = "killed", 4, 3
 SPEC = f"""\

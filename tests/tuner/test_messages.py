@@ -11,10 +11,11 @@ from ray import tune
 
 import data
 from tests.tuner.test_recorder import SPACE, new_trial, result
-from tuner.cli import build_parser
-from tuner.progress import TrialLines
-from tuner.recorder import WARNINGS_TAG, TrialRecorder
-from tuner.tracking import Experiment, SearchTags
+from tuner.commands.cli import build_parser
+from tuner.search.progress import TrialLines
+from tuner.search.recorder import WARNINGS_TAG, TrialRecorder
+from tuner.tracking.experiment import Experiment
+from tuner.tracking.tags import SearchTags
 from tuner.trainables import Settings, deep
 
 CONFIG = {"model": {"name": "simple_cnn", "width": 8, "depth": 1}, "epochs": 2}

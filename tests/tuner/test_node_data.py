@@ -7,8 +7,8 @@ import socket
 import ray
 
 import data
-from tuner.runner import data_source
-from tuner.spec import load_spec
+from tuner.search.inputs import data_source
+from tuner.spec.document import load_spec
 from tuner.trainables.node_data import DataNotOnNode, InMemory, splits_on_node
 
 

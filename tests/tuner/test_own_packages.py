@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.helpers import own_tuner_env
-from tuner.results import latest_parent
+from tuner.tracking.records import latest_parent
 
 SPEC = """\
 name: own_packages

@@ -12,13 +12,15 @@ import pytest
 from ray.tune.search.optuna import OptunaSearch
 
 from tests.helpers import new_store
-from tuner import pareto, search
-from tuner.cli import main
-from tuner.report import write_report
-from tuner.results import TrialRecord, latest_parent, trials_of
-from tuner.runner import MAX_TESTED_FRONT
-from tuner.spec import SpecError, load_spec
-from tuner.tracking import Experiment, SearchTags
+from tuner.commands.cli import main
+from tuner.commands.run import MAX_TESTED_FRONT
+from tuner.conclusion import pareto
+from tuner.reading.report import write_report
+from tuner.search import searchers as search
+from tuner.spec.document import SpecError, load_spec
+from tuner.tracking.experiment import Experiment
+from tuner.tracking.records import TrialRecord, latest_parent, trials_of
+from tuner.tracking.tags import SearchTags
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "search_spaces" / "digits_pareto.yaml"

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from tuner import space as space_lang
-from tuner.errors import UsageError
-from tuner.runner import anchored_space, trial_settings
-from tuner.spec import load_spec
-from tuner.tracking import Experiment, SearchTags, artifact_location
+from tuner.core.errors import UsageError
+from tuner.search.inputs import anchored_space, trial_settings
+from tuner.spec import space as space_lang
+from tuner.spec.document import load_spec
+from tuner.tracking.experiment import Experiment
+from tuner.tracking.store import artifact_location
+from tuner.tracking.tags import SearchTags
 
 SPEC = """\
 name: paths

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from ray.tune.experiment import Trial
 
-from tuner import space as space_lang
-from tuner import terminal
-from tuner.progress import ProgressLine, TrialLines
+from tuner.core import terminal
+from tuner.search.progress import ProgressLine, TrialLines
+from tuner.spec import space as space_lang
 
 
 def trial(

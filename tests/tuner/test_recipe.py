@@ -12,8 +12,8 @@ from ray import tune
 
 import data
 from data.augment import to_float
-from tuner import space as space_lang
-from tuner.spec import SpecError, load_spec
+from tuner.spec import space as space_lang
+from tuner.spec.document import SpecError, load_spec
 from tuner.trainables import Settings
 from tuner.trainables.deep import (
     CHECKPOINT_FILE,

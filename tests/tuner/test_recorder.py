@@ -11,10 +11,12 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
-from tuner import space as space_lang
-from tuner import tracking
-from tuner.recorder import TrialRecorder
-from tuner.tracking import Experiment, SearchTags, Write, merged
+from tuner.search.recorder import TrialRecorder
+from tuner.spec import space as space_lang
+from tuner.tracking import writer as writes
+from tuner.tracking.experiment import Experiment
+from tuner.tracking.tags import SearchTags
+from tuner.tracking.writer import Write, merged
 
 EPOCHS = 6
 SPACE = space_lang.parse({"model": {"width": {"int": [8, 32]}}})
@@ -71,7 +73,7 @@ def record_search(tmp_path: Path, name: str = "rec") -> tuple[Experiment, list[T
 
 def test_every_epoch_arrives_once_and_in_order_after_the_experiment_ends(tmp_path):
     experiment, _ = record_search(tmp_path)
-    assert (experiment.tracking_uri, None) not in tracking._writers  # the thread was stopped
+    assert (experiment.tracking_uri, None) not in writes._writers  # the thread was stopped
     client = experiment.client
     runs = {run.data.tags["tuner.trial_id"]: run for run in experiment.children()}
     assert sorted(runs) == ["t1", "t2"]
@@ -114,16 +116,16 @@ def test_ctrl_c_marks_what_was_queued_before_it(tmp_path):
     assert run.data.tags["tuner.status"] == "interrupted"
     steps = [m.step for m in experiment.client.get_metric_history(run.info.run_id, "epoch")]
     assert steps == list(range(1, 41))
-    tracking.flush_writes(experiment.tracking_uri, close=True)
+    writes.flush_writes(experiment.tracking_uri, close=True)
 
 
 def test_a_failed_write_is_reported_at_flush(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowClient(uri).search_experiments()  # create the store's tables
-    writer = tracking.writer(uri)
+    writer = writes.writer(uri)
     writer.put(Write("no-such-run", metrics=[Metric("val_acc", 0.5, 0, 1)]))
     with pytest.warns(UserWarning, match="1 MLflow write.* failed: run no-such-run"):
-        tracking.flush_writes(uri, close=True)
+        writes.flush_writes(uri, close=True)
 
 
 def test_queued_writes_merge_per_run_and_keep_each_runs_order():

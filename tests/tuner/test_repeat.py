@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from tests.helpers import new_store, tuner_run
-from tuner.cli import main
-from tuner.final import Spread
-from tuner.results import latest_parent
-from tuner.spec import SpecError, load_spec
-from tuner.tracking import child_runs, repeat_runs
+from tuner.commands.cli import main
+from tuner.conclusion.repeats import Spread
+from tuner.spec.document import SpecError, load_spec
+from tuner.tracking.records import latest_parent
+from tuner.tracking.tags import child_runs, repeat_runs
 
 SPEC = """\
 name: repeat_e2e

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Store, tuner_run
-from tuner.cli import main
-from tuner.errors import UsageError
-from tuner.report import write_report
-from tuner.results import latest_parent, trials_of
+from tuner.commands.cli import main
+from tuner.core.errors import UsageError
+from tuner.reading.report import write_report
+from tuner.tracking.records import latest_parent, trials_of
 
 CLASSICAL = """\
 name: digits_report_knn

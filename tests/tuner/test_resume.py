@@ -16,10 +16,11 @@ from mlflow.tracking import MlflowClient
 from ray import cloudpickle
 
 from tests.processes import kill_group
-from tuner.cli import main
-from tuner.errors import UsageError
-from tuner.results import overrides_of
-from tuner.tracking import Experiment, SearchTags, StudyTags
+from tuner.commands.cli import main
+from tuner.core.errors import UsageError
+from tuner.tracking.experiment import Experiment
+from tuner.tracking.records import overrides_of
+from tuner.tracking.tags import SearchTags, StudyTags
 from tuner.trainables.trial_report import ONCE
 
 SPEC = """\

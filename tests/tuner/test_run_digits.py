@@ -9,12 +9,12 @@ from mlflow.tracking import MlflowClient
 from ray.tune import ExperimentAnalysis
 
 from tests.helpers import DIGITS_SEARCH, new_store, tuner_run
-from tuner import space as space_lang
-from tuner.artifacts import study_of
-from tuner.cli import main
-from tuner.progress import TrialLines
-from tuner.results import latest_parent, trials_of
-from tuner.spec import read_yaml
+from tuner.commands.cli import main
+from tuner.publishing.artifacts import study_of
+from tuner.search.progress import TrialLines
+from tuner.spec import space as space_lang
+from tuner.spec.document import read_yaml
+from tuner.tracking.records import latest_parent, trials_of
 
 STATUSES = {"completed", "early_stopped", "diverged", "errored"}
 

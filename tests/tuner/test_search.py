@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ray.tune.experiment import Trial
 
-from tuner.search import tune_config
-from tuner.spec import load_spec
+from tuner.search.searchers import tune_config
+from tuner.spec.document import load_spec
 
 SPEC = """\
 name: t

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tuner.report import write_report
-from tuner.secrets import mask_secrets
-from tuner.summary import Summary, print_summary
-from tuner.tracking import Experiment, SearchTags
+from tuner.core.secrets import mask_secrets
+from tuner.reading.report import write_report
+from tuner.reading.summary import Summary, print_summary
+from tuner.tracking.experiment import Experiment
+from tuner.tracking.tags import SearchTags
 from tuner.trainables.size import ModelSize
 
 SECRET = "s3cr3t-Pa55"

@@ -12,14 +12,15 @@ import pytest
 from ray.tune import Result
 from ray.tune.experiment import Trial
 
-from tuner import runner
-from tuner import space as space_lang
-from tuner.recorder import TrialRecorder
-from tuner.results import TrialRecord, trials_of
-from tuner.selection import final_value, interval, tied
-from tuner.spec import SpecError, validate
-from tuner.summary import Summary, noise_line
-from tuner.tracking import Experiment, SearchTags
+from tuner.commands import run as runner
+from tuner.core.selection import final_value, interval, tied
+from tuner.reading.summary import Summary, noise_line
+from tuner.search.recorder import TrialRecorder
+from tuner.spec import space as space_lang
+from tuner.spec.document import SpecError, validate
+from tuner.tracking.experiment import Experiment
+from tuner.tracking.records import TrialRecord, trials_of
+from tuner.tracking.tags import SearchTags
 
 # Digits' validation split: 288 images. "spike" is issue 31's winner: 1.0000 at one epoch, then
 # ~0.993; "steady" ends higher. "stopped": ASHA stopped it after 3 epochs.

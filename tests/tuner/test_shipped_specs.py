@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tuner.cli import main
+from tuner.commands.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL_RUN = ["--num-samples", "2", "--max-epochs", "1"]  # the grace period is lowered to fit

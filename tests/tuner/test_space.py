@@ -8,9 +8,9 @@ import pytest
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.variant_generator import generate_variants
 
-from tuner import search
-from tuner import space as space_lang
-from tuner.spec import read_yaml
+from tuner.search import searchers as search
+from tuner.spec import space as space_lang
+from tuner.spec.document import read_yaml
 
 SPACE = read_yaml(
     """

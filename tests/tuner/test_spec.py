@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tuner.cli import build_parser, main, run_spec
-from tuner.spec import load_spec
-from tuner.tracking import SearchTags
+from tuner.commands.cli import build_parser, main, run_spec
+from tuner.spec.document import load_spec
+from tuner.tracking.tags import SearchTags
 
 ROOT = Path(__file__).resolve().parents[2]
 VALID = """\
@@ -342,7 +342,7 @@ space:
 def test_grid_runs_once_by_default_and_num_samples_repeats_it(tmp_path, extra, trials):
     from ray.tune.experiment import Experiment
 
-    from tuner.search import param_space, tune_config
+    from tuner.search.searchers import param_space, tune_config
 
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(GRID)
@@ -364,7 +364,7 @@ def test_grid_runs_once_by_default_and_num_samples_repeats_it(tmp_path, extra, t
 def test_max_concurrent_limits_optuna(tmp_path):
     from ray.tune.search import ConcurrencyLimiter
 
-    from tuner.search import tune_config
+    from tuner.search.searchers import tune_config
 
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(VALID.replace("num_samples: 2", "num_samples: 2, max_concurrent: 3"))

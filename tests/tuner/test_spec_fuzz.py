@@ -12,7 +12,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tuner.cli import main
+from tuner.commands.cli import main
 
 VALID = {
     "name": "fuzz",
@@ -91,7 +91,7 @@ def malformed_specs(draw) -> bytes:
 
 
 def _known(section: str) -> set[str]:
-    from tuner import spec as spec_module
+    from tuner.spec import document as spec_module
 
     model = spec_module.Spec
     if section:

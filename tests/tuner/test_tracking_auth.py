@@ -29,7 +29,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers import own_tuner_env
 from tests.processes import Server, basic_auth_config, free_port, group_members, kill_group
-from tuner.cli import main
+from tuner.commands.cli import main
 
 ADMIN_PASSWORD = "admin-Pass-4d1f9c"  # basic_auth.ini's: MLflow ships no default
 PASSWORDS = {"alice": "alice-Pass-8c2e7b", "bob": "bob-Pass-51a9e0", "carol": "carol-Pass-77d3a4"}

@@ -25,12 +25,14 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers import own_tuner_env, slow_digits_search, wait_for_epochs
 from tests.processes import Server, kill_group
-from tuner.artifacts import PLOTS, RESULTS
-from tuner.cli import EXIT_UNWRITTEN, main
-from tuner.closing import UNPUBLISHED
-from tuner.journal import JOURNAL, journal_path
-from tuner.results import latest_parent, trials_of
-from tuner.tracking import Experiment, SearchTags, TrialRun, Write, Writer, child_runs
+from tuner.commands.cli import EXIT_UNWRITTEN, main
+from tuner.publishing.artifacts import PLOTS, RESULTS
+from tuner.publishing.closing import UNPUBLISHED
+from tuner.tracking.experiment import Experiment
+from tuner.tracking.journal import JOURNAL, journal_path
+from tuner.tracking.records import latest_parent, trials_of
+from tuner.tracking.tags import SearchTags, child_runs
+from tuner.tracking.writer import TrialRun, Write, Writer
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +102,7 @@ KILLED_DRIVER = """\
 import os, sys
 from pathlib import Path
 from tests.tuner.test_tracking_journal import epoch_writes
-from tuner.tracking import TrialRun, Writer
+from tuner.tracking.writer import TrialRun, Writer
 
 url, experiment_id, parent_id, journal = sys.argv[1:]
 writer = Writer(url, Path(journal))

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers import own_tuner_env, slow_digits_search, wait_for_epochs
 from tests.processes import Server
-from tuner.results import latest_parent, trials_of
+from tuner.tracking.records import latest_parent, trials_of
 
 pytestmark = pytest.mark.slow
 

@@ -30,9 +30,9 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers import DIGITS_SEARCH, Store
 from tests.processes import free_port, stop_group, wait_until_answers
-from tuner.cli import main
-from tuner.results import latest_parent, trials_of
-from tuner.tracking import PARENT_ROLE, TRIAL_ROLE, SearchTags
+from tuner.commands.cli import main
+from tuner.tracking.records import latest_parent, trials_of
+from tuner.tracking.tags import PARENT_ROLE, TRIAL_ROLE, SearchTags
 
 pytestmark = pytest.mark.slow
 

@@ -17,9 +17,9 @@ PROCESSES = 2
 def _create(uris: list[str], barrier: Any, outcomes: Any) -> None:
     """In a child process: open each new store as `tuner run` first does, all processes at once;
     what happened, per store, onto the ``outcomes`` queue."""
-    from tuner.search import Study, new_study
-    from tuner.spec import Spec
-    from tuner.tracking import check_store
+    from tuner.search.searchers import Study, new_study
+    from tuner.spec.document import Spec
+    from tuner.tracking.store import check_store
 
     spec = Spec(name="race")
     name = multiprocessing.current_process().name

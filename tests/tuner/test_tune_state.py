@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from ray import tune
 
-from tuner.errors import UsageError
-from tuner.tune_state import SNAPSHOTS, CheckpointRetention, repair
+from tuner.core.errors import UsageError
+from tuner.search.tune_state import SNAPSHOTS, CheckpointRetention, repair
 
 STATE = "experiment_state-2026-01-01_00-00-00.json"
 SEARCHER = "searcher-state-2026-01-01_00-00-00.pkl"

@@ -9,8 +9,8 @@ import pytest
 from mlflow.entities import Run, RunData, RunInfo, RunTag
 from mlflow.tracking import MlflowClient
 
-from tuner.cli import main
-from tuner.ui import VIEW_TAG, runs_view, view_state
+from tuner.commands.cli import main
+from tuner.reading.ui import VIEW_TAG, runs_view, view_state
 
 
 def _search(client: MlflowClient, name: str, **tags: str) -> str:

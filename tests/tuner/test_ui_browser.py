@@ -24,8 +24,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.processes import free_port, stop_group
-from tuner.results import latest_parent, trials_of
-from tuner.tracking import SearchTags
+from tuner.tracking.records import latest_parent, trials_of
+from tuner.tracking.tags import SearchTags
 
 pytestmark = pytest.mark.slow
 

@@ -11,12 +11,12 @@ import optuna
 import pytest
 
 from tests.helpers import new_store, tuner_run
-from tuner.cli import main
-from tuner.results import latest_parent, parsed_params, trials_of
-from tuner.search import finished_trial, optuna_define_by_run
-from tuner.space import parse
-from tuner.spec import SpecError, load_spec
-from tuner.tracking import StudyTags
+from tuner.commands.cli import main
+from tuner.search.searchers import finished_trial, optuna_define_by_run
+from tuner.spec.document import SpecError, load_spec
+from tuner.spec.space import parse
+from tuner.tracking.records import latest_parent, parsed_params, trials_of
+from tuner.tracking.tags import StudyTags
 
 SPACE = parse(
     {

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ray.tune import Result
 
     from data import DataSource, Splits
-    from tuner.space import Group
+    from tuner.spec.space import Group
     from tuner.trainables.metrics import Evaluation
 
 TRAINABLES = {

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from models.registry import Range
-from tuner import space as space_lang
-from tuner.errors import unknown_key
+from tuner.core.errors import unknown_key
+from tuner.spec import space as space_lang
 
 # The types of the values YAML reads (a tuple passes for a list: the checks take either).
 YAML_TYPES = (str, int, float, bool, type(None), list, tuple, Mapping)

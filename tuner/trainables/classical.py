@@ -25,7 +25,7 @@ from sklearn.pipeline import Pipeline
 
 from data import DataSource, Splits
 from models.classical import CLASSIFIERS, FEATURES, build_pipeline, parameters, progress
-from tuner import space as space_lang
+from tuner.spec import space as space_lang
 from tuner.trainables import Settings, Validated
 from tuner.trainables.checks import (
     check_keys,

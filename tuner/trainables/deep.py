@@ -27,8 +27,8 @@ from data import DataSource, Splits
 from data.augment import Augmentation, channel_stats, to_float
 from models.raw_image import RawImageClassifier
 from models.registry import POSITIVE, Range
-from tuner import space as space_lang
-from tuner.selection import final_value
+from tuner.core.selection import final_value
+from tuner.spec import space as space_lang
 from tuner.trainables import Settings, Validated
 from tuner.trainables.checks import (
     check_keys,

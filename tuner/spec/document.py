@@ -23,8 +23,8 @@ from pydantic import (
     model_validator,
 )
 
-from tuner import space as space_lang
-from tuner.errors import UsageError, unknown_key
+from tuner.core.errors import UsageError, unknown_key
+from tuner.spec import space as space_lang
 
 
 class SpecError(UsageError):

@@ -19,11 +19,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuner.errors import UsageError
-from tuner.secrets import mask_secrets
+from tuner.core.errors import UsageError
+from tuner.core.secrets import mask_secrets
 
 if TYPE_CHECKING:  # the spec's module imports Ray, which reading commands do without
-    from tuner.spec import Spec
+    from tuner.spec.document import Spec
 
 EXIT_USAGE = 2
 EXIT_UNWRITTEN = 3  # the search finished; MLflow writes wait in its journal for `tuner sync`
@@ -169,7 +169,12 @@ def _store(tracking_uri: str | None) -> Iterator[str]:
     """The store a command reads (default: default_tracking_uri()), checked; a sqlite one must
     exist (MLflow would create an empty one and print its set-up lines). Inside the block, the
     server's refusal of a request (a login or a permission it wants) is one line naming it."""
-    from tuner.tracking import check_store, default_tracking_uri, server_refusals, sqlite_database
+    from tuner.tracking.store import (
+        check_store,
+        default_tracking_uri,
+        server_refusals,
+        sqlite_database,
+    )
 
     uri = tracking_uri or default_tracking_uri()
     database = sqlite_database(uri)
@@ -267,8 +272,8 @@ def _check_resumed_as_started(spec: Spec, overrides: list[str], tracking_uri: st
     """`run SPEC --resume` continues the search as it was started: the same flags and --set."""
     from mlflow.tracking import MlflowClient
 
-    from tuner.results import latest_parent
-    from tuner.tracking import SearchTags
+    from tuner.tracking.records import latest_parent
+    from tuner.tracking.tags import SearchTags
 
     with _store(tracking_uri or spec.tracking.uri) as uri:
         parent = latest_parent(MlflowClient(uri), spec.experiment)
@@ -284,7 +289,7 @@ def _check_resumed_as_started(spec: Spec, overrides: list[str], tracking_uri: st
 
 def run_spec(args: argparse.Namespace) -> tuple[Spec, list[str]]:
     """The spec `tuner run` runs: the file, with ``--set`` and the shortcut flags applied."""
-    from tuner.spec import load_spec
+    from tuner.spec.document import load_spec
 
     overrides = list(args.overrides)
     for flag, key in (
@@ -303,8 +308,8 @@ def _resume(args: argparse.Namespace) -> int:
 
     from mlflow.tracking import MlflowClient
 
-    from tuner.results import latest_parent, overrides_of, spec_of
-    from tuner.spec import load_spec
+    from tuner.spec.document import load_spec
+    from tuner.tracking.records import latest_parent, overrides_of, spec_of
 
     with _store(args.tracking_uri) as uri, tempfile.TemporaryDirectory() as directory:
         parent = latest_parent(MlflowClient(uri), args.name)
@@ -323,9 +328,9 @@ def _search(
     resume: bool,
     overrides: list[str],
 ) -> int:
-    from tuner.quiet import quiet_libraries
-    from tuner.ray_start import RayStart
-    from tuner.tracking import check_store, is_server, search_tracking_uri, server_refusals
+    from tuner.core.quiet import quiet_libraries
+    from tuner.search.ray_start import RayStart
+    from tuner.tracking.store import check_store, is_server, search_tracking_uri, server_refusals
 
     quiet_libraries(args.verbose)
     tracking_uri = search_tracking_uri(args.tracking_uri, spec.tracking.uri)
@@ -337,8 +342,8 @@ def _search(
         forward_worker_output=sys.stderr.isatty(),
         verbose=args.verbose,
     )
-    from tuner.runner import Interrupted, Unwritten, run_search
-    from tuner.summary import print_summary
+    from tuner.commands.run import Interrupted, Unwritten, run_search
+    from tuner.reading.summary import print_summary
 
     try:
         with server_refusals(tracking_uri):
@@ -384,10 +389,11 @@ def _store_flags(args: argparse.Namespace) -> str:
 def _sync(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
-    from tuner.closing import publish_kept
-    from tuner.journal import journal_path
-    from tuner.results import latest_parent
-    from tuner.tracking import SearchTags, write_journal
+    from tuner.publishing.closing import publish_kept
+    from tuner.tracking.journal import journal_path
+    from tuner.tracking.records import latest_parent
+    from tuner.tracking.tags import SearchTags
+    from tuner.tracking.writer import write_journal
 
     with _store(args.tracking_uri) as uri:
         parent = latest_parent(MlflowClient(uri), args.name)
@@ -404,7 +410,7 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def _repeat(args: argparse.Namespace) -> int:
-    from tuner.final import repeat_recorded
+    from tuner.commands.repeat import repeat_recorded
 
     with _store(args.tracking_uri) as uri:
         reproduction = repeat_recorded(uri, args.name, args.seeds, address=args.address)
@@ -415,10 +421,10 @@ def _repeat(args: argparse.Namespace) -> int:
 def _best(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
-    from tuner import pareto
-    from tuner.results import headline_of, latest_parent, parsed_params, trials_of
-    from tuner.summary import print_best, print_pareto
-    from tuner.tracking import SearchTags
+    from tuner.conclusion import pareto
+    from tuner.reading.summary import print_best, print_pareto
+    from tuner.tracking.records import headline_of, latest_parent, parsed_params, trials_of
+    from tuner.tracking.tags import SearchTags
 
     with _store(args.tracking_uri) as uri:
         client = MlflowClient(uri)
@@ -437,7 +443,7 @@ def _best(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from tuner.report import write_report
+    from tuner.reading.report import write_report
 
     with _store(args.tracking_uri) as uri:
         print(write_report(uri, args.name, args.out))
@@ -445,7 +451,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from tuner.export import predict
+    from tuner.publishing.export import predict
 
     with _store(args.tracking_uri) as uri:
         for path, label, probability in predict(uri, args.name, args.images):
@@ -454,7 +460,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from tuner.report import compare
+    from tuner.reading.report import compare
 
     with _store(args.tracking_uri) as uri:
         print(compare(uri, args.name1, args.name2), end="")
@@ -467,8 +473,8 @@ def _ui(args: argparse.Namespace) -> int:
 
     from mlflow.tracking import MlflowClient
 
-    from tuner.tracking import is_server
-    from tuner.ui import runs_view, wait_until_answering
+    from tuner.reading.ui import runs_view, wait_until_answering
+    from tuner.tracking.store import is_server
 
     with _store(args.tracking_uri) as uri:
         if is_server(uri):  # a tracking server serves its own UI: nothing to start

@@ -7,14 +7,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tuner.results import TrialRecord
-from tuner.secrets import mask_secrets
-from tuner.selection import interval, is_accuracy, tied
-from tuner.tracking import is_server
+from tuner.core.secrets import mask_secrets
+from tuner.core.selection import interval, is_accuracy, tied
+from tuner.tracking.records import TrialRecord
+from tuner.tracking.store import is_server
 
 if TYPE_CHECKING:  # imports torch and Ray, which `tuner best` does without
-    from tuner.final import Spread
+    from tuner.conclusion.repeats import Spread
     from tuner.trainables.size import ModelSize
+from tuner.core.terminal import short_value
 
 TOP = 5
 
@@ -38,15 +39,6 @@ class Summary:
     sampled: list[str]  # the config keys the search varied, for the closing table
     test_spread: Spread | None = None  # final.repeats: test_acc over the chosen config's seeds
     val_images: int | None = None  # the validation split's size (the noise of its accuracy)
-
-
-def short_value(text: str) -> str:
-    """A parameter for a table: long floats (0.0021856...) shortened, anything else as is."""
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return text if number.is_integer() or len(text) <= 8 else f"{number:.4g}"
 
 
 def trials_table(

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial
 
-from tuner.errors import UsageError
-from tuner.results import latest_parent, parsed_params, trials_of
-from tuner.search import finished_trial
-from tuner.space import Group
-from tuner.spec import Spec
-from tuner.tracking import SearchTags
+from tuner.core.errors import UsageError
+from tuner.search.searchers import finished_trial
+from tuner.spec.document import Spec
+from tuner.spec.space import Group
+from tuner.tracking.records import latest_parent, parsed_params, trials_of
+from tuner.tracking.tags import SearchTags
 
 # How a trial ended without a value of its own to learn from.
 UNFINISHED = ("running", "interrupted", "errored", "unknown")

@@ -138,7 +138,7 @@ def _using_store(tracking_uri: str) -> Iterator[None]:
     """
     import mlflow
 
-    from tuner.internals import fluent_store_uris
+    from tuner.core.internals import fluent_store_uris
 
     saved_tracking, saved_registry = fluent_store_uris()
     saved_env = {name: os.environ.get(name) for name in URI_VARIABLES}
@@ -223,8 +223,8 @@ def load_registered(tracking_uri: str, experiment_name: str) -> Any:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from tuner.errors import UsageError
-    from tuner.secrets import mask_secrets
+    from tuner.core.errors import UsageError
+    from tuner.core.secrets import mask_secrets
 
     try:
         with _using_store(tracking_uri):
@@ -268,7 +268,7 @@ def read_image(path: str | Path, channels: int, height: int, width: int) -> np.n
     """One image file as uint8 (channels, height, width); UsageError if it can't be decoded."""
     import cv2
 
-    from tuner.errors import UsageError
+    from tuner.core.errors import UsageError
 
     flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
     try:

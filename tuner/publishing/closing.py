@@ -19,12 +19,13 @@ import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
 
-from tuner import export
-from tuner.artifacts import log_search_artifacts
-from tuner.errors import UsageError
-from tuner.secrets import mask_secrets
-from tuner.terminal import step
-from tuner.tracking import Experiment, health_url, is_server, unanswered
+from tuner.core.errors import UsageError
+from tuner.core.secrets import mask_secrets
+from tuner.core.terminal import step
+from tuner.publishing import export
+from tuner.publishing.artifacts import log_search_artifacts
+from tuner.tracking.experiment import Experiment
+from tuner.tracking.store import health_url, is_server, unanswered
 from tuner.trainables.metrics import Evaluation
 
 UNPUBLISHED = "unpublished.pt"  # beside the journal (tuner.journal.JOURNAL)

@@ -19,11 +19,11 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from tuner import pareto
-from tuner.results import TrialRecord, latest_parent, trials_of
-from tuner.secrets import mask_secrets
-from tuner.summary import short_value
-from tuner.tracking import SearchTags
+from tuner.conclusion import pareto
+from tuner.core.secrets import mask_secrets
+from tuner.core.terminal import short_value
+from tuner.tracking.records import TrialRecord, latest_parent, trials_of
+from tuner.tracking.tags import SearchTags
 
 STATUSES = (  # (tag value, what the report calls it)
     ("completed", "completed"),

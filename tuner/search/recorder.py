@@ -15,19 +15,12 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from tuner.selection import LAST_EPOCHS, final_key, final_value
-from tuner.space import Group, trial_params
-from tuner.tracking import (
-    TrialRun,
-    Write,
-    Writer,
-    as_params,
-    child_runs,
-    error_line,
-    flush_writes,
-    now_ms,
-    writer,
-)
+from tuner.core.selection import LAST_EPOCHS, final_key, final_value
+from tuner.search.trial_errors import error_line
+from tuner.spec.space import Group, trial_params
+from tuner.tracking.tags import child_runs
+from tuner.tracking.values import as_params, now_ms
+from tuner.tracking.writer import TrialRun, Write, Writer, flush_writes, writer
 from tuner.trainables import trial_report
 from tuner.trainables.trial_report import TrialReport
 

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 from mlflow.entities import Run
 
-from tuner.errors import UsageError
-from tuner.results import TrialRecord
-from tuner.tracking import SearchTags
+from tuner.core.errors import UsageError
+from tuner.tracking.records import TrialRecord
+from tuner.tracking.tags import SearchTags
 
 UNTRAINED = ("rejected", "diverged", "errored")  # no model worth a place on the front
 

@@ -1,4 +1,4 @@
-"""One search, end to end: data → Ray Tune (searcher + scheduler) → MLflow → test evaluation."""
+"""One search, end to end: data -> Ray Tune (searcher + scheduler) -> MLflow -> test evaluation."""
 
 from __future__ import annotations
 
@@ -13,17 +13,12 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
 import data
-from tuner import export, final, pareto, search, tune_state
-from tuner import space as space_lang
-from tuner.closing import Closing, close
-from tuner.errors import UsageError
-from tuner.journal import journal_path
-from tuner.progress import ProgressLine, TrialLines, trial_table
-from tuner.quiet import quiet_libraries
-from tuner.ray_start import RayStart
-from tuner.recorder import TrialRecorder
-from tuner.results import TrialRecord, trials_of
-from tuner.selection import (
+from tuner.conclusion import pareto
+from tuner.conclusion import repeats as final_repeats
+from tuner.core.code_version import code_version
+from tuner.core.errors import UsageError
+from tuner.core.quiet import quiet_libraries
+from tuner.core.selection import (
     AUTO_REPEATS,
     AUTO_TOP_K,
     SMALL_VAL_IMAGES,
@@ -32,21 +27,27 @@ from tuner.selection import (
     rank_key,
     tied,
 )
-from tuner.spec import Spec
-from tuner.summary import Summary
-from tuner.terminal import erase_line, step
-from tuner.tracking import (
-    Experiment,
-    SearchTags,
-    StudyTags,
-    check_store,
-    code_version,
-    search_tracking_uri,
-)
+from tuner.core.terminal import erase_line, step
+from tuner.publishing import export
+from tuner.publishing.closing import Closing, close
+from tuner.reading.summary import Summary
+from tuner.search import searchers as search
+from tuner.search import tune_state
+from tuner.search.inputs import anchored_space, data_source, load_data, trial_settings
+from tuner.search.progress import ProgressLine, TrialLines, trial_table
+from tuner.search.ray_start import RayStart
+from tuner.search.recorder import TrialRecorder
+from tuner.search.warm_start import WarmStart, earlier_trials
+from tuner.spec import space as space_lang
+from tuner.spec.document import Spec
+from tuner.tracking.experiment import Experiment
+from tuner.tracking.journal import journal_path
+from tuner.tracking.records import TrialRecord, trials_of
+from tuner.tracking.store import check_store, search_tracking_uri
+from tuner.tracking.tags import SearchTags, StudyTags
 from tuner.trainables import Settings, Trainable, trainable_module, trial_report
 from tuner.trainables.metrics import Evaluation
 from tuner.trainables.node_data import InMemory
-from tuner.warm_start import WarmStart, earlier_trials
 
 
 class Interrupted(Exception):
@@ -151,7 +152,7 @@ def run_search(
             repeats = _repeat_top(trainable, ranked, splits, settings, spec, seeds, top_k)
             best_result = next(r for r in ranked if _trial_id(r) == repeats.trial_id)
             evaluation = repeats.evaluations[0]  # the search's own seed
-            final.record(experiment, repeats, tree)
+            final_repeats.record(experiment, repeats, tree)
         elif spec.final.retrain:
             evaluation = _retrain_and_test(trainable, best_result.config, splits, settings, spec)
         else:
@@ -204,20 +205,6 @@ def run_search(
     )
 
 
-def trial_settings(spec: Spec, *, progress_bars: bool = False) -> Settings:
-    """What every trial of ``spec`` needs besides its config (the one place they are read)."""
-    return Settings(
-        max_epochs=spec.scheduler.max_epochs,
-        seed=spec.search.seed,
-        metric=spec.metric,
-        mode=spec.mode,
-        cache_dir=data.anchored_path(spec.cache_dir),  # `~`: each node's own disk and home
-        max_params=spec.constraints.max_params,
-        max_model_mb=spec.constraints.max_model_mb,
-        progress_bars=progress_bars,
-    )
-
-
 def _retrain_and_test(
     trainable: ModuleType,
     config: dict[str, Any],
@@ -256,7 +243,7 @@ def _repeats_of(spec: Spec, ranked: list[Any], val_images: int) -> tuple[int, in
 
 
 def _top_configs(ranked: list[Any], k: int) -> list[tuple[str, dict[str, Any]]]:
-    return final.top_configs([(_trial_id(r), r.config) for r in ranked], k)
+    return final_repeats.top_configs([(_trial_id(r), r.config) for r in ranked], k)
 
 
 def _repeat_top(
@@ -267,11 +254,11 @@ def _repeat_top(
     spec: Spec,
     seeds: int,
     top_k: int,
-) -> final.Repeats:
+) -> final_repeats.Repeats:
     """``final.repeats``: the top ``top_k`` configs trained again with ``seeds`` seeds, the
     best on average tested once per seed."""
     candidates = _top_configs(ranked, top_k)
-    repeats = final.repeat(trainable, candidates, splits, settings, spec, seeds)
+    repeats = final_repeats.repeat(trainable, candidates, splits, settings, spec, seeds)
     print(repeats.table())
     return repeats
 
@@ -377,50 +364,6 @@ def _new_folder(storage: str, name: str) -> str:
     if number > 1:
         print(f"tuner: {Path(storage, name)} holds an earlier search; this one's state: {path}")
     return str(path)
-
-
-def load_data(spec: Spec) -> data.Splits:
-    """The spec's dataset, split; a missing or malformed one is a UsageError (exit 2)."""
-    try:
-        return data_source(spec).load()
-    except data.DatasetError as error:
-        raise UsageError(f"data: {error}") from None
-    except TypeError as error:  # an option the loader doesn't take
-        raise UsageError(f"data.options: {error}") from None
-
-
-PATH_PARAMS = ("pretrained",)  # model options naming a local file, read inside trials
-
-
-def anchored_space(group: space_lang.Group) -> space_lang.Group:
-    """``group`` with every ``pretrained`` path (a constant, or each option of a choice) made
-    absolute from here: trials run in their own directories."""
-    children: dict[str, space_lang.Node] = {}
-    for key, node in group.children.items():
-        if isinstance(node, space_lang.Group):
-            node = anchored_space(node)
-        elif isinstance(node, space_lang.Branches):
-            node = space_lang.Branches({k: anchored_space(g) for k, g in node.options.items()})
-        elif key in PATH_PARAMS and isinstance(node, space_lang.Const):
-            node = space_lang.Const(data.anchored_path(node.value))
-        elif key in PATH_PARAMS and isinstance(node, space_lang.Categorical):
-            node = space_lang.Categorical(tuple(map(data.anchored_path, node.options)))
-        children[key] = node
-    return space_lang.Group(children)
-
-
-def data_source(spec: Spec) -> data.DataSource:
-    """How the spec's dataset is loaded: what the driver and every trial's node read."""
-    return data.DataSource(
-        spec.data.dataset,
-        root=spec.data.root,
-        val_fraction=spec.data.val_fraction,
-        test_fraction=spec.data.test_fraction,
-        seed=spec.data.seed,
-        max_train=spec.data.max_train,
-        max_test=spec.data.max_test,
-        options=spec.data.options,
-    ).anchored()
 
 
 def _trial_id(result: Any) -> str:

@@ -52,3 +52,12 @@ def width() -> int:
 def fit(text: str, columns: int) -> str:
     """``text`` cut to ``columns``, ending in an ellipsis where it was cut."""
     return text if len(text) <= columns else f"{text[: max(columns - 1, 0)]}…"
+
+
+def short_value(text: str) -> str:
+    """A parameter for a table: long floats (0.0021856...) shortened, anything else as is."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return text if number.is_integer() or len(text) <= 8 else f"{number:.4g}"

@@ -19,14 +19,15 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchAlg
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils import flatten_dict
 
-from tuner.internals import (
+from tuner.core.internals import (
     distribution_holds,
     generator_running,
     limiter_running,
     optuna_study,
     optuna_trial_numbers,
 )
-from tuner.space import (
+from tuner.spec.document import Spec
+from tuner.spec.space import (
     SCALARS,
     Branches,
     Categorical,
@@ -38,8 +39,7 @@ from tuner.space import (
     named,
     trial_params,
 )
-from tuner.spec import Spec
-from tuner.tracking import sqlite_database, store_lock
+from tuner.tracking.store import sqlite_database, store_lock
 
 # ---------------------------------------------------------------------------------------------
 # The search algorithm and the scheduler

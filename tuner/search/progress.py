@@ -11,10 +11,10 @@ from typing import Any
 from ray import tune
 from ray.tune.experiment import Trial
 
-from tuner import space as space_lang
-from tuner import terminal
-from tuner.summary import short_value
-from tuner.tracking import error_line
+from tuner.core import terminal
+from tuner.core.terminal import short_value
+from tuner.search.trial_errors import error_line
+from tuner.spec import space as space_lang
 from tuner.trainables import trainable_module, trial_report
 from tuner.trainables.trial_report import TrialReport
 

@@ -23,8 +23,8 @@ from typing import Any
 import pyarrow.fs
 from ray import tune
 
-from tuner.errors import UsageError
-from tuner.internals import state_folders
+from tuner.core.errors import UsageError
+from tuner.core.internals import state_folders
 
 SNAPSHOTS = ".tuner-state"
 _CHECKPOINT = re.compile(r"checkpoint_\d+")  # Tune's name for a trial's checkpoint folder

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from tuner.tracking import SearchTags, child_runs
+from tuner.tracking.tags import SearchTags, child_runs
 
 
 @dataclass(frozen=True)

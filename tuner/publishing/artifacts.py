@@ -33,11 +33,11 @@ import numpy as np
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from tuner import pareto
-from tuner.anytime import search_curve
-from tuner.results import TrialRecord, trials_of
-from tuner.selection import final_key
-from tuner.tracking import SearchTags, child_runs
+from tuner.conclusion import pareto
+from tuner.core.selection import final_key
+from tuner.publishing.anytime import search_curve
+from tuner.tracking.records import TrialRecord, trials_of
+from tuner.tracking.tags import SearchTags, child_runs
 from tuner.trainables.metrics import Evaluation
 
 if TYPE_CHECKING:

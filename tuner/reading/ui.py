@@ -18,9 +18,10 @@ import time
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from tuner.results import latest_parent
-from tuner.selection import final_key
-from tuner.tracking import SearchTags, latest_parent_run, unanswered
+from tuner.core.selection import final_key
+from tuner.tracking.records import latest_parent
+from tuner.tracking.store import unanswered
+from tuner.tracking.tags import SearchTags, latest_parent_run
 
 VIEW_KEY = "tuner"  # the shared view's name: experiment tag mlflow.sharedViewState.tuner
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"

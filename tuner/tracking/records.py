@@ -12,10 +12,11 @@ from typing import Any
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from tuner.errors import UsageError
-from tuner.secrets import MASK
-from tuner.selection import final_key, rank_key
-from tuner.tracking import SearchTags, child_runs, latest_parent_run, param_value
+from tuner.core.errors import UsageError
+from tuner.core.secrets import MASK
+from tuner.core.selection import final_key, rank_key
+from tuner.tracking.tags import SearchTags, child_runs, latest_parent_run
+from tuner.tracking.values import param_value
 
 
 @dataclass(frozen=True)
