@@ -110,6 +110,7 @@ def run_alone(config: dict[str, Any], splits: Any, seed: int) -> tuple[float, fl
 def run_in_trial(text: str) -> tuple[float, float, float]:
     """(test accuracy, the trial's own seconds, the whole command's seconds)."""
     from tuner.commands import run as runner
+    from tuner.search.ray_start import RayStart
     from tuner.spec.document import load_spec
 
     with tempfile.TemporaryDirectory() as folder:
@@ -124,6 +125,7 @@ def run_in_trial(text: str) -> tuple[float, float, float]:
                 spec,
                 spec_path,
                 tracking_uri=f"sqlite:///{folder}/mlflow.db",
+                ray_start=RayStart(None, forward_worker_output=False),
                 storage=f"{folder}/tune",
             )
             command = time.perf_counter() - started

@@ -37,6 +37,7 @@ from mlflow.tracking import MlflowClient
 
 from tuner.commands import run as runner
 from tuner.publishing.anytime import Point, epochs_to_reach, search_curve
+from tuner.search.ray_start import RayStart
 from tuner.spec.document import apply_override, read_yaml, validate
 from tuner.tracking.records import latest_parent
 
@@ -95,7 +96,13 @@ def run_one(
     spec_path = folder / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
     uri = f"sqlite:///{folder}/mlflow.db"
-    runner.run_search(spec, spec_path, tracking_uri=uri, storage=f"{folder}/tuner_results")
+    runner.run_search(
+        spec,
+        spec_path,
+        tracking_uri=uri,
+        ray_start=RayStart(None, forward_worker_output=False),  # the first search starts Ray
+        storage=f"{folder}/tuner_results",
+    )
     client = MlflowClient(uri)
     return search_curve(client, latest_parent(client, spec.experiment))
 

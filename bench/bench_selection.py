@@ -33,6 +33,7 @@ from ray import tune
 
 from tuner.commands import run as runner
 from tuner.search import inputs
+from tuner.search.ray_start import RayStart
 from tuner.spec.document import Spec, apply_override, load_spec, read_yaml, validate
 from tuner.trainables import deep
 
@@ -82,7 +83,13 @@ def search(folder: Path, spec: Spec, raw: dict[str, Any]) -> list[Any]:
     spec_path = folder / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
     uri = f"sqlite:///{folder}/mlflow.db"
-    summary = runner.run_search(spec, spec_path, tracking_uri=uri, storage=f"{folder}/tune")
+    summary = runner.run_search(
+        spec,
+        spec_path,
+        tracking_uri=uri,
+        ray_start=RayStart(None, forward_worker_output=False),  # the first search starts Ray
+        storage=f"{folder}/tune",
+    )
     return list(tune.ResultGrid(tune.ExperimentAnalysis(summary.storage)))
 
 

@@ -332,17 +332,23 @@ def _search(
     from tuner.search.ray_start import RayStart
     from tuner.tracking.store import check_store, is_server, search_tracking_uri, server_refusals
 
-    quiet_libraries(args.verbose)
+    quiet_libraries(args.verbose)  # before Ray starts: some of its messages come from its start
     tracking_uri = search_tracking_uri(args.tracking_uri, spec.tracking.uri)
     if is_server(tracking_uri):  # one that does not answer, or refuses us: one line, before Ray
         check_store(tracking_uri, writes=spec.experiment)
     # Ray starts while the rest of tuner (torch, Ray Tune) is imported and the search gets ready.
     ray_start = RayStart(
         args.address,
-        forward_worker_output=sys.stderr.isatty(),
+        forward_worker_output=sys.stderr.isatty(),  # trials draw progress bars on a terminal
         verbose=args.verbose,
     )
-    from tuner.commands.run import Interrupted, Unwritten, run_search
+    try:
+        if not is_server(tracking_uri):
+            check_store(tracking_uri)  # a new sqlite store's tables are made here
+        from tuner.commands.run import Interrupted, Unwritten, run_search
+    except BaseException:
+        ray_start.cancel()
+        raise
     from tuner.reading.summary import print_summary
 
     try:
@@ -351,12 +357,11 @@ def _search(
                 spec,
                 spec_path,
                 tracking_uri=tracking_uri,
+                ray_start=ray_start,
                 storage=args.storage,
-                address=args.address,
                 resume=resume,
                 overrides=overrides,
                 verbose=args.verbose,
-                ray_start=ray_start,
             )
     except Unwritten as kept:
         print(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
@@ -17,7 +18,6 @@ from tuner.conclusion import pareto
 from tuner.conclusion import repeats as final_repeats
 from tuner.core.code_version import code_version
 from tuner.core.errors import UsageError
-from tuner.core.quiet import quiet_libraries
 from tuner.core.selection import (
     AUTO_REPEATS,
     AUTO_TOP_K,
@@ -43,7 +43,6 @@ from tuner.spec.document import Spec
 from tuner.tracking.experiment import Experiment
 from tuner.tracking.journal import journal_path
 from tuner.tracking.records import TrialRecord, trials_of
-from tuner.tracking.store import check_store, search_tracking_uri
 from tuner.tracking.tags import SearchTags, StudyTags
 from tuner.trainables import Settings, Trainable, trainable_module, trial_report
 from tuner.trainables.metrics import Evaluation
@@ -63,145 +62,209 @@ class Unwritten(Exception):
         self.count, self.journal = count, journal
 
 
+@dataclass
+class _Search:
+    """A search made ready before Ray Tune starts: what each later step reads."""
+
+    spec: Spec
+    tree: space_lang.Group  # the spec's space, its local paths made absolute
+    splits: data.Splits
+    trainable: Trainable
+    settings: Settings
+    experiment: Experiment  # its parent run, once started or found
+    path: str  # Tune's folder for it (<storage>/<name>)
+    start: str  # NEW, RESUME (Tune restores it) or RESTART (Tune never saved it)
+    warm: WarmStart | None  # earlier searches' trials for Optuna (a new start's only)
+
+
+NEW, RESUME, RESTART = "new", "resume", "restart"
+
+
+@dataclass
+class _Outcome:
+    """What the search concluded: its best trial, tested, and the repeats that chose it."""
+
+    best: Any  # the best trial's Tune result
+    evaluation: Evaluation  # on the test split
+    repeats: final_repeats.Repeats | None
+
+
 def run_search(
     spec: Spec,
     spec_path: Path,
     *,
-    tracking_uri: str | None = None,
+    tracking_uri: str,
+    ray_start: RayStart,
     storage: str | None = None,
-    address: str | None = None,
     resume: bool = False,
     overrides: Sequence[str] = (),
     verbose: bool = False,
-    ray_start: RayStart | None = None,
 ) -> Summary:
     """Run (or resume) the search a validated spec describes; MLflow records every trial.
-    ``verbose``: Ray's trial table and Ray's and Optuna's own messages, besides tuner's.
-    ``ray_start``: Ray, as the caller began starting it (`tuner run` does, before importing
-    this module); None: begun here. Either way it starts while the search gets ready."""
-    # Someone watches a terminal: trials draw progress bars there (Ray forwards them).
-    progress_bars = sys.stderr.isatty()
-    quiet_libraries(verbose)  # before Ray starts: some of its messages come from its start
-    ray_start = ray_start or RayStart(address, forward_worker_output=progress_bars, verbose=verbose)
+
+    The command resolved ``tracking_uri`` and checked the store, and began starting Ray
+    (``ray_start``): this gets the search ready meanwhile, then runs it, concludes it and
+    publishes it. ``verbose``: Ray's trial table and Ray's and Optuna's own messages too."""
     try:
-        tracking_uri = search_tracking_uri(tracking_uri, spec.tracking.uri)
-        check_store(tracking_uri)
-        splits = load_data(spec)
-        trainable = trainable_module(spec.trainable)
-        settings = trial_settings(spec, progress_bars=progress_bars)
-        tree = anchored_space(spec.tree)
-        experiment = Experiment(tracking_uri, spec.experiment, spec.tracking.artifacts)
-        if resume:
-            experiment_path = _resumed_folder(experiment, splits.sizes, storage)
-            restart = not tune_state.ever_saved(experiment_path)
-        else:
-            experiment_path = _new_folder(storage or str(Path.cwd() / "tuner_results"), spec.name)
-            experiment.journal = journal_path(experiment_path)
-            restart = False
-        if restart or not resume:
-            warm = earlier_trials(experiment.client, spec, tree)  # a bad name stops it here
+        search = _ready(spec, tracking_uri, storage, resume)
         ray_start.wait()
     except BaseException:  # e.g. a usage error found while Ray was starting: stop it first
         ray_start.cancel()
         raise
+    tuner = _tuner(search, spec_path, overrides, verbose)
+    try:
+        outcome = _conclude(search, tuner.fit())
+        model_uri = _publish(search, outcome, verbose)
+    except KeyboardInterrupt:
+        erase_line()  # the message that follows starts on a clean line
+        # Tune's state is saved at every checkpoint; mark MLflow's runs so resume finds them.
+        search.experiment.interrupt()
+        raise Interrupted(search.path) from None
+    except BaseException as error:
+        search.experiment.fail(f"{type(error).__name__}: {error}")
+        raise
+    kept = search.experiment.flush(close=True)
+    if kept:  # the search itself is done: what the server did not take waits for `tuner sync`
+        raise Unwritten(kept, search.experiment.journal)
+    return _summary(search, outcome, model_uri)
+
+
+def _ready(spec: Spec, tracking_uri: str, storage: str | None, resume: bool) -> _Search:
+    """The data, the trainable, the parent run's experiment and Tune's folder: a new one, or
+    the interrupted search's (``resume``)."""
+    splits = load_data(spec)
+    tree = anchored_space(spec.tree)
+    experiment = Experiment(tracking_uri, spec.experiment, spec.tracking.artifacts)
+    if resume:
+        path = _resumed_folder(experiment, splits.sizes, storage)
+        start = RESUME if tune_state.ever_saved(path) else RESTART
+    else:
+        path = _new_folder(storage or str(Path.cwd() / "tuner_results"), spec.name)
+        experiment.journal = journal_path(path)
+        start = NEW
+    # A bad experiment name in search.warm_start stops it here, before Ray is needed.
+    warm = None if start == RESUME else earlier_trials(experiment.client, spec, tree)
+    return _Search(
+        spec=spec,
+        tree=tree,
+        splits=splits,
+        trainable=trainable_module(spec.trainable),
+        settings=trial_settings(spec, progress_bars=sys.stderr.isatty()),
+        experiment=experiment,
+        path=path,
+        start=start,
+        warm=warm,
+    )
+
+
+def _tuner(search: _Search, spec_path: Path, overrides: Sequence[str], verbose: bool) -> tune.Tuner:
+    """Tune's Tuner for the search: restored, started again, or new (its parent run started)."""
+    spec, experiment = search.spec, search.experiment
     # Files under data.root are read by each trial on its own node (no shared disk assumed, and
     # nothing large through the object store); data without a root goes from here in memory.
-    trial_data = data_source(spec) if spec.data.root else InMemory.put(splits)
+    trial_data = data_source(spec) if spec.data.root else InMemory.put(search.splits)
     function = tune.with_resources(
-        tune.with_parameters(trainable.train, splits=trial_data, settings=settings),
+        tune.with_parameters(search.trainable.train, splits=trial_data, settings=search.settings),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
-    if resume and not restart:
+    if search.start == RESUME:
         experiment.resume()
-        tuner = tune.Tuner.restore(
-            experiment_path, function, resume_unfinished=True, resume_errored=True
+        return tune.Tuner.restore(
+            search.path, function, resume_unfinished=True, resume_errored=True
         )
-    elif restart:
+    if search.start == RESTART:
         print(
             "tuner: the search stopped before Ray Tune first saved its state: its trials start "
             "again, in the same MLflow run"
         )
         experiment.restart()
-        tune_state.clear(experiment_path)
-        study = _optuna_study(spec, experiment, experiment_path, warm)
-        tuner = _new_tuner(spec, tree, function, experiment_path, experiment, study, verbose)
+        tune_state.clear(search.path)
     else:
-        tags = SearchTags(
-            metric=spec.metric,
-            mode=spec.mode,
-            sampled=tuple(space_lang.sampled_keys(tree)),
-            spec=spec_path.name,
-            storage=experiment_path,
-            overrides=tuple(overrides),
-            images=splits.sizes,
-            objectives=tuple(spec.objective_modes.items()),
-            code=code_version(),
-        )
-        experiment.start(spec_path, tags)
-        study = _optuna_study(spec, experiment, experiment_path, warm)
-        tuner = _new_tuner(spec, tree, function, experiment_path, experiment, study, verbose)
-    try:
-        results = tuner.fit()
-        ranked = _ranked(results, spec)
-        best_result, repeats = ranked[0], None
-        front = _front(experiment, spec)
-        if front:  # the best is the front member with the best metric (ties: the cheaper)
-            best_result = _result_of(results, front[0].trial_id)
-        seeds, top_k = _repeats_of(spec, ranked, len(splits.val_y))
-        if seeds > 1:  # never with objectives (refused at load, never chosen by _repeats_of)
-            repeats = _repeat_top(trainable, ranked, splits, settings, spec, seeds, top_k)
-            best_result = next(r for r in ranked if _trial_id(r) == repeats.trial_id)
-            evaluation = repeats.evaluations[0]  # the search's own seed
-            final_repeats.record(experiment, repeats, tree)
-        elif spec.final.retrain:
-            evaluation = _retrain_and_test(trainable, best_result.config, splits, settings, spec)
-        else:
-            step("testing the best trial on the test split")
-            evaluation = trainable.evaluate_test(best_result, splits=splits, settings=settings)
-        best_config = best_result.config
-        best_trial_id = _trial_id(best_result)
-        experiment.mark_best(best_trial_id)
-        if front:
-            step(f"testing {min(len(front), MAX_TESTED_FRONT)} of the Pareto front's trials")
-            experiment.mark_pareto(_test_front(front, results, trainable, splits, settings))
-        example = splits.test_x[: export.EXAMPLE_IMAGES].numpy()
-        closing = Closing(experiment.parent_id, evaluation, example, spec.experiment)
-        model_uri = close(experiment, closing, verbose=verbose)
-        step("recording the outcome in MLflow")
-        experiment.finish(
-            best_config,
-            space_lang.trial_params(tree, best_config),
-            {f"best_{spec.metric}": _final_value(best_result, spec)},
-            evaluation.logged_metrics,
-            final="retrained on train+val" if spec.final.retrain else "last checkpoint",
-        )
-    except KeyboardInterrupt:
-        erase_line()  # the message that follows starts on a clean line
-        # Tune's state is saved at every checkpoint; mark MLflow's runs so resume finds them.
-        experiment.interrupt()
-        raise Interrupted(experiment_path) from None
-    except BaseException as error:
-        experiment.fail(f"{type(error).__name__}: {error}")
-        raise
-    kept = experiment.flush(close=True)
-    if kept:  # the search itself is done: what the server did not take waits for `tuner sync`
-        raise Unwritten(kept, experiment.journal)
+        experiment.start(spec_path, _search_tags(search, spec_path, overrides))
+    study = _optuna_study(spec, experiment, search.path, search.warm)
+    return _new_tuner(spec, search.tree, function, search.path, experiment, study, verbose)
+
+
+def _search_tags(search: _Search, spec_path: Path, overrides: Sequence[str]) -> SearchTags:
+    spec = search.spec
+    return SearchTags(
+        metric=spec.metric,
+        mode=spec.mode,
+        sampled=tuple(space_lang.sampled_keys(search.tree)),
+        spec=spec_path.name,
+        storage=search.path,
+        overrides=tuple(overrides),
+        images=search.splits.sizes,
+        objectives=tuple(spec.objective_modes.items()),
+        code=code_version(),
+    )
+
+
+def _conclude(search: _Search, results: tune.ResultGrid) -> _Outcome:
+    """The best trial (ranked, or the Pareto front's best; repeats break a tie) and its test
+    evaluation; the best and the front's members marked in MLflow."""
+    spec, experiment, splits = search.spec, search.experiment, search.splits
+    trainable, settings = search.trainable, search.settings
+    ranked = _ranked(results, spec)
+    best, repeats = ranked[0], None
+    front = _front(experiment, spec)
+    if front:  # the best is the front member with the best metric (ties: the cheaper)
+        best = _result_of(results, front[0].trial_id)
+    seeds, top_k = _repeats_of(spec, ranked, len(splits.val_y))
+    if seeds > 1:  # never with objectives (refused at load, never chosen by _repeats_of)
+        repeats = _repeat_top(trainable, ranked, splits, settings, spec, seeds, top_k)
+        best = next(r for r in ranked if _trial_id(r) == repeats.trial_id)
+        evaluation = repeats.evaluations[0]  # the search's own seed
+        final_repeats.record(experiment, repeats, search.tree)
+    elif spec.final.retrain:
+        evaluation = _retrain_and_test(trainable, best.config, splits, settings, spec)
+    else:
+        step("testing the best trial on the test split")
+        evaluation = trainable.evaluate_test(best, splits=splits, settings=settings)
+    experiment.mark_best(_trial_id(best))
+    if front:
+        step(f"testing {min(len(front), MAX_TESTED_FRONT)} of the Pareto front's trials")
+        experiment.mark_pareto(_test_front(front, results, trainable, splits, settings))
+    return _Outcome(best, evaluation, repeats)
+
+
+def _publish(search: _Search, outcome: _Outcome, verbose: bool) -> str | None:
+    """The closing step (plots, tables, the registered model), then the search's outcome on
+    its parent run; the model's ``models:/`` URI, if registered."""
+    spec, experiment = search.spec, search.experiment
+    example = search.splits.test_x[: export.EXAMPLE_IMAGES].numpy()
+    closing = Closing(experiment.parent_id, outcome.evaluation, example, spec.experiment)
+    model_uri = close(experiment, closing, verbose=verbose)
+    step("recording the outcome in MLflow")
+    config = outcome.best.config
+    experiment.finish(
+        config,
+        space_lang.trial_params(search.tree, config),
+        {f"best_{spec.metric}": _final_value(outcome.best, spec)},
+        outcome.evaluation.logged_metrics,
+        final="retrained on train+val" if spec.final.retrain else "last checkpoint",
+    )
+    return model_uri
+
+
+def _summary(search: _Search, outcome: _Outcome, model_uri: str | None) -> Summary:
+    spec, experiment = search.spec, search.experiment
     return Summary(
         experiment=spec.experiment,
-        tracking_uri=tracking_uri,
+        tracking_uri=experiment.tracking_uri,
         artifacts=experiment.artifacts,
         parent_run_id=experiment.parent_id,
-        storage=experiment_path,
+        storage=search.path,
         metric=spec.metric,
-        best_trial_id=best_trial_id,
-        test_metrics=evaluation.metrics,
-        model_size=evaluation.model_size,
+        best_trial_id=_trial_id(outcome.best),
+        test_metrics=outcome.evaluation.metrics,
+        model_size=outcome.evaluation.model_size,
         model_uri=model_uri,
         retrained=spec.final.retrain,
-        val_images=len(splits.val_y),
-        test_spread=repeats.test if repeats else None,
+        val_images=len(search.splits.val_y),
+        test_spread=outcome.repeats.test if outcome.repeats else None,
         trials=trials_of(experiment.client, experiment.client.get_run(experiment.parent_id)),
-        sampled=space_lang.sampled_keys(tree),
+        sampled=space_lang.sampled_keys(search.tree),
     )
 
 
@@ -264,7 +327,7 @@ def _repeat_top(
 
 
 def _optuna_study(
-    spec: Spec, experiment: Experiment, path: str, warm: WarmStart
+    spec: Spec, experiment: Experiment, path: str, warm: WarmStart | None
 ) -> search.Study | None:
     """An Optuna search's study, in a real storage (see search.optuna_storage), named after the
     experiment and its parent run, holding the warm start's trials; None for random and grid."""
@@ -273,9 +336,10 @@ def _optuna_study(
     tune_storage = str(PurePosixPath(path).parent)
     storage = search.optuna_storage(spec, experiment.tracking_uri, tune_storage)
     study = search.Study(storage, f"{spec.experiment}/{experiment.parent_id}")
-    search.new_study(study, spec, warm.trials)
-    experiment.set_tags(StudyTags(storage, study.name, len(warm.trials)).tags())
-    if spec.search.warm_start:
+    trials = warm.trials if warm else []
+    search.new_study(study, spec, trials)
+    experiment.set_tags(StudyTags(storage, study.name, len(trials)).tags())
+    if warm and spec.search.warm_start:
         print(warm.describe(spec.search.warm_start))
     return study
 
