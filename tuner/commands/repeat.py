@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, replace
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
 
 from tuner.conclusion.repeats import Repeats, record, repeat
+from tuner.core.code_version import code_version
+from tuner.core.errors import UsageError
+from tuner.core.quiet import quiet_libraries
+from tuner.search.inputs import anchored_space, load_data, trial_settings
+from tuner.search.ray_start import RayStart
+from tuner.spec.document import load_spec
 from tuner.tracking.experiment import Experiment
+from tuner.tracking.records import best_config_of, latest_parent, overrides_of, spec_of, trials_of
+from tuner.tracking.tags import SearchTags, repeat_runs
+from tuner.trainables import trainable_module
 
 
 @dataclass(frozen=True)
@@ -48,27 +61,6 @@ def repeat_recorded(
     the same seeds would give the same values again and a falsely narrow interval), and its
     spread on the parent at the next step, so each set's summary stays in the metrics' history.
     Sets are not pooled: they may come from different code (the note below)."""
-    import tempfile
-    from pathlib import Path
-
-    from mlflow.tracking import MlflowClient
-
-    from tuner.core.code_version import code_version
-    from tuner.core.errors import UsageError
-    from tuner.core.quiet import quiet_libraries
-    from tuner.search.inputs import anchored_space, load_data, trial_settings
-    from tuner.search.ray_start import RayStart
-    from tuner.spec.document import load_spec
-    from tuner.tracking.records import (
-        best_config_of,
-        latest_parent,
-        overrides_of,
-        spec_of,
-        trials_of,
-    )
-    from tuner.tracking.tags import SearchTags, repeat_runs
-    from tuner.trainables import trainable_module
-
     quiet_libraries(verbose=False)  # Ray's and MLflow's own lines; tuner's say what happens
     client = MlflowClient(tracking_uri)
     parent = latest_parent(client, name)

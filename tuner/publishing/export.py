@@ -30,6 +30,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from tuner.core.errors import UsageError
+from tuner.core.internals import fluent_store_uris
+from tuner.core.secrets import mask_secrets
+
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
@@ -138,8 +142,6 @@ def _using_store(tracking_uri: str) -> Iterator[None]:
     """
     import mlflow
 
-    from tuner.core.internals import fluent_store_uris
-
     saved_tracking, saved_registry = fluent_store_uris()
     saved_env = {name: os.environ.get(name) for name in URI_VARIABLES}
     mlflow.set_tracking_uri(tracking_uri)
@@ -223,9 +225,6 @@ def load_registered(tracking_uri: str, experiment_name: str) -> Any:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from tuner.core.errors import UsageError
-    from tuner.core.secrets import mask_secrets
-
     try:
         with _using_store(tracking_uri):
             return mlflow.pyfunc.load_model(f"models:/{experiment_name}/latest")
@@ -267,8 +266,6 @@ def predict(
 def read_image(path: str | Path, channels: int, height: int, width: int) -> np.ndarray:
     """One image file as uint8 (channels, height, width); UsageError if it can't be decoded."""
     import cv2
-
-    from tuner.core.errors import UsageError
 
     flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
     try:
