@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    _search_commands(commands)
+    _reading_commands(commands)
+    _catalogue_commands(commands)
+    return parser
+
+
+def _search_commands(commands: Any) -> None:
+    """run, resume, sync, repeat: the commands that search (or finish a search)."""
     run = commands.add_parser("run", help="run the search a spec describes")
     run.add_argument("spec", type=Path, help="the experiment's YAML file (see search_spaces/)")
     run.add_argument("--name", help="experiment name (overrides the spec's `name`)")
@@ -99,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     _tracking_flag(repeat)
     repeat.add_argument("--address", help="join this Ray cluster (see `run --help`)")
 
+
+def _reading_commands(commands: Any) -> None:
+    """best, report, predict, compare, ui: the commands that read finished searches."""
     best = commands.add_parser("best", help="print the best trials of an experiment's latest run")
     best.add_argument("name", help="experiment name")
     best.add_argument("--top", type=_positive, default=5, help="how many trials (default 5)")
@@ -137,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     _tracking_flag(ui)
 
+
+def _catalogue_commands(commands: Any) -> None:
+    """list, data: what tuner offers, and datasets to fetch."""
     listing = commands.add_parser("list", help="list models or datasets")
     listing.add_argument("what", choices=["models", "datasets"], help="what to list")
     sized = "models: parameter counts for images of this many"
@@ -149,7 +163,6 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = data_commands.add_parser("fetch", help="download a dataset (needs a network)")
     fetch.add_argument("dataset", help="cifar10, mnist or fashion_mnist")
     fetch.add_argument("--root", type=Path, required=True, help="directory to download into")
-    return parser
 
 
 def _positive(text: str) -> int:
