@@ -101,7 +101,7 @@ def run_alone(config: dict[str, Any], splits: Any, seed: int) -> tuple[float, fl
     while trial.epoch < trial.epochs:
         trial.train_epoch()
         trial.evaluate("val")  # its float() waits for the device
-    looped = time.perf_counter() - started  # the last epoch is tested, as tuner.selection does
+    looped = time.perf_counter() - started  # the last epoch is tested, as tuner.core.selection does
     predicted = trial.predict(splits.test_x).argmax(1).cpu()
     accuracy = float((predicted == splits.test_y).float().mean())
     return accuracy, looped, time.perf_counter() - started

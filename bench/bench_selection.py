@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import bench_search  # its Fashion-MNIST subset (this folder is on sys.path: a script)
 import ray
 import torch
 import yaml
@@ -39,26 +40,7 @@ from tuner.trainables import deep
 
 DIGITS = Path(__file__).resolve().parent.parent / "search_spaces" / "digits.yaml"
 # bench_search.py's Fashion-MNIST subset (600 validation images), at its ASHA trial count.
-FASHION = """\
-name: bench_selection_fashion
-data: {dataset: fashion_mnist, max_train: 2000, val_fraction: 0.3, max_test: 1000, seed: 0}
-metric: val_acc
-search: {num_samples: 24, max_concurrent: 2}
-scheduler: {max_epochs: 9}
-resources: {cpu: 1}
-space:
-  model:
-    name: simple_cnn
-    width: {int: [4, 64], log: true}
-    depth: {int: [1, 3]}
-    dropout: {uniform: [0.0, 0.7]}
-  optimizer:
-    choice:
-      sgd: {lr: {loguniform: [1e-4, 1.0]}, momentum: {uniform: [0.0, 0.99]}}
-      adam: {lr: {loguniform: [1e-5, 1e-1]}}
-  batch_size: {choice: [32, 64, 128, 256]}
-  schedule: {name: cosine}
-"""
+FASHION_TRIALS = 24
 
 
 def _mean_of_last(k: int) -> Callable[[Sequence[float]], float]:
@@ -171,7 +153,9 @@ def main() -> None:
                 raw = read_yaml(DIGITS.read_text(), str(DIGITS))
                 load_spec(DIGITS)  # the file as users run it is valid
             else:
-                raw = read_yaml(FASHION, "bench_selection.py")
+                raw = read_yaml(bench_search.SPACE, "bench_search.py")
+                raw["name"] = "bench_selection_fashion"
+                raw["search"]["num_samples"] = FASHION_TRIALS
             for override in [*args.set, f"search.seed={seed}"]:
                 apply_override(raw, override, "bench_selection.py")
             spec = validate(raw, "bench_selection.py")

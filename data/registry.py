@@ -1,4 +1,8 @@
-"""The dataset registry and the one place where train / val / test splits are made."""
+"""The dataset registry and the one place where train / val / test splits are made.
+
+The registry is ``models.options.Registry``, the one every name in a spec maps through: a loader's
+options are its signature's keyword parameters, checked by their annotations.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from models.options import Registry
 
 
 @dataclass(frozen=True)
@@ -71,22 +77,14 @@ class Splits:
         )
 
 
-Loader = Callable[..., RawDataset]
-DATASETS: dict[str, Loader] = {}
-
-
-def register(name: str) -> Callable[[Loader], Loader]:
-    """Decorator: make a loader ``fn(root: Path | None, **options) -> RawDataset`` known by name."""
-
-    def add(fn: Loader) -> Loader:
-        DATASETS[name] = fn
-        return fn
-
-    return add
-
-
 class DatasetError(ValueError):
     """Data that is missing or malformed; the message says where it looked and how to fix it."""
+
+
+Loader = Callable[..., RawDataset]
+DATASETS: Registry[Loader] = Registry("dataset", error=DatasetError, fixed=("root",))
+# Decorator: make a loader ``fn(root: Path | None, **options) -> RawDataset`` known by name.
+register = DATASETS.register
 
 
 def load(
@@ -106,10 +104,7 @@ def load(
     ``max_test`` take a stratified subset (of train+val before splitting, and of test), for quick
     searches and tests.
     """
-    if name not in DATASETS:
-        known = ", ".join(sorted(DATASETS))
-        raise DatasetError(f"unknown dataset {name!r}; known datasets: {known}")
-    raw = DATASETS[name](Path(root).expanduser() if root else None, **options)
+    raw = DATASETS.build(name, Path(root).expanduser() if root else None, **options)
     x, y = raw.x, raw.y
     if raw.test_x is None or raw.test_y is None:
         x, test_x, y, test_y = _stratified_split(x, y, test_fraction, seed)

@@ -16,7 +16,8 @@ from typing import Annotated
 import torch
 from torch import nn
 
-from models.registry import POSITIVE, ModelError, Range, check_number, register
+from models.options import POSITIVE, Range
+from models.registry import ModelError, register
 
 WHITEN_KERNEL = 2  # pixels; 2x2 patches: 4 * C dimensions, cheap to whiten exactly
 WHITEN_EPS = 5e-4  # added to each patch-covariance eigenvalue (normalized pixels squared)
@@ -145,13 +146,10 @@ class AirbenchNet(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def check_widths(widths: object) -> list[int]:
-    """Return ``widths`` as a list of 1-4 positive ints (channels per ConvGroup), or raise."""
-    if (
-        not isinstance(widths, list | tuple)
-        or not 1 <= len(widths) <= 4
-        or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths)
-    ):
+def check_widths(widths: Sequence[int]) -> list[int]:
+    """``widths`` as a list of 1-4 ints (channels per ConvGroup); their type is checked with the
+    other options' (``models.build``), their count only here."""
+    if not 1 <= len(widths) <= 4:
         raise ModelError(f"option widths={widths!r} must be a list of 1-4 positive integers")
     return list(widths)
 
@@ -178,14 +176,12 @@ def airbench(
     The trainer should call ``model.data_init(x)`` on a few thousand normalized training images
     before training (see ``AirbenchNet.data_init``).
     """
-    if not isinstance(whiten_trainable, bool):
-        raise ModelError(f"option whiten_trainable={whiten_trainable!r} must be true or false")
     return AirbenchNet(
         num_classes,
         in_channels,
         image_size,
         check_widths(widths),
-        check_number("batchnorm_momentum", batchnorm_momentum, MOMENTUM),
-        check_number("scale", scale, SCALE),
+        batchnorm_momentum,
+        scale,
         whiten_trainable,
     )

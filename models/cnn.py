@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
 from models.layers import conv_bn_relu
-from models.registry import (
-    DROPOUT,
-    POSITIVE,
-    check_choice,
-    check_dropout,
-    check_positive,
-    register,
-)
+from models.options import DROPOUT, POSITIVE
+from models.registry import register
 
 Activation = Literal["tanh", "relu"]  # LeNet-5's
 
@@ -71,9 +65,9 @@ def simple_cnn(
         num_classes,
         in_channels,
         image_size,
-        check_positive("width", width),
-        check_positive("depth", depth),
-        check_dropout(dropout),
+        width,
+        depth,
+        dropout,
     )
 
 
@@ -141,7 +135,7 @@ def mnist_cnn(
     dropout: Annotated[float, DROPOUT] = 0.5,
 ) -> nn.Module:
     """The PyTorch MNIST example: 21,840 parameters on 1x28x28 with 10 classes; raw logits."""
-    return MnistCNN(num_classes, in_channels, image_size, check_dropout(dropout))
+    return MnistCNN(num_classes, in_channels, image_size, dropout)
 
 
 @register("lenet5")
@@ -149,5 +143,4 @@ def lenet5(
     *, num_classes: int, in_channels: int, image_size: int, activation: Activation = "tanh"
 ) -> nn.Module:
     """Classic LeNet-5 (``activation`` 'tanh' as in the paper, or 'relu'); 61,706 on 1x28x28."""
-    check_choice("activation", activation, get_args(Activation))
     return LeNet5(num_classes, in_channels, image_size, activation)

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
-from models.registry import POSITIVE, ModelError, check_choice, check_positive, register
+from models.options import POSITIVE
+from models.registry import ModelError, register
 
 Stem = Literal["auto", "small", "imagenet"]
-STEMS = get_args(Stem)
 SMALL_IMAGE = (
     64  # pixels: below this, 'auto' uses the small stem (a 7x7/2 + pool stem divides by 4)
 )
@@ -26,7 +26,6 @@ SMALL_IMAGE = (
 
 def resolve_stem(stem: Stem, image_size: int) -> str:
     """Return 'small' or 'imagenet'; 'auto' means small below ``SMALL_IMAGE`` pixels."""
-    check_choice("stem", stem, STEMS)
     if stem == "auto":
         return "small" if image_size < SMALL_IMAGE else "imagenet"
     return stem
@@ -184,13 +183,10 @@ class ResNet(nn.Module):
         return self.fc(self.pool(self.stages(self.stem(x))).flatten(1))
 
 
-def check_blocks(blocks: object) -> list[int]:
-    """Return ``blocks`` as a list of positive ints (blocks per stage), or raise ``ModelError``."""
-    if (
-        not isinstance(blocks, list | tuple)
-        or not blocks
-        or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in blocks)
-    ):
+def check_blocks(blocks: Sequence[int]) -> list[int]:
+    """``blocks`` (per stage) as a list; their type is checked with the other options'
+    (``models.build``), that there are some only here."""
+    if not blocks:
         raise ModelError(f"option blocks={blocks!r} must be a non-empty list of positive integers")
     return list(blocks)
 
@@ -264,9 +260,7 @@ def custom_resnet(
     [1, 1, 1, 4] net under 5M parameters (4,770,986 on 3x32x32, 10 classes); at width 64 it
     would be 19.1M, since three extra 512-channel blocks cost 4.7M each.
     """
-    model = ResNet(
-        BasicBlock, check_blocks(blocks), num_classes, in_channels, check_positive("width", width)
-    )
+    model = ResNet(BasicBlock, check_blocks(blocks), num_classes, in_channels, width)
     return load_pretrained(model, pretrained)
 
 

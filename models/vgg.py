@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from models.layers import conv_bn_relu
-from models.registry import DROPOUT, POSITIVE, check_dropout, check_positive, register
+from models.options import DROPOUT, POSITIVE
+from models.registry import register
 
 VGG16_CONVS = [2, 2, 3, 3, 3]  # 3x3 convs per block; 13 in all, + 2 linear layers = 16
 VGG16_LATE_WIDTHS = [256, 512, 512]  # channels of blocks 3-5; blocks 1-2 follow ``first_width``
@@ -69,6 +70,5 @@ def vgg16(
     ``first_width`` sets block 1 and doubles for block 2 (64 -> 64, 128 as in VGG; 96 -> 96,
     192); blocks 3-5 keep 256, 512, 512.
     """
-    first = check_positive("first_width", first_width)
-    widths = [first, 2 * first, *VGG16_LATE_WIDTHS]
-    return VGG(num_classes, in_channels, image_size, widths, VGG16_CONVS, check_dropout(dropout))
+    widths = [first_width, 2 * first_width, *VGG16_LATE_WIDTHS]
+    return VGG(num_classes, in_channels, image_size, widths, VGG16_CONVS, dropout)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Annotated
 
 import cv2
 import numpy as np
 
 from data.registry import DatasetError, RawDataset, register
+from models.options import POSITIVE
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
@@ -21,7 +23,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 def image_folder(
     root: Path | None = None,
     *,
-    image_size: int = 64,
+    image_size: Annotated[int, POSITIVE] = 64,  # pixels; checked by the registry (data.load)
     grayscale: bool = False,
     test_root: str | Path | None = None,
 ) -> RawDataset:
@@ -36,8 +38,6 @@ def image_folder(
             "image_folder: data.root is not set; point it at a folder with one sub-folder "
             "of images per class"
         )
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise DatasetError(f"image_folder: image_size must be a positive int, got {image_size!r}")
     x, y, classes = _read_tree(root, image_size, bool(grayscale))
     if test_root is None:
         return RawDataset(x, y, classes)

@@ -19,7 +19,7 @@ from models.classical.knn import KNNClassifier
 
 # The classifiers' factories are reached by name, CLASSIFIERS["knn"]: ``models.classical.knn``
 # is the module of KNNClassifier, not the factory.
-from models.classical.pipeline import CLASSIFIERS, FEATURES, build_pipeline, parameters
+from models.classical.pipeline import CLASSIFIERS, FEATURES, build_pipeline
 from models.classical.sift import extract_dense_sift
 from models.classical.tiny_image import TinyImage
 
@@ -34,5 +34,4 @@ __all__ = [
     "build_pipeline",
     "cache_key",
     "extract_dense_sift",
-    "parameters",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 import cv2
 import numpy as np
@@ -17,12 +17,10 @@ from models.classical import sift
 from models.classical.cache import FeatureCache, array_digest, cache_key
 from models.classical.progress import progress
 from models.classical.vectors import normalise
-from models.registry import POSITIVE, check_choice
+from models.options import POSITIVE, check_arguments
 
 HistogramNorm = Literal["l1", "l2", "sqrt"]
 PyramidLevels = Literal[0, 1, 2]
-HISTOGRAM_NORMS = get_args(HistogramNorm)
-PYRAMID_LEVELS = get_args(PyramidLevels)
 
 
 class BagOfSift(TransformerMixin, BaseEstimator):
@@ -122,8 +120,7 @@ class BagOfSift(TransformerMixin, BaseEstimator):
         return descriptors
 
     def _fit(self, digest: str, descriptors: Callable[[], np.ndarray]) -> None:
-        check_choice("norm", self.norm, HISTOGRAM_NORMS)
-        check_choice("pyramid_levels", self.pyramid_levels, PYRAMID_LEVELS)
+        check_arguments(BagOfSift, self.get_params())
         self.cache_ = FeatureCache(self.cache_dir)
         key = cache_key(
             "vocabulary",

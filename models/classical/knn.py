@@ -22,7 +22,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from models.classical.cache import FeatureCache, array_digest, cache_key
-from models.registry import check_choice
+from models.options import check_option
 
 KnnMetric = Literal["euclidean", "cityblock", "cosine", "chebyshev", "minkowski"]
 KnnWeights = Literal["uniform", "distance"]
@@ -36,8 +36,8 @@ CACHED_NEIGHBOURS = 32
 
 def check_knn_settings(metric: KnnMetric, p: float, weights: KnnWeights) -> None:
     """One-line ValueErrors for an unknown metric or weighting, or a non-positive ``p``."""
-    check_choice("knn metric", metric, KNN_METRICS)
-    check_choice("knn weights", weights, KNN_WEIGHTS)
+    check_option("metric", metric, KnnMetric)
+    check_option("weights", weights, KnnWeights)
     if not p > 0:
         raise ValueError(f"knn p must be a positive Minkowski power, got {p!r}")
 

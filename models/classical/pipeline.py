@@ -20,7 +20,7 @@ from sklearn.svm import LinearSVC
 from models.classical.bag_of_sift import BagOfSift
 from models.classical.knn import KNNClassifier, KnnMetric, KnnWeights, check_knn_settings
 from models.classical.tiny_image import TinyImage
-from models.registry import POSITIVE, Range
+from models.options import POSITIVE, Range, Registry
 
 
 def knn(
@@ -47,23 +47,17 @@ def linear_svm(C: Annotated[float, Range(0, low_open=True)] = 1.0) -> LinearSVC:
     return LinearSVC(C=C, dual="auto", max_iter=5000)
 
 
-FEATURES: dict[str, type[BaseEstimator]] = {"tiny_image": TinyImage, "bag_of_sift": BagOfSift}
-CLASSIFIERS: dict[str, Callable[..., BaseEstimator]] = {"knn": knn, "linear_svm": linear_svm}
 # Set per run by build_pipeline's keyword arguments, not per trial from a search space.
 RUN_SETTINGS = ("cache_dir", "seed")
-
-
-def parameters(factory: Callable[..., Any]) -> dict[str, Any]:
-    """A feature's or classifier's tunable parameters and their defaults, in signature order.
-
-    ``parameters(FEATURES["bag_of_sift"])`` → ``{"step": 4, "patch_size": 8, ...}``; a spec
-    validator uses the names to refuse unknown parameters when a spec is loaded.
-    """
-    return {
-        name: param.default
-        for name, param in inspect.signature(factory).parameters.items()
-        if name not in RUN_SETTINGS
-    }
+FEATURES: Registry[Callable[..., BaseEstimator]] = Registry(
+    "features",
+    {"tiny_image": TinyImage, "bag_of_sift": BagOfSift},
+    plural="features",
+    fixed=RUN_SETTINGS,
+)
+CLASSIFIERS: Registry[Callable[..., BaseEstimator]] = Registry(
+    "classifier", {"knn": knn, "linear_svm": linear_svm}, fixed=RUN_SETTINGS
+)
 
 
 def build_pipeline(
@@ -76,8 +70,8 @@ def build_pipeline(
     """A ``features`` → ``classifier`` Pipeline from ``{"name": name, **parameters}`` mappings.
 
     ``cache_dir`` (None: no cache) and ``seed`` go to the steps that take them (bag_of_sift
-    both, knn the cache). Unknown types or parameters raise a one-line ValueError listing the
-    allowed names.
+    both, knn the cache). Unknown names, parameters or values raise a one-line ValueError
+    (``Registry.check``).
     """
     run_settings = {"cache_dir": str(cache_dir) if cache_dir else None, "seed": seed}
     steps = []
@@ -85,27 +79,12 @@ def build_pipeline(
         ("features", features, FEATURES),
         ("classifier", classifier, CLASSIFIERS),
     ]:
-        name, params = _split(settings, known, step)
+        options = dict(settings)
+        if "name" not in options:
+            raise ValueError(f"{step}: give its 'name'; known: {', '.join(sorted(known))}")
+        name = options.pop("name")
+        known.check(name, options)  # before the run settings: a step never sets those itself
         accepted = inspect.signature(known[name]).parameters
-        params |= {key: value for key, value in run_settings.items() if key in accepted}
-        steps.append((step, known[name](**params)))
+        options |= {key: value for key, value in run_settings.items() if key in accepted}
+        steps.append((step, known[name](**options)))
     return Pipeline(steps)
-
-
-def _split(
-    settings: Mapping[str, Any], known: Mapping[str, Callable[..., Any]], what: str
-) -> tuple[str, dict[str, Any]]:
-    """``{"name": name, **params}`` → ``(name, params)``, checked against ``known``."""
-    options = dict(settings)
-    if "name" not in options:
-        raise ValueError(f"{what}: give its 'name'; known: {', '.join(known)}")
-    name = options.pop("name")
-    if name not in known:
-        raise ValueError(f"{what}: unknown name {name!r}; known: {', '.join(known)}")
-    allowed = parameters(known[name])
-    for option in options:
-        if option not in allowed:
-            raise ValueError(
-                f"{what}.{option}: not a parameter of {name}; allowed: {', '.join(allowed)}"
-            )
-    return name, options

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 import cv2
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from models.classical.vectors import normalise, to_grey
-from models.registry import POSITIVE, check_choice, check_positive
+from models.options import POSITIVE, check_arguments
 
 TinyNorm = Literal["none", "l1", "l2", "zscore"]
-TINY_NORMS = get_args(TinyNorm)
 
 
 class TinyImage(TransformerMixin, BaseEstimator):
@@ -43,8 +42,7 @@ class TinyImage(TransformerMixin, BaseEstimator):
 
     def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> TinyImage:
         """Check the parameters; nothing is learned."""
-        check_choice("norm", self.norm, TINY_NORMS)
-        check_positive("size", self.size)
+        check_arguments(TinyImage, self.get_params())
         return self
 
     def transform(self, X: np.ndarray) -> np.ndarray:

@@ -118,5 +118,8 @@ def test_test_root_must_have_the_same_classes(tmp_path):
 def test_image_folder_needs_a_root_and_a_positive_size(tmp_path, options):
     _tree(tmp_path / "images", "two_classes")
     root = tmp_path / "images" if options else None
-    with pytest.raises(data.DatasetError, match=r"data\.root is not set|image_size must be"):
+    with pytest.raises(
+        data.DatasetError,
+        match=r"data\.root is not set|image_size=.* is not allowed; must be an integer >= 1",
+    ):
         data.load("image_folder", root=root, **options)

@@ -304,9 +304,9 @@ def test_every_registered_pipeline_learns_digits(digits, feature, classifier, tm
     [("features", name) for name in classical.FEATURES]
     + [("classifier", name) for name in classical.CLASSIFIERS],
 )
-def test_parameters_lists_what_build_pipeline_accepts(role, name):
+def test_defaults_list_what_build_pipeline_accepts(role, name):
     registry = classical.FEATURES if role == "features" else classical.CLASSIFIERS
-    defaults = classical.parameters(registry[name])
+    defaults = registry.defaults(name)
     assert defaults and "cache_dir" not in defaults and "seed" not in defaults
     spec = {"features": {"name": "tiny_image"}, "classifier": {"name": "knn"}}
     spec[role] = {"name": name, **defaults}
@@ -504,11 +504,27 @@ def test_knn_refuses_more_neighbours_than_training_rows_and_other_widths(digits)
 @pytest.mark.parametrize(
     ("features", "classifier", "message"),
     [
-        ({"name": "hog"}, {"name": "knn"}, r"^features: unknown name 'hog'; known: tiny_image, "),
+        (
+            {"name": "hog"},
+            {"name": "knn"},
+            r"^unknown features 'hog'; known features: bag_of_sift, tiny_image$",
+        ),
         ({"size": 8}, {"name": "knn"}, r"^features: give its 'name'"),
-        ({"name": "tiny_image", "sise": 4}, {"name": "knn"}, r"^features.sise: not a parameter"),
-        ({"name": "bag_of_sift", "cache_dir": "x"}, {"name": "knn"}, "features.cache_dir"),
-        ({"name": "tiny_image"}, {"name": "forest"}, r"^classifier: unknown name 'forest'"),
+        (
+            {"name": "tiny_image", "sise": 4},
+            {"name": "knn"},
+            r"^unknown option 'sise' for features 'tiny_image'; allowed: size, ",
+        ),
+        (
+            {"name": "bag_of_sift", "cache_dir": "x"},
+            {"name": "knn"},
+            "unknown option 'cache_dir' for features 'bag_of_sift'",
+        ),
+        (
+            {"name": "tiny_image"},
+            {"name": "forest"},
+            r"^unknown classifier 'forest'; known classifiers: knn, linear_svm$",
+        ),
         ({"name": "tiny_image"}, {"name": "knn", "n_neighbors": 3}, r"allowed: k, metric, p, "),
         (
             {"name": "tiny_image"},
@@ -533,15 +549,15 @@ def test_bad_types_and_parameters_are_one_line_value_errors(features, classifier
     [
         (
             classical.TinyImage(norm="sqrt"),
-            "norm='sqrt' is not allowed; choose one of 'none', 'l1'",
+            "norm='sqrt' is not allowed; must be one of 'none', 'l1'",
         ),
         (
             classical.BagOfSift(norm="zscore"),
-            "norm='zscore' is not allowed; choose one of 'l1'",
+            "norm='zscore' is not allowed; must be one of 'l1'",
         ),
         (
             classical.BagOfSift(pyramid_levels=3),
-            "pyramid_levels=3 is not allowed; choose one of 0",
+            "pyramid_levels=3 is not allowed; must be one of 0",
         ),
     ],
 )

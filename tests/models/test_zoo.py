@@ -140,10 +140,17 @@ def test_bad_stem_says_what_is_allowed() -> None:
         build("resnet18", num_classes=10, in_channels=3, image_size=32, stem="foo")
 
 
-@pytest.mark.parametrize("value", [True, "imagenet", "IMAGENET1K_V1", "missing.pth"])
+@pytest.mark.parametrize("value", ["imagenet", "IMAGENET1K_V1", "missing.pth"])
 def test_pretrained_never_downloads(value: object) -> None:
     with pytest.raises(ModelError, match=r"no hub downloads.*local \.pth"):
         build("resnet18", num_classes=10, in_channels=3, image_size=32, pretrained=value)
+
+
+def test_pretrained_is_a_path_not_a_switch() -> None:
+    with pytest.raises(
+        ModelError, match=r"pretrained=True is not allowed; must be a string or null"
+    ):
+        build("resnet18", num_classes=10, in_channels=3, image_size=32, pretrained=True)
 
 
 def test_pretrained_loads_local_state_dict(tmp_path: Path) -> None:

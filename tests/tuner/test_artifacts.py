@@ -15,9 +15,11 @@ import cv2
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
+import optuna
 import pytest
 from mlflow.entities import Metric, Param, Run
 from mlflow.tracking import MlflowClient
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from data import Splits
 from tests.helpers import best_checkpoint_evaluation
@@ -28,6 +30,7 @@ from tuner.publishing.artifacts import log_search_artifacts, study_of
 from tuner.search.inputs import load_data
 from tuner.spec.document import load_spec
 from tuner.tracking.records import latest_parent, trials_of
+from tuner.tracking.tags import PARENT_ROLE, TRIAL_ROLE, Status, Tag
 from tuner.trainables.metrics import Evaluation
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -124,7 +127,7 @@ def test_study_is_rebuilt_from_the_child_runs(logged):
     assert len(study.trials) == 3
     assert study.direction.name == "MAXIMIZE"
     assert study.best_value == pytest.approx(logged.parent.data.metrics["best_val_acc"])
-    sampled = set(logged.parent.data.tags["tuner.sampled"].split(","))
+    sampled = set(logged.parent.data.tags[Tag.SAMPLED].split(","))
     for trial in study.trials:
         assert set(trial.params) <= sampled  # constants (model.name, depth) left out
         branch = trial.params["optimizer.name"]
@@ -139,15 +142,15 @@ def test_the_study_keeps_two_branches_ranges_apart(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("branches")
     sampled = "optimizer.name,optimizer.sgd.lr,optimizer.adam.lr"
-    tags = {"tuner.role": "parent", "tuner.metric": "val_acc", "tuner.sampled": sampled}
+    tags = {Tag.ROLE: PARENT_ROLE, Tag.METRIC: "val_acc", Tag.SAMPLED: sampled}
     parent = client.create_run(experiment, run_name="branches", tags=tags)
     for index, (branch, lr) in enumerate([("sgd", 0.05), ("sgd", 0.1), ("adam", 1e-3)]):
         child = client.create_run(
             experiment,
             tags={
                 "mlflow.parentRunId": parent.info.run_id,
-                "tuner.role": "trial",
-                "tuner.trial_id": f"t{index}",
+                Tag.ROLE: TRIAL_ROLE,
+                Tag.TRIAL_ID: f"t{index}",
             },
         )
         params = [Param("optimizer.name", branch), Param(f"optimizer.{branch}.lr", str(lr))]
@@ -163,19 +166,87 @@ def test_the_study_keeps_two_branches_ranges_apart(tmp_path):
     assert sorted(distributions["optimizer.name"].choices) == ["adam", "sgd"]
 
 
+RECORDED_SPEC = """\
+name: recorded
+space:
+  lr: {loguniform: [1e-4, 1e-1]}
+  width: {int: [8, 64]}
+  batch_size: {choice: [32, 64, 128]}
+  optimizer:
+    choice:
+      sgd: {momentum: {uniform: [0.5, 0.99]}}
+      adam: {}
+  depth: 3
+"""
+
+
+def test_the_study_has_the_distributions_of_the_recorded_space(tmp_path):
+    """The study's distributions are the spec's, read from the parent's spec artifact with its
+    overrides: lr is log-uniform though its values span 2x (no ratio decides), width an int
+    over the whole range, batch_size categorical although its values are numbers."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("recorded", artifact_location=str(tmp_path / "art"))
+    tags = {
+        Tag.ROLE: PARENT_ROLE,
+        Tag.METRIC: "val_acc",
+        Tag.MODE: "max",
+        Tag.SAMPLED: "lr,width,batch_size,optimizer.name,optimizer.sgd.momentum",
+        Tag.OVERRIDES: json.dumps(["space.width={int: [4, 64]}"]),
+    }
+    parent = client.create_run(experiment, run_name="recorded", tags=tags)
+    spec = tmp_path / "recorded.yaml"
+    spec.write_text(RECORDED_SPEC)
+    client.log_artifact(parent.info.run_id, str(spec), artifact_path="spec")
+    configs = [  # lr from 0.01 to 0.02: the 20x rule would have drawn it on a linear axis
+        {"lr": "0.01", "width": "16", "batch_size": "64", "optimizer.name": "sgd"},
+        {"lr": "0.02", "width": "32", "batch_size": "32", "optimizer.name": "adam"},
+    ]
+    configs[0]["optimizer.sgd.momentum"] = "0.9"
+    for index, params in enumerate(configs):
+        child = client.create_run(
+            experiment,
+            tags={
+                "mlflow.parentRunId": parent.info.run_id,
+                Tag.ROLE: TRIAL_ROLE,
+                Tag.TRIAL_ID: f"t{index}",
+            },
+        )
+        logged = [Param(k, v) for k, v in {**params, "depth": "3"}.items()]
+        metrics = [Metric("best_val_acc", 0.5 + index / 10, 0, 1)]
+        client.log_batch(child.info.run_id, metrics=metrics, params=logged)
+    parent = client.get_run(parent.info.run_id)
+    study = study_of(client, parent, trials_of(client, parent))
+    distributions = {}
+    for trial in study.trials:
+        distributions.update(trial.distributions)
+    assert set(distributions) == set(tags[Tag.SAMPLED].split(","))  # not the constant
+    assert distributions["lr"] == FloatDistribution(1e-4, 1e-1, log=True)
+    assert distributions["width"] == IntDistribution(4, 64)  # the override's range
+    assert distributions["batch_size"] == CategoricalDistribution([32, 64, 128])
+    assert distributions["optimizer.name"] == CategoricalDistribution(["sgd", "adam"])
+    assert distributions["optimizer.sgd.momentum"] == FloatDistribution(0.5, 0.99)
+    assert {trial.params["lr"] for trial in study.trials} == {0.01, 0.02}
+    # Drawn from that study, lr's slice has a log axis.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna's matplotlib plots are "experimental"
+        axes = optuna.visualization.matplotlib.plot_slice(study, params=["lr"])
+    assert axes.get_xscale() == "log"
+    plt.close(axes.figure)
+
+
 def test_a_plot_that_cant_be_drawn_is_skipped_with_a_warning(tmp_path):
     """One trial of one epoch: no importances, no learning curves; the rest is still logged."""
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("tiny", artifact_location=str(tmp_path / "artifacts"))
-    tags = {"tuner.role": "parent", "tuner.metric": "val_acc", "tuner.mode": "max"}
-    parent = client.create_run(experiment, run_name="tiny", tags={**tags, "tuner.sampled": "lr"})
+    tags = {Tag.ROLE: PARENT_ROLE, Tag.METRIC: "val_acc", Tag.MODE: "max"}
+    parent = client.create_run(experiment, run_name="tiny", tags={**tags, Tag.SAMPLED: "lr"})
     child = client.create_run(
         experiment,
         tags={
             "mlflow.parentRunId": parent.info.run_id,
-            "tuner.role": "trial",
-            "tuner.trial_id": "t0",
-            "tuner.status": "completed",
+            Tag.ROLE: TRIAL_ROLE,
+            Tag.TRIAL_ID: "t0",
+            Tag.STATUS: Status.COMPLETED,
         },
     )
     client.log_batch(
@@ -267,7 +338,7 @@ def test_best_model_is_registered_and_loads_with_pyfunc(logged, monkeypatch):
     # Logging the model left the parent run as the search ended it.
     parent = logged.client.get_run(logged.parent.info.run_id)
     assert parent.info.status == "FINISHED"
-    assert parent.data.tags["tuner.status"] == "completed"
+    assert parent.data.tags[Tag.STATUS] == Status.COMPLETED
     classes_json = _artifact_bytes(logged, "model/classes.json")
     assert json.loads(classes_json) == list(logged.splits.classes)
 

@@ -15,10 +15,10 @@ import torch
 import models
 from data.augment import Augmentation
 from models.classical import CLASSIFIERS, FEATURES
+from models.options import admits, option_types
 from tuner.commands.cli import main
 from tuner.spec.document import SpecError, load_spec
-from tuner.trainables import classical, deep
-from tuner.trainables.checks import admits, option_types
+from tuner.trainables import deep
 from tuner.trainables.recipe import Ema, Tta
 
 DEEP = "name: d\ndata: {dataset: digits}\nspace:\n"
@@ -185,19 +185,12 @@ def test_every_option_an_optimizer_accepts_builds_it_and_steps(name):
 
 def every_section() -> list[tuple[str, dict[str, Any]]]:
     """Every section a spec's space can set, each with its options' types."""
-    sections = [
-        (f"model {name}", option_types(f, models.model_options(name)))
-        for name, f in models.MODELS.items()
-    ]
+    sections = [(f"model {name}", models.MODELS.option_types(name)) for name in models.MODELS]
     sections += [(f"optimizer {name}", deep.optimizer_options(name)) for name in deep.OPTIMIZERS]
-    sections += [(f"schedule {name}", option_types(s)) for name, s in deep.SCHEDULES.items()]
+    sections += [(f"schedule {name}", deep.SCHEDULES.option_types(name)) for name in deep.SCHEDULES]
     sections += [(kind.__name__, option_types(kind)) for kind in (Augmentation, Ema, Tta)]
-    sections += [
-        (f"features {name}", classical.typed_parameters(f)) for name, f in FEATURES.items()
-    ]
-    sections += [
-        (f"classifier {name}", classical.typed_parameters(f)) for name, f in CLASSIFIERS.items()
-    ]
+    sections += [(f"features {name}", FEATURES.option_types(name)) for name in FEATURES]
+    sections += [(f"classifier {name}", CLASSIFIERS.option_types(name)) for name in CLASSIFIERS]
     return sections
 
 

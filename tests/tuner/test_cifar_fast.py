@@ -8,6 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.tuner.test_shipped_specs import ROOT, SMALL_RUN
 from tuner.commands.cli import main
+from tuner.tracking.tags import PARENT_ROLE, TRIAL_ROLE, Status, Tag
 
 
 @pytest.mark.slow
@@ -31,13 +32,13 @@ def test_cifar_fast_runs_and_records_the_recipe_per_trial(
 
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("cifar_fast").experiment_id])
-    (parent,) = [r for r in runs if r.data.tags["tuner.role"] == "parent"]
-    trials = [r for r in runs if r.data.tags["tuner.role"] == "trial"]
+    (parent,) = [r for r in runs if r.data.tags[Tag.ROLE] == PARENT_ROLE]
+    trials = [r for r in runs if r.data.tags[Tag.ROLE] == TRIAL_ROLE]
     assert parent.info.status == "FINISHED" and 0.0 <= parent.data.metrics["test_acc"] <= 1.0
     assert len(trials) == 2
     for trial in trials:
         params = trial.data.params
-        assert trial.data.tags["tuner.status"] == "completed"
+        assert trial.data.tags[Tag.STATUS] == Status.COMPLETED
         assert params["augment.hflip"] == "alternate" and params["data_init"] == "5000"
         assert params["optimizer.bias_lr_scale"] == "64"
         assert params["optimizer.lr_per_examples"] == "1024"

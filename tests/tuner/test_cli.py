@@ -14,6 +14,7 @@ import pytest
 from tests.tuner.test_recorder import record_search
 from tuner.commands import cli
 from tuner.commands.cli import main
+from tuner.tracking.tags import TRUE, Tag
 
 ROOT = Path(__file__).resolve().parents[2]
 # Run in a fresh interpreter: this test process has imported Ray and torch already.
@@ -51,10 +52,10 @@ def test_best_and_compare_read_mlflow_without_importing_ray_or_torch(tmp_path):
 def test_best_json_gives_numbers_and_ties_rank_the_chosen_best_first(tmp_path, capsys):
     experiment, _ = record_search(tmp_path)
     client = experiment.client
-    runs = {run.data.tags["tuner.trial_id"]: run for run in experiment.children()}
+    runs = {run.data.tags[Tag.TRIAL_ID]: run for run in experiment.children()}
     client.log_metric(runs["t2"].info.run_id, "final_val_acc", 0.9, step=9)  # t1 and t2 tie
     client.log_metric(runs["t1"].info.run_id, "final_val_acc", 0.9, step=9)
-    client.set_tag(runs["t2"].info.run_id, "tuner.best", "true")  # the search chose t2
+    client.set_tag(runs["t2"].info.run_id, Tag.BEST, TRUE)  # the search chose t2
     capsys.readouterr()
     assert main(["best", "rec", "--json", "--tracking-uri", experiment.tracking_uri]) == 0
     trials = json.loads(capsys.readouterr().out)["trials"]

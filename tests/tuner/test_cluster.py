@@ -14,6 +14,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
 
+from tuner.tracking.tags import TRIAL_ROLE, Status, Tag, tag_filter
+
 SPEC = """\
 name: on_cluster
 data: {dataset: digits, seed: 0}
@@ -94,7 +96,7 @@ def _start(
 def _trials(uri: str) -> list:
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("on_cluster")
-    return client.search_runs([experiment.experiment_id], "tags.`tuner.role` = 'trial'")
+    return client.search_runs([experiment.experiment_id], tag_filter(Tag.ROLE, TRIAL_ROLE))
 
 
 @pytest.mark.slow
@@ -104,8 +106,8 @@ def test_trials_spread_over_nodes_and_are_all_recorded(cluster, tmp_path):
     assert driver.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-3000:]
     trials = _trials(uri)
     assert len(trials) == 6
-    assert {t.data.tags["tuner.status"] for t in trials} == {"completed"}
-    nodes = {t.data.tags["tuner.node_id"] for t in trials}
+    assert {t.data.tags[Tag.STATUS] for t in trials} == {Status.COMPLETED}
+    nodes = {t.data.tags[Tag.NODE_ID] for t in trials}
     assert len(nodes) > 1, nodes
 
 
@@ -120,7 +122,7 @@ def test_losing_a_worker_mid_search_loses_no_trial(cluster, tmp_path):
     while not running_there and time.monotonic() < deadline and driver.poll() is None:
         try:
             running_there = any(
-                t.data.tags.get("tuner.node_id") == doomed and t.info.status == "RUNNING"
+                t.data.tags.get(Tag.NODE_ID) == doomed and t.info.status == "RUNNING"
                 for t in _trials(uri)
             )
         except Exception:  # the store may not exist yet
@@ -130,9 +132,9 @@ def test_losing_a_worker_mid_search_loses_no_trial(cluster, tmp_path):
     assert driver.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-3000:]
     trials = _trials(uri)
     assert len(trials) == 6
-    assert len({t.data.tags["tuner.trial_id"] for t in trials}) == 6
-    errors = [t.data.tags.get("tuner.error") for t in trials if "tuner.error" in t.data.tags]
-    assert {t.data.tags["tuner.status"] for t in trials} == {"completed"}, errors
+    assert len({t.data.tags[Tag.TRIAL_ID] for t in trials}) == 6
+    errors = [t.data.tags.get(Tag.ERROR) for t in trials if Tag.ERROR in t.data.tags]
+    assert {t.data.tags[Tag.STATUS] for t in trials} == {Status.COMPLETED}, errors
     assert all(t.info.status == "FINISHED" for t in trials)
 
 
@@ -190,8 +192,8 @@ def test_each_node_reads_data_root_and_caches_features_on_its_own_disk(
     assert driver.wait(timeout=300) == 0, (tmp_path / "driver.log").read_text()[-3000:]
     trials = _trials(uri)
     assert len(trials) == 6
-    assert {t.data.tags["tuner.status"] for t in trials} == {"completed"}
-    used = {t.data.tags["tuner.node_id"] for t in trials}
+    assert {t.data.tags[Tag.STATUS] for t in trials} == {Status.COMPLETED}
+    used = {t.data.tags[Tag.NODE_ID] for t in trials}
     # Tune reuses a finished trial's worker, so these second-long trials may all run on the
     # first node whose worker is ready (test_trials_spread_over_nodes shows the spread).
     assert used and used <= set(home_of), used
@@ -226,9 +228,9 @@ def test_a_root_only_the_driver_has_fails_each_trial_naming_its_node(
     log = (tmp_path / "driver.log").read_text()
     assert code == 2, log[-3000:]
     trials = _trials(uri)
-    assert len(trials) == 2 and {t.data.tags["tuner.status"] for t in trials} == {"errored"}
+    assert len(trials) == 2 and {t.data.tags[Tag.STATUS] for t in trials} == {Status.ERRORED}
     for trial in trials:
-        error = trial.data.tags["tuner.error"]
+        error = trial.data.tags[Tag.ERROR]
         assert "data.root ~/datasets/mine is not readable on node " in error
         node = error.split(" is not readable on node ")[1].split()[0]
         assert node in home_of, error

@@ -12,6 +12,7 @@ from ray import tune
 
 import data
 from tuner.commands.cli import main
+from tuner.tracking.tags import TRIAL_ROLE, TRUE, Status, Tag, tag_filter
 from tuner.trainables import Settings
 from tuner.trainables.deep import CHECKPOINT_FILE, TrainingRun, restore
 
@@ -47,7 +48,7 @@ def fault_runs(ray_session, tmp_path_factory):
     assert main(["run", str(spec), "--tracking-uri", uri, "--storage", str(tmp / "ray")]) == 0
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("faults")
-    runs = client.search_runs([experiment.experiment_id], "tags.`tuner.role` = 'trial'")
+    runs = client.search_runs([experiment.experiment_id], tag_filter(Tag.ROLE, TRIAL_ROLE))
     by_case = {_case(r): r for r in runs}
     return client, by_case, runs
 
@@ -67,7 +68,7 @@ def test_every_trial_is_recorded_once(fault_runs):
 def test_a_fault_once_is_retried_from_its_checkpoint(fault_runs):
     client, by_case, _ = fault_runs
     run = by_case[("adam", "once")]
-    assert run.data.tags["tuner.status"] == "completed"
+    assert run.data.tags[Tag.STATUS] == Status.COMPLETED
     assert run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
     assert steps == [1, 2, 3]  # epoch 1 was not trained again
@@ -76,15 +77,15 @@ def test_a_fault_once_is_retried_from_its_checkpoint(fault_runs):
 def test_a_repeating_fault_ends_errored_with_its_message(fault_runs):
     _, by_case, _ = fault_runs
     run = by_case[("adam", "always")]
-    assert run.data.tags["tuner.status"] == "errored"
+    assert run.data.tags[Tag.STATUS] == Status.ERRORED
     assert run.info.status == "FAILED"
-    assert "injected fault at epoch 2" in run.data.tags["tuner.error"]
+    assert "injected fault at epoch 2" in run.data.tags[Tag.ERROR]
 
 
 def test_a_poisoned_learning_rate_diverges_without_crashing(fault_runs):
     _, by_case, _ = fault_runs
     run = by_case[("sgd", "none")]
-    assert run.data.tags["tuner.status"] == "diverged"
+    assert run.data.tags[Tag.STATUS] == Status.DIVERGED
     assert run.info.status == "FINISHED"
     assert run.data.metrics["val_acc"] == 0.0
 
@@ -92,11 +93,11 @@ def test_a_poisoned_learning_rate_diverges_without_crashing(fault_runs):
 def test_the_healthy_trial_completes_and_is_best(fault_runs):
     _, by_case, _ = fault_runs
     run = by_case[("adam", "none")]
-    assert run.data.tags["tuner.status"] == "completed"
+    assert run.data.tags[Tag.STATUS] == Status.COMPLETED
     assert run.data.metrics["val_acc"] > 0.8
     assert (
-        run.data.tags.get("tuner.best") == "true"
-        or by_case[("adam", "once")].data.tags.get("tuner.best") == "true"
+        run.data.tags.get(Tag.BEST) == TRUE
+        or by_case[("adam", "once")].data.tags.get(Tag.BEST) == TRUE
     )  # the same config, retried, may edge it out
 
 
@@ -148,7 +149,7 @@ def test_an_out_of_memory_trial_is_recorded_as_such(ray_session, tmp_path, capsy
     assert "no trial reported `val_acc`" in capsys.readouterr().err
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("oom")
-    (trial,) = client.search_runs([experiment.experiment_id], "tags.`tuner.role` = 'trial'")
-    assert trial.data.tags["tuner.status"] == "errored"
-    assert "MemoryError: out of memory with model" in trial.data.tags["tuner.error"]
-    assert "use a smaller model or batch" in trial.data.tags["tuner.error"]
+    (trial,) = client.search_runs([experiment.experiment_id], tag_filter(Tag.ROLE, TRIAL_ROLE))
+    assert trial.data.tags[Tag.STATUS] == Status.ERRORED
+    assert "MemoryError: out of memory with model" in trial.data.tags[Tag.ERROR]
+    assert "use a smaller model or batch" in trial.data.tags[Tag.ERROR]

@@ -16,6 +16,7 @@ import models
 from tests.helpers import best_checkpoint_evaluation, new_store, tuner_run
 from tuner.search.inputs import load_data
 from tuner.spec.document import load_spec
+from tuner.tracking.tags import PARENT_ROLE, TRIAL_ROLE, TRUE, Status, Tag
 from tuner.trainables import Settings
 from tuner.trainables.metrics import Evaluation
 from tuner.trainables.size import MB, size_of, violation
@@ -100,8 +101,8 @@ def finished(ray_session, tmp_path_factory):
         tuner_run(store, SPEC)
     experiment = store.client.get_experiment_by_name("final_e2e")
     runs = store.client.search_runs([experiment.experiment_id])
-    parent = next(r for r in runs if r.data.tags["tuner.role"] == "parent")
-    trials = [r for r in runs if r.data.tags["tuner.role"] == "trial"]
+    parent = next(r for r in runs if r.data.tags[Tag.ROLE] == PARENT_ROLE)
+    trials = [r for r in runs if r.data.tags[Tag.ROLE] == TRIAL_ROLE]
     return store.client, parent, trials, printed.getvalue(), store
 
 
@@ -112,27 +113,27 @@ def test_configs_over_the_limit_are_rejected_untrained(finished):
     for run in trials:
         history = client.get_metric_history(run.info.run_id, "val_acc")
         if run.data.params["model.width"] == "64":  # 75,978 parameters
-            assert run.data.tags["tuner.status"] == "rejected"
-            assert "parameters > constraints.max_params 20,000" in run.data.tags["tuner.rejected"]
+            assert run.data.tags[Tag.STATUS] == Status.REJECTED
+            assert "parameters > constraints.max_params 20,000" in run.data.tags[Tag.REJECTED]
             assert "train_loss" not in run.data.metrics  # not one step of training
             assert [m.value for m in history] == [0.0]
         else:
-            assert run.data.tags["tuner.status"] == "completed"
+            assert run.data.tags[Tag.STATUS] == Status.COMPLETED
             assert len(history) == 2 and run.data.metrics["model_params"] < 20_000
 
 
 def test_the_best_is_never_a_rejected_config(finished):
     _, parent, trials, _, _ = finished
-    best = [r for r in trials if r.data.tags.get("tuner.best") == "true"]
-    assert len(best) == 1 and best[0].data.tags["tuner.status"] == "completed"
+    best = [r for r in trials if r.data.tags.get(Tag.BEST) == TRUE]
+    assert len(best) == 1 and best[0].data.tags[Tag.STATUS] == Status.COMPLETED
     assert parent.data.params["best.model.width"] == "8"
 
 
 def test_parent_records_the_retrained_model_its_size_and_per_class_accuracy(finished):
     _, parent, trials, _, _ = finished
     metrics = parent.data.metrics
-    assert parent.data.tags["tuner.final"] == "retrained on train+val"
-    best = next(r for r in trials if r.data.tags.get("tuner.best") == "true")
+    assert parent.data.tags[Tag.FINAL] == "retrained on train+val"
+    best = next(r for r in trials if r.data.tags.get(Tag.BEST) == TRUE)
     assert metrics["model_params"] == best.data.metrics["model_params"]  # the same architecture
     # the exported model adds its input normalisation: a mean and a std per channel
     assert metrics["model_mb"] == pytest.approx(best.data.metrics["model_mb"] + 8 / MB)
@@ -148,10 +149,10 @@ def test_each_finished_trial_gets_one_line(finished):
     lines = [line for line in printed.splitlines() if line.startswith("trial ")]
     assert len(lines) == len(trials) == 4
     for run in trials:
-        (line,) = [line for line in lines if run.data.tags["tuner.trial_id"] in line]
-        status = run.data.tags["tuner.status"]
+        (line,) = [line for line in lines if run.data.tags[Tag.TRIAL_ID] in line]
+        status = run.data.tags[Tag.STATUS]
         assert f" {status}: " in line and f"model.width={run.data.params['model.width']}" in line
-        if status == "completed":
+        if status == Status.COMPLETED:
             assert f"val_acc {run.data.metrics['best_val_acc']:.4f} after 2 epochs" in line
     assert "Retraining the best config on train+val" in printed
 

@@ -34,6 +34,7 @@ from tests.helpers import own_tuner_env
 from tests.processes import kill_group
 from tuner.tracking.journal import JOURNAL
 from tuner.tracking.records import latest_parent, trials_of
+from tuner.tracking.tags import PARENT_ROLE, Tag
 
 NAME, TRIALS, EPOCHS = "killed", 4, 3
 SPEC = f"""\
@@ -139,7 +140,7 @@ def check_whole_search(uri: str, folder: Path) -> None:
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(NAME)
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [run for run in runs if run.data.tags.get("tuner.role") == "parent"]
+    parents = [run for run in runs if run.data.tags.get(Tag.ROLE) == PARENT_ROLE]
     assert len(parents) == 1, "one parent run"
     assert [run.info.run_id for run in runs if run.info.status == "RUNNING"] == []
     parent = latest_parent(client, NAME)

@@ -13,9 +13,9 @@ import data
 from tests.tuner.test_recorder import SPACE, new_trial, result
 from tuner.commands.cli import build_parser
 from tuner.search.progress import TrialLines
-from tuner.search.recorder import WARNINGS_TAG, TrialRecorder
+from tuner.search.recorder import TrialRecorder
 from tuner.tracking.experiment import Experiment
-from tuner.tracking.tags import SearchTags
+from tuner.tracking.tags import SearchTags, Tag
 from tuner.trainables import Settings, deep
 
 CONFIG = {"model": {"name": "simple_cnn", "width": 8, "depth": 1}, "epochs": 2}
@@ -76,7 +76,7 @@ def test_warnings_are_tagged_appended_and_printed(tmp_path, capsys):
     resumed.on_experiment_end(trials=[trial])
 
     (run,) = experiment.children()
-    assert run.data.tags[WARNINGS_TAG] == "first\nsecond\nthird"
+    assert run.data.tags[Tag.WARNINGS] == "first\nsecond\nthird"
     printed = capsys.readouterr().out.splitlines()
     assert printed == [f"trial t1 warning: {text}" for text in ("first", "second", "third")]
 

@@ -20,7 +20,7 @@ from tuner.search import searchers as search
 from tuner.spec.document import SpecError, load_spec
 from tuner.tracking.experiment import Experiment
 from tuner.tracking.records import TrialRecord, latest_parent, trials_of
-from tuner.tracking.tags import SearchTags
+from tuner.tracking.tags import SearchTags, Status
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "search_spaces" / "digits_pareto.yaml"
@@ -101,7 +101,7 @@ def test_random_and_grid_searches_take_objectives_for_their_front():
 # ---------------------------------------------------------------------------------------------
 
 
-def _trial(trial_id: str, value: float | None, params: float, status: str = "completed"):
+def _trial(trial_id: str, value: float | None, params: float, status: str = Status.COMPLETED):
     return TrialRecord(
         trial_id=trial_id,
         run_id=f"run-{trial_id}",
@@ -121,9 +121,9 @@ def test_the_front_keeps_the_trials_no_other_beats_on_both_objectives():
         _trial("dominated", 0.94, 20_000),  # mid is better and smaller
         _trial("tie-bigger", 0.95, 12_000),  # as good as mid, but bigger
         _trial("tiny", 0.60, 500),
-        _trial("rejected", 0.0, 100, status="rejected"),  # smallest, but never trained
-        _trial("diverged", 0.0, 50, status="diverged"),
-        _trial("errored", None, 400, status="errored"),
+        _trial("rejected", 0.0, 100, status=Status.REJECTED),  # smallest, but never trained
+        _trial("diverged", 0.0, 50, status=Status.DIVERGED),
+        _trial("errored", None, 400, status=Status.ERRORED),
     ]
     objectives = [("val_acc", "max"), ("model_params", "min")]
     front = pareto.front(trials, objectives)
@@ -185,7 +185,7 @@ def test_every_trial_records_its_costs_and_the_front_is_tagged(pareto_search):
     assert SearchTags.of(parent).objectives == THREE_PAIRS
     for trial in trials:  # measured before training: rejected trials have them too
         assert trial.metrics["model_params"] >= 1 and trial.metrics["latency_ms"] > 0
-    assert any(t.status == "rejected" for t in trials)
+    assert any(t.status == Status.REJECTED for t in trials)
     front = pareto.recorded(parent, trials)
     assert front == pareto.front(trials, SearchTags.of(parent).objectives)
     assert all(t.status not in pareto.UNTRAINED for t in front)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from ray.tune.experiment import Trial
 
 from tuner.core import terminal
 from tuner.search.progress import ProgressLine, TrialLines
 from tuner.spec import space as space_lang
+from tuner.tracking.tags import Status
 
 
 def trial(
@@ -88,6 +91,24 @@ def test_on_a_terminal_the_line_is_redrawn_in_place_and_cleared_for_tuner_lines(
     assert not terminal.drawn()
 
 
+def test_a_note_from_another_thread_clears_the_line_first(capsys):
+    """The background MLflow writer's notes (stderr) erase the live line (stdout) first, and the
+    next draw puts it back below them."""
+    line = ProgressLine("val_acc", "max", 5, trainable="deep", tty=True)
+    line.setup(total_num_samples=4)
+    trials = search()
+    line.on_step_end(1, trials)
+    writer = threading.Thread(target=terminal.note, args=["tuner: the MLflow server ..."])
+    writer.start()
+    writer.join()
+    assert not terminal.drawn()
+    captured = capsys.readouterr()
+    assert captured.out.endswith("\r\x1b[K")  # drawn, then erased
+    assert captured.err == "tuner: the MLflow server ...\n"
+    line.on_experiment_end(trials)
+    assert capsys.readouterr().out.startswith("\r\x1b[Ktrials 2/4 done")
+
+
 def test_off_a_terminal_plain_lines_come_when_a_trial_finishes_not_every_step(capsys):
     line = ProgressLine("val_acc", "max", 5, trainable="deep", tty=False)
     line.setup(total_num_samples=4)
@@ -162,5 +183,5 @@ def test_verbose_or_off_a_terminal_a_trial_line_holds_the_whole_config(
 
 def test_a_trial_line_is_cut_in_its_config_never_in_its_outcome():
     lines = TrialLines("val_acc", "max", WIDE)
-    text = lines.line(wide_trial(), "completed", width=30)  # narrower than the outcome
+    text = lines.line(wide_trial(), Status.COMPLETED, width=30)  # narrower than the outcome
     assert text == "trial w_00000 completed: val_acc 0.9688 after 1 epoch | …"

@@ -209,7 +209,7 @@ def test_a_resumed_trial_continues_exactly_where_it_stopped(splits, tmp_path):
 
 
 def test_the_test_split_sees_the_last_epochs_averaged_weights_with_tta(splits, tmp_path):
-    """The trial is chosen by its last epochs (tuner.selection): its last epoch is tested,
+    """The trial is chosen by its last epochs (tuner.core.selection): its last epoch is tested,
     not the first's, even when the first validated better."""
     config = {"model": SMALL_AIRBENCH, "batch_size": 32, **RECIPE}
     trial = TrainingRun(config, splits, SETTINGS)

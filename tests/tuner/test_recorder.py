@@ -15,7 +15,7 @@ from tuner.search.recorder import TrialRecorder
 from tuner.spec import space as space_lang
 from tuner.tracking import writer as writes
 from tuner.tracking.experiment import Experiment
-from tuner.tracking.tags import SearchTags
+from tuner.tracking.tags import SearchTags, Status, Tag
 from tuner.tracking.writer import Write, merged
 
 EPOCHS = 6
@@ -75,7 +75,7 @@ def test_every_epoch_arrives_once_and_in_order_after_the_experiment_ends(tmp_pat
     experiment, _ = record_search(tmp_path)
     assert (experiment.tracking_uri, None) not in writes._writers  # the thread was stopped
     client = experiment.client
-    runs = {run.data.tags["tuner.trial_id"]: run for run in experiment.children()}
+    runs = {run.data.tags[Tag.TRIAL_ID]: run for run in experiment.children()}
     assert sorted(runs) == ["t1", "t2"]
     for trial_id, epochs in (("t1", EPOCHS), ("t2", 3)):
         run = runs[trial_id]
@@ -83,17 +83,17 @@ def test_every_epoch_arrives_once_and_in_order_after_the_experiment_ends(tmp_pat
             history = client.get_metric_history(run.info.run_id, key)
             assert [m.step for m in history] == list(range(1, epochs + 1)), (trial_id, key)
         assert run.info.status == "FINISHED"
-        assert run.data.tags["tuner.node_id"] == "node-a"
-    assert runs["t1"].data.tags["tuner.status"] == "completed"
-    assert runs["t2"].data.tags["tuner.status"] == "early_stopped"
+        assert run.data.tags[Tag.NODE_ID] == "node-a"
+    assert runs["t1"].data.tags[Tag.STATUS] == Status.COMPLETED
+    assert runs["t2"].data.tags[Tag.STATUS] == Status.EARLY_STOPPED
     assert runs["t1"].data.params == {"model.width": "16"}
     # The model's size: one value per run, not a flat line per epoch.
     (size,) = client.get_metric_history(runs["t1"].info.run_id, "model_params")
     assert (size.value, size.step) == (1234, 0)
-    # Each trial's final value: the mean of its last 3 epochs (tuner.selection), no longer its
+    # Each trial's final value: the mean of its last 2 epochs (tuner.core.selection), no longer its
     # best epoch (t2's first, 0.8, would have beaten t1's 0.8 too).
-    assert runs["t1"].data.metrics["final_val_acc"] == pytest.approx(0.75)
-    assert runs["t2"].data.metrics["final_val_acc"] == pytest.approx(0.7)  # 0.8, 0.7, 0.6
+    assert runs["t1"].data.metrics["final_val_acc"] == pytest.approx(0.775)
+    assert runs["t2"].data.metrics["final_val_acc"] == pytest.approx(0.65)  # 0.8, 0.7, 0.6
 
 
 def test_ctrl_c_marks_what_was_queued_before_it(tmp_path):
@@ -113,7 +113,7 @@ def test_ctrl_c_marks_what_was_queued_before_it(tmp_path):
     experiment.interrupt()
     (run,) = experiment.children()
     assert run.info.status == "KILLED"
-    assert run.data.tags["tuner.status"] == "interrupted"
+    assert run.data.tags[Tag.STATUS] == Status.INTERRUPTED
     steps = [m.step for m in experiment.client.get_metric_history(run.info.run_id, "epoch")]
     assert steps == list(range(1, 41))
     writes.flush_writes(experiment.tracking_uri, close=True)
@@ -154,6 +154,6 @@ def test_a_trial_the_resumed_search_never_knew_has_its_run_removed(tmp_path, cap
     resumed = TrialRecorder(*ids(experiment), "val_acc", "max", SPACE)
     resumed.setup()
     resumed.on_experiment_end(trials=[trials[0]])
-    kept = {run.data.tags["tuner.trial_id"] for run in experiment.children()}
+    kept = {run.data.tags[Tag.TRIAL_ID] for run in experiment.children()}
     assert kept == {"t1"}
     assert "trial t2 was not in Tune's saved state: its run is removed" in capsys.readouterr().out

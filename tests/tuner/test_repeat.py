@@ -16,7 +16,7 @@ from tuner.commands.cli import main
 from tuner.conclusion.repeats import Spread
 from tuner.spec.document import SpecError, load_spec
 from tuner.tracking.records import latest_parent
-from tuner.tracking.tags import child_runs, repeat_runs
+from tuner.tracking.tags import TRUE, Tag, child_runs, repeat_runs
 
 SPEC = """\
 name: repeat_e2e
@@ -80,30 +80,30 @@ def test_the_top_two_configs_are_repeated_with_three_seeds_as_child_runs(repeate
     by_trial: dict[str, list] = {}
     for run in repeats:
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        by_trial.setdefault(run.data.tags["tuner.trial_id"], []).append(run)
+        by_trial.setdefault(run.data.tags[Tag.TRIAL_ID], []).append(run)
     assert len(by_trial) == 2
     ranked = sorted(trials, key=lambda r: -r.data.metrics["final_val_acc"])
-    assert set(by_trial) == {r.data.tags["tuner.trial_id"] for r in ranked[:2]}
+    assert set(by_trial) == {r.data.tags[Tag.TRIAL_ID] for r in ranked[:2]}
     for trial_id, runs in by_trial.items():
-        assert sorted(r.data.tags["tuner.seed"] for r in runs) == ["0", "1", "2"]
-        trial = next(t for t in trials if t.data.tags["tuner.trial_id"] == trial_id)
+        assert sorted(r.data.tags[Tag.SEED] for r in runs) == ["0", "1", "2"]
+        trial = next(t for t in trials if t.data.tags[Tag.TRIAL_ID] == trial_id)
         assert {r.data.params["optimizer.lr"] for r in runs} == {trial.data.params["optimizer.lr"]}
         # Seed 0 is the search's own: the repeat trains as the trial did, to the same value.
-        seed0 = next(r for r in runs if r.data.tags["tuner.seed"] == "0")
+        seed0 = next(r for r in runs if r.data.tags[Tag.SEED] == "0")
         assert seed0.data.metrics["val_acc"] == pytest.approx(trial.data.metrics["final_val_acc"])
 
 
 def test_the_best_mean_is_chosen_tested_once_per_seed_and_recorded(repeated):
     _, parent, trials, repeats, printed = repeated
-    chosen = [r for r in repeats if r.data.tags["tuner.chosen"] == "true"]
-    others = [r for r in repeats if r.data.tags["tuner.chosen"] == "false"]
+    chosen = [r for r in repeats if r.data.tags[Tag.CHOSEN] == TRUE]
+    others = [r for r in repeats if r.data.tags[Tag.CHOSEN] == "false"]
     assert len(chosen) == len(others) == 3
     assert all("test_acc" in r.data.metrics for r in chosen)
     assert not any("test_acc" in r.data.metrics for r in others)  # never tested
     val = [r.data.metrics["val_acc"] for r in chosen]
     assert np.mean(val) >= np.mean([r.data.metrics["val_acc"] for r in others])
-    (best,) = [t for t in trials if t.data.tags.get("tuner.best") == "true"]
-    assert best.data.tags["tuner.trial_id"] == chosen[0].data.tags["tuner.trial_id"]
+    (best,) = [t for t in trials if t.data.tags.get(Tag.BEST) == TRUE]
+    assert best.data.tags[Tag.TRIAL_ID] == chosen[0].data.tags[Tag.TRIAL_ID]
     test = [r.data.metrics["test_acc"] for r in chosen]
     metrics = parent.data.metrics
     assert metrics["test_acc_mean"] == pytest.approx(np.mean(test))
@@ -112,7 +112,7 @@ def test_the_best_mean_is_chosen_tested_once_per_seed_and_recorded(repeated):
     low, high = metrics["test_acc_ci95_low"], metrics["test_acc_ci95_high"]
     assert low <= metrics["test_acc_mean"] <= high
     # the parent's test_acc (and registered model) is the search's own seed's
-    seed0 = next(r for r in chosen if r.data.tags["tuner.seed"] == "0")
+    seed0 = next(r for r in chosen if r.data.tags[Tag.SEED] == "0")
     assert metrics["test_acc"] == seed0.data.metrics["test_acc"]
     spread = f"{metrics['test_acc_mean']:.4f} ± {metrics['test_acc_std']:.4f} (3 seeds)"
     assert f"test_acc {spread}" in printed
@@ -145,12 +145,12 @@ def test_tuner_repeat_again_adds_a_set_with_new_seeds_keeping_the_first_sets_spr
         for r in repeat_runs(store.client, *ids)
         if r.info.run_id not in {b.info.run_id for b in before}
     ]
-    seeds = {int(r.data.tags["tuner.seed"]) for r in added}
-    assert len(seeds) == 2 and min(seeds) > max(int(r.data.tags["tuner.seed"]) for r in before)
+    seeds = {int(r.data.tags[Tag.SEED]) for r in added}
+    assert len(seeds) == 2 and min(seeds) > max(int(r.data.tags[Tag.SEED]) for r in before)
     after = store.client.get_metric_history(parent.info.run_id, "test_acc_mean")
     assert sorted(m.step for m in after) == list(range(len(history) + 1))  # one more set
     # the search's own set (step 0) is still there, as its seeds' mean
-    chosen = [r for r in first_set if r.data.tags["tuner.chosen"] == "true"]
+    chosen = [r for r in first_set if r.data.tags[Tag.CHOSEN] == TRUE]
     (step0,) = [m for m in after if m.step == 0]
     assert step0.value == pytest.approx(np.mean([r.data.metrics["test_acc"] for r in chosen]))
     newest = store.client.get_run(parent.info.run_id).data.metrics["test_acc_mean"]

@@ -14,6 +14,7 @@ from tuner.commands.cli import main
 from tuner.core.errors import UsageError
 from tuner.reading.report import write_report
 from tuner.tracking.records import latest_parent, trials_of
+from tuner.tracking.tags import Status
 
 CLASSICAL = """\
 name: digits_report_knn
@@ -80,7 +81,7 @@ def test_report_shows_spec_trials_metrics_and_statuses(store):
     stopped = "stopped early (by ASHA or the time budget)"
     labels = ("completed", stopped, "diverged (NaN/inf loss)", "errored")
     assert sum(int(counts[label]) for label in labels) == 3
-    assert int(counts["completed"]) == sum(t.status == "completed" for t in trials)
+    assert int(counts["completed"]) == sum(t.status == Status.COMPLETED for t in trials)
     assert "optimizer.name" in text and "best val_acc" in text
 
 

@@ -20,7 +20,7 @@ from tuner.commands.cli import main
 from tuner.core.errors import UsageError
 from tuner.tracking.experiment import Experiment
 from tuner.tracking.records import overrides_of
-from tuner.tracking.tags import SearchTags, StudyTags
+from tuner.tracking.tags import PARENT_ROLE, TRIAL_ROLE, SearchTags, Status, StudyTags, Tag
 from tuner.trainables.trial_report import ONCE
 
 SPEC = """\
@@ -100,8 +100,8 @@ def _runs(uri: str, name: str) -> tuple[list, list, list]:
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(name)
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("tuner.role") == "parent"]
-    children = [r for r in runs if r.data.tags.get("tuner.role") == "trial"]
+    parents = [r for r in runs if r.data.tags.get(Tag.ROLE) == PARENT_ROLE]
+    children = [r for r in runs if r.data.tags.get(Tag.ROLE) == TRIAL_ROLE]
     return runs, parents, children
 
 
@@ -124,11 +124,11 @@ def test_sigkill_then_resume_records_every_trial_once(ray_session, tmp_path):
     client = MlflowClient(uri)
     runs, parents, children = _runs(uri, "digits_set")
     assert len(parents) == 1  # the resumed search continued the same parent run
-    trial_ids = [c.data.tags["tuner.trial_id"] for c in children]
+    trial_ids = [c.data.tags[Tag.TRIAL_ID] for c in children]
     assert len(trial_ids) == NUM_TRIALS
     assert len(set(trial_ids)) == NUM_TRIALS  # no duplicates
     assert [r.info.status for r in runs if r.info.status == "RUNNING"] == []  # no orphans
-    assert {c.data.tags["tuner.status"] for c in children} == {"completed"}
+    assert {c.data.tags[Tag.STATUS] for c in children} == {Status.COMPLETED}
     for child in children:  # each trial's epochs are recorded once each, 1..4, in order
         for key in child.data.metrics:  # every metric of a trial run is logged per epoch
             history = client.get_metric_history(child.info.run_id, key)  # in logging order
@@ -140,7 +140,7 @@ def test_sigkill_then_resume_records_every_trial_once(ray_session, tmp_path):
     parent = parents[0]
     # 900 of digits' 1,437 train+val images (the file's 1,149 + 288 without the override); a
     # resume that loaded other images than the search started on is refused.
-    assert parent.data.tags["tuner.images"] == "train=720 val=180 test=360"
+    assert parent.data.tags[Tag.IMAGES] == "train=720 val=180 test=360"
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["test_acc"] >= 0.9
     # Optuna learned each trial's value once, the resumed ones' too; the trials it was asked for
@@ -177,13 +177,14 @@ def test_soak_40_trials_with_failures_and_a_driver_kill(ray_session, tmp_path):
     assert main(["resume", "soak", "--tracking-uri", uri, "--storage", str(storage)]) == 0
 
     runs, parents, children = _runs(uri, "soak")
-    trial_ids = [c.data.tags["tuner.trial_id"] for c in children]
+    trial_ids = [c.data.tags[Tag.TRIAL_ID] for c in children]
     assert len(parents) == 1
     assert len(set(trial_ids)) == 40  # 40/40 trials accounted for
     assert len(trial_ids) == 40  # 0 duplicates
     assert [r.info.run_id for r in runs if r.info.status == "RUNNING"] == []  # 0 left RUNNING
-    statuses = {c.data.tags["tuner.status"] for c in children}
-    assert statuses <= {"completed", "early_stopped"}  # every injected failure was retried
+    statuses = {c.data.tags[Tag.STATUS] for c in children}
+    # Every injected failure was retried.
+    assert statuses <= {Status.COMPLETED, Status.EARLY_STOPPED}
     faulty = [c for c in children if c.data.params["fault.epoch"] == "2"]
     assert 3 <= len(faulty) <= 16
 
@@ -222,10 +223,10 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(ray_session, tmp_path):
     assert driver.returncode == 130
     assert f"Continue with: python -m tuner resume digits_resume --tracking-uri {uri}" in err
     runs, parents, children = _runs(uri, "digits_resume")
-    assert parents[0].data.tags["tuner.status"] == "interrupted"
+    assert parents[0].data.tags[Tag.STATUS] == Status.INTERRUPTED
     assert parents[0].info.status == "KILLED"
     assert all(r.info.status != "RUNNING" for r in runs)
-    assert any(c.data.tags["tuner.status"] == "interrupted" for c in children)
+    assert any(c.data.tags[Tag.STATUS] == Status.INTERRUPTED for c in children)
 
     assert (
         main(
@@ -244,7 +245,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(ray_session, tmp_path):
     runs, parents, children = _runs(uri, "digits_resume")
     assert parents[0].info.status == "FINISHED"
     assert len(children) == NUM_TRIALS
-    assert {c.data.tags["tuner.status"] for c in children} == {"completed"}
+    assert {c.data.tags[Tag.STATUS] for c in children} == {Status.COMPLETED}
 
 
 def test_run_resume_with_other_flags_than_the_start_is_refused_before_anything_starts(
@@ -291,7 +292,7 @@ def test_a_random_search_killed_as_its_last_trials_ended_resumes_to_the_end(ray_
     _, (parent,), children = _runs(uri, "digits_random")
     (searcher_file,) = (storage / "digits_random").glob("basic-variant-state-*.json")
     state = cloudpickle.loads(searcher_file.read_bytes())
-    state["_live_trials"] = {child.data.tags["tuner.trial_id"] for child in children}
+    state["_live_trials"] = {child.data.tags[Tag.TRIAL_ID] for child in children}
     state["_finished"] = False
     searcher_file.write_bytes(cloudpickle.dumps(state))
     MlflowClient(uri).update_run(parent.info.run_id, "RUNNING")  # as the killed driver left it

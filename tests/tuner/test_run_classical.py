@@ -8,6 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tuner.commands.cli import main
+from tuner.tracking.tags import PARENT_ROLE, TRIAL_ROLE, Status, Tag
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(
@@ -49,10 +50,10 @@ def classical_run(ray_session, tmp_path_factory):
 
 def test_every_trial_reports_validation_scores_once(classical_run):
     client, runs, _ = classical_run
-    trials = [r for r in runs if r.data.tags["tuner.role"] == "trial"]
+    trials = [r for r in runs if r.data.tags[Tag.ROLE] == TRIAL_ROLE]
     assert len(trials) == 5
     for trial in trials:
-        assert trial.data.tags["tuner.status"] == "completed"
+        assert trial.data.tags[Tag.STATUS] == Status.COMPLETED
         assert 0.1 < trial.data.metrics["val_acc"] <= 1.0
         assert 0.0 < trial.data.metrics["val_f1"] <= 1.0
         assert [m.step for m in client.get_metric_history(trial.info.run_id, "val_acc")] == [1]
@@ -69,7 +70,7 @@ def test_every_trial_reports_validation_scores_once(classical_run):
 
 def test_parent_holds_the_test_metrics_of_the_best_config(classical_run):
     _, runs, _ = classical_run
-    (parent,) = [r for r in runs if r.data.tags["tuner.role"] == "parent"]
+    (parent,) = [r for r in runs if r.data.tags[Tag.ROLE] == PARENT_ROLE]
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["test_acc"] > 0.6
     for name in ("test_precision", "test_recall", "test_f1"):

@@ -15,8 +15,9 @@ from tuner.search.progress import TrialLines
 from tuner.spec import space as space_lang
 from tuner.spec.document import read_yaml
 from tuner.tracking.records import latest_parent, trials_of
+from tuner.tracking.tags import PARENT_ROLE, TRIAL_ROLE, TRUE, Status, Tag
 
-STATUSES = {"completed", "early_stopped", "diverged", "errored"}
+STATUSES = {Status.COMPLETED, Status.EARLY_STOPPED, Status.DIVERGED, Status.ERRORED}
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +29,8 @@ def _runs(uri: str):
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("digits_search")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("tuner.role") == "parent"]
-    children = [r for r in runs if r.data.tags.get("tuner.role") == "trial"]
+    parents = [r for r in runs if r.data.tags.get(Tag.ROLE) == PARENT_ROLE]
+    children = [r for r in runs if r.data.tags.get(Tag.ROLE) == TRIAL_ROLE]
     return client, parents, children
 
 
@@ -40,7 +41,7 @@ def test_parent_run_holds_spec_best_config_and_test_metrics(finished_run):
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert parent.info.run_name == "digits_search"
-    assert parent.data.tags["tuner.overrides"] == '["search.num_samples=3"]'  # the CLI flag won
+    assert parent.data.tags[Tag.OVERRIDES] == '["search.num_samples=3"]'  # the CLI flag won
     assert 0.5 < parent.data.metrics["test_acc"] <= 1.0
     assert 0.0 < parent.data.metrics["best_val_acc"] <= 1.0
     for name in ("test_precision", "test_recall", "test_f1"):
@@ -56,9 +57,9 @@ def test_one_child_run_per_trial_with_params_metrics_and_status(finished_run):
     client, parents, children = _runs(uri)
     assert len(children) == 3
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
-    assert len({c.data.tags["tuner.trial_id"] for c in children}) == 3
+    assert len({c.data.tags[Tag.TRIAL_ID] for c in children}) == 3
     for child in children:
-        status = child.data.tags["tuner.status"]
+        status = child.data.tags[Tag.STATUS]
         assert status in STATUSES
         params = child.data.params
         assert params["model.name"] == "simple_cnn"
@@ -72,9 +73,9 @@ def test_one_child_run_per_trial_with_params_metrics_and_status(finished_run):
         history = client.get_metric_history(child.info.run_id, "val_acc")
         steps = [m.step for m in history]
         assert steps == list(range(1, len(steps) + 1))
-        assert (len(steps) == 3) == (status == "completed")
+        assert (len(steps) == 3) == (status == Status.COMPLETED)
         assert {"train_loss", "val_loss", "val_acc"} <= set(child.data.metrics)
-    best = [c for c in children if c.data.tags.get("tuner.best") == "true"]
+    best = [c for c in children if c.data.tags.get(Tag.BEST) == TRUE]
     assert len(best) == 1
     assert best[0].data.metrics["best_val_acc"] == pytest.approx(
         parents[0].data.metrics["best_val_acc"]
@@ -133,7 +134,7 @@ def test_a_parameter_has_one_name_in_mlflow_the_trial_lines_and_the_study(digits
     tree = space_lang.parse(read_yaml(DIGITS_SEARCH, "spec")["space"])
     client = digits_search.client
     parent = latest_parent(client, "digits_search")
-    sampled = parent.data.tags["tuner.sampled"].split(",")
+    sampled = parent.data.tags[Tag.SAMPLED].split(",")
     assert sampled == space_lang.sampled_keys(tree)
     assert "optimizer.sgd.lr" in sampled and "optimizer.adam.lr" in sampled
     records = {record.trial_id: record for record in trials_of(client, parent)}
@@ -144,7 +145,7 @@ def test_a_parameter_has_one_name_in_mlflow_the_trial_lines_and_the_study(digits
     for trial in tune_trials:
         assert set(trial.config) == {"model", "optimizer", "batch_size"}  # no bookkeeping keys
         logged = {k: v for k, v in records[trial.trial_id].params.items() if k in sampled}
-        shown = lines.line(trial, "completed").split(" | ")[1].split("  ")
+        shown = lines.line(trial, Status.COMPLETED).split(" | ")[1].split("  ")
         assert sorted(item.split("=")[0] for item in shown) == sorted(logged)
         assert set(study[trial.trial_id].params) == set(logged)
         branch = logged["optimizer.name"]
@@ -195,5 +196,5 @@ def test_trials_the_time_budget_cut_short_end_as_stopped_early(ray_session, tmp_
     assert len(trials) == 2
     for trial in trials:
         assert 0 < trial.epochs < 500  # each trained, and was cut short
-        assert trial.status == "early_stopped", trial
+        assert trial.status == Status.EARLY_STOPPED, trial
         assert store.client.get_run(trial.run_id).info.status == "FINISHED"

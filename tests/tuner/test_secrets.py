@@ -12,7 +12,7 @@ from tuner.core.secrets import mask_secrets
 from tuner.reading.report import write_report
 from tuner.reading.summary import Summary, print_summary
 from tuner.tracking.experiment import Experiment
-from tuner.tracking.tags import SearchTags
+from tuner.tracking.tags import SearchTags, Tag
 from tuner.trainables.size import ModelSize
 
 SECRET = "s3cr3t-Pa55"
@@ -51,7 +51,7 @@ def _started(tmp_path: Path, overrides: list[str]) -> tuple[Experiment, Path]:
 def test_tags_and_spec_artifact_are_masked(tmp_path):
     experiment, _ = _started(tmp_path, [f"tracking.uri={URI}", f"x.token={SECRET}"])
     run = experiment.client.get_run(experiment.parent_id)
-    assert json.loads(run.data.tags["tuner.overrides"]) == [
+    assert json.loads(run.data.tags[Tag.OVERRIDES]) == [
         f"tracking.uri={MASKED_URI}",
         "x.token=***",
     ]

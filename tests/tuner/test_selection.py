@@ -1,4 +1,4 @@
-"""Choosing the best trial (tuner.selection): by its last epochs, not one lucky epoch; the
+"""Choosing the best trial (tuner.core.selection): by its last epochs, not one lucky epoch; the
 driver's ranking (Tune's results) and the reading side (MLflow, `tuner best`) agree; the
 closing summary says when the split's noise can't rank the top trials; and on a small split
 an unset final.repeats repeats the tied configs."""
@@ -20,7 +20,7 @@ from tuner.spec import space as space_lang
 from tuner.spec.document import SpecError, validate
 from tuner.tracking.experiment import Experiment
 from tuner.tracking.records import TrialRecord, trials_of
-from tuner.tracking.tags import SearchTags
+from tuner.tracking.tags import SearchTags, Status
 
 # Digits' validation split: 288 images. "spike" is issue 31's winner: 1.0000 at one epoch, then
 # ~0.993; "steady" ends higher. "stopped": ASHA stopped it after 3 epochs.
@@ -99,7 +99,7 @@ def test_wilsons_interval_holds_issue_31s_two_images_apart():
 
 def _summary(values: list[float], val_images: int) -> Summary:
     trials = [
-        TrialRecord(f"t{i}", f"r{i}", "completed", v, 20, {}, i == 0, {})
+        TrialRecord(f"t{i}", f"r{i}", Status.COMPLETED, v, 20, {}, i == 0, {})
         for i, v in enumerate(values)
     ]
     return Summary(

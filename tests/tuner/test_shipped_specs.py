@@ -8,6 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tuner.commands.cli import main
+from tuner.tracking.tags import PARENT_ROLE, TRIAL_ROLE, Status, Tag
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL_RUN = ["--num-samples", "2", "--max-epochs", "1"]  # the grace period is lowered to fit
@@ -73,9 +74,9 @@ def test_shipped_spec_runs_on_small_real_data(ray_session, tmp_path, request, sp
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(Path(spec_name).stem)  # the specs name themselves so
     runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if r.data.tags["tuner.role"] == "parent"]
-    trials = [r for r in runs if r.data.tags["tuner.role"] == "trial"]
+    parents = [r for r in runs if r.data.tags[Tag.ROLE] == PARENT_ROLE]
+    trials = [r for r in runs if r.data.tags[Tag.ROLE] == TRIAL_ROLE]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert 0.0 <= parents[0].data.metrics["test_acc"] <= 1.0
     assert len(trials) == 2
-    assert all(t.data.tags["tuner.status"] in {"completed", "early_stopped"} for t in trials)
+    assert all(t.data.tags[Tag.STATUS] in {Status.COMPLETED, Status.EARLY_STOPPED} for t in trials)

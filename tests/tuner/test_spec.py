@@ -9,7 +9,7 @@ import pytest
 
 from tuner.commands.cli import build_parser, main, run_spec
 from tuner.spec.document import load_spec
-from tuner.tracking.tags import SearchTags
+from tuner.tracking.tags import SearchTags, Tag
 
 ROOT = Path(__file__).resolve().parents[2]
 VALID = """\
@@ -80,11 +80,12 @@ def test_overrides_apply_before_validation(tmp_path):
         ),
         (
             VALID.replace("simple_cnn", "resnet9000"),
-            "space.model.name: unknown model 'resnet9000'; known:",
+            "space.model.name: unknown model 'resnet9000'; known models:",
         ),
         (
             VALID.replace("adam: {lr", "adamm: {lr"),
-            "space.optimizer.choice.adamm: unknown optimizer 'adamm'; known: adadelta, adam",
+            "space.optimizer.choice.adamm: unknown optimizer 'adamm'; "
+            "known optimizers: adadelta, adam",
         ),
         (
             VALID.replace("momentum:", "momentm:"),
@@ -92,7 +93,7 @@ def test_overrides_apply_before_validation(tmp_path):
         ),
         (
             VALID.replace("dataset: digits", "dataset: imagenet"),
-            "data.dataset: unknown dataset 'imagenet'; known:",
+            "data.dataset: unknown dataset 'imagenet'; known datasets:",
         ),
         (
             VALID.replace("algorithm: optuna", "algorithm: hyperband"),
@@ -218,7 +219,7 @@ def test_every_shipped_spec_validates(spec_file):
 
 def test_secret_looking_overrides_are_masked_for_mlflow():
     search = SearchTags(overrides=("search.num_samples=7", "data.options.api_key=abc", "x.TOKEN=t"))
-    recorded = json.loads(search.tags()["tuner.overrides"])
+    recorded = json.loads(search.tags()[Tag.OVERRIDES])
     assert recorded == ["search.num_samples=7", "data.options.api_key=***", "x.TOKEN=***"]
 
 

@@ -30,6 +30,7 @@ from mlflow.tracking import MlflowClient
 from tests.helpers import own_tuner_env
 from tests.processes import Server, basic_auth_config, free_port, group_members, kill_group
 from tuner.commands.cli import main
+from tuner.tracking.tags import PARENT_ROLE, Status, Tag
 
 ADMIN_PASSWORD = "admin-Pass-4d1f9c"  # basic_auth.ini's: MLflow ships no default
 PASSWORDS = {"alice": "alice-Pass-8c2e7b", "bob": "bob-Pass-51a9e0", "carol": "carol-Pass-77d3a4"}
@@ -150,10 +151,10 @@ def test_a_search_with_the_right_login_is_recorded(team, search):
         client = MlflowClient(team.url)
         runs = client.search_runs([team.experiment_id])
         (version,) = client.search_model_versions(f"name = '{NAME}'")
-    roles = sorted(run.data.tags["tuner.role"] for run in runs)
+    roles = sorted(run.data.tags[Tag.ROLE] for run in runs)
     assert roles == ["parent", "trial", "trial"]
-    parent = next(run for run in runs if run.data.tags["tuner.role"] == "parent")
-    assert parent.data.tags["tuner.status"] == "completed"
+    parent = next(run for run in runs if run.data.tags[Tag.ROLE] == PARENT_ROLE)
+    assert parent.data.tags[Tag.STATUS] == Status.COMPLETED
     assert version.run_id == parent.info.run_id  # the model registered too
     assert (search / "t" / "ray").is_dir()  # Ray started, under TMPDIR: its logs are read below
 

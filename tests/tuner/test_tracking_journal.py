@@ -31,7 +31,7 @@ from tuner.publishing.closing import UNPUBLISHED
 from tuner.tracking.experiment import Experiment
 from tuner.tracking.journal import JOURNAL, journal_path
 from tuner.tracking.records import latest_parent, trials_of
-from tuner.tracking.tags import SearchTags, child_runs
+from tuner.tracking.tags import SearchTags, Status, Tag, child_runs
 from tuner.tracking.writer import TrialRun, Write, Writer
 
 pytestmark = pytest.mark.slow
@@ -59,7 +59,7 @@ def epoch_writes(trial: TrialRun) -> list[Write]:
     epochs = [
         Write(trial, metrics=[Metric("val_acc", s / 10, 1000 + s, s)]) for s in range(1, EPOCHS + 1)
     ]
-    end = Write(trial, tags=[RunTag("tuner.status", "completed")], status="FINISHED", end_time=9)
+    end = Write(trial, tags=[RunTag(Tag.STATUS, Status.COMPLETED)], status="FINISHED", end_time=9)
     return [start, *epochs, end]
 
 
@@ -272,7 +272,7 @@ def the_search(
     trial's val_acc steps, to compare later."""
     parent = latest_parent(client, name)
     assert parent.info.status == "FINISHED"
-    assert parent.data.tags["tuner.status"] == "completed"
+    assert parent.data.tags[Tag.STATUS] == Status.COMPLETED
     assert 0.0 < parent.data.metrics["test_acc"] <= 1.0
     plots = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, PLOTS)}
     assert {"confusion_matrix.png", "learning_curves.png", "anytime.png"} <= plots
@@ -286,7 +286,7 @@ def the_search(
     assert sum(t.best for t in records) == 1
     steps = {}
     for trial in records:
-        assert trial.status == "completed"
+        assert trial.status == Status.COMPLETED
         assert client.get_run(trial.run_id).info.status == "FINISHED"
         history = client.get_metric_history(trial.run_id, "val_acc")
         steps[trial.trial_id] = [m.step for m in history]

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from tests.helpers import own_tuner_env, slow_digits_search, wait_for_epochs
 from tests.processes import Server
 from tuner.tracking.records import latest_parent, trials_of
+from tuner.tracking.tags import Status, Tag
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +69,7 @@ def test_every_trial_has_one_run_with_every_epoch_once(searched):
     for trial in trials:
         history = client.get_metric_history(trial.run_id, "val_acc")
         assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1)), trial.trial_id
-        assert trial.status == "completed"
+        assert trial.status == Status.COMPLETED
         assert client.get_run(trial.run_id).info.status == "FINISHED"
 
 
@@ -77,7 +78,7 @@ def test_the_search_ended_as_if_nothing_happened(searched):
     client = MlflowClient(server.url)
     parent = latest_parent(client, "outage")
     assert parent.info.status == "FINISHED"
-    assert parent.data.tags["tuner.status"] == "completed"
+    assert parent.data.tags[Tag.STATUS] == Status.COMPLETED
     assert 0.0 < parent.data.metrics["test_acc"] <= 1.0
     best = [t for t in trials_of(client, parent) if t.best]
     assert len(best) == 1

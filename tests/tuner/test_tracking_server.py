@@ -32,7 +32,7 @@ from tests.helpers import DIGITS_SEARCH, Store
 from tests.processes import free_port, stop_group, wait_until_answers
 from tuner.commands.cli import main
 from tuner.tracking.records import latest_parent, trials_of
-from tuner.tracking.tags import PARENT_ROLE, TRIAL_ROLE, SearchTags
+from tuner.tracking.tags import PARENT_ROLE, TRIAL_ROLE, TRUE, SearchTags, Status, Tag
 
 pytestmark = pytest.mark.slow
 
@@ -229,13 +229,13 @@ def test_one_parent_with_the_search_tags_and_one_child_per_trial(search):
     client, parent = search.client, search.parent
     experiment_id = parent.info.experiment_id
     runs = client.search_runs([experiment_id], max_results=1000)
-    parents = [run for run in runs if run.data.tags.get("tuner.role") == PARENT_ROLE]
-    children = [run for run in runs if run.data.tags.get("tuner.role") == TRIAL_ROLE]
+    parents = [run for run in runs if run.data.tags.get(Tag.ROLE) == PARENT_ROLE]
+    children = [run for run in runs if run.data.tags.get(Tag.ROLE) == TRIAL_ROLE]
     assert [run.info.run_id for run in parents] == [parent.info.run_id]
     assert len(runs) == 1 + TRIALS and len(children) == TRIALS
     assert parent.info.status == "FINISHED" and parent.info.run_name == NAME
-    assert parent.data.tags["tuner.status"] == "completed"
-    assert parent.data.tags["tuner.final"] == "last checkpoint"
+    assert parent.data.tags[Tag.STATUS] == Status.COMPLETED
+    assert parent.data.tags[Tag.FINAL] == "last checkpoint"
     tags = SearchTags.of(parent)
     assert (tags.metric, tags.mode, tags.spec) == ("val_acc", "max", f"{NAME}.yaml")
     assert tags.overrides == (f"search.num_samples={TRIALS}",)
@@ -243,10 +243,10 @@ def test_one_parent_with_the_search_tags_and_one_child_per_trial(search):
     assert {"model.width", "optimizer.name", "batch_size"} <= set(tags.sampled)
     assert 0.5 < parent.data.metrics["test_acc"] <= 1.0
     assert {child.data.tags["mlflow.parentRunId"] for child in children} == {parent.info.run_id}
-    assert len({child.data.tags["tuner.trial_id"] for child in children}) == TRIALS
-    assert sum(child.data.tags.get("tuner.best") == "true" for child in children) == 1
+    assert len({child.data.tags[Tag.TRIAL_ID] for child in children}) == TRIALS
+    assert sum(child.data.tags.get(Tag.BEST) == TRUE for child in children) == 1
     for child in children:
-        assert child.data.tags["tuner.status"] in {"completed", "early_stopped"}
+        assert child.data.tags[Tag.STATUS] in {Status.COMPLETED, Status.EARLY_STOPPED}
         assert child.info.status == "FINISHED"
         assert child.data.params["model.name"] == "simple_cnn"
 
@@ -257,7 +257,7 @@ def test_per_epoch_metrics_have_steps_one_to_n(search):
         for key in ("train_loss", "val_loss", "val_acc"):
             steps = [m.step for m in client.get_metric_history(trial.run_id, key)]
             assert steps == list(range(1, trial.epochs + 1)), (trial.trial_id, key)
-        assert (trial.epochs == 3) == (trial.status == "completed")  # scheduler.max_epochs
+        assert (trial.epochs == 3) == (trial.status == Status.COMPLETED)  # scheduler.max_epochs
         assert len(client.get_metric_history(trial.run_id, "model_params")) == 1
 
 

@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from tuner.tracking.tags import Status
 from tuner.trainables import trial_report
 from tuner.trainables.trial_report import TrialReport
 
@@ -32,13 +33,13 @@ def test_a_report_without_warnings_or_node_adds_no_keys_for_them():
 @pytest.mark.parametrize(
     ("report", "iteration", "status"),
     [
-        (TrialReport({"val_acc": 0.9}, epochs=5), 5, "completed"),
-        (TrialReport({"val_acc": 0.9}, epochs=5), 3, "early_stopped"),
-        (TrialReport({"val_loss": math.inf}, epochs=5, ending="diverged"), 2, "diverged"),
+        (TrialReport({"val_acc": 0.9}, epochs=5), 5, Status.COMPLETED),
+        (TrialReport({"val_acc": 0.9}, epochs=5), 3, Status.EARLY_STOPPED),
+        (TrialReport({"val_loss": math.inf}, epochs=5, ending=Status.DIVERGED), 2, Status.DIVERGED),
         (
-            TrialReport({"val_acc": 0.0}, epochs=1, ending="rejected", reason="too big"),
+            TrialReport({"val_acc": 0.0}, epochs=1, ending=Status.REJECTED, reason="too big"),
             1,
-            "rejected",
+            Status.REJECTED,
         ),
     ],
 )
@@ -47,11 +48,11 @@ def test_status_is_read_from_the_last_result(report, iteration, status):
 
 
 def test_a_trial_that_reported_nothing_was_stopped_and_an_error_wins():
-    assert trial_report.status(None) == "early_stopped"
+    assert trial_report.status(None) == Status.EARLY_STOPPED
     done = tune_result(TrialReport({"val_acc": 0.9}, epochs=1), 1)
-    assert trial_report.status(done, errored=True) == "errored"
+    assert trial_report.status(done, errored=True) == Status.ERRORED
 
 
 def test_a_rejection_keeps_its_reason():
-    report = TrialReport({"val_acc": 0.0}, epochs=1, ending="rejected", reason="3 MB > 1 MB")
+    report = TrialReport({"val_acc": 0.0}, epochs=1, ending=Status.REJECTED, reason="3 MB > 1 MB")
     assert TrialReport.read(tune_result(report, 1)).reason == "3 MB > 1 MB"

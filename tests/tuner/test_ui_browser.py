@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.processes import free_port, stop_group
 from tuner.tracking.records import latest_parent, trials_of
-from tuner.tracking.tags import SearchTags
+from tuner.tracking.tags import SearchTags, Tag
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +82,7 @@ def ui(digits_search, tmp_path_factory):
 
 
 def _printed_url(server: subprocess.Popen) -> str:
-    """The address `tuner ui` prints (MLflow prints lines of its own to the same stdout)."""
+    """The address `tuner ui` prints (its only line: the server's own come with --verbose)."""
     lines: queue.Queue[str] = queue.Queue()
     read = threading.Thread(target=lambda: [lines.put(line) for line in server.stdout], daemon=True)
     read.start()
@@ -117,8 +117,8 @@ def test_rest_api_returns_every_trial(ui):
     for trial in trials:
         tags = {tag["key"]: tag["value"] for tag in runs[trial.run_id]["data"]["tags"]}
         assert tags["mlflow.parentRunId"] == parent.info.run_id
-        assert tags["tuner.trial_id"] == trial.trial_id
-        assert tags["tuner.status"] == trial.status
+        assert tags[Tag.TRIAL_ID] == trial.trial_id
+        assert tags[Tag.STATUS] == trial.status
         metrics = {m["key"] for m in runs[trial.run_id]["data"]["metrics"]}
         assert {"train_loss", "val_loss", "val_acc", "best_val_acc"} <= metrics
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.core.errors import UsageError
 from tuner.core.secrets import mask_secrets
+from tuner.core.terminal import note, say
 
 if TYPE_CHECKING:  # the spec's module imports Ray, which reading commands do without
     from tuner.spec.document import Spec
@@ -146,6 +147,11 @@ def _reading_commands(commands: Any) -> None:
     )
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    ui.add_argument(
+        "--verbose",
+        action="store_true",
+        help="the server's own output too (MLflow's warnings, uvicorn's lines)",
+    )
     _tracking_flag(ui)
 
 
@@ -238,10 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
             return COMMANDS[args.command](args)
     except UsageError as error:
-        print(f"tuner: error: {error}", file=sys.stderr)
+        note(f"tuner: error: {error}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("tuner: interrupted", file=sys.stderr)
+        note("tuner: interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `tuner list models | head` closed the pipe: nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush
@@ -271,7 +277,10 @@ def _show_warning(
     text = str(message)
     if not text.startswith("tuner:"):
         text = f"{category.__name__}: {text}"
-    print(text, file=file or sys.stderr)
+    if file is None:
+        note(text)  # through the terminal writer, which clears the live progress line first
+    else:  # showwarning called with a file of its own: written there, as Python would
+        file.write(f"{text}\n")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -377,20 +386,18 @@ def _search(
                 verbose=args.verbose,
             )
     except Unwritten as kept:
-        print(
+        note(
             f"tuner: error: the search finished, but the MLflow tracking server did not take "
             f"{kept.count} writes; they are kept in {kept.journal}. Once it answers, write them, "
             "log the plots and register the model with: "
-            f"python -m tuner sync {spec.experiment}{_store_flags(args)}",
-            file=sys.stderr,
+            f"python -m tuner sync {spec.experiment}{_store_flags(args)}"
         )
         return EXIT_UNWRITTEN
     except Interrupted as stopped:
         # `resume` starts it again from what MLflow recorded: the spec file and every override.
-        print(
+        note(
             f"tuner: interrupted; the search state is saved in {stopped}. "
-            f"Continue with: python -m tuner resume {spec.experiment}{_store_flags(args)}",
-            file=sys.stderr,
+            f"Continue with: python -m tuner resume {spec.experiment}{_store_flags(args)}"
         )
         return EXIT_INTERRUPTED
     print_summary(summary)
@@ -418,12 +425,12 @@ def _sync(args: argparse.Namespace) -> int:
         journal = journal_path(SearchTags.of(parent).folder(args.storage))
         written = write_journal(uri, journal)
         if written:
-            print(f"wrote the {written} MLflow writes kept in {journal} to {mask_secrets(uri)}")
+            say(f"wrote the {written} MLflow writes kept in {journal} to {mask_secrets(uri)}")
         else:
-            print(f"nothing to write: no MLflow writes are kept in {journal}")
+            say(f"nothing to write: no MLflow writes are kept in {journal}")
         model_uri = publish_kept(uri, journal)
     if model_uri:
-        print(f"registered the best model: {model_uri}")
+        say(f"registered the best model: {model_uri}")
     return 0
 
 
@@ -432,7 +439,7 @@ def _repeat(args: argparse.Namespace) -> int:
 
     with _store(args.tracking_uri) as uri:
         reproduction = repeat_recorded(uri, args.name, args.seeds, address=args.address)
-    print("\n".join(reproduction.lines()))
+    say("\n".join(reproduction.lines()))
     return 0 if reproduction.reproduced else 1
 
 
@@ -451,7 +458,7 @@ def _best(args: argparse.Namespace) -> int:
     trials = pareto.recorded(parent, trials) if args.pareto else trials[: args.top]
     if args.json:
         rows = [{**t.__dict__, "params": parsed_params(t.params)} for t in trials]
-        print(json.dumps({**headline_of(parent), "trials": rows}, indent=2))
+        say(json.dumps({**headline_of(parent), "trials": rows}, indent=2))
     elif args.pareto:
         objectives = SearchTags.of(parent).objectives
         print_pareto(args.name, headline_of(parent), objectives, trials)
@@ -464,7 +471,7 @@ def _report(args: argparse.Namespace) -> int:
     from tuner.reading.report import write_report
 
     with _store(args.tracking_uri) as uri:
-        print(write_report(uri, args.name, args.out))
+        say(write_report(uri, args.name, args.out))
     return 0
 
 
@@ -473,7 +480,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     with _store(args.tracking_uri) as uri:
         for path, label, probability in predict(uri, args.name, args.images):
-            print(f"{path}\t{label}\t{probability:.4f}")
+            say(f"{path}\t{label}\t{probability:.4f}")
     return 0
 
 
@@ -481,41 +488,40 @@ def _compare(args: argparse.Namespace) -> int:
     from tuner.reading.report import compare
 
     with _store(args.tracking_uri) as uri:
-        print(compare(uri, args.name1, args.name2), end="")
+        say(compare(uri, args.name1, args.name2), end="")
     return 0
 
 
 def _ui(args: argparse.Namespace) -> int:
     import signal
-    import subprocess
 
     from mlflow.tracking import MlflowClient
 
-    from tuner.reading.ui import runs_view, wait_until_answering
+    from tuner.reading.ui import Server, runs_view, wait_until_answering
     from tuner.tracking.store import is_server
 
     with _store(args.tracking_uri) as uri:
         if is_server(uri):  # a tracking server serves its own UI: nothing to start
-            print(f"MLflow UI: {uri.rstrip('/')}/#{runs_view(MlflowClient(uri), args.name)}")
+            say(f"MLflow UI: {uri.rstrip('/')}/#{runs_view(MlflowClient(uri), args.name)}")
             return 0
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(
-            f"tuner: warning: the UI on {args.host} is reachable from other machines",
-            file=sys.stderr,
-        )
+        note(f"tuner: warning: the UI on {args.host} is reachable from other machines")
     route = runs_view(MlflowClient(uri), args.name)  # an unknown name fails before the server
     local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(args.host, args.host)  # any: loopback
     address = f"[{local}]" if ":" in local else local  # an IPv6 address in a URL
     root = f"http://{address}:{args.port}"
     command = ["--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", *command])
+    ui = Server([sys.executable, "-m", "mlflow", "ui", *command], verbose=args.verbose)
+    server = ui.process
     signal.signal(signal.SIGTERM, lambda *_: server.terminate())  # stop it with this process
     try:
         if wait_until_answering(server, f"{root}/health"):
-            print(f"MLflow UI for {mask_secrets(uri)}: {root}/#{route}", flush=True)
+            say(f"MLflow UI for {mask_secrets(uri)}: {root}/#{route}")
         code = server.wait()
     except KeyboardInterrupt:  # Ctrl-C reached the server too: let it finish
         code = server.wait()
+    if code > 0 and (said := mask_secrets(ui.output())):  # it failed (a port taken): its reasons
+        note(f"tuner: the MLflow UI server exited with {code}:\n{said}")
     return 128 - code if code < 0 else code  # killed by a signal: the shell's 128 + signal
 
 
@@ -524,11 +530,11 @@ def _list(args: argparse.Namespace) -> int:
         import data
 
         for name in sorted(data.DATASETS):
-            print(name)
+            say(name)
         return 0
     import models
 
-    print(
+    say(
         f"{'model':<18}{'parameters':>14}  (input {args.in_channels}x{args.image_size}x"
         f"{args.image_size}, {args.num_classes} classes)"
     )
@@ -539,7 +545,7 @@ def _list(args: argparse.Namespace) -> int:
             in_channels=args.in_channels,
             image_size=args.image_size,
         )
-        print(f"{name:<18}{models.count_parameters(model):>14,}")
+        say(f"{name:<18}{models.count_parameters(model):>14,}")
     return 0
 
 
@@ -551,7 +557,7 @@ def _data(args: argparse.Namespace) -> int:
         where = fetch(args.dataset, args.root)
     except data.DatasetError as error:
         raise UsageError(str(error)) from None
-    print(f"{args.dataset} is in {where}")
+    say(f"{args.dataset} is in {where}")
     return 0
 
 

@@ -12,12 +12,13 @@ from tuner.conclusion.repeats import Repeats, record, repeat
 from tuner.core.code_version import code_version
 from tuner.core.errors import UsageError
 from tuner.core.quiet import quiet_libraries
+from tuner.core.terminal import say
 from tuner.search.inputs import anchored_space, load_data, trial_settings
 from tuner.search.ray_start import RayStart
 from tuner.spec.document import load_spec
 from tuner.tracking.experiment import Experiment
 from tuner.tracking.records import best_config_of, latest_parent, overrides_of, spec_of, trials_of
-from tuner.tracking.tags import SearchTags, repeat_runs
+from tuner.tracking.tags import SearchTags, Tag, repeat_runs
 from tuner.trainables import trainable_module
 
 
@@ -68,9 +69,9 @@ def repeat_recorded(
     with tempfile.TemporaryDirectory() as directory:
         spec = load_spec(spec_of(parent, tracking_uri, Path(directory)), overrides_of(parent))
     recorded, now = SearchTags.of(parent), code_version()
-    print(f"Experiment {name!r}, run {parent.info.run_id}: its best config, {seeds} seeds.")
+    say(f"Experiment {name!r}, run {parent.info.run_id}: its best config, {seeds} seeds.")
     if recorded.code != now:  # a difference in results may come from the code
-        print(f"tuner: the search ran code {recorded.code or '?'}, this is {now or '?'}")
+        say(f"tuner: the search ran code {recorded.code or '?'}, this is {now or '?'}")
     splits = load_data(spec)
     if splits.sizes != recorded.images:
         raise UsageError(
@@ -82,9 +83,9 @@ def repeat_recorded(
     trainable = trainable_module(spec.trainable)
     settings = trial_settings(spec)
     earlier = repeat_runs(client, parent.info.experiment_id, parent.info.run_id)
-    first = max([settings.seed, *(int(run.data.tags["tuner.seed"]) + 1 for run in earlier)])
+    first = max([settings.seed, *(int(run.data.tags[Tag.SEED]) + 1 for run in earlier)])
     if earlier:
-        print(f"tuner: seeds {first}..{first + seeds - 1}: {len(earlier)} repeats ran before")
+        say(f"tuner: seeds {first}..{first + seeds - 1}: {len(earlier)} repeats ran before")
     settings = replace(settings, seed=first)
     repeats = repeat(trainable, [(best_trial, config)], splits, settings, spec, seeds)
     experiment = Experiment(tracking_uri, spec.experiment)

@@ -24,10 +24,9 @@ from tuner.core.selection import (
     SMALL_VAL_IMAGES,
     final_value,
     is_accuracy,
-    rank_key,
     tied,
 )
-from tuner.core.terminal import erase_line, step
+from tuner.core.terminal import erase_line, say, step
 from tuner.publishing import export
 from tuner.publishing.closing import Closing, close
 from tuner.reading.summary import Summary
@@ -43,7 +42,7 @@ from tuner.spec.document import Spec
 from tuner.tracking.experiment import Experiment
 from tuner.tracking.journal import journal_path
 from tuner.tracking.records import TrialRecord, trials_of
-from tuner.tracking.tags import SearchTags, StudyTags
+from tuner.tracking.tags import SearchTags, Status, StudyTags
 from tuner.trainables import Settings, Trainable, trainable_module, trial_report
 from tuner.trainables.metrics import Evaluation
 from tuner.trainables.node_data import InMemory
@@ -55,7 +54,8 @@ class Interrupted(Exception):
 
 class Unwritten(Exception):
     """The search finished, but the tracking server, down, did not take ``count`` writes: they
-    are kept in ``journal`` for `tuner sync`, its closing step beside it (tuner.closing)."""
+    are kept in ``journal`` for `tuner sync`, its closing step beside it
+    (tuner.publishing.closing)."""
 
     def __init__(self, count: int, journal: Path) -> None:
         super().__init__(count, journal)
@@ -173,7 +173,7 @@ def _tuner(search: _Search, spec_path: Path, overrides: Sequence[str], verbose: 
             search.path, function, resume_unfinished=True, resume_errored=True
         )
     if search.start == RESTART:
-        print(
+        say(
             "tuner: the search stopped before Ray Tune first saved its state: its trials start "
             "again, in the same MLflow run"
         )
@@ -277,7 +277,7 @@ def _retrain_and_test(
 ) -> Evaluation:
     """``final.retrain``, as a Ray task with a trial's resources (a GPU on a GPU cluster)."""
     images = len(splits.train_y) + len(splits.val_y)
-    print(f"Retraining the best config on train+val ({images} images), then testing it.")
+    say(f"Retraining the best config on train+val ({images} images), then testing it.")
     task = ray.remote(trainable.retrain_and_test).options(
         num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu, max_retries=spec.max_failures
     )
@@ -297,7 +297,7 @@ def _repeats_of(spec: Spec, ranked: list[Any], val_images: int) -> tuple[int, in
     top_k = min(tied(values, val_images), AUTO_TOP_K)
     if top_k == 1:
         return 1, 1
-    print(
+    say(
         f"tuner: the top {top_k} configs' {spec.metric} are within the noise of "
         f"{val_images} validation images: training each again with {AUTO_REPEATS} seeds to "
         "choose (final.repeats; set final.repeats: 1 to skip)"
@@ -322,7 +322,7 @@ def _repeat_top(
     best on average tested once per seed."""
     candidates = _top_configs(ranked, top_k)
     repeats = final_repeats.repeat(trainable, candidates, splits, settings, spec, seeds)
-    print(repeats.table())
+    say(repeats.table())
     return repeats
 
 
@@ -340,7 +340,7 @@ def _optuna_study(
     search.new_study(study, spec, trials)
     experiment.set_tags(StudyTags(storage, study.name, len(trials)).tags())
     if warm and spec.search.warm_start:
-        print(warm.describe(spec.search.warm_start))
+        say(warm.describe(spec.search.warm_start))
     return study
 
 
@@ -379,7 +379,7 @@ def _new_tuner(
             name=PurePosixPath(path).name,
             storage_path=str(PurePosixPath(path).parent),
             # JsonLoggerCallback: Tune's own result.json per trial, the histories ResultGrid
-            # reads (its CSV and TensorBoard copies are off: tuner.ray_start).
+            # reads (its CSV and TensorBoard copies are off: tuner.search.ray_start).
             callbacks=[
                 *callbacks,
                 JsonLoggerCallback(),
@@ -409,7 +409,7 @@ def _resumed_folder(experiment: Experiment, sizes: str, storage: str | None) -> 
             "start the search again with `python -m tuner run SPEC`"
         )
     for name in tune_state.repair(path):
-        print(
+        say(
             f"tuner: Tune's {name} was cut short when the search stopped; "
             "resuming from tuner's last whole copy of it"
         )
@@ -426,7 +426,7 @@ def _new_folder(storage: str, name: str) -> str:
         number += 1
         path = Path(storage, f"{name}-{number}")
     if number > 1:
-        print(f"tuner: {Path(storage, name)} holds an earlier search; this one's state: {path}")
+        say(f"tuner: {Path(storage, name)} holds an earlier search; this one's state: {path}")
     return str(path)
 
 
@@ -435,12 +435,12 @@ def _trial_id(result: Any) -> str:
 
 
 def _ranked(results: tune.ResultGrid, spec: Spec) -> list[Any]:
-    """The trials that trained, best first by their final value (tuner.selection; those
+    """The trials that trained, best first by their final value (tuner.core.selection; those
     without a finite one last); rejected trials never count."""
     reported = [r for r in results if r.metrics and spec.metric in r.metrics]
     if not reported:
         raise UsageError(f"{spec.name}: no trial reported `{spec.metric}`; {_why(results)}")
-    trained = [r for r in reported if trial_report.status(r.metrics) != "rejected"]
+    trained = [r for r in reported if trial_report.status(r.metrics) != Status.REJECTED]
     if not trained:
         raise UsageError(
             f"{spec.name}: every trial's model broke the spec's constraints "
@@ -450,7 +450,7 @@ def _ranked(results: tune.ResultGrid, spec: Spec) -> list[Any]:
     def rank(result: Any) -> tuple[bool, float, str]:
         # Ties go by trial id, as `tuner best` lists them (results.trials_of): the top_k that
         # final.repeats trains again are the first rows of that table.
-        return (*rank_key(_final_value(result, spec), spec.mode), _trial_id(result))
+        return (*spec.objective.rank_key(_final_value(result, spec)), _trial_id(result))
 
     return sorted(trained, key=rank)
 
@@ -499,7 +499,7 @@ def _why(results: tune.ResultGrid) -> str:
 
 
 def _final_value(result: Any, spec: Spec) -> float:
-    """The trial's final value (tuner.selection) over the epochs Tune's history holds."""
+    """The trial's final value (tuner.core.selection) over the epochs Tune's history holds."""
     frame = result.metrics_dataframe
     history = list(frame[spec.metric]) if frame is not None and spec.metric in frame else []
     # A driver killed before Tune copied a finished trial's progress file to storage leaves its

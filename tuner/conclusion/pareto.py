@@ -15,10 +15,12 @@ from collections.abc import Sequence
 from mlflow.entities import Run
 
 from tuner.core.errors import UsageError
+from tuner.core.objective import Objective
 from tuner.tracking.records import TrialRecord
-from tuner.tracking.tags import SearchTags
+from tuner.tracking.tags import SearchTags, Status
 
-UNTRAINED = ("rejected", "diverged", "errored")  # no model worth a place on the front
+# No model worth a place on the front.
+UNTRAINED = (Status.REJECTED, Status.DIVERGED, Status.ERRORED)
 
 
 def point(trial: TrialRecord, objectives: Sequence[tuple[str, str]]) -> tuple[float, ...] | None:
@@ -29,8 +31,8 @@ def point(trial: TrialRecord, objectives: Sequence[tuple[str, str]]) -> tuple[fl
     values = [trial.value, *(trial.metrics.get(name) for name, _ in objectives[1:])]
     if any(v is None or not math.isfinite(v) for v in values):
         return None
-    modes = [mode for _, mode in objectives]
-    return tuple(v if mode == "max" else -v for v, mode in zip(values, modes, strict=True))
+    signs = [Objective(name, mode) for name, mode in objectives]
+    return tuple(o.signed(v) for v, o in zip(values, signs, strict=True))
 
 
 def front(

@@ -17,6 +17,7 @@ import numpy as np
 import ray
 
 import data
+from tuner.core.terminal import say
 from tuner.spec import space as space_lang
 from tuner.spec.document import Spec
 from tuner.tracking.experiment import Experiment
@@ -169,9 +170,9 @@ def repeat(
     validation value (ties: the search's order) and test the chosen config once per seed:
     its models as trained, or retrained on train+val with ``final.retrain``."""
     if len(candidates) == 1:
-        print(f"Training the best config again with {seeds} seeds, testing each.")
+        say(f"Training the best config again with {seeds} seeds, testing each.")
     else:
-        print(
+        say(
             f"Training the top {len(candidates)} configs again with {seeds} seeds each "
             f"({len(candidates) * seeds} runs), then testing the best on average."
         )
@@ -193,7 +194,7 @@ def repeat(
     def mean_value(candidate: tuple[str, dict[str, Any]]) -> float:
         return float(np.mean([validated[candidate[0], each.seed].value for each in seeded]))
 
-    chosen_id, chosen = (max if spec.mode == "max" else min)(candidates, key=mean_value)
+    chosen_id, chosen = spec.objective.best(candidates, key=mean_value)
     if spec.final.retrain:
         retrain = ray.remote(trainable.retrain_and_test).options(**options)
         tests = [retrain.remote(chosen, splits=shared, settings=each) for each in seeded]

@@ -28,7 +28,7 @@ def quiet_libraries(verbose: bool) -> None:
         return
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
-    # Ray starts in a background thread (tuner.ray_start), which sets the SIGTERM handler
+    # Ray starts in a background thread (tuner.search.ray_start), which sets the SIGTERM handler
     # itself, and Ray warns that it could not: a warning about nothing the user did.
     logging.getLogger("ray._private.worker").addFilter(_not_about_sigterm)
 

@@ -5,9 +5,11 @@ A trial is ranked by its *final value*: the mean of the search metric over its l
 reports once), not its best epoch. On a small validation split one epoch's lucky spike (digits'
 288 images: 1.0000 against 0.9931 is two images) would otherwise choose the winner, and the
 test evaluates the weights the value describes: the trial's last epoch's (bench_selection.py,
-README "Choosing the best trial"). The driver ranks Tune's histories with it (tuner.runner), the
-recorder logs it per trial as ``final_<metric>`` (tuner.recorder), every reader ranks by that
-(tuner.results), and ``final.repeats`` re-ranks seeds by it (the trainables' ``validate``).
+docs/search.md "Choosing the best trial"). The driver ranks Tune's histories with it
+(tuner.commands.run), the recorder logs it per trial as ``final_<metric>``
+(tuner.search.recorder), every reader ranks by that (tuner.tracking.records) in the order
+``Objective.rank_key`` gives, and ``final.repeats`` re-ranks seeds by it (the trainables'
+``validate``).
 
 Plain Python: `tuner best` reads this without torch or Ray.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-LAST_EPOCHS = 3  # epochs averaged: bench/bench_selection.py (README has its table)
+LAST_EPOCHS = 2  # epochs averaged: bench/bench_selection.py (docs/benchmarks.md has its table)
 Z95 = 1.959964  # the normal quantile of a two-sided 95% interval
 # A validation split below this many images leaves top trials within its noise so often that
 # an unset final.repeats re-trains the tied ones (README, "Choosing the best trial"): at 1000,
@@ -36,16 +38,9 @@ def final_key(metric: str) -> str:
 def final_value(history: Sequence[float]) -> float:
     """The mean of the last LAST_EPOCHS values of a trial's metric, in epoch order; nan when it
     has none. A diverged last epoch's inf stays in: its weights are what the test would get,
-    so the trial ranks last (rank_key)."""
+    so the trial ranks last (Objective.rank_key)."""
     last = history[-LAST_EPOCHS:]
     return math.fsum(last) / len(last) if len(last) else math.nan
-
-
-def rank_key(value: float | None, mode: str) -> tuple[bool, float]:
-    """Sorts trials best first by their final value (none or nan last); ties are the caller's."""
-    if value is None or not math.isfinite(value):
-        return True, 0.0
-    return False, -value if mode == "max" else value
 
 
 def is_accuracy(metric: str) -> bool:

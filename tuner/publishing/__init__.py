@@ -2,5 +2,7 @@
 best model exported and registered, and the closing step that logs them (kept for `tuner sync`
 when the server is down).
 
-May import: ``tuner.core``, ``tuner.trainables``, ``tuner.tracking``, ``tuner.conclusion``.
+May import: ``tuner.core``, ``tuner.spec``, ``tuner.trainables``, ``tuner.tracking``,
+``tuner.conclusion``, and ``tuner.search``'s translation of a space into Optuna's distributions
+(the plots' study is drawn from what the searcher sampled).
 """

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from tuner.tracking.tags import SearchTags, child_runs
+from tuner.core.objective import Mode, Objective
+from tuner.tracking.tags import SearchTags, Status, Tag, child_runs
 
 
 @dataclass(frozen=True)
@@ -26,19 +27,19 @@ class Point:
 
 
 def anytime_curve(
-    histories: Iterable[Iterable[tuple[int, float]]], *, start_ms: int, mode: str
+    histories: Iterable[Iterable[tuple[int, float]]], *, start_ms: int, mode: Mode
 ) -> list[Point]:
     """The running best over every (timestamp in ms, value) point of every trial's history.
 
     Non-finite values (a diverged trial's inf) count as epochs trained but never as the best.
     """
     points = sorted(point for history in histories for point in history)
-    better = max if mode == "max" else min
+    objective = Objective("", mode)  # only its mode: the values are already the metric's
     curve: list[Point] = []
     best = math.nan
     for epochs, (timestamp, value) in enumerate(points, start=1):
         if math.isfinite(value):
-            best = value if math.isnan(best) else better(best, value)
+            best = value if math.isnan(best) else objective.best((best, value))
         curve.append(Point((timestamp - start_ms) / 1000, epochs, best))
     return [point for point in curve if not math.isnan(point.best)]
 
@@ -51,12 +52,16 @@ def search_curve(client: MlflowClient, parent: Run) -> list[Point]:
     histories = [
         [(m.timestamp, m.value) for m in client.get_metric_history(run.info.run_id, metric)]
         for run in runs
-        if run.data.tags.get("tuner.status") != "rejected"  # reported the worst, trained nothing
+        if run.data.tags.get(Tag.STATUS) != Status.REJECTED  # reported the worst, trained nothing
     ]
-    return anytime_curve(histories, start_ms=parent.info.start_time, mode=search.mode)
+    return anytime_curve(histories, start_ms=parent.info.start_time, mode=search.objective.mode)
 
 
-def epochs_to_reach(curve: list[Point], target: float, mode: str) -> int | None:
+def epochs_to_reach(curve: list[Point], target: float, mode: Mode) -> int | None:
     """The epochs trained when the running best first reached ``target`` (None: never)."""
-    reached = (lambda v: v >= target) if mode == "max" else (lambda v: v <= target)
+    objective = Objective("", mode)
+
+    def reached(v: float) -> bool:
+        return objective.better(v, target) or v == target  # as good as the target, or better
+
     return next((point.epochs for point in curve if reached(point.best)), None)

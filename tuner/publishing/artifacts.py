@@ -24,19 +24,25 @@ from __future__ import annotations
 import csv
 import io
 import math
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import matplotlib
 import numpy as np
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tuner.conclusion import pareto
+from tuner.core.errors import UsageError
 from tuner.core.selection import final_key
 from tuner.publishing.anytime import search_curve
-from tuner.tracking.records import TrialRecord, trials_of
+from tuner.spec.document import recorded_space
+from tuner.spec.space import Group
+from tuner.tracking.records import TrialRecord, overrides_of, parsed_params, spec_of, trials_of
 from tuner.tracking.tags import SearchTags, child_runs
 from tuner.trainables.metrics import Evaluation
 
@@ -294,23 +300,22 @@ def _log_trials_csv(
 def study_of(client: MlflowClient, parent: Run, trials: Sequence[TrialRecord]) -> optuna.Study:
     """An in-memory Optuna study holding every trial of a parent run, in start order.
 
-    Only the sampled parameters (the parent's ``tuner.sampled`` tag) are included; each gets a
-    distribution over the values seen (numbers: their range; anything else: categorical).
-    Trials without a value (errored before reporting) are recorded as failed.
+    Each trial holds its sampled parameters with the distributions the search drew them from:
+    the space of the spec the parent recorded, translated as the searcher translates it, so a
+    log-uniform range plots on a log axis because the spec said so. A run whose spec can't be
+    read back gets distributions guessed from the values seen (``_guessed``). Trials without a
+    value (errored before reporting) are recorded as failed.
     """
     import optuna
 
     search = SearchTags.of(parent)
-    mode, sampled = search.mode, list(search.sampled)
-    keys = sampled or sorted({key for trial in trials for key in trial.params})
-    values = {k: [t.params[k] for t in trials if k in t.params] for k in keys}
-    distributions = {k: _distribution(v) for k, v in values.items() if v}
+    sampled = _sampled(client, parent, trials)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created" in logs
     try:
         study = optuna.create_study(
             study_name=parent.info.run_name,
-            direction="maximize" if mode == "max" else "minimize",
+            direction=search.objective.direction,
         )
     finally:
         optuna.logging.set_verbosity(verbosity)
@@ -319,22 +324,67 @@ def study_of(client: MlflowClient, parent: Run, trials: Sequence[TrialRecord]) -
         for run in child_runs(client, parent.info.experiment_id, parent.info.run_id)
     }
     for trial in sorted(trials, key=lambda t: started.get(t.run_id) or 0):
-        params = {
-            k: _decode(trial.params[k], distributions[k])
-            for k in distributions
-            if k in trial.params
-        }
+        params, distributions = sampled[trial.run_id]
         finite = trial.value is not None and math.isfinite(trial.value)
         study.add_trial(
             optuna.trial.create_trial(
                 params=params,
-                distributions={k: distributions[k] for k in params},
+                distributions=distributions,
                 value=trial.value if finite else None,
                 state=optuna.trial.TrialState.COMPLETE if finite else optuna.trial.TrialState.FAIL,
                 user_attrs={"trial_id": trial.trial_id, "status": trial.status},
             )
         )
     return study
+
+
+Sampled = tuple[dict[str, Any], dict[str, "optuna.distributions.BaseDistribution"]]
+
+
+def _sampled(
+    client: MlflowClient, parent: Run, trials: Sequence[TrialRecord]
+) -> dict[str, Sampled]:
+    """Each trial's (run id's) sampled parameters and their distributions: from the space the
+    search recorded, else, for a run without one, guessed from the values seen."""
+    space = _recorded_space(client, parent)
+    if space is not None:
+        # Imported here: the searchers import Ray, which only a study drawn from a space needs.
+        from tuner.search.searchers import sampled_params
+
+        found = {t.run_id: sampled_params(space, parsed_params(t.params)) for t in trials}
+        if all(found.values()):  # each trial was sampled from it, as a search's trials are
+            return cast(dict[str, Sampled], found)
+    return _guessed(parent, trials)
+
+
+def _recorded_space(client: MlflowClient, parent: Run) -> Group | None:
+    """The space the parent's search sampled (its spec artifact, with the overrides it started
+    with); None for a run that recorded none, or one that can't be read back."""
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            path = spec_of(parent, client.tracking_uri, Path(directory))
+            return recorded_space(path, overrides_of(parent))
+    except (MlflowException, OSError, UsageError, ValueError):  # SpaceError is a ValueError
+        return None
+
+
+def _guessed(parent: Run, trials: Sequence[TrialRecord]) -> dict[str, Sampled]:
+    """Each trial's sampled parameters (the parent's ``tuner.sampled`` tag) with distributions
+    over the values seen (numbers: their range, log-scale when it spans over LOG_SCALE_RATIO;
+    anything else: categorical)."""
+    keys = list(SearchTags.of(parent).sampled)
+    keys = keys or sorted({key for trial in trials for key in trial.params})
+    values = {k: [t.params[k] for t in trials if k in t.params] for k in keys}
+    distributions = {k: _distribution(v) for k, v in values.items() if v}
+    guessed: dict[str, Sampled] = {}
+    for trial in trials:
+        params = {
+            k: _decode(trial.params[k], distributions[k])
+            for k in distributions
+            if k in trial.params
+        }
+        guessed[trial.run_id] = (params, {k: distributions[k] for k in params})
+    return guessed
 
 
 def _number(text: str) -> int | float | None:

@@ -21,14 +21,14 @@ from mlflow.tracking import MlflowClient
 
 from tuner.core.errors import UsageError
 from tuner.core.secrets import mask_secrets
-from tuner.core.terminal import step
+from tuner.core.terminal import note, step
 from tuner.publishing import export
 from tuner.publishing.artifacts import log_search_artifacts
 from tuner.tracking.experiment import Experiment
 from tuner.tracking.store import health_url, is_server, unanswered
 from tuner.trainables.metrics import Evaluation
 
-UNPUBLISHED = "unpublished.pt"  # beside the journal (tuner.journal.JOURNAL)
+UNPUBLISHED = "unpublished.pt"  # beside the journal (tuner.tracking.journal.JOURNAL)
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def publish_kept(tracking_uri: str, journal: Path) -> str | None:
 
 
 def unpublished_path(journal: Path) -> Path:
-    """Where a search keeps its closing step: beside its journal (``tuner.journal``)."""
+    """Where a search keeps its closing step: beside its journal (``tuner.tracking.journal``)."""
     return journal.with_name(UNPUBLISHED)
 
 
@@ -137,7 +137,8 @@ def _register(tracking_uri: str, closing: Closing, *, verbose: bool) -> str | No
                 registered_name=closing.registered_name,
             )
     except Exception as error:  # the search itself succeeded: keep its results
-        sys.stderr.write(mlflow_lines.getvalue())  # what MLflow said may explain it
+        if mlflow_lines.getvalue():  # what MLflow said may explain it
+            note(mlflow_lines.getvalue().rstrip("\n"))
         warnings.warn(f"tuner: the best model was not exported: {error}", stacklevel=1)
         return None
     return f"models:/{version.name}/{version.version}"

@@ -33,6 +33,7 @@ from torch import nn
 from tuner.core.errors import UsageError
 from tuner.core.internals import fluent_store_uris
 from tuner.core.secrets import mask_secrets
+from tuner.tracking.tags import Tag
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -65,7 +66,7 @@ def log_best_model(
 
     from models import serving
 
-    metadata = {"classes": list(classes), "tuner.parent_run_id": parent_run_id}
+    metadata = {"classes": list(classes), Tag.PARENT_RUN_ID: parent_run_id}
     with _active_run(tracking_uri, parent_run_id), tempfile.TemporaryDirectory() as tmp:
         classes_file = Path(tmp) / CLASSES_FILE
         classes_file.write_text(json.dumps(list(classes)))

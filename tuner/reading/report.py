@@ -23,16 +23,16 @@ from tuner.conclusion import pareto
 from tuner.core.secrets import mask_secrets
 from tuner.core.terminal import short_value
 from tuner.tracking.records import TrialRecord, latest_parent, trials_of
-from tuner.tracking.tags import SearchTags
+from tuner.tracking.tags import SearchTags, Status, Tag
 
 STATUSES = (  # (tag value, what the report calls it)
-    ("completed", "completed"),
-    ("early_stopped", "stopped early (by ASHA or the time budget)"),
-    ("diverged", "diverged (NaN/inf loss)"),
-    ("rejected", "rejected by constraints"),
-    ("errored", "errored"),
+    (Status.COMPLETED, "completed"),
+    (Status.EARLY_STOPPED, "stopped early (by ASHA or the time budget)"),
+    (Status.DIVERGED, "diverged (NaN/inf loss)"),
+    (Status.REJECTED, "rejected by constraints"),
+    (Status.ERRORED, "errored"),
 )
-PLOT_ORDER = (  # the plots tuner.artifacts logs, in reading order; any others follow
+PLOT_ORDER = (  # the plots tuner.publishing.artifacts logs, in reading order; any others follow
     "confusion_matrix",
     "learning_curves",
     "anytime",
@@ -128,8 +128,8 @@ def _page(
     ]
     title = f"tuner report: {name}"
     body = "\n".join(s for s in sections if s)
-    if tags.get("tuner.error"):
-        body += f"<h2>Error</h2><pre>{html.escape(tags['tuner.error'])}</pre>"
+    if tags.get(Tag.ERROR):
+        body += f"<h2>Error</h2><pre>{html.escape(tags[Tag.ERROR])}</pre>"
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{title}</title><style>{CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
@@ -141,7 +141,7 @@ def _run_line(parent: Run) -> str:
     start = datetime.fromtimestamp(info.start_time / 1000, tz=timezone.utc)
     took = f", {(info.end_time - info.start_time) / 1000:.0f} s" if info.end_time else ""
     return (
-        f"run {info.run_id} ({tags.get('tuner.status', info.status.lower())}), "
+        f"run {info.run_id} ({tags.get(Tag.STATUS, info.status.lower())}), "
         f"started {start:%Y-%m-%d %H:%M} UTC{took}; selected on {search.metric} "
         f"({search.mode}); spec {search.spec or '?'}"
     )

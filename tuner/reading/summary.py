@@ -15,7 +15,7 @@ from tuner.tracking.store import is_server
 if TYPE_CHECKING:  # imports torch and Ray, which `tuner best` does without
     from tuner.conclusion.repeats import Spread
     from tuner.trainables.size import ModelSize
-from tuner.core.terminal import short_value
+from tuner.core.terminal import say, short_value
 
 TOP = 5
 
@@ -44,7 +44,7 @@ class Summary:
 def trials_table(
     metric: str, trials: Sequence[TrialRecord], keys: Sequence[str] | None = None
 ) -> str:
-    """Rank, trial id, final metric value (tuner.selection), epochs run, status, and the config
+    """Rank, trial id, final metric value (tuner.core.selection), epochs run, status, and the config
     (``keys`` only)."""
     lines = [f"{'#':>2}  {'trial':<12}{metric:>10}{'epochs':>8}  {'status':<16}config"]
     for rank, trial in enumerate(trials, 1):
@@ -81,33 +81,33 @@ def print_summary(summary: Summary) -> None:
     counts = Counter(trial.status for trial in summary.trials)
     statuses = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     top = summary.trials[:TOP]
-    print(f"\nTop {len(top)} of {len(summary.trials)} trials ({statuses}); * = best:")
-    print(trials_table(summary.metric, top, summary.sampled))
+    say(f"\nTop {len(top)} of {len(summary.trials)} trials ({statuses}); * = best:")
+    say(trials_table(summary.metric, top, summary.sampled))
     if summary.val_images and (line := noise_line(summary, summary.val_images)):
-        print(line)
+        say(line)
     tests = "  ".join(f"{k}={v:.4f}" for k, v in summary.test_metrics.items())
     tested = "retrained on train+val" if summary.retrained else "last checkpoint"
-    print(f"\nBest trial {summary.best_trial_id} ({tested}) on the test split: {tests}")
+    say(f"\nBest trial {summary.best_trial_id} ({tested}) on the test split: {tests}")
     if summary.test_spread:
-        print(f"test_acc {summary.test_spread}")
+        say(f"test_acc {summary.test_spread}")
     size = summary.model_size
-    print(f"Its model: {size.params:,} parameters, {size.mb:.2f} MB")
+    say(f"Its model: {size.params:,} parameters, {size.mb:.2f} MB")
     uri = mask_secrets(summary.tracking_uri)  # a terminal's scrollback is a record too
-    print(f"MLflow: experiment {summary.experiment!r}, run {summary.parent_run_id}, store {uri}")
-    print(f"  artifacts: {mask_secrets(summary.artifacts)}")
+    say(f"MLflow: experiment {summary.experiment!r}, run {summary.parent_run_id}, store {uri}")
+    say(f"  artifacts: {mask_secrets(summary.artifacts)}")
     browse = (
         f"{uri.rstrip('/')}/ (the server's UI)"
         if is_server(uri)
         else (f"python -m tuner ui {summary.experiment} --tracking-uri {uri}")
     )
-    print(f"  browse: {browse}")
-    print(f"  best:   python -m tuner best {summary.experiment} --tracking-uri {uri}")
+    say(f"  browse: {browse}")
+    say(f"  best:   python -m tuner best {summary.experiment} --tracking-uri {uri}")
     if any(trial.pareto for trial in summary.trials):
-        print(f"  front:  python -m tuner best {summary.experiment} --pareto --tracking-uri {uri}")
+        say(f"  front:  python -m tuner best {summary.experiment} --pareto --tracking-uri {uri}")
     if summary.model_uri:
         predict = f"python -m tuner predict {summary.experiment} IMAGE... --tracking-uri {uri}"
-        print(f"  model:  {summary.model_uri}; {predict}")
-    print(f"Ray Tune state and checkpoints: {summary.storage}")
+        say(f"  model:  {summary.model_uri}; {predict}")
+    say(f"Ray Tune state and checkpoints: {summary.storage}")
 
 
 def pareto_table(
@@ -140,15 +140,15 @@ def _objective(value: float | None) -> str:
 
 
 def print_best(name: str, parent: Mapping[str, Any], trials: Sequence[TrialRecord]) -> None:
-    print(f"Experiment {name!r}, run {parent['run_id']} (* = the trial chosen as best):")
+    say(f"Experiment {name!r}, run {parent['run_id']} (* = the trial chosen as best):")
     metrics = parent["metrics"]
     headline = {  # per-class accuracies (test_acc_per_class/...) stay in MLflow and the report
         k: v for k, v in metrics.items() if k.startswith(("best_", "test_")) and "/" not in k
     }
-    print("  " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(headline.items())))
+    say("  " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(headline.items())))
     if "model_params" in metrics:
-        print(f"  model: {metrics['model_params']:,.0f} parameters, {metrics['model_mb']:.2f} MB")
-    print(trials_table(parent["metric"], trials, parent["sampled"]))
+        say(f"  model: {metrics['model_params']:,.0f} parameters, {metrics['model_mb']:.2f} MB")
+    say(trials_table(parent["metric"], trials, parent["sampled"]))
 
 
 def print_pareto(
@@ -158,8 +158,8 @@ def print_pareto(
     front: Sequence[TrialRecord],
 ) -> None:
     goals = ", ".join(f"{objective} {mode}" for objective, mode in objectives)
-    print(
+    say(
         f"Experiment {name!r}, run {parent['run_id']}: the Pareto front of {goals} "
         f"({len(front)} trials; * = the trial chosen as best):"
     )
-    print(pareto_table(objectives, front, parent["sampled"]))
+    say(pareto_table(objectives, front, parent["sampled"]))

@@ -12,9 +12,11 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from tuner.core import terminal
+from tuner.core.objective import Objective
 from tuner.core.terminal import short_value
 from tuner.search.trial_errors import error_line
 from tuner.spec import space as space_lang
+from tuner.tracking.tags import Status
 from tuner.trainables import trainable_module, trial_report
 from tuner.trainables.trial_report import TrialReport
 
@@ -97,7 +99,7 @@ class ProgressLine(tune.Callback):
                 # fitted: a wrapped line can't be redrawn
                 terminal.draw(terminal.fit(text, terminal.width()), final=final)
         elif text != self.last_text:
-            print(text, flush=True)
+            terminal.say(text)
         self.shown, self.last_text, self.last_done = now, text, done
 
     def line(self, trials: list, elapsed: float) -> str:
@@ -144,9 +146,9 @@ class ProgressLine(tune.Callback):
             trial.metric_analysis[self.metric][self.mode]
             for trial in trials
             if self.metric in trial.metric_analysis
-            and trial_report.status(trial.last_result) != "rejected"
+            and trial_report.status(trial.last_result) != Status.REJECTED
         ]
-        return (max if self.mode == "max" else min)(values) if values else None
+        return Objective(self.metric, self.mode).best(values) if values else None
 
 
 def _epochs(trials: list) -> int:
@@ -193,7 +195,7 @@ class TrialLines(tune.Callback):
         terminal.say(self.line(trial, trial_report.status(trial.last_result), self.width()))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        terminal.say(self.line(trial, "errored", self.width()))
+        terminal.say(self.line(trial, Status.ERRORED, self.width()))
 
     def width(self) -> int | None:
         """The columns a trial's line may fill; None: no limit."""
@@ -205,9 +207,9 @@ class TrialLines(tune.Callback):
         the outcome: an error is read whole)."""
         best = trial.metric_analysis.get(self.metric, {}).get(self.mode)
         epochs = (trial.last_result or {}).get("training_iteration", 0)
-        if status == "errored":
+        if status == Status.ERRORED:
             outcome = error_line(trial)
-        elif status == "rejected":
+        elif status == Status.REJECTED:
             outcome = TrialReport.read(trial.last_result).reason
         elif best is None:
             outcome = f"no {self.metric} reported"

@@ -94,7 +94,7 @@ def _configure_tune() -> None:
     # Ctrl-C raises KeyboardInterrupt out of fit() (Tune's own handler would end the search
     # as if it had finished), so tuner marks MLflow's runs and prints how to resume.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    # Tune's record of each trial's results is its result.json (tuner.runner adds that logger);
-    # the CSV and TensorBoard copies it would also write repeat it, and writing them took the
-    # driver time on every result of every trial, on the way to the trial's next epoch.
+    # Tune's record of each trial's results is its result.json (tuner.commands.run adds that
+    # logger); the CSV and TensorBoard copies it would also write repeat it, and writing them
+    # takes the driver time on every result of every trial, on the way to the trial's next epoch.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")

@@ -1,6 +1,6 @@
 """The Ray Tune callback that mirrors every trial into a child run of the parent MLflow run.
 
-It runs in the driver's event loop, so it only queues its writes (``tuner.tracking.Writer``
+It runs in the driver's event loop, so it only queues its writes (``tuner.tracking.writer.Writer``
 sends them from a thread, and keeps them in the search's journal while a server is down); a
 trial's run is named by its Tune trial id (``tracking.TrialRun``), so it waits for nothing.
 """
@@ -16,15 +16,15 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from tuner.core.selection import LAST_EPOCHS, final_key, final_value
+from tuner.core.terminal import say
 from tuner.search.trial_errors import error_line
 from tuner.spec.space import Group, trial_params
-from tuner.tracking.tags import child_runs
+from tuner.tracking.tags import Status, Tag, child_runs
 from tuner.tracking.values import as_params, now_ms
 from tuner.tracking.writer import TrialRun, Write, Writer, flush_writes, writer
 from tuner.trainables import trial_report
 from tuner.trainables.trial_report import TrialReport
 
-WARNINGS_TAG = "tuner.warnings"  # what a trial warned of (deep.TrainingRun.warn), one per line
 MAX_TAG_CHARS = 5000  # within MLflow's limit on a tag's value
 
 
@@ -49,7 +49,8 @@ class TrialRecorder(tune.Callback):
         journal: Path | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
-        self.journal = journal  # where writes the store did not take are kept (tuner.journal)
+        # Where writes the store did not take are kept (tuner.tracking.journal).
+        self.journal = journal
         self.experiment_id = experiment_id
         self.parent_id = parent_id
         self.metric = metric
@@ -57,7 +58,7 @@ class TrialRecorder(tune.Callback):
         self.space = space  # names a trial's params (space.named)
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id, of runs found at setup
         # Tune trial id -> its metric's last LAST_EPOCHS values, of which its final value is
-        # the mean (tuner.selection)
+        # the mean (tuner.core.selection)
         self.recent: dict[str, list[float]] = {}
         self.nodes: dict[str, str] = {}  # Tune trial id -> Ray node id it last reported from
         self.warnings: dict[str, str] = {}  # Tune trial id -> its tuner.warnings tag so far
@@ -92,17 +93,17 @@ class TrialRecorder(tune.Callback):
 
     def setup(self, **info: Any) -> None:
         for run in child_runs(self.client, self.experiment_id, self.parent_id):
-            trial_id = run.data.tags.get("tuner.trial_id")
+            trial_id = run.data.tags.get(Tag.TRIAL_ID)
             if trial_id:
                 self.runs[trial_id] = run.info.run_id
-                if WARNINGS_TAG in run.data.tags:  # a resumed search appends to them
-                    self.warnings[trial_id] = run.data.tags[WARNINGS_TAG]
+                if Tag.WARNINGS in run.data.tags:  # a resumed search appends to them
+                    self.warnings[trial_id] = run.data.tags[Tag.WARNINGS]
                 history = self.client.get_metric_history(run.info.run_id, self.metric)
                 values = [m.value for m in sorted(history, key=lambda m: m.step)]
                 self.recent[trial_id] = values[-LAST_EPOCHS:]  # a resumed trial's go on
                 if "epoch" in run.data.metrics:  # the latest value: the last epoch logged
                     self.last_step[trial_id] = int(run.data.metrics["epoch"])
-                if run.data.tags.get("tuner.status") not in ("running", "interrupted"):
+                if run.data.tags.get(Tag.STATUS) not in (Status.RUNNING, Status.INTERRUPTED):
                     self.ended.add(trial_id)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -113,7 +114,7 @@ class TrialRecorder(tune.Callback):
         write = Write(
             self._run(trial),
             params=as_params(trial_params(self.space, trial.config)),
-            tags=[RunTag("tuner.status", "running")],
+            tags=[RunTag(Tag.STATUS, Status.RUNNING)],
             status="RUNNING",
             start_time=now_ms(),
         )
@@ -149,18 +150,18 @@ class TrialRecorder(tune.Callback):
         node = report.node_id
         if node and self.nodes.get(trial.trial_id) != node:  # where it runs (it may move)
             self.nodes[trial.trial_id] = node
-            tags.append(RunTag("tuner.node_id", node))
+            tags.append(RunTag(Tag.NODE_ID, node))
         if report.warnings:  # one per line, after the trial's earlier ones
             lines = [self.warnings.get(trial.trial_id, ""), *report.warnings]
             self.warnings[trial.trial_id] = "\n".join(filter(None, lines))
             # MLflow caps a tag's value; the latest warnings matter most.
-            tags.append(RunTag(WARNINGS_TAG, self.warnings[trial.trial_id][-MAX_TAG_CHARS:]))
+            tags.append(RunTag(Tag.WARNINGS, self.warnings[trial.trial_id][-MAX_TAG_CHARS:]))
         value = report.metrics.get(self.metric)
         if value is not None:
             recent = [*self.recent.get(trial.trial_id, []), value][-LAST_EPOCHS:]
             self.recent[trial.trial_id] = recent
-            # What tuner.results ranks by, as the driver ranks (runner._ranked); nan, not inf,
-            # when the last epochs diverged: every MLflow store keeps nan as it is.
+            # What tuner.tracking.records ranks by, as the driver ranks (tuner.commands.run); nan,
+            # not inf, when the last epochs diverged: every MLflow store keeps nan as it is.
             final = final_value(recent)
             final = final if math.isfinite(final) else math.nan
             metrics.append(Metric(final_key(self.metric), final, now, step))
@@ -170,7 +171,7 @@ class TrialRecorder(tune.Callback):
         self._end(trial, trial_report.status(trial.last_result), "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, "errored", "FAILED")
+        self._end(trial, Status.ERRORED, "FAILED")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         # The search is over: trials it stopped unfinished (the time budget ran out) end as
@@ -189,14 +190,14 @@ class TrialRecorder(tune.Callback):
         known = {trial.trial_id for trial in trials}
         for trial_id, run_id in self.runs.items():
             if trial_id not in known:
-                print(f"trial {trial_id} was not in Tune's saved state: its run is removed")
+                say(f"trial {trial_id} was not in Tune's saved state: its run is removed")
                 self.client.delete_run(run_id)
 
     def _end(self, trial: Any, status: str, run_status: str) -> None:
         self.ended.add(trial.trial_id)
-        tags = [RunTag("tuner.status", status)]
-        if status == "errored":
-            tags.append(RunTag("tuner.error", error_line(trial)[:5000]))
-        if status == "rejected":
-            tags.append(RunTag("tuner.rejected", TrialReport.read(trial.last_result).reason))
+        tags = [RunTag(Tag.STATUS, status)]
+        if status == Status.ERRORED:
+            tags.append(RunTag(Tag.ERROR, error_line(trial)[:5000]))
+        if status == Status.REJECTED:
+            tags.append(RunTag(Tag.REJECTED, TrialReport.read(trial.last_result).reason))
         self.writer.put(Write(self._run(trial), tags=tags, status=run_status, end_time=now_ms()))

@@ -26,6 +26,7 @@ from tuner.core.internals import (
     optuna_study,
     optuna_trial_numbers,
 )
+from tuner.core.objective import Objective
 from tuner.spec.document import Spec
 from tuner.spec.space import (
     SCALARS,
@@ -76,7 +77,7 @@ def new_study(study: Study, spec: Spec, trials: Sequence[optuna.trial.FrozenTria
     direction per value Optuna is told (``optimized``). A study there already is a search's
     that stopped before Tune first saved its state, started again: the trials it was asked for
     are lost with that driver (FAIL, as Optuna's heartbeat ends them), the earlier ones stay."""
-    directions = ["maximize" if mode == "max" else "minimize" for mode in optimized(spec).values()]
+    directions = [Objective(name, mode).direction for name, mode in optimized(spec).items()]
     with store_lock(sqlite_database(study.storage)):  # its first open creates its tables
         created = optuna.create_study(
             storage=study.storage,
@@ -303,6 +304,18 @@ def finished_trial(
     finished trial of a study on ``space``; None when ``space`` could not have sampled it: other
     names or constants, or a value outside a current range or choice (Optuna's distributions
     decide, as they would for a trial sampled here)."""
+    sampled = sampled_params(space, params)
+    if sampled is None:
+        return None
+    return optuna.trial.create_trial(params=sampled[0], distributions=sampled[1], value=value)
+
+
+def sampled_params(
+    space: Group, params: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, optuna.distributions.BaseDistribution]] | None:
+    """A trial's ``params`` (``named``'s names, as MLflow holds them) as the parameters Optuna
+    samples on ``space`` (constants left out, lists as JSON), each with the distribution it is
+    drawn from; None when ``space`` could not have sampled them (``finished_trial``)."""
     fixed = optuna.trial.FixedTrial({name: _encode(v) for name, v in params.items()})
     try:
         with warnings.catch_warnings():
@@ -316,9 +329,7 @@ def finished_trial(
     )
     if not inside or trial_params(space, config) != dict(params):
         return None
-    return optuna.trial.create_trial(
-        params=fixed.params, distributions=fixed.distributions, value=value
-    )
+    return fixed.params, fixed.distributions
 
 
 def _suggest(trial: optuna.Trial, name: str, node: Node) -> Any:

@@ -20,10 +20,10 @@ from tuner.search.searchers import finished_trial
 from tuner.spec.document import Spec
 from tuner.spec.space import Group
 from tuner.tracking.records import latest_parent, parsed_params, trials_of
-from tuner.tracking.tags import SearchTags
+from tuner.tracking.tags import SearchTags, Status
 
 # How a trial ended without a value of its own to learn from.
-UNFINISHED = ("running", "interrupted", "errored", "unknown")
+UNFINISHED = (Status.RUNNING, Status.INTERRUPTED, Status.ERRORED, Status.UNKNOWN)
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,9 @@ the CLI prints it and exits 2. Nothing is written before a spec has passed.
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import yaml
 from pydantic import (
@@ -23,7 +22,9 @@ from pydantic import (
     model_validator,
 )
 
+from tuner.core import terminal
 from tuner.core.errors import UsageError, unknown_key
+from tuner.core.objective import Mode, Objective
 from tuner.spec import space as space_lang
 
 
@@ -37,7 +38,6 @@ class _Strict(BaseModel):
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 PositiveInt = Annotated[int, Field(ge=1)]
-Mode = Literal["max", "min"]
 MAX_OBJECTIVES = 3  # beyond that a front holds most trials and says little
 
 
@@ -111,12 +111,12 @@ class FinalSpec(_Strict):
     """What happens to the best config after the search, before the test split is touched."""
 
     # True: retrain the best config on train+val for its full epoch budget, then test that
-    # model; False: test the best trial's last checkpoint as it is (tuner.selection).
+    # model; False: test the best trial's last checkpoint as it is (tuner.core.selection).
     retrain: bool = False
     # Seeds each of the top_k configs is trained again with (tuner.final): they are re-ranked by
     # their mean validation metric and the chosen one tested once per seed. 1: no repeats.
     # None (unset): on a small validation split, the configs tied with the best within its
-    # noise are repeated (tuner.selection: SMALL_VAL_IMAGES, AUTO_REPEATS); else no repeats.
+    # noise are repeated (tuner.core.selection: SMALL_VAL_IMAGES, AUTO_REPEATS); else no repeats.
     repeats: PositiveInt | None = None
     top_k: PositiveInt = 1
 
@@ -181,6 +181,11 @@ class Spec(_Strict):
         if self.mode is None:
             self.mode = "min" if self.metric.endswith("_loss") else "max"
         return self
+
+    @property
+    def objective(self) -> Objective:
+        """The search metric and its mode (which validation always sets)."""
+        return Objective(self.metric, cast(Mode, self.mode))
 
     @property
     def objective_modes(self) -> dict[str, str]:
@@ -249,8 +254,22 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
     notes = [_drop_asha_keys(raw, overrides or []), _fit_grace_period(raw, overrides or [])]
     spec = validate(raw, str(path), overrides or [])
     for note in filter(None, notes):
-        print(f"tuner: {note}", file=sys.stderr)
+        terminal.note(f"tuner: {note}")
     return spec
+
+
+def recorded_space(path: str | Path, overrides: Sequence[str] = ()) -> space_lang.Group:
+    """The space of a spec file a search recorded, with the overrides it started with: what its
+    trials were sampled from. Only the space: the rest was checked when the search started, and
+    a spec read back for its plots should neither fail on, nor note again, what load_spec
+    would (a dataset since renamed, ASHA keys dropped)."""
+    path = Path(path)
+    raw = read_yaml(path.read_text(encoding="utf-8"), str(path))
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a spec must be a YAML mapping (name:, data:, space:, ...)")
+    for override in overrides:
+        apply_override(raw, override, str(path))
+    return space_lang.parse(raw.get("space") or {})
 
 
 def _drop_asha_keys(raw: dict[str, Any], overrides: Sequence[str]) -> str | None:
@@ -310,7 +329,7 @@ def validate(raw: dict[str, Any], source: str, overrides: Sequence[str] = ()) ->
         path, message = _first_error(error)
         located = f"{path}: {message}" if path else message
         raise SpecError(f"{_origin(path, source, overrides)}: {located}") from None
-    _check_dataset(spec, _origin("data.dataset", source, overrides))
+    _check_dataset(spec, source, overrides)
     try:
         tree = spec.tree
         if spec.search.algorithm == "grid":
@@ -331,14 +350,19 @@ def _origin(path: str, source: str, overrides: Sequence[str]) -> str:
     return source
 
 
-def _check_dataset(spec: Spec, source: str) -> None:
+def _check_dataset(spec: Spec, source: str, overrides: Sequence[str]) -> None:
+    """A known dataset, and options its loader takes (``Registry.check``)."""
     import data  # torch is slow to import: only once a spec has parsed
 
-    if spec.data.dataset not in data.DATASETS:
-        known = ", ".join(sorted(data.DATASETS))
-        raise SpecError(
-            f"{source}: data.dataset: unknown dataset {spec.data.dataset!r}; known: {known}"
-        )
+    name, path = spec.data.dataset, "data.dataset"
+    if name not in data.DATASETS:
+        origin = _origin(path, source, overrides)
+        raise SpecError(f"{origin}: {path}: {data.DATASETS.unknown(name)}")
+    try:
+        data.DATASETS.check(name, spec.data.options)
+    except data.DatasetError as error:
+        path = "data.options"
+        raise SpecError(f"{_origin(path, source, overrides)}: {path}: {error}") from None
 
 
 def _check_trainable(spec: Spec, tree: space_lang.Group) -> None:

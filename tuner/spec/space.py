@@ -1,4 +1,5 @@
-"""The `space:` language of a spec (``tuner.search`` translates it for Optuna and Ray Tune).
+"""The `space:` language of a spec (``tuner.search.searchers`` translates it for Optuna and
+Ray Tune).
 
 This is the only module that parses the language. A space is a nested mapping whose leaves are
 

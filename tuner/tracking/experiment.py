@@ -13,12 +13,16 @@ from mlflow.tracking import MlflowClient
 
 from tuner.core.errors import UsageError
 from tuner.core.secrets import mask_secrets
+from tuner.core.terminal import say
 from tuner.tracking.journal import Journal, journal_path
 from tuner.tracking.store import artifact_location
 from tuner.tracking.tags import (
     PARENT_ROLE,
     REPEAT,
+    TRUE,
     SearchTags,
+    Status,
+    Tag,
     child_runs,
     latest_parent_run,
     new_child_run,
@@ -49,14 +53,14 @@ class Experiment:
         self.artifacts = self.client.get_experiment(self.experiment_id).artifact_location
         self.parent_id = ""
         # Where writes the store did not take are kept: the runner sets it once it knows the
-        # search's folder (tuner.journal).
+        # search's folder (tuner.tracking.journal).
         self.journal: Path | None = None
 
     def start(self, spec_path: Path, search: SearchTags) -> str:
         run = self.client.create_run(
             self.experiment_id,
             run_name=self.name,
-            tags={"tuner.role": PARENT_ROLE, **search.tags()},
+            tags={Tag.ROLE: PARENT_ROLE, **search.tags()},
         )
         self.parent_id = run.info.run_id
         # A masked copy, not the file: a spec may hold credentials (a tracking URI's password).
@@ -88,7 +92,7 @@ class Experiment:
                 )
             written = write_journal(self.tracking_uri, self.journal)
             if written:
-                print(f"tuner: wrote the {written} MLflow writes kept in {self.journal}")
+                say(f"tuner: wrote the {written} MLflow writes kept in {self.journal}")
             parent = self.client.get_run(parent.info.run_id)  # as the journal left it
         if parent is None or parent.info.status == "FINISHED":
             raise UsageError(
@@ -107,7 +111,7 @@ class Experiment:
     def resume(self) -> None:
         """Continue the run find_resumable found."""
         self.client.update_run(self.parent_id, "RUNNING")
-        self.client.set_tag(self.parent_id, "tuner.status", "running")
+        self.client.set_tag(self.parent_id, Tag.STATUS, Status.RUNNING)
 
     def restart(self) -> None:
         """Continue the run find_resumable found, whose search starts again from its first trial
@@ -134,13 +138,13 @@ class Experiment:
         return flush_writes(self.tracking_uri, self.journal, close=close)
 
     def mark_best(self, trial_id: str) -> None:
-        self.put(Write(self.trial_run(trial_id), tags=[RunTag("tuner.best", "true")]))
+        self.put(Write(self.trial_run(trial_id), tags=[RunTag(Tag.BEST, TRUE)]))
 
     def mark_pareto(self, tests: Mapping[str, Mapping[str, float]]) -> None:
         """Tag the trials on the Pareto front of a multi-objective search (Tune trial ids), each
         with the test metrics of its best checkpoint ({}: not tested)."""
         for trial_id, metrics in tests.items():
-            pareto = [RunTag("tuner.pareto", "true")]
+            pareto = [RunTag(Tag.PARETO, TRUE)]
             self.put(Write(self.trial_run(trial_id), metrics=metrics_now(metrics), tags=pareto))
 
     def finish(
@@ -156,7 +160,7 @@ class Experiment:
         of ``space.named``; ``final`` says which model the test metrics are of."""
         best = {f"best.{key}": value for key, value in best_params.items()}
         metrics = metrics_now({**best_metrics, **test_metrics})
-        tags = [RunTag("tuner.final", final), RunTag("tuner.status", "completed")]
+        tags = [RunTag(Tag.FINAL, final), RunTag(Tag.STATUS, Status.COMPLETED)]
         config = json.dumps(dict(best_config), indent=2)  # as MlflowClient.log_dict writes it
         self.put(
             Write(
@@ -185,10 +189,10 @@ class Experiment:
     ) -> None:
         """One finished repeat of trial ``trial_id``'s config with ``seed``, as a child run."""
         tags = {
-            "tuner.final": REPEAT,
-            "tuner.trial_id": trial_id,
-            "tuner.seed": str(seed),
-            "tuner.chosen": str(chosen).lower(),
+            Tag.FINAL: REPEAT,
+            Tag.TRIAL_ID: trial_id,
+            Tag.SEED: str(seed),
+            Tag.CHOSEN: str(chosen).lower(),  # TRUE or "false"
         }
         name = f"repeat_{trial_id}_seed{seed}"
         run_id = new_child_run(self.client, self.experiment_id, self.parent_id, name, tags)
@@ -211,17 +215,17 @@ class Experiment:
         """Mark the parent and its running trials as killed; `--resume` picks them up again.
         (With the server down, only the parent: a resume takes trials still running as
         interrupted.)"""
-        stopped = [RunTag("tuner.status", "interrupted")]
+        stopped = [RunTag(Tag.STATUS, Status.INTERRUPTED)]
         if not self.flush():
             for run in child_runs(self.client, self.experiment_id, self.parent_id):
                 if run.info.status == "RUNNING":
-                    trial = self.trial_run(run.data.tags["tuner.trial_id"])
+                    trial = self.trial_run(run.data.tags[Tag.TRIAL_ID])
                     self.put(Write(trial, tags=stopped, status="KILLED", end_time=now_ms()))
         self.put(Write(self.parent_id, tags=stopped, status="KILLED", end_time=now_ms()))
         self.flush(close=True)
 
     def fail(self, reason: str) -> None:
         if self.parent_id:
-            tags = [RunTag("tuner.error", reason[:5000]), RunTag("tuner.status", "errored")]
+            tags = [RunTag(Tag.ERROR, reason[:5000]), RunTag(Tag.STATUS, Status.ERRORED)]
             self.put(Write(self.parent_id, tags=tags, status="FAILED", end_time=now_ms()))
         self.flush(close=True)

@@ -2,7 +2,7 @@
 state, so a tracking server that is down (for the rest of the search, or while the driver is
 killed) loses nothing.
 
-The background writer (``tuner.tracking.Writer``) appends each write here before it sends it
+The background writer (``tuner.tracking.writer.Writer``) appends each write here before it sends it
 and marks how far the store has taken them; whatever lies past the mark when a driver stops is
 what ``tuner sync`` and ``tuner resume`` write later. A write sent twice changes nothing in the
 store (``tracking.Write`` says why), so a mark that lags behind the store costs only time.

@@ -14,8 +14,8 @@ from mlflow.tracking import MlflowClient
 
 from tuner.core.errors import UsageError
 from tuner.core.secrets import MASK
-from tuner.core.selection import final_key, rank_key
-from tuner.tracking.tags import SearchTags, child_runs, latest_parent_run
+from tuner.core.selection import final_key
+from tuner.tracking.tags import TRUE, SearchTags, Status, Tag, child_runs, latest_parent_run
 from tuner.tracking.values import param_value
 
 
@@ -26,7 +26,7 @@ class TrialRecord:
     trial_id: str
     run_id: str
     status: str
-    value: float | None  # the trial's final value of the search metric (tuner.selection)
+    value: float | None  # the trial's final value of the search metric (tuner.core.selection)
     epochs: int
     params: dict[str, str]
     best: bool
@@ -52,12 +52,12 @@ def latest_parent(client: MlflowClient, experiment_name: str) -> Run:
 def trials_of(client: MlflowClient, parent: Run) -> list[TrialRecord]:
     """Every trial of a parent run, best first by the run's search metric."""
     search = SearchTags.of(parent)
-    metric, mode = search.metric, search.mode
+    objective = search.objective
     runs = child_runs(client, parent.info.experiment_id, parent.info.run_id)
-    records = [_record(run, metric) for run in runs]
+    records = [_record(run, objective.metric) for run in runs]
     # As the driver ranked them (runner._ranked). Ties: the chosen best first, then by trial
     # id, so every table and plot ranks them alike.
-    records.sort(key=lambda r: (*rank_key(r.value, mode), not r.best, r.trial_id))
+    records.sort(key=lambda r: (*objective.rank_key(r.value), not r.best, r.trial_id))
     return records
 
 
@@ -67,20 +67,20 @@ def parsed_params(params: dict[str, str]) -> dict[str, Any]:
 
 
 def _record(run: Run, metric: str) -> TrialRecord:
-    # A run recorded before tuner.selection holds its best epoch's value instead.
+    # A run recorded before tuner.core.selection holds its best epoch's value instead.
     value = run.data.metrics.get(final_key(metric), run.data.metrics.get(f"best_{metric}"))
     if value is not None and math.isnan(value):  # its last epochs diverged
         value = None
     return TrialRecord(
-        trial_id=run.data.tags.get("tuner.trial_id", "?"),
+        trial_id=run.data.tags.get(Tag.TRIAL_ID, "?"),
         run_id=run.info.run_id,
-        status=run.data.tags.get("tuner.status", "unknown"),
+        status=run.data.tags.get(Tag.STATUS, Status.UNKNOWN),
         value=value,
         epochs=int(run.data.metrics.get("epoch", 0)),
         params=dict(run.data.params),
-        best=run.data.tags.get("tuner.best") == "true",
+        best=run.data.tags.get(Tag.BEST) == TRUE,
         metrics=dict(run.data.metrics),
-        pareto=run.data.tags.get("tuner.pareto") == "true",
+        pareto=run.data.tags.get(Tag.PARETO) == TRUE,
     )
 
 

@@ -1,4 +1,10 @@
-"""The MLflow layout of a search: run roles, the parent's tags, the child-run queries."""
+"""The MLflow layout of a search: every ``tuner.*`` tag key (``Tag``) and the values of its
+status tag (``Status``), run roles, the parent's tags, the child-run queries.
+
+The one place they are spelt: writers and readers (and the tests) name them from here. MLflow
+itself is imported only for type hints, so a trial (``trainables.trial_report``) can name a
+status without importing MLflow.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +12,74 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Final, cast
 
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
-
+from tuner.core.objective import Mode, Objective
 from tuner.core.secrets import mask_secrets
 
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+
+class Tag:
+    """The key of every tag tuner sets on a run (and of its model's metadata)."""
+
+    # Every run
+    ROLE: Final = "tuner.role"  # PARENT_ROLE or TRIAL_ROLE
+    STATUS: Final = "tuner.status"  # a Status
+    ERROR: Final = "tuner.error"  # why a trial or the search errored: its error's last line
+    # A search's parent run (SearchTags, StudyTags)
+    METRIC: Final = "tuner.metric"
+    MODE: Final = "tuner.mode"
+    SAMPLED: Final = "tuner.sampled"
+    SPEC: Final = "tuner.spec"
+    STORAGE: Final = "tuner.storage"
+    OVERRIDES: Final = "tuner.overrides"
+    IMAGES: Final = "tuner.images"
+    OBJECTIVES: Final = "tuner.objectives"
+    OPTUNA_STORAGE: Final = "tuner.optuna_storage"
+    OPTUNA_STUDY: Final = "tuner.optuna_study"
+    WARM_START_TRIALS: Final = "tuner.warm_start_trials"
+    FINAL: Final = "tuner.final"  # how the best trial was tested; on a child run: REPEAT
+    # A trial's child run
+    TRIAL_ID: Final = "tuner.trial_id"  # Tune's (a repeat: the trial whose config it trains)
+    BEST: Final = "tuner.best"  # TRUE on the chosen trial
+    PARETO: Final = "tuner.pareto"  # TRUE on a member of a multi-objective search's front
+    NODE_ID: Final = "tuner.node_id"  # the Ray node it ran on
+    WARNINGS: Final = "tuner.warnings"  # what it warned of (deep.TrainingRun.warn), one per line
+    REJECTED: Final = "tuner.rejected"  # which constraint its model broke, by how much
+    # A repeat's child run (final.repeats, `tuner repeat`)
+    SEED: Final = "tuner.seed"
+    CHOSEN: Final = "tuner.chosen"  # TRUE on the repeats of the config chosen by their mean
+    # The exported model's metadata: the search it came from
+    PARENT_RUN_ID: Final = "tuner.parent_run_id"
+
+
+class Status:
+    """The values of the ``tuner.status`` tag: how a trial (or a search) ended, or that it has
+    not yet. Plain strings, as MLflow stores them and the UI filters on them."""
+
+    COMPLETED: Final = "completed"  # trained its whole epoch budget (a search: finished)
+    EARLY_STOPPED: Final = "early_stopped"  # by ASHA or the search's time budget
+    DIVERGED: Final = "diverged"  # a NaN/inf loss ended it
+    REJECTED: Final = "rejected"  # its model broke the spec's constraints: untrained
+    ERRORED: Final = "errored"
+    RUNNING: Final = "running"
+    INTERRUPTED: Final = "interrupted"  # the driver stopped (Ctrl-C, a kill) while it ran
+    UNKNOWN: Final = "unknown"  # what a reader shows for a run without the tag
+
+
+TRUE: Final = "true"  # the value of a flag tag (tuner.best, tuner.pareto, tuner.chosen)
 PARENT_ROLE = "parent"
-
-
 TRIAL_ROLE = "trial"
-
-
 REPEAT = "repeat"  # the tuner.final tag of a child run that repeats a config (final.repeats)
+
+
+def tag_filter(key: str, value: str) -> str:
+    """An MLflow search filter matching runs whose tag ``key`` (a Tag) is ``value`` (the key is
+    quoted: it holds a dot)."""
+    return f"tags.`{key}` = '{value}'"
 
 
 @dataclass(frozen=True)
@@ -39,14 +100,14 @@ class SearchTags:
 
     def tags(self) -> dict[str, str]:
         return {
-            "tuner.metric": self.metric,
-            "tuner.mode": self.mode,
-            "tuner.sampled": ",".join(self.sampled),
-            "tuner.spec": self.spec,
-            "tuner.storage": self.storage,
-            "tuner.overrides": json.dumps([mask_secrets(o) for o in self.overrides]),
-            "tuner.images": self.images,
-            "tuner.objectives": ",".join(f"{name}:{mode}" for name, mode in self.objectives),
+            Tag.METRIC: self.metric,
+            Tag.MODE: self.mode,
+            Tag.SAMPLED: ",".join(self.sampled),
+            Tag.SPEC: self.spec,
+            Tag.STORAGE: self.storage,
+            Tag.OVERRIDES: json.dumps([mask_secrets(o) for o in self.overrides]),
+            Tag.IMAGES: self.images,
+            Tag.OBJECTIVES: ",".join(f"{name}:{mode}" for name, mode in self.objectives),
             "mlflow.source.git.commit": self.code,
         }
 
@@ -54,16 +115,20 @@ class SearchTags:
     def of(cls, parent: Run) -> SearchTags:
         tags = parent.data.tags
         return cls(
-            metric=tags.get("tuner.metric", cls.metric),
-            mode=tags.get("tuner.mode", cls.mode),
-            sampled=tuple(key for key in tags.get("tuner.sampled", "").split(",") if key),
-            spec=tags.get("tuner.spec", ""),
-            storage=tags.get("tuner.storage", ""),
-            overrides=_overrides(tags.get("tuner.overrides", "")),
-            images=tags.get("tuner.images", ""),
-            objectives=_objectives(tags.get("tuner.objectives", "")),
+            metric=tags.get(Tag.METRIC, cls.metric),
+            mode=tags.get(Tag.MODE, cls.mode),
+            sampled=tuple(key for key in tags.get(Tag.SAMPLED, "").split(",") if key),
+            spec=tags.get(Tag.SPEC, ""),
+            storage=tags.get(Tag.STORAGE, ""),
+            overrides=_overrides(tags.get(Tag.OVERRIDES, "")),
+            images=tags.get(Tag.IMAGES, ""),
+            objectives=_objectives(tags.get(Tag.OBJECTIVES, "")),
             code=tags.get("mlflow.source.git.commit", ""),
         )
+
+    @property
+    def objective(self) -> Objective:
+        return Objective(self.metric, cast(Mode, self.mode))  # Objective checks the mode
 
     def folder(self, storage: str | None = None) -> str:
         """Where the search's Tune state is: where it started, unless ``storage`` (--storage)
@@ -90,18 +155,18 @@ class StudyTags:
 
     def tags(self) -> dict[str, str]:
         return {
-            "tuner.optuna_storage": mask_secrets(self.storage),
-            "tuner.optuna_study": self.name,
-            "tuner.warm_start_trials": str(self.warm_start_trials),
+            Tag.OPTUNA_STORAGE: mask_secrets(self.storage),
+            Tag.OPTUNA_STUDY: self.name,
+            Tag.WARM_START_TRIALS: str(self.warm_start_trials),
         }
 
     @classmethod
     def of(cls, parent: Run) -> StudyTags:
         tags = parent.data.tags
         return cls(
-            storage=tags.get("tuner.optuna_storage", ""),
-            name=tags.get("tuner.optuna_study", ""),
-            warm_start_trials=int(tags.get("tuner.warm_start_trials", 0)),
+            storage=tags.get(Tag.OPTUNA_STORAGE, ""),
+            name=tags.get(Tag.OPTUNA_STUDY, ""),
+            warm_start_trials=int(tags.get(Tag.WARM_START_TRIALS, 0)),
         )
 
 
@@ -119,7 +184,7 @@ def latest_parent_run(client: MlflowClient, experiment_id: str) -> Run | None:
     """The newest parent run of an experiment (the one query for it), None when there is none."""
     runs = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.`tuner.role` = '{PARENT_ROLE}'",
+        filter_string=tag_filter(Tag.ROLE, PARENT_ROLE),
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
@@ -131,15 +196,15 @@ def child_runs(
 ) -> list[Run]:
     """The trial runs nested under a parent run, or the one of Tune's trial ``trial_id`` (the
     one query every reader uses)."""
-    kind = f"tags.`tuner.role` = '{TRIAL_ROLE}'"
+    kind = tag_filter(Tag.ROLE, TRIAL_ROLE)
     if trial_id is not None:
-        kind += f" and tags.`tuner.trial_id` = '{trial_id}'"
+        kind += f" and {tag_filter(Tag.TRIAL_ID, trial_id)}"
     return _children(client, experiment_id, parent_id, kind)
 
 
 def repeat_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
     """The child runs of a parent that repeat a config with another seed (final.repeats)."""
-    return _children(client, experiment_id, parent_id, f"tags.`tuner.final` = '{REPEAT}'")
+    return _children(client, experiment_id, parent_id, tag_filter(Tag.FINAL, REPEAT))
 
 
 def _children(client: MlflowClient, experiment_id: str, parent_id: str, kind: str) -> list[Run]:

@@ -4,7 +4,6 @@ is down."""
 from __future__ import annotations
 
 import queue
-import sys
 import threading
 import time
 import warnings
@@ -19,9 +18,10 @@ from mlflow.tracking import MlflowClient
 
 from tuner.core.errors import UsageError
 from tuner.core.secrets import mask_secrets
+from tuner.core.terminal import note
 from tuner.tracking.journal import Journal
 from tuner.tracking.store import health_url, is_server, unanswered
-from tuner.tracking.tags import TRIAL_ROLE, child_runs, new_child_run
+from tuner.tracking.tags import TRIAL_ROLE, Tag, child_runs, new_child_run
 from tuner.tracking.values import log_batch
 
 PROBE_S = 10  # while a server is down, how often the writer asks whether it answers again
@@ -222,7 +222,7 @@ class Writer:
 
     def _say(self, what: str) -> None:
         server = f"the MLflow server at {mask_secrets(self.tracking_uri)}"
-        print(f"tuner: {server} {what}", file=sys.stderr, flush=True)
+        note(f"tuner: {server} {what}")
 
     def _send(self, write: Write) -> None:
         run_id = self._run_id(write)
@@ -249,7 +249,7 @@ class Writer:
                     run.experiment_id,
                     run.parent_id,
                     f"trial_{run.trial_id}",
-                    {"tuner.role": TRIAL_ROLE, "tuner.trial_id": run.trial_id},
+                    {Tag.ROLE: TRIAL_ROLE, Tag.TRIAL_ID: run.trial_id},
                     start_time=write.start_time,
                 )
             )

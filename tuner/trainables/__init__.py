@@ -2,6 +2,9 @@
 
 Modules are imported on demand: torch and OpenCV are slow to import and `tuner --help` needs
 neither.
+
+May import: ``tuner.core``, ``tuner.spec``'s space language, and ``tuner.tracking.tags`` for the
+``Status`` a trial ends with (that module imports MLflow only for type hints).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from tuner.core.objective import Mode, Objective
 
 if TYPE_CHECKING:
     from ray.tune import Result
@@ -39,15 +44,18 @@ class Settings:
     progress_bars: bool = False  # trials draw bars on the driver's terminal (Ray's tqdm_ray)
 
     @property
+    def objective(self) -> Objective:
+        return Objective(self.metric, cast(Mode, self.mode))
+
+    @property
     def worst(self) -> float:
-        """The metric's worst value: what a rejected or diverged trial reports."""
-        return 0.0 if self.mode == "max" else math.inf
+        """The metric's worst value: what a rejected or diverged trial reports (a maximised
+        metric is a score in [0, 1], a minimised one a loss)."""
+        return 0.0 if self.objective.maximize else math.inf
 
     def better(self, value: float, than: float | None) -> bool:
         """Whether ``value`` of the metric beats ``than`` (None: nothing to beat yet)."""
-        if than is None:
-            return True
-        return value > than if self.mode == "max" else value < than
+        return than is None or self.objective.better(value, than)
 
 
 @dataclass(frozen=True)

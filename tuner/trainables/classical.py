@@ -14,7 +14,7 @@ them once for all its trials.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict, get_type_hints
 
 import numpy as np
@@ -24,16 +24,10 @@ from sklearn.metrics import precision_recall_fscore_support
 from sklearn.pipeline import Pipeline
 
 from data import DataSource, Splits
-from models.classical import CLASSIFIERS, FEATURES, build_pipeline, parameters, progress
+from models.classical import CLASSIFIERS, FEATURES, build_pipeline, progress
 from tuner.spec import space as space_lang
 from tuner.trainables import Settings, Validated
-from tuner.trainables.checks import (
-    check_keys,
-    check_metric,
-    check_named,
-    check_objectives,
-    option_types,
-)
+from tuner.trainables.checks import check_keys, check_metric, check_named, check_objectives
 from tuner.trainables.metrics import Evaluation
 from tuner.trainables.node_data import splits_on_node
 from tuner.trainables.size import MB, ModelSize, report_rejected, violation
@@ -58,19 +52,9 @@ def check_space(tree: space_lang.Group, *, metric: str, objectives: Sequence[str
     check_metric(metric, METRICS)
     check_objectives(objectives, SIZE)  # no latency: features take seconds, not a forward pass
     check_keys(tree, "", get_type_hints(TrialConfig))
-    check_named(tree, "features", FEATURES, lambda name: typed_parameters(FEATURES[name]))
-    check_named(
-        tree,
-        "classifier",
-        CLASSIFIERS,
-        lambda name: typed_parameters(CLASSIFIERS[name]),
-        builds=True,  # the factory's own checks (kNN's p) run at load, once per value
-    )
-
-
-def typed_parameters(factory: Callable[..., Any]) -> dict[str, Any]:
-    """A feature's or classifier's parameters (``parameters``) with their type annotations."""
-    return option_types(factory, parameters(factory))
+    check_named(tree, "features", FEATURES)
+    # The factory's own checks (kNN's p) run at load, once per value.
+    check_named(tree, "classifier", CLASSIFIERS, builds=True)
 
 
 def fit(config: Mapping[str, Any], splits: Splits, settings: Settings) -> Pipeline:
@@ -94,7 +78,7 @@ def size_before_fit(config: Mapping[str, Any], splits: Splits) -> ModelSize:
     """
     features = dict(config.get("features") or {"name": "tiny_image"})
     classifier = dict(config.get("classifier") or {"name": "knn"})
-    feature = {**parameters(FEATURES[features["name"]]), **features}
+    feature = {**FEATURES.defaults(features["name"]), **features}
     labels = splits.train_y.numpy()
     n_train, n_classes = len(labels), len(np.unique(labels))
     arrays = [(n_classes, labels.dtype.itemsize)]  # (numbers, bytes each): classes_

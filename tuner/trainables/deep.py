@@ -25,18 +25,13 @@ from torch import nn
 import models
 from data import DataSource, Splits
 from data.augment import Augmentation, channel_stats, to_float
+from models.options import POSITIVE, Range, Registry, option_types
 from models.raw_image import RawImageClassifier
-from models.registry import POSITIVE, Range
 from tuner.core.selection import final_value
 from tuner.spec import space as space_lang
+from tuner.tracking.tags import Status
 from tuner.trainables import Settings, Validated
-from tuner.trainables.checks import (
-    check_keys,
-    check_metric,
-    check_named,
-    check_objectives,
-    option_types,
-)
+from tuner.trainables.checks import check_keys, check_metric, check_named, check_objectives
 from tuner.trainables.node_data import splits_on_node
 from tuner.trainables.recipe import Ema, Tta, WithTta, optimizer_with_bias_group
 from tuner.trainables.size import report_rejected, size_of, violation
@@ -70,16 +65,20 @@ class TrialConfig(TypedDict, total=False):
     fault: Mapping[str, Any]  # fault injection, for testing recovery (see FaultInjection)
 
 
-OPTIMIZERS = {
-    "sgd": torch.optim.SGD,
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "adadelta": torch.optim.Adadelta,
-    "rmsprop": torch.optim.RMSprop,
-}
 # Arguments of the torch optimizers that a spec doesn't set: the parameters (from the model),
 # and switches of how an update is computed, not what it is (maximize would climb the loss).
 TORCH_ONLY = ("params", "foreach", "fused", "capturable", "differentiable", "maximize")
+OPTIMIZERS: Registry[type[torch.optim.Optimizer]] = Registry(
+    "optimizer",
+    {
+        "sgd": torch.optim.SGD,
+        "adam": torch.optim.Adam,
+        "adamw": torch.optim.AdamW,
+        "adadelta": torch.optim.Adadelta,
+        "rmsprop": torch.optim.RMSprop,
+    },
+    fixed=TORCH_ONLY,
+)
 CHECKPOINT_FILE = "checkpoint.pt"
 EVAL_BATCH = 1024  # images per forward pass when evaluating: no gradients, so large is fine
 DATA_INIT_IMAGES = 5000  # airbench's count: plenty for the statistics of 2x2 patches
@@ -105,16 +104,9 @@ def check_space(tree: space_lang.Group, *, metric: str, objectives: Sequence[str
     check_metric(metric, METRICS)
     check_objectives(objectives, ONCE)
     check_keys(tree, "", get_type_hints(TrialConfig, include_extras=True))
-    check_named(
-        tree,
-        "model",
-        models.MODELS,
-        lambda name: option_types(models.MODELS[name], models.model_options(name)),
-    )
+    check_named(tree, "model", models.MODELS)
     check_named(tree, "optimizer", OPTIMIZERS, optimizer_options)
-    check_named(
-        tree, "schedule", SCHEDULES, lambda name: option_types(SCHEDULES[name]), builds=True
-    )
+    check_named(tree, "schedule", SCHEDULES, builds=True)
     for key, section in (("augment", Augmentation), ("ema", Ema), ("tta", Tta)):
         check_keys(tree, key, option_types(section), build=section)
     check_keys(tree, "fault", option_types(FaultInjection))
@@ -123,9 +115,8 @@ def check_space(tree: space_lang.Group, *, metric: str, objectives: Sequence[str
 def optimizer_options(name: str) -> dict[str, Any]:
     """What ``optimizer: {name, ...}`` takes, read from what reads it (build_optimizer): the
     torch optimizer's own arguments, the bias group's, and for SGD the linear scaling rule's."""
-    torch_options = option_types(OPTIMIZERS[name])
     return {
-        **{option: kind for option, kind in torch_options.items() if option not in TORCH_ONLY},
+        **OPTIMIZERS.option_types(name),
         **option_types(optimizer_with_bias_group),
         **(option_types(linear_scaling) if name == "sgd" else {}),
     }
@@ -237,12 +228,15 @@ class OneCycleSchedule(Schedule):
         return 0.5 * (1 + math.cos(math.pi * (progress - peak) / (1 - peak)))
 
 
-SCHEDULES: dict[str, type[Schedule]] = {
-    "constant": Schedule,
-    "step": StepSchedule,
-    "cosine": CosineSchedule,
-    "onecycle": OneCycleSchedule,
-}
+SCHEDULES: Registry[type[Schedule]] = Registry(
+    "schedule",
+    {
+        "constant": Schedule,
+        "step": StepSchedule,
+        "cosine": CosineSchedule,
+        "onecycle": OneCycleSchedule,
+    },
+)
 
 
 def lr_factor(schedule: Mapping[str, Any], epoch: float, epochs: int) -> float:
@@ -483,7 +477,7 @@ class TrainingRun:
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint holds: the run as it is after its latest epoch, which is also what
-        the test evaluates (the trial is chosen by its last epochs: tuner.selection)."""
+        the test evaluates (the trial is chosen by its last epochs: tuner.core.selection)."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -494,7 +488,7 @@ class TrainingRun:
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        # A checkpoint written before tuner.selection also holds best_value and best_weights
+        # A checkpoint written before tuner.core.selection also holds best_value and best_weights
         # (the best epoch's): nothing reads them now.
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -543,7 +537,7 @@ def _train(config: dict[str, Any], splits: Splits, settings: Settings) -> None:
         started = time.perf_counter()
         metrics = trial.train_and_validate() | costs
         if trial.diverged:  # the trial ends here
-            tune.report(trial.report(metrics, ending="diverged").result())
+            tune.report(trial.report(metrics, ending=Status.DIVERGED).result())
             return
         epoch_seconds = time.perf_counter() - started
         with tempfile.TemporaryDirectory() as directory:

@@ -11,6 +11,7 @@ from ray import tune
 from torch import nn
 
 from models import count_parameters
+from tuner.tracking.tags import Status
 from tuner.trainables import Settings
 from tuner.trainables.trial_report import TrialReport
 
@@ -64,4 +65,4 @@ def report_rejected(reason: str, settings: Settings, costs: Mapping[str, float])
     """End a trial untrained: the worst metric (so the searcher steers away), the model's
     ``costs`` (size: a multi-objective searcher is told every objective), and why."""
     worst = {settings.metric: settings.worst, **costs}
-    tune.report(TrialReport(worst, epochs=1, ending="rejected", reason=reason).result())
+    tune.report(TrialReport(worst, epochs=1, ending=Status.REJECTED, reason=reason).result())

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tuner.tracking.tags import Status
+
 # The metrics MLflow charts per epoch, in this order, when a trial reports them.
 PER_EPOCH = (
     "train_loss",
@@ -32,6 +34,7 @@ ONCE = (*SIZE, "latency_ms")
 # what its compute was, without Ray's overheads (bench/bench_search_overhead.py sums them).
 SECONDS = ("epoch_seconds", "checkpoint_seconds")
 
+# Status.DIVERGED or Status.REJECTED (Final, so of these literal types): a Literal spells them.
 Ending = Literal["diverged", "rejected"]
 
 
@@ -50,8 +53,8 @@ class TrialReport:
     def result(self) -> dict[str, Any]:
         """The flat dict Tune receives (and keeps in its result files and trial table)."""
         result: dict[str, Any] = {**self.metrics, **self.seconds, "epochs": self.epochs}
-        result["diverged"] = self.ending == "diverged"
-        if self.ending == "rejected":
+        result["diverged"] = self.ending == Status.DIVERGED
+        if self.ending == Status.REJECTED:
             result["rejected"] = self.reason
         if self.node_id:
             result["node_id"] = self.node_id
@@ -65,9 +68,9 @@ class TrialReport:
         numbers = {k: float(v) for k, v in result.items() if _is_number(v)}
         ending: Ending | None = None
         if result.get("rejected"):
-            ending = "rejected"
+            ending = Status.REJECTED
         elif result.get("diverged"):
-            ending = "diverged"
+            ending = Status.DIVERGED
         return cls(
             metrics={k: numbers[k] for k in (*PER_EPOCH, *ONCE) if k in numbers},
             epochs=int(result.get("epochs") or 0),
@@ -80,19 +83,19 @@ class TrialReport:
 
 
 def status(last_result: Mapping[str, Any] | None, errored: bool = False) -> str:
-    """How a trial ended: completed / early_stopped (by ASHA or the search's time budget,
+    """How a trial ended (a Status): completed / early_stopped (by ASHA or the search's time budget,
     before its epoch budget) /
     diverged / errored / rejected (by the spec's constraints, untrained)."""
     if errored:
-        return "errored"
+        return Status.ERRORED
     if not last_result:
-        return "early_stopped"  # stopped before reporting anything
+        return Status.EARLY_STOPPED  # stopped before reporting anything
     report = TrialReport.read(last_result)
     if report.ending:
         return report.ending
     if report.epochs and last_result.get("training_iteration", 0) < report.epochs:
-        return "early_stopped"
-    return "completed"
+        return Status.EARLY_STOPPED
+    return Status.COMPLETED
 
 
 def _is_number(value: object) -> bool:
