@@ -32,7 +32,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers import own_tuner_env
 from tests.processes import kill_group
-from tuner.tracking.journal import JOURNAL
+from tuner.tracking.files import JOURNAL
 from tuner.tracking.records import latest_parent, trials_of
 from tuner.tracking.tags import PARENT_ROLE, Tag
 

@@ -10,7 +10,7 @@ from tuner.search.inputs import anchored_space, trial_settings
 from tuner.spec import space as space_lang
 from tuner.spec.document import load_spec
 from tuner.tracking.experiment import Experiment
-from tuner.tracking.store import artifact_location
+from tuner.tracking.files import artifact_location
 from tuner.tracking.tags import SearchTags
 
 SPEC = """\

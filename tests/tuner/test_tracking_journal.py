@@ -27,9 +27,8 @@ from tests.helpers import own_tuner_env, slow_digits_search, wait_for_epochs
 from tests.processes import Server, kill_group
 from tuner.commands.cli import EXIT_UNWRITTEN, main
 from tuner.publishing.artifacts import PLOTS, RESULTS
-from tuner.publishing.closing import UNPUBLISHED
 from tuner.tracking.experiment import Experiment
-from tuner.tracking.journal import JOURNAL, journal_path
+from tuner.tracking.files import JOURNAL, UNPUBLISHED, SearchFiles
 from tuner.tracking.records import latest_parent, trials_of
 from tuner.tracking.tags import SearchTags, Status, Tag, child_runs
 from tuner.tracking.writer import TrialRun, Write, Writer
@@ -117,7 +116,7 @@ def test_what_a_killed_driver_kept_is_written_by_sync_once(mlflow_server, tmp_pa
     folder = tmp_path / "tune" / "killed"
     experiment = parent_with_storage(mlflow_server, "killed", folder)
     mlflow_server.stop()
-    ids = [experiment.experiment_id, experiment.parent_id, str(journal_path(str(folder)))]
+    ids = [experiment.experiment_id, experiment.parent_id, str(SearchFiles(str(folder)).journal)]
     driver = subprocess.run(
         [sys.executable, "-c", KILLED_DRIVER, mlflow_server.url, *ids],
         env={**os.environ, **QUICK_FAILURE},

@@ -11,7 +11,8 @@ import pytest
 from ray import tune
 
 from tuner.core.errors import UsageError
-from tuner.search.tune_state import SNAPSHOTS, CheckpointRetention, repair
+from tuner.search.tune_state import CheckpointRetention, repair
+from tuner.tracking.files import SNAPSHOTS
 
 STATE = "experiment_state-2026-01-01_00-00-00.json"
 SEARCHER = "searcher-state-2026-01-01_00-00-00.pkl"

@@ -188,12 +188,8 @@ def _store(tracking_uri: str | None) -> Iterator[str]:
     """The store a command reads (default: default_tracking_uri()), checked; a sqlite one must
     exist (MLflow would create an empty one and print its set-up lines). Inside the block, the
     server's refusal of a request (a login or a permission it wants) is one line naming it."""
-    from tuner.tracking.store import (
-        check_store,
-        default_tracking_uri,
-        server_refusals,
-        sqlite_database,
-    )
+    from tuner.tracking.files import default_tracking_uri
+    from tuner.tracking.store import check_store, server_refusals, sqlite_database
 
     uri = tracking_uri or default_tracking_uri()
     database = sqlite_database(uri)
@@ -352,7 +348,8 @@ def _search(
 ) -> int:
     from tuner.core.quiet import quiet_libraries
     from tuner.search.ray_start import RayStart
-    from tuner.tracking.store import check_store, is_server, search_tracking_uri, server_refusals
+    from tuner.tracking.files import search_tracking_uri
+    from tuner.tracking.store import check_store, is_server, server_refusals
 
     quiet_libraries(args.verbose)  # before Ray starts: some of its messages come from its start
     tracking_uri = search_tracking_uri(args.tracking_uri, spec.tracking.uri)
@@ -415,20 +412,21 @@ def _sync(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
     from tuner.publishing.closing import publish_kept
-    from tuner.tracking.journal import journal_path
+    from tuner.tracking.files import SearchFiles
     from tuner.tracking.records import latest_parent
     from tuner.tracking.tags import SearchTags
     from tuner.tracking.writer import write_journal
 
     with _store(args.tracking_uri) as uri:
         parent = latest_parent(MlflowClient(uri), args.name)
-        journal = journal_path(SearchTags.of(parent).folder(args.storage))
+        files = SearchFiles(SearchTags.of(parent).folder(args.storage))
+        journal = files.journal
         written = write_journal(uri, journal)
         if written:
             say(f"wrote the {written} MLflow writes kept in {journal} to {mask_secrets(uri)}")
         else:
             say(f"nothing to write: no MLflow writes are kept in {journal}")
-        model_uri = publish_kept(uri, journal)
+        model_uri = publish_kept(uri, files)
     if model_uri:
         say(f"registered the best model: {model_uri}")
     return 0

@@ -40,7 +40,7 @@ from tuner.search.warm_start import WarmStart, earlier_trials
 from tuner.spec import space as space_lang
 from tuner.spec.document import Spec
 from tuner.tracking.experiment import Experiment
-from tuner.tracking.journal import journal_path
+from tuner.tracking.files import SearchFiles
 from tuner.tracking.records import TrialRecord, trials_of
 from tuner.tracking.tags import SearchTags, Status, StudyTags
 from tuner.trainables import Settings, Trainable, trainable_module, trial_report
@@ -139,8 +139,8 @@ def _ready(spec: Spec, tracking_uri: str, storage: str | None, resume: bool) -> 
         path = _resumed_folder(experiment, splits.sizes, storage)
         start = RESUME if tune_state.ever_saved(path) else RESTART
     else:
-        path = _new_folder(storage or str(Path.cwd() / "tuner_results"), spec.name)
-        experiment.journal = journal_path(path)
+        experiment.files = SearchFiles.new(storage, spec.name)
+        path = experiment.files.folder
         start = NEW
     # A bad experiment name in search.warm_start stops it here, before Ray is needed.
     warm = None if start == RESUME else earlier_trials(experiment.client, spec, tree)
@@ -333,8 +333,7 @@ def _optuna_study(
     experiment and its parent run, holding the warm start's trials; None for random and grid."""
     if spec.search.algorithm != "optuna":
         return None
-    tune_storage = str(PurePosixPath(path).parent)
-    storage = search.optuna_storage(spec, experiment.tracking_uri, tune_storage)
+    storage = SearchFiles(path).optuna_storage(spec.search.optuna_storage, experiment.tracking_uri)
     study = search.Study(storage, f"{spec.experiment}/{experiment.parent_id}")
     trials = warm.trials if warm else []
     search.new_study(study, spec, trials)
@@ -414,20 +413,6 @@ def _resumed_folder(experiment: Experiment, sizes: str, storage: str | None) -> 
             "resuming from tuner's last whole copy of it"
         )
     return path
-
-
-def _new_folder(storage: str, name: str) -> str:
-    """``<storage>/<name>`` for a new search's Tune state, or ``<name>-2``, ``-3``... when an
-    earlier search's state is there (Tune would mix both in one folder). A URI is taken as is."""
-    if "://" in storage:
-        return f"{storage.rstrip('/')}/{name}"
-    path, number = Path(storage, name), 1
-    while path.exists():
-        number += 1
-        path = Path(storage, f"{name}-{number}")
-    if number > 1:
-        say(f"tuner: {Path(storage, name)} holds an earlier search; this one's state: {path}")
-    return str(path)
 
 
 def _trial_id(result: Any) -> str:

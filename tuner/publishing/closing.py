@@ -25,10 +25,9 @@ from tuner.core.terminal import note, step
 from tuner.publishing import export
 from tuner.publishing.artifacts import log_search_artifacts
 from tuner.tracking.experiment import Experiment
+from tuner.tracking.files import SearchFiles
 from tuner.tracking.store import health_url, is_server, unanswered
 from tuner.trainables.metrics import Evaluation
-
-UNPUBLISHED = "unpublished.pt"  # beside the journal (tuner.tracking.journal.JOURNAL)
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ def close(experiment: Experiment, closing: Closing, *, verbose: bool) -> str | N
     kept in the journal), keep it for `tuner sync`. The model's ``models:/`` URI, if
     registered."""
     if experiment.flush():  # the plots read the trials back from the store
-        path = unpublished_path(experiment.journal)
+        path = experiment.files.unpublished
         keep(closing, path)
         warnings.warn(
             "tuner: the tracking server does not answer: the plots and the model are kept in "
@@ -56,7 +55,7 @@ def close(experiment: Experiment, closing: Closing, *, verbose: bool) -> str | N
         return None
     model_uri = publish(experiment.tracking_uri, closing, verbose=verbose)
     # A resumed search whose driver was killed after keeping its closing step has taken it now.
-    unpublished_path(experiment.journal).unlink(missing_ok=True)
+    experiment.files.unpublished.unlink(missing_ok=True)
     return model_uri
 
 
@@ -79,10 +78,10 @@ def publish(tracking_uri: str, closing: Closing, *, verbose: bool) -> str | None
     return _register(tracking_uri, closing, verbose=verbose)
 
 
-def publish_kept(tracking_uri: str, journal: Path) -> str | None:
-    """`tuner sync`, once the journal is written: the closing step a search kept beside
-    ``journal``, if any, and the file removed. The model's ``models:/`` URI, if registered."""
-    path = unpublished_path(journal)
+def publish_kept(tracking_uri: str, files: SearchFiles) -> str | None:
+    """`tuner sync`, once the journal is written: the closing step the search of ``files``
+    kept, if any, and the file removed. The model's ``models:/`` URI, if registered."""
+    path = files.unpublished
     if not path.is_file():
         return None
     model_uri = publish(tracking_uri, kept(path), verbose=False)
@@ -98,11 +97,6 @@ def publish_kept(tracking_uri: str, journal: Path) -> str | None:
         )
     path.unlink()
     return model_uri
-
-
-def unpublished_path(journal: Path) -> Path:
-    """Where a search keeps its closing step: beside its journal (``tuner.tracking.journal``)."""
-    return journal.with_name(UNPUBLISHED)
 
 
 def keep(closing: Closing, path: Path) -> None:

@@ -8,7 +8,6 @@ import json
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -53,23 +52,6 @@ class Study:
 
     storage: str  # an RDB URL
     name: str
-
-
-def optuna_storage(spec: Spec, tracking_uri: str, tune_storage: str) -> str:
-    """``search.optuna_storage``, else a sqlite ``optuna.db`` beside the MLflow sqlite store
-    (one file for all its experiments, as the store), else in Tune's storage folder (a local
-    one), else in the current directory."""
-    if spec.search.optuna_storage:
-        return spec.search.optuna_storage
-    database = sqlite_database(tracking_uri)
-    if database:
-        folder = database.parent
-    elif "://" not in tune_storage:
-        folder = Path(tune_storage)
-    else:  # Tune's state in the cloud (s3://...): sqlite needs a file here
-        folder = Path.cwd()
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'optuna.db'}"
 
 
 def new_study(study: Study, spec: Spec, trials: Sequence[optuna.trial.FrozenTrial]) -> None:

@@ -25,8 +25,8 @@ from ray import tune
 
 from tuner.core.errors import UsageError
 from tuner.core.internals import state_folders
+from tuner.tracking.files import SNAPSHOTS
 
-SNAPSHOTS = ".tuner-state"
 _CHECKPOINT = re.compile(r"checkpoint_\d+")  # Tune's name for a trial's checkpoint folder
 _PICKLE_PROTOCOL = pickle.PROTO  # the first byte of every pickle of protocol 2 or later
 

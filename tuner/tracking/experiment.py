@@ -14,8 +14,8 @@ from mlflow.tracking import MlflowClient
 from tuner.core.errors import UsageError
 from tuner.core.secrets import mask_secrets
 from tuner.core.terminal import say
-from tuner.tracking.journal import Journal, journal_path
-from tuner.tracking.store import artifact_location
+from tuner.tracking.files import SearchFiles, artifact_location
+from tuner.tracking.journal import Journal
 from tuner.tracking.tags import (
     PARENT_ROLE,
     REPEAT,
@@ -52,9 +52,13 @@ class Experiment:
         # An experiment keeps the artifact location it was created with.
         self.artifacts = self.client.get_experiment(self.experiment_id).artifact_location
         self.parent_id = ""
-        # Where writes the store did not take are kept: the runner sets it once it knows the
-        # search's folder (tuner.tracking.journal).
-        self.journal: Path | None = None
+        # The search's files (its journal keeps the writes the store did not take): set once
+        # its Tune folder is known, by the runner or by find_resumable.
+        self.files: SearchFiles | None = None
+
+    @property
+    def journal(self) -> Path | None:
+        return self.files.journal if self.files else None
 
     def start(self, spec_path: Path, search: SearchTags) -> str:
         run = self.client.create_run(
@@ -80,7 +84,7 @@ class Experiment:
         parent = latest_parent_run(self.client, self.experiment_id)
         if parent is not None:
             folder = SearchTags.of(parent).folder(storage)
-            self.journal = journal_path(folder)
+            self.files = SearchFiles(folder)
             if Journal(self.journal).finishes(parent.info.run_id):
                 flags = f" --storage {storage}" if storage else ""
                 raise UsageError(

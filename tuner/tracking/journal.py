@@ -14,18 +14,8 @@ mark (every write up to ``seq`` n is in the store). The file is removed once all
 from __future__ import annotations
 
 import json
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
-
-JOURNAL = "mlflow_journal.jsonl"
-
-
-def journal_path(experiment_path: str) -> Path:
-    """Where a search keeps its journal: in its Tune folder; with an object store's URI
-    (s3://..., which can't be appended to), in ./tuner_results/<its name> on this machine."""
-    if "://" in experiment_path:
-        return Path("tuner_results", PurePosixPath(experiment_path).name, JOURNAL).resolve()
-    return Path(experiment_path, JOURNAL)
 
 
 class Journal:

@@ -186,38 +186,3 @@ def server_refusals(tracking_uri: str) -> Iterator[None]:
         if line is None:
             raise
         raise UsageError(line) from None
-
-
-def default_tracking_uri() -> str:
-    """$MLFLOW_TRACKING_URI, else MLflow's own default made explicit (so `tuner best` and
-    `tuner ui` find the same store as `tuner run`): sqlite:///mlflow.db in the cwd."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
-def search_tracking_uri(flag: str | None, spec_uri: str | None) -> str:
-    """The store a search writes to: ``--tracking-uri``, else the spec's ``tracking.uri``, else
-    ``default_tracking_uri()``."""
-    return flag or spec_uri or default_tracking_uri()
-
-
-def artifact_location(
-    tracking_uri: str, experiment_name: str, artifacts: str | None = None
-) -> str | None:
-    """Where a new experiment keeps its artifacts: under ``artifacts`` (a folder or a URI) when
-    given, else beside a sqlite store (``mlartifacts/`` in the database's folder, as `mlflow
-    server` does); None lets a tracking server choose. MLflow's own default for sqlite is
-    ./mlruns in whatever folder the search ran from: moved or deleted, the runs lose their plots
-    and models, and every store run from that folder shares it."""
-    if artifacts and "://" not in artifacts and is_server(tracking_uri):
-        raise UsageError(
-            f"tracking.artifacts={artifacts} is a folder on this machine, but the store is a "
-            "server that other machines read too: leave it unset (the server keeps them) or "
-            "give a URI such as s3://bucket/path"
-        )
-    if artifacts:
-        root = artifacts if "://" in artifacts else Path(artifacts).expanduser().resolve().as_uri()
-    elif (database := sqlite_database(tracking_uri)) is not None:
-        root = (database.parent / "mlartifacts").as_uri()
-    else:
-        return None
-    return f"{root.rstrip('/')}/{re.sub(r'[^A-Za-z0-9_.-]', '_', experiment_name)}"
