@@ -10,6 +10,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import matplotlib.pyplot as plt
@@ -145,22 +146,9 @@ def test_the_study_keeps_two_branches_ranges_apart(tmp_path):
     tags = {Tag.ROLE: PARENT_ROLE, Tag.METRIC: "val_acc", Tag.SAMPLED: sampled}
     parent = client.create_run(experiment, run_name="branches", tags=tags)
     for index, (branch, lr) in enumerate([("sgd", 0.05), ("sgd", 0.1), ("adam", 1e-3)]):
-        child = client.create_run(
-            experiment,
-            tags={
-                "mlflow.parentRunId": parent.info.run_id,
-                Tag.ROLE: TRIAL_ROLE,
-                Tag.TRIAL_ID: f"t{index}",
-            },
-        )
-        params = [Param("optimizer.name", branch), Param(f"optimizer.{branch}.lr", str(lr))]
-        metrics = [Metric("best_val_acc", 0.5 + index / 10, 0, 1)]
-        client.log_batch(child.info.run_id, metrics=metrics, params=params)
-    parent = client.get_run(parent.info.run_id)
-    study = study_of(client, parent, trials_of(client, parent))
-    distributions = {}
-    for trial in study.trials:
-        distributions.update(trial.distributions)
+        params = {"optimizer.name": branch, f"optimizer.{branch}.lr": str(lr)}
+        _trial_run(client, experiment, parent, index, params)
+    _, distributions = _plots_study(client, parent)
     sgd, adam = distributions["optimizer.sgd.lr"], distributions["optimizer.adam.lr"]
     assert (sgd.low, sgd.high, adam.low, adam.high) == (0.05, 0.1, 1e-3, 1e-3)
     assert sorted(distributions["optimizer.name"].choices) == ["adam", "sgd"]
@@ -203,22 +191,8 @@ def test_the_study_has_the_distributions_of_the_recorded_space(tmp_path):
     ]
     configs[0]["optimizer.sgd.momentum"] = "0.9"
     for index, params in enumerate(configs):
-        child = client.create_run(
-            experiment,
-            tags={
-                "mlflow.parentRunId": parent.info.run_id,
-                Tag.ROLE: TRIAL_ROLE,
-                Tag.TRIAL_ID: f"t{index}",
-            },
-        )
-        logged = [Param(k, v) for k, v in {**params, "depth": "3"}.items()]
-        metrics = [Metric("best_val_acc", 0.5 + index / 10, 0, 1)]
-        client.log_batch(child.info.run_id, metrics=metrics, params=logged)
-    parent = client.get_run(parent.info.run_id)
-    study = study_of(client, parent, trials_of(client, parent))
-    distributions = {}
-    for trial in study.trials:
-        distributions.update(trial.distributions)
+        _trial_run(client, experiment, parent, index, {**params, "depth": "3"})
+    study, distributions = _plots_study(client, parent)
     assert set(distributions) == set(tags[Tag.SAMPLED].split(","))  # not the constant
     assert distributions["lr"] == FloatDistribution(1e-4, 1e-1, log=True)
     assert distributions["width"] == IntDistribution(4, 64)  # the override's range
@@ -406,3 +380,24 @@ def test_sklearn_pipelines_export_too(logged):
     ((_, name, probability),) = export.predict(logged.uri, "digits_knn_export", [path])
     assert name == splits.classes[int(pipeline.predict(splits.test_x[:1].numpy())[0])]
     assert 0.0 < probability <= 1.0
+
+
+def _trial_run(
+    client: MlflowClient, experiment: str, parent: Run, index: int, params: dict[str, str]
+) -> None:
+    """Trial ``t<index>`` of ``parent`` with ``params``, its value 0.5 + index / 10."""
+    tags = {"mlflow.parentRunId": parent.info.run_id, Tag.ROLE: TRIAL_ROLE}
+    child = client.create_run(experiment, tags={**tags, Tag.TRIAL_ID: f"t{index}"})
+    metrics = [Metric("best_val_acc", 0.5 + index / 10, 0, 1)]
+    logged = [Param(key, value) for key, value in params.items()]
+    client.log_batch(child.info.run_id, metrics=metrics, params=logged)
+
+
+def _plots_study(client: MlflowClient, parent: Run) -> tuple[optuna.Study, dict[str, Any]]:
+    """The plots' study of ``parent``'s trials, and every parameter's distribution in it."""
+    parent = client.get_run(parent.info.run_id)
+    study = study_of(client, parent, trials_of(client, parent))
+    distributions: dict[str, Any] = {}
+    for trial in study.trials:
+        distributions.update(trial.distributions)
+    return study, distributions
