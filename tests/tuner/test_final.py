@@ -153,7 +153,7 @@ def test_each_finished_trial_gets_one_line(finished):
         status = run.data.tags[Tag.STATUS]
         assert f" {status}: " in line and f"model.width={run.data.params['model.width']}" in line
         if status == Status.COMPLETED:
-            assert f"val_acc {run.data.metrics['best_val_acc']:.4f} after 2 epochs" in line
+            assert f"val_acc {run.data.metrics['final_val_acc']:.4f} after 2 epochs" in line
     assert "Retraining the best config on train+val" in printed
 
 

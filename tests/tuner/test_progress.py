@@ -185,3 +185,12 @@ def test_a_trial_line_is_cut_in_its_config_never_in_its_outcome():
     lines = TrialLines("val_acc", "max", WIDE)
     text = lines.line(wide_trial(), Status.COMPLETED, width=30)  # narrower than the outcome
     assert text == "trial w_00000 completed: val_acc 0.9688 after 1 epoch | …"
+
+
+def test_a_trial_line_shows_the_value_the_trial_ranks_by_not_its_best_epoch(capsys):
+    lines = TrialLines("val_acc", "max", space_lang.parse({"model": {"width": 16}}))
+    spiked = trial("s_00000", Trial.TERMINATED, [0.5, 1.0, 0.6, 0.7])  # a one-epoch spike
+    for epoch, value in enumerate([0.5, 1.0, 0.6, 0.7], 1):
+        lines.on_trial_result(epoch, [], spiked, {"val_acc": value})
+    lines.on_trial_complete(4, [], spiked)
+    assert "completed: val_acc 0.6500 after 4 epochs" in capsys.readouterr().out  # 0.6, 0.7

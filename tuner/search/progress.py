@@ -4,6 +4,7 @@ terminal, a plain line now and then elsewhere), one line per trial as it finishe
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Any
@@ -13,6 +14,7 @@ from ray.tune.experiment import Trial
 
 from tuner.core import terminal
 from tuner.core.objective import Objective
+from tuner.core.selection import LAST_EPOCHS, final_value
 from tuner.core.terminal import short_value
 from tuner.search.trial_errors import error_line
 from tuner.spec import space as space_lang
@@ -182,10 +184,17 @@ class TrialLines(tune.Callback):
         self.verbose = verbose
         self.tty = tty
         self.sampled = space_lang.sampled_keys(space)
+        # Tune trial id -> its metric's last LAST_EPOCHS values: the value a line shows is the
+        # one the trial ranks by (tuner.core.selection), not its best epoch.
+        self.recent: dict[str, list[float]] = {}
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
+        value = result.get(self.metric)
+        if isinstance(value, int | float):
+            recent = [*self.recent.get(trial.trial_id, []), float(value)]
+            self.recent[trial.trial_id] = recent[-LAST_EPOCHS:]
         # A trial's warnings come in its results (see deep.TrainingRun.warn): a worker's own stderr
         # reaches no one in CI, under nohup or `ray job submit`.
         for text in TrialReport.read(result).warnings:
@@ -205,16 +214,17 @@ class TrialLines(tune.Callback):
     def line(self, trial: Any, status: str, width: int | None = None) -> str:
         """The line of a finished ``trial``; its config cut to fit ``width`` columns (never
         the outcome: an error is read whole)."""
-        best = trial.metric_analysis.get(self.metric, {}).get(self.mode)
+        last = (trial.last_result or {}).get(self.metric)
+        value = final_value(self.recent.get(trial.trial_id) or ([last] if last is not None else []))
         epochs = (trial.last_result or {}).get("training_iteration", 0)
         if status == Status.ERRORED:
             outcome = error_line(trial)
         elif status == Status.REJECTED:
             outcome = TrialReport.read(trial.last_result).reason
-        elif best is None:
+        elif math.isnan(value):
             outcome = f"no {self.metric} reported"
         else:
-            outcome = f"{self.metric} {best:.4f} after {epochs} epoch{'s' * (epochs != 1)}"
+            outcome = f"{self.metric} {value:.4f} after {epochs} epoch{'s' * (epochs != 1)}"
         params = space_lang.trial_params(self.space, trial.config)
         shown = [key for key in self.sampled if key in params]
         config = "  ".join(f"{key}={short_value(str(params[key]))}" for key in shown)
