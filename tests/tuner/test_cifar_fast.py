@@ -32,8 +32,8 @@ def test_cifar_fast_runs_and_records_the_recipe_per_trial(
 
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("cifar_fast").experiment_id])
-    (parent,) = [r for r in runs if r.data.tags[Tag.ROLE] == PARENT_ROLE]
-    trials = [r for r in runs if r.data.tags[Tag.ROLE] == TRIAL_ROLE]
+    (parent,) = [r for r in runs if r.data.tags.get(Tag.ROLE) == PARENT_ROLE]
+    trials = [r for r in runs if r.data.tags.get(Tag.ROLE) == TRIAL_ROLE]
     assert parent.info.status == "FINISHED" and 0.0 <= parent.data.metrics["test_acc"] <= 1.0
     assert len(trials) == 2
     for trial in trials:

@@ -101,8 +101,8 @@ def finished(ray_session, tmp_path_factory):
         tuner_run(store, SPEC)
     experiment = store.client.get_experiment_by_name("final_e2e")
     runs = store.client.search_runs([experiment.experiment_id])
-    parent = next(r for r in runs if r.data.tags[Tag.ROLE] == PARENT_ROLE)
-    trials = [r for r in runs if r.data.tags[Tag.ROLE] == TRIAL_ROLE]
+    parent = next(r for r in runs if r.data.tags.get(Tag.ROLE) == PARENT_ROLE)
+    trials = [r for r in runs if r.data.tags.get(Tag.ROLE) == TRIAL_ROLE]
     return store.client, parent, trials, printed.getvalue(), store
 
 

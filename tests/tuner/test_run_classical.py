@@ -50,7 +50,7 @@ def classical_run(ray_session, tmp_path_factory):
 
 def test_every_trial_reports_validation_scores_once(classical_run):
     client, runs, _ = classical_run
-    trials = [r for r in runs if r.data.tags[Tag.ROLE] == TRIAL_ROLE]
+    trials = [r for r in runs if r.data.tags.get(Tag.ROLE) == TRIAL_ROLE]
     assert len(trials) == 5
     for trial in trials:
         assert trial.data.tags[Tag.STATUS] == Status.COMPLETED
@@ -70,7 +70,7 @@ def test_every_trial_reports_validation_scores_once(classical_run):
 
 def test_parent_holds_the_test_metrics_of_the_best_config(classical_run):
     _, runs, _ = classical_run
-    (parent,) = [r for r in runs if r.data.tags[Tag.ROLE] == PARENT_ROLE]
+    (parent,) = [r for r in runs if r.data.tags.get(Tag.ROLE) == PARENT_ROLE]
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["test_acc"] > 0.6
     for name in ("test_precision", "test_recall", "test_f1"):

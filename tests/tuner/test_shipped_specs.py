@@ -74,8 +74,8 @@ def test_shipped_spec_runs_on_small_real_data(ray_session, tmp_path, request, sp
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(Path(spec_name).stem)  # the specs name themselves so
     runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if r.data.tags[Tag.ROLE] == PARENT_ROLE]
-    trials = [r for r in runs if r.data.tags[Tag.ROLE] == TRIAL_ROLE]
+    parents = [r for r in runs if r.data.tags.get(Tag.ROLE) == PARENT_ROLE]
+    trials = [r for r in runs if r.data.tags.get(Tag.ROLE) == TRIAL_ROLE]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert 0.0 <= parents[0].data.metrics["test_acc"] <= 1.0
     assert len(trials) == 2

@@ -153,7 +153,7 @@ def test_a_search_with_the_right_login_is_recorded(team, search):
         (version,) = client.search_model_versions(f"name = '{NAME}'")
     roles = sorted(run.data.tags[Tag.ROLE] for run in runs)
     assert roles == ["parent", "trial", "trial"]
-    parent = next(run for run in runs if run.data.tags[Tag.ROLE] == PARENT_ROLE)
+    parent = next(run for run in runs if run.data.tags.get(Tag.ROLE) == PARENT_ROLE)
     assert parent.data.tags[Tag.STATUS] == Status.COMPLETED
     assert version.run_id == parent.info.run_id  # the model registered too
     assert (search / "t" / "ray").is_dir()  # Ray started, under TMPDIR: its logs are read below

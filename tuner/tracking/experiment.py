@@ -193,6 +193,7 @@ class Experiment:
     ) -> None:
         """One finished repeat of trial ``trial_id``'s config with ``seed``, as a child run."""
         tags = {
+            Tag.ROLE: REPEAT,
             Tag.FINAL: REPEAT,
             Tag.TRIAL_ID: trial_id,
             Tag.SEED: str(seed),

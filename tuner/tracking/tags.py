@@ -26,7 +26,7 @@ class Tag:
     """The key of every tag tuner sets on a run (and of its model's metadata)."""
 
     # Every run
-    ROLE: Final = "tuner.role"  # PARENT_ROLE or TRIAL_ROLE
+    ROLE: Final = "tuner.role"  # PARENT_ROLE, TRIAL_ROLE or REPEAT
     STATUS: Final = "tuner.status"  # a Status
     ERROR: Final = "tuner.error"  # why a trial or the search errored: its error's last line
     # A search's parent run (SearchTags, StudyTags)
@@ -73,7 +73,7 @@ class Status:
 TRUE: Final = "true"  # the value of a flag tag (tuner.best, tuner.pareto, tuner.chosen)
 PARENT_ROLE = "parent"
 TRIAL_ROLE = "trial"
-REPEAT = "repeat"  # the tuner.final tag of a child run that repeats a config (final.repeats)
+REPEAT = "repeat"  # the role and tuner.final tag of a child run repeating a config (final.repeats)
 
 
 def tag_filter(key: str, value: str) -> str:
