@@ -156,6 +156,7 @@ trainable: classical
 {FILE_DATA}
 search: {{algorithm: random, num_samples: 6, seed: 0}}
 scheduler: {{type: fifo}}
+final: {{repeats: 1}}  # the driver tests the best trial itself (repeats run on the nodes)
 resources: {{cpu: 1}}
 space:
   features: {{name: bag_of_sift, step: 4, patch_size: 8, resize: 32, vocab_size: 16}}
