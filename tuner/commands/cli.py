@@ -4,6 +4,9 @@ Usage errors (a bad spec, a missing dataset, a wrong flag) print one line and ex
 that finished while its tracking server was down exits 3: one line names the journal that keeps
 what the server did not take, and the `tuner sync` command that writes it there (and logs the
 search's plots and registers its model, which needed the server).
+
+Each command imports what it uses inside its function: `tuner best` and `tuner --help` must
+start in a second or two, without torch, Ray Tune or a search's modules.
 """
 
 from __future__ import annotations
