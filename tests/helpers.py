@@ -23,6 +23,7 @@ name: digits_search
 data: {dataset: digits, seed: 0}
 search: {algorithm: optuna, num_samples: 2, max_concurrent: 2, seed: 0}  # 3 with the CLI flag
 scheduler: {type: asha, max_epochs: 3, grace_period: 1, reduction_factor: 2}
+final: {repeats: 1}  # the best trial tested as is: repeats have their own tests (test_final.py)
 resources: {cpu: 1}
 space:
   model: {name: simple_cnn, width: {int: [16, 32]}, depth: 2}

@@ -13,7 +13,6 @@ QUIET_LOGGERS = {
     "ray._private.authentication": logging.ERROR,  # the token-auth warning of a new cluster
     "ray.tune": logging.WARNING,  # "Wrote the latest version of all result files...", run times
     "ray.train": logging.WARNING,  # "Checkpoint successfully created at: ..."
-    "optuna": logging.WARNING,  # "A new study created in memory with name: ..."
     "mlflow.store.db.utils": logging.WARNING,  # "Creating initial MLflow database tables..."
     "alembic.runtime.migration": logging.WARNING,  # the store's schema, step by step
     # "Retrying (Retry(total=...)) after connection broken...": a line per HTTP retry of MLflow's
@@ -28,6 +27,11 @@ def quiet_libraries(verbose: bool) -> None:
         return
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
+    # "A new study created in RDB with name: ...". Through Optuna's own switch: its logger sets
+    # itself to INFO when Optuna first uses it, over a level set before that.
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Ray starts in a background thread (tuner.search.ray_start), which sets the SIGTERM handler
     # itself, and Ray warns that it could not: a warning about nothing the user did.
     logging.getLogger("ray._private.worker").addFilter(_not_about_sigterm)
