@@ -44,6 +44,7 @@ name: {name}
 data: {{dataset: digits, seed: 0}}
 search: {{algorithm: random, num_samples: {trials}, max_concurrent: 2, seed: 0}}
 scheduler: {{type: fifo, max_epochs: {epochs}}}
+final: {{repeats: 1}}  # no re-training of tied configs: the search's own run is what is tested
 resources: {{cpu: 1}}
 space:
   model: {{name: resnet18}}

@@ -41,6 +41,7 @@ name: {NAME}
 data: {{dataset: digits, seed: 0, max_train: 300}}
 search: {{algorithm: random, num_samples: 2, max_concurrent: 2, seed: 0}}
 scheduler: {{type: fifo, max_epochs: 1}}
+final: {{repeats: 1}}  # two trials, one test: no repeat runs beside them
 resources: {{cpu: 1}}
 space:
   model: {{name: simple_cnn, width: 16, depth: 2}}
