@@ -222,22 +222,26 @@ def test_sync_killed_at_a_random_moment_then_run_again_writes_the_search_once(
         mlflow_server.start()
     # Seeded: a failure replays. Importing MLflow and torch takes seconds; the writes, the plots
     # and the registration come after, so the kill lands before, among or after them.
-    delay = random.Random(SYNC_KILL_SEED).uniform(2.0, 15.0)
+    delay = random.Random(SYNC_KILL_SEED).uniform(1.0, 8.0)
     sync = [sys.executable, "-m", "tuner", "sync", NAME, "--tracking-uri", mlflow_server.url]
-    killed = subprocess.Popen(
-        sync, cwd=cwd, env=own_tuner_env(), stdout=subprocess.DEVNULL, start_new_session=True
-    )
-    time.sleep(delay)
-    was_running = killed.poll() is None
-    kill_group(killed)
-    print(f"sync killed {delay:.1f} s in (it {'was running' if was_running else 'had ended'})")
-    again = subprocess.run(
-        sync, cwd=cwd, env=own_tuner_env(), capture_output=True, text=True, timeout=SEARCH_S
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
-    the_search(MlflowClient(mlflow_server.url), NAME, TRIALS)
-    for path, data in kept.items():  # the next test syncs what the search kept, from the start
-        path.write_bytes(data)
+    try:
+        killed = subprocess.Popen(
+            sync, cwd=cwd, env=own_tuner_env(), stdout=subprocess.DEVNULL, start_new_session=True
+        )
+        try:
+            killed.wait(timeout=delay)
+            print(f"sync ended before its kill at {delay:.1f} s")
+        except subprocess.TimeoutExpired:
+            kill_group(killed)
+            print(f"sync killed {delay:.1f} s in")
+        again = subprocess.run(
+            sync, cwd=cwd, env=own_tuner_env(), capture_output=True, text=True, timeout=SEARCH_S
+        )
+        assert again.returncode == 0, again.stderr[-3000:]
+        the_search(MlflowClient(mlflow_server.url), NAME, TRIALS)
+    finally:  # the next test syncs what the search kept, from the start
+        for path, data in kept.items():
+            path.write_bytes(data)
 
 
 def test_sync_writes_the_whole_search_once_however_often_it_runs(
