@@ -49,6 +49,16 @@ def test_tunes_pickles_named_json_are_judged_by_their_content(tmp_path):
     assert (experiment / GENERATOR).read_bytes() == older
 
 
+def test_state_tune_saved_but_never_copied_to_storage_is_put_back(tmp_path):
+    # A kill just after Tune's first save to its staging folder: tuner's snapshot holds the
+    # state, the storage folder nothing; Tune's restore would start an empty search.
+    experiment = _experiment(tmp_path, b"{}", pickle.dumps({}))
+    (experiment / STATE).unlink()
+    (experiment / SEARCHER).unlink()
+    assert repair(str(experiment)) == [STATE, SEARCHER]
+    assert json.loads((experiment / STATE).read_text()) == {"trial_data": [1, 2]}
+
+
 def test_cut_short_files_are_put_back_from_the_snapshot(tmp_path):
     whole = pickle.dumps({"study": "t"})
     experiment = _experiment(tmp_path, b'{"trial_data": [1, 2', whole[:-5])

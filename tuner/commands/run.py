@@ -409,8 +409,8 @@ def _resumed_folder(experiment: Experiment, sizes: str, storage: str | None) -> 
         )
     for name in tune_state.repair(path):
         say(
-            f"tuner: Tune's {name} was cut short when the search stopped; "
-            "resuming from tuner's last whole copy of it"
+            f"tuner: Tune's {name} was cut short or not yet in storage when the search "
+            "stopped; resuming from tuner's last whole copy of it"
         )
     return path
 

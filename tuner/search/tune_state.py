@@ -170,7 +170,8 @@ def clear(experiment_path: str) -> None:
 
 
 def repair(experiment_path: str) -> list[str]:
-    """Put back from the snapshots each of Tune's state files that does not load; their names.
+    """Put back from the snapshots each of Tune's state files that does not load, or that Tune
+    saved but had not copied to storage when the driver stopped; their names.
 
     A UsageError when one does not load and tuner holds no whole copy of it.
     """
@@ -178,6 +179,10 @@ def repair(experiment_path: str) -> list[str]:
     if not folder.is_dir():  # an object store's URI: nothing is ever cut short there
         return []
     repaired = []
+    for snapshot in sorted((folder / SNAPSHOTS).glob("*")):
+        if snapshot.is_file() and not (folder / snapshot.name).exists():
+            _copy_atomically(snapshot, folder / snapshot.name)
+            repaired.append(snapshot.name)
     for path in sorted(folder.glob("*.json")) + sorted(folder.glob("*.pkl")):
         if _loads(path):
             continue
