@@ -52,7 +52,10 @@ def test_whether_a_distribution_holds_a_value():
     assert not internals.distribution_holds(choices, "rmsprop")
 
 
-def test_mlflows_fluent_store_uris(tmp_path):
+def test_mlflows_fluent_store_uris(tmp_path, monkeypatch):
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # mlflow's setters export them:
+        monkeypatch.setenv(name, "")  # recorded here, put back (or removed) when the test ends
+        monkeypatch.delenv(name)
     before = internals.fluent_store_uris()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)

@@ -120,7 +120,7 @@ def test_rest_api_returns_every_trial(ui):
         assert tags[Tag.TRIAL_ID] == trial.trial_id
         assert tags[Tag.STATUS] == trial.status
         metrics = {m["key"] for m in runs[trial.run_id]["data"]["metrics"]}
-        assert {"train_loss", "val_loss", "val_acc", "best_val_acc"} <= metrics
+        assert {"train_loss", "val_loss", "val_acc", "final_val_acc"} <= metrics
 
 
 def _chromium() -> str:
@@ -174,11 +174,12 @@ def test_chromium_shows_the_trials_sorted_by_the_metric_with_their_columns(ui):
     assert "<title>" in dom and "MLflow" in dom, dom[:500]
     assert "Detect Issues" not in dom  # the GenAI overview's button
     assert set(best) <= set(rows.values()), f"runs not listed flat: {sorted(rows.values())}"
-    ranked = [best[rows[i]] for i in sorted(rows, key=int)]
-    assert ranked == sorted(ranked, reverse=True)  # best_val_acc, highest first
-    assert "Sort: best_val_acc" in dom
+    # Trials by their final value, highest first (the parent holds best_val_acc, not that key).
+    ranked = [best[rows[i]] for i in sorted(rows, key=int) if rows[i] != parent.info.run_id]
+    assert ranked == sorted(ranked, reverse=True)
+    assert "Sort: final_val_acc" in dom
     sampled = SearchTags.of(parent).sampled
-    for column in ("metrics.`best_val_acc`", "metrics.`val_acc`", "metrics.`test_acc`"):
+    for column in ("metrics.`final_val_acc`", "metrics.`val_acc`", "metrics.`test_acc`"):
         assert f'col-id="{column}"' in dom, column
     assert f'col-id="params.`{sampled[0]}`"' in dom  # AG Grid draws only the visible columns
     # Only the parent run has a test accuracy (its best trial's model on the test split).
