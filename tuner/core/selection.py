@@ -35,6 +35,12 @@ def final_key(metric: str) -> str:
     return f"final_{metric}"
 
 
+def with_latest(recent: Sequence[float], value: float) -> list[float]:
+    """A trial's last LAST_EPOCHS values (what ``final_value`` reads) once ``value``, its
+    newest, is added: what the Tune callbacks keep per trial."""
+    return [*recent, value][-LAST_EPOCHS:]
+
+
 def final_value(history: Sequence[float]) -> float:
     """The mean of the last LAST_EPOCHS values of a trial's metric, in epoch order; nan when it
     has none. A diverged last epoch's inf stays in: its weights are what the test would get,

@@ -14,7 +14,7 @@ from ray.tune.experiment import Trial
 
 from tuner.core import terminal
 from tuner.core.objective import Objective
-from tuner.core.selection import LAST_EPOCHS, final_value
+from tuner.core.selection import final_value, with_latest
 from tuner.core.terminal import short_value
 from tuner.search.trial_errors import error_line
 from tuner.spec import space as space_lang
@@ -193,8 +193,7 @@ class TrialLines(tune.Callback):
     ) -> None:
         value = result.get(self.metric)
         if isinstance(value, int | float):
-            recent = [*self.recent.get(trial.trial_id, []), float(value)]
-            self.recent[trial.trial_id] = recent[-LAST_EPOCHS:]
+            self.recent[trial.trial_id] = with_latest(self.recent.get(trial.trial_id, []), value)
         # A trial's warnings come in its results (see deep.TrainingRun.warn): a worker's own stderr
         # reaches no one in CI, under nohup or `ray job submit`.
         for text in TrialReport.read(result).warnings:

@@ -15,7 +15,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from tuner.core.selection import LAST_EPOCHS, final_key, final_value
+from tuner.core.selection import LAST_EPOCHS, final_key, final_value, with_latest
 from tuner.core.terminal import say
 from tuner.search.trial_errors import error_line
 from tuner.spec.space import Group, trial_params
@@ -158,7 +158,7 @@ class TrialRecorder(tune.Callback):
             tags.append(RunTag(Tag.WARNINGS, self.warnings[trial.trial_id][-MAX_TAG_CHARS:]))
         value = report.metrics.get(self.metric)
         if value is not None:
-            recent = [*self.recent.get(trial.trial_id, []), value][-LAST_EPOCHS:]
+            recent = with_latest(self.recent.get(trial.trial_id, []), value)
             self.recent[trial.trial_id] = recent
             # What tuner.tracking.records ranks by, as the driver ranks (tuner.commands.run); nan,
             # not inf, when the last epochs diverged: every MLflow store keeps nan as it is.
