@@ -194,3 +194,23 @@ def test_a_trial_line_shows_the_value_the_trial_ranks_by_not_its_best_epoch(caps
         lines.on_trial_result(epoch, [], spiked, {"val_acc": value})
     lines.on_trial_complete(4, [], spiked)
     assert "completed: val_acc 0.6500 after 4 epochs" in capsys.readouterr().out  # 0.6, 0.7
+
+
+def test_a_big_search_prints_a_trial_line_only_for_a_new_best(capsys):
+    lines = TrialLines("val_acc", "max", space_lang.parse({"model": {"width": 16}}), tty=False)
+    lines.setup(total_num_samples=1000)
+    assert capsys.readouterr().out.startswith("1000 trials: a line for each new best and each")
+    for index, value in enumerate([0.5, 0.4, 0.7, 0.7, 0.6, 0.9]):
+        lines.on_trial_complete(0, [], trial(f"b_{index:05d}", Trial.TERMINATED, [value]))
+    shown = [line.split()[1] for line in capsys.readouterr().out.splitlines()]
+    assert shown == ["b_00000", "b_00002", "b_00005"]  # a tie is no new best (errors: always)
+
+
+def test_a_big_search_off_a_terminal_shows_its_line_by_the_clock_not_per_trial(capsys):
+    line = ProgressLine("val_acc", "max", 5, trainable="deep", tty=False)
+    line.setup(total_num_samples=1000)
+    trials = search()
+    line.on_step_end(1, trials)
+    trials[2].set_status(Trial.TERMINATED)
+    line.on_step_end(2, trials)  # a trial finished, but far less than 30 s since the last line
+    assert len(capsys.readouterr().out.splitlines()) == 1

@@ -37,6 +37,13 @@ def trial_table(metric: str, tree: space_lang.Group) -> tune.ProgressReporter:
 
 PLAIN_EVERY_S = 30  # off a terminal (CI, nohup, `ray job submit`): a line this often at most
 REDRAW_EVERY_S = 0.5  # on a terminal: Tune's loop steps every few milliseconds
+# The line reads every trial: redrawn no oftener than this many times the last line took, so
+# it costs the driver at most ~2% of its time however many trials a search holds.
+LINE_COST_SHARE = 50
+# Beyond this many trials a search prints a line only for a trial that is the new best or that
+# errored, and off a terminal a progress line only every PLAIN_EVERY_S: a thousand-trial search
+# stays readable, and its driver does no work per trial that grows with the trials before it.
+MANY_TRIALS = 100
 
 
 def _clock(seconds: float) -> str:
@@ -75,6 +82,7 @@ class ProgressLine(tune.Callback):
         self.started = self.shown = 0.0
         self.start_epochs: int | None = None  # epochs already run when this run (or resume) began
         self.last_text, self.last_done = "", -1
+        self.line_seconds = 0.0  # what computing the last line took
 
     def setup(self, total_num_samples: int | None = None, **info: Any) -> None:
         self.total = total_num_samples or 0
@@ -89,13 +97,16 @@ class ProgressLine(tune.Callback):
     def show(self, trials: list, *, final: bool = False) -> None:
         now = time.monotonic()
         tty = sys.stdout.isatty() if self.tty is None else self.tty
-        done = sum(trial.status in (Trial.TERMINATED, Trial.ERROR) for trial in trials)
-        wait = REDRAW_EVERY_S if tty else PLAIN_EVERY_S
-        if not final and done == self.last_done and now - self.shown < wait:
+        wait = max(REDRAW_EVERY_S if tty else PLAIN_EVERY_S, LINE_COST_SHARE * self.line_seconds)
+        # A small search also shows its line as each trial finishes.
+        finished = self.total <= MANY_TRIALS and _done(trials) != self.last_done
+        if not final and now - self.shown < wait and not finished:
             return
         if self.start_epochs is None:
             self.start_epochs = _epochs(trials)
         text = self.line(trials, now - self.started)
+        self.line_seconds = time.monotonic() - now
+        done = _done(trials)
         if tty:
             if text != self.last_text or not terminal.drawn() or final:
                 # fitted: a wrapped line can't be redrawn
@@ -153,6 +164,10 @@ class ProgressLine(tune.Callback):
         return Objective(self.metric, self.mode).best(values) if values else None
 
 
+def _done(trials: list) -> int:
+    return sum(trial.status in (Trial.TERMINATED, Trial.ERROR) for trial in trials)
+
+
 def _epochs(trials: list) -> int:
     return sum((trial.last_result or {}).get("training_iteration", 0) for trial in trials)
 
@@ -187,6 +202,16 @@ class TrialLines(tune.Callback):
         # Tune trial id -> its metric's last LAST_EPOCHS values: the value a line shows is the
         # one the trial ranks by (tuner.core.selection), not its best epoch.
         self.recent: dict[str, list[float]] = {}
+        self.many = False  # more than MANY_TRIALS: lines for new bests and errors only
+        self.best: float | None = None  # the best final value a finished trial's line showed
+
+    def setup(self, total_num_samples: int | None = None, **info: Any) -> None:
+        self.many = (total_num_samples or 0) > MANY_TRIALS
+        if self.many:
+            terminal.say(
+                f"{total_num_samples} trials: a line for each new best and each error; "
+                "every trial is in MLflow (tuner best NAME --top N)"
+            )
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -200,7 +225,15 @@ class TrialLines(tune.Callback):
             terminal.say(f"trial {trial.trial_id} warning: {text}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        terminal.say(self.line(trial, trial_report.status(trial.last_result), self.width()))
+        status = trial_report.status(trial.last_result)
+        value = self.value(trial)
+        best = status != Status.REJECTED and not math.isnan(value)
+        objective = Objective(self.metric, self.mode)
+        best = best and (self.best is None or objective.better(value, self.best))
+        if best:
+            self.best = value
+        if best or not self.many:
+            terminal.say(self.line(trial, status, self.width()))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         terminal.say(self.line(trial, Status.ERRORED, self.width()))
@@ -210,11 +243,15 @@ class TrialLines(tune.Callback):
         tty = sys.stdout.isatty() if self.tty is None else self.tty
         return terminal.width() if tty and not self.verbose else None
 
+    def value(self, trial: Any) -> float:
+        """The final value ``trial`` ranks by (nan: none reported)."""
+        last = (trial.last_result or {}).get(self.metric)
+        return final_value(self.recent.get(trial.trial_id) or ([last] if last is not None else []))
+
     def line(self, trial: Any, status: str, width: int | None = None) -> str:
         """The line of a finished ``trial``; its config cut to fit ``width`` columns (never
         the outcome: an error is read whole)."""
-        last = (trial.last_result or {}).get(self.metric)
-        value = final_value(self.recent.get(trial.trial_id) or ([last] if last is not None else []))
+        value = self.value(trial)
         epochs = (trial.last_result or {}).get("training_iteration", 0)
         if status == Status.ERRORED:
             outcome = error_line(trial)
