@@ -122,6 +122,7 @@ class Writer:
         # The journal's number of the latest write taken from the queue (or read from it).
         self._last = self.journal.seq if self.journal else 0
         self._runs: dict[TrialRun, str] = {}  # trial runs found or created: their run ids
+        self._listed: set[str] = set()  # parents whose trial runs are all in _runs
         self._errors: list[str] = []
         self._queue: queue.Queue[tuple[int, Write] | str] = queue.Queue()
         self._lock = threading.Lock()  # the journal's file and the queue, as one
@@ -239,21 +240,29 @@ class Writer:
         run = write.run
         if isinstance(run, str):
             return run
-        if run not in self._runs:
-            found = child_runs(self.client, run.experiment_id, run.parent_id, run.trial_id)
-            self._runs[run] = (
-                found[0].info.run_id
-                if found
-                else new_child_run(
-                    self.client,
-                    run.experiment_id,
-                    run.parent_id,
-                    f"trial_{run.trial_id}",
-                    {Tag.ROLE: TRIAL_ROLE, Tag.TRIAL_ID: run.trial_id},
-                    start_time=write.start_time,
-                )
+        if run.parent_id not in self._listed:
+            self._list_runs(run)
+        if run not in self._runs:  # no earlier driver made it: only this thread makes runs
+            self._runs[run] = new_child_run(
+                self.client,
+                run.experiment_id,
+                run.parent_id,
+                f"trial_{run.trial_id}",
+                {Tag.ROLE: TRIAL_ROLE, Tag.TRIAL_ID: run.trial_id},
+                start_time=write.start_time,
             )
         return self._runs[run]
+
+    def _list_runs(self, run: TrialRun) -> None:
+        """The trial runs an earlier driver made under ``run``'s parent, found in one query:
+        asking the store for each trial's run would cost a search of all the parent's runs per
+        trial, which grows with the trials (25 ms each at 1,000 in a sqlite store)."""
+        for found in child_runs(self.client, run.experiment_id, run.parent_id):
+            trial_id = found.data.tags.get(Tag.TRIAL_ID)
+            if trial_id:
+                key = TrialRun(run.experiment_id, run.parent_id, trial_id)
+                self._runs.setdefault(key, found.info.run_id)
+        self._listed.add(run.parent_id)
 
 
 def merged(writes: Iterable[Write]) -> list[Write]:
