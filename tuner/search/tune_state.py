@@ -85,6 +85,10 @@ class CheckpointRetention(tune.Callback):
         # trial id -> the checkpoint it reported since the last save (Tune saves its state at the
         # end of a loop step, after the step's checkpoints are reported, before on_step_end)
         self._unsaved: dict[str, Any] = {}
+        # Finished trials two saves have named the same checkpoint of: their folders change no
+        # more, so a save need not list them (a search of thousands of trials would list every
+        # trial's folder at every save); on_experiment_end still keeps only each one's latest.
+        self._settled: set[str] = set()
 
     def on_checkpoint(
         self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
@@ -100,12 +104,14 @@ class CheckpointRetention(tune.Callback):
         self._saved = _last_save(trials)
         self._unsaved.clear()
         for trial in trials:
-            if trial.checkpoint is None:
+            if trial.checkpoint is None or trial.trial_id in self._settled:
                 continue
             named = Path(trial.checkpoint.path).name
             if trial.trial_id in self._last:  # the first save seen (a resume's too) deletes none
                 named_before, there_before = self._last[trial.trial_id]
                 _delete(trial, there_before - {named_before, named})
+                if trial.is_finished() and named == named_before:
+                    self._settled.add(trial.trial_id)
             self._last[trial.trial_id] = (named, _checkpoints(trial))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
