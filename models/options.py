@@ -7,6 +7,12 @@ value fits an annotation is pydantic's answer (``admits``), the same when a spec
 (``tuner.trainables.checks``) and when a factory is built (``Registry.build``), so the check
 cannot drift from the signature; ``describe`` says the annotation in a one-line message.
 
+A name may also be an import path, ``"my_pkg.nets:wide_net"``: the user's own factory (a
+function or a class), looked up in every registry the same way and with the same checks from its
+signature (``import_object``). Its module is imported from ``sys.path`` and the ``CODE_PATH``
+folders (tuner's: the spec's folder and the current directory); the arguments the caller supplies
+(``fixed``: a model's data arguments, a loader's root) are passed only when it takes them.
+
 It lives in ``models`` because everything that needs it can import it from here: ``data`` and
 ``tuner`` (``models`` imports neither, so there is no cycle) and a served classical pipeline,
 which ships the ``models`` package alone (``tuner.publishing.export``). It imports pydantic and
@@ -16,13 +22,16 @@ NumPy, no Ray, MLflow or tuner.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import json
 import math
+import re
+import sys
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, cast, get_args, get_origin
 
 import annotated_types
 import numpy
@@ -75,6 +84,66 @@ class Range(annotated_types.GroupedMetadata):
 
 POSITIVE = Range(1)  # counts: widths, depths, blocks
 DROPOUT = Range(0, 1, high_open=True)  # a probability of dropping, never all
+# "package.module:attribute" (the attribute may be dotted: "module:Class.create"), as entry
+# points, uvicorn and Hydra's ``_target_`` name code; a colon is in no registered name.
+IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+# The folders the user's code is imported from besides the installed packages (use_code_path).
+CODE_PATH: list[str] = []
+
+
+def use_code_path(folders: Iterable[str]) -> None:
+    """Import the user's code from ``folders`` too: appended to ``sys.path``, so an installed
+    package keeps its name (a folder can't shadow torch). Idempotent: a trial's worker calls it
+    for every trial."""
+    for folder in folders:
+        if folder not in CODE_PATH:
+            CODE_PATH.append(folder)
+        if folder not in sys.path:
+            sys.path.append(folder)
+
+
+def is_import_path(name: object) -> bool:
+    """Whether ``name`` names the user's own code, ``"package.module:attribute"``."""
+    return isinstance(name, str) and IMPORT_PATH.match(name) is not None
+
+
+def _defined_in(owner: Any) -> list[str]:
+    """The public names ``owner`` (a module, a class) defines itself, not those it imports."""
+    names = [name for name in vars(owner) if not name.startswith("_")]
+    home = owner.__name__ if isinstance(owner, types.ModuleType) else owner.__module__
+    own = [name for name in names if getattr(vars(owner)[name], "__module__", None) == home]
+    return sorted(own or names)[:12]
+
+
+def import_object(path: str, error: type[ValueError] = OptionError) -> Any:
+    """The object ``"package.module:attribute"`` names, its module imported from ``sys.path``
+    (this runs the module's code); a module or attribute that isn't there is one ``error`` line
+    saying where Python looked."""
+    module_name, _, attributes = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as missing:
+        if missing.name and module_name.startswith(missing.name):  # the module itself
+            where = ", ".join(CODE_PATH) or "the current directory"
+            raise error(
+                f"no module {missing.name!r} to import {path!r} from, in {where} or the "
+                "installed packages: put it there, or pip install its package"
+            ) from None
+        raise error(f"importing {path!r} failed: {missing}") from None  # a module it imports
+    except Exception as failure:  # the module's own code failed: its first line says why
+        raise error(f"importing {path!r} failed: {type(failure).__name__}: {failure}") from None
+    found: Any = module
+    for part in attributes.split("."):
+        if not hasattr(found, part):
+            public = _defined_in(found)
+            raise error(
+                f"{module_name} ({getattr(module, '__file__', '?')}) has no {part!r}; "
+                f"it has: {', '.join(public) or '(nothing public)'}"
+            )
+        found = getattr(found, part)
+    return found
 
 
 class Registry(dict[str, F]):
@@ -96,11 +165,37 @@ class Registry(dict[str, F]):
         self.error, self.fixed = error, tuple(fixed)
 
     def __missing__(self, name: str) -> F:
+        if is_import_path(name):
+            return self._own(name)
         raise self.error(self.unknown(name))
 
+    def __contains__(self, name: object) -> bool:
+        """A registered name, or an import path that imports to a callable."""
+        if not is_import_path(name):
+            return super().__contains__(name)
+        try:
+            self._own(cast(str, name))
+        except self.error:
+            return False
+        return True
+
     def unknown(self, name: object) -> str:
-        """The one message for a name not registered."""
+        """The one message for a name not registered (an import path: why it didn't import)."""
+        if is_import_path(name):
+            try:
+                self._own(cast(str, name))
+            except self.error as error:
+                return str(error)
         return f"unknown {self.kind} {name!r}; known {self.plural}: {', '.join(sorted(self))}"
+
+    def _own(self, path: str) -> F:
+        """The user's factory at ``path``, taking only the ``fixed`` arguments it declares."""
+        factory = import_object(path, self.error)
+        if not callable(factory):
+            raise self.error(
+                f"{self.kind} {path!r} is a {type(factory).__name__}, not a function or class"
+            )
+        return cast(F, taking_what_it_declares(factory, self.fixed))
 
     def register(self, name: str) -> Callable[[F], F]:
         """Decorator: make a factory known by ``name``."""
@@ -142,6 +237,29 @@ class Registry(dict[str, F]):
     def _options(self, name: str) -> list[str]:
         parameters = inspect.signature(self[name]).parameters.items()
         return [o for o, p in parameters if p.kind in BY_KEYWORD and o not in self.fixed]
+
+
+def taking_what_it_declares(factory: F, fixed: Sequence[str]) -> F:
+    """``factory`` called with only those of the ``fixed`` arguments (given by name, or by
+    position in ``fixed``'s order) its signature declares: a user's model may ignore the image
+    size, a loader its root. Its signature stays the factory's (``__wrapped__``)."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: called as it is
+        return factory
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    unused = [name for name in fixed if name not in parameters]
+    if takes_any or not unused:
+        return factory
+
+    @functools.wraps(factory)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if len(args) > len(fixed):  # not a registry's call: as it was written
+            return factory(*args, **kwargs)
+        named = {**dict(zip(fixed, args, strict=False)), **kwargs}
+        return factory(**{key: value for key, value in named.items() if key not in unused})
+
+    return cast(F, call)
 
 
 def option_types(

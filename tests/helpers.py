@@ -139,3 +139,21 @@ def wait_for_epochs(
         assert search.poll() is None, f"the search ended first:\n{log.read_text()[-3000:]}"
         assert time.monotonic() < deadline, f"no {epochs} epochs logged:\n{log.read_text()}"
         time.sleep(1)
+
+
+def refused_at_load(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str) -> str:
+    """The one line `tuner run` prints for a spec file holding ``text`` that the spec loader
+    refuses (exit 2, nothing written beside the spec), starting with the file's path."""
+    from tuner.commands.cli import main
+    from tuner.spec.document import SpecError, load_spec
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    # load_spec first: if it let the value through, `run` would start a search.
+    with pytest.raises(SpecError, match=f"^{spec}: "):
+        load_spec(spec)
+    assert main(["run", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # nothing written
+    return err

@@ -1,4 +1,10 @@
-"""tuner: hyperparameter search for image classifiers (YAML spec -> Ray Tune -> MLflow)."""
+"""tuner: hyperparameter search for image classifiers (YAML spec -> Ray Tune -> MLflow).
+
+Your own training function (``trainable: "my_pkg.train:fit"`` in a spec) calls two functions
+of this package: ``tuner.report(metrics, checkpoint=state)`` once per epoch, and
+``tuner.checkpoint()`` for the state to continue from (docs/own-code.md). They are imported on
+first use: `tuner --help` and a plain `import tuner` stay light.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,21 @@ import importlib.machinery
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["checkpoint", "report"]
+TRAINING_API = ("checkpoint", "report")  # tuner.trainables.function's, for your function
+
+
+def __getattr__(name: str) -> Any:
+    """``tuner.report`` and ``tuner.checkpoint`` (PEP 562: imported when first asked for)."""
+    if name in TRAINING_API:
+        from tuner.trainables import function
+
+        return getattr(function, name)
+    raise AttributeError(f"module 'tuner' has no attribute {name!r}")
+
 
 OWN_PACKAGES = ("data", "models")  # tuner's siblings, installed beside it
 

@@ -1,19 +1,19 @@
 """A folder of images, one sub-folder per class (cats/, dogs/; 15-scene's bedroom/, ...).
 
-Images of any size and format OpenCV reads are decoded once, resized to a square and kept as
-uint8 (N, C, size, size): a few thousand photos at 64 px are a few tens of MB in memory.
+Listed, not decoded: ``data.load`` decodes the images of any size and format OpenCV reads once,
+resized to a square, into memory or into each node's cache. The folder may be local or a URI
+(``s3://bucket/photos``) listed through fsspec.
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Annotated
 
-import cv2
 import numpy as np
 
-from data.registry import DatasetError, RawDataset, register
+from data.files import ImageFiles, is_uri
+from data.registry import DatasetError, register
 from models.options import POSITIVE
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
@@ -21,92 +21,109 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 @register("image_folder")
 def image_folder(
-    root: Path | None = None,
+    root: Path | str | None = None,
     *,
     image_size: Annotated[int, POSITIVE] = 64,  # pixels; checked by the registry (data.load)
     grayscale: bool = False,
     test_root: str | Path | None = None,
-) -> RawDataset:
-    """Images under ``root/<class>/`` resized to ``image_size`` x ``image_size`` pixels.
+) -> ImageFiles:
+    """Images under ``root/<class>/``, to be resized to ``image_size`` x ``image_size`` pixels.
 
     ``grayscale`` gives 1 channel, else 3 (RGB). ``test_root`` is an optional separate test
     folder with the same class sub-folders; without it ``load`` carves a test split out.
-    Unreadable files are skipped with one warning giving their count.
+    Unreadable files are skipped when decoded, with one warning giving their count.
     """
     if root is None:
         raise DatasetError(
             "image_folder: data.root is not set; point it at a folder with one sub-folder "
             "of images per class"
         )
-    x, y, classes = _read_tree(root, image_size, bool(grayscale))
-    if test_root is None:
-        return RawDataset(x, y, classes)
-    test_dir = Path(test_root).expanduser()
-    test_x, test_y, test_classes = _read_tree(test_dir, image_size, bool(grayscale))
-    if test_classes != classes:
+    classes, groups = _list_tree(root)
+    paths, labels = _rows(groups)
+    split = None
+    if test_root is not None:
+        test_dir = str(test_root) if is_uri(test_root) else Path(test_root).expanduser()
+        test_classes, test_groups = _list_tree(test_dir)
+        if test_classes != classes:
+            raise DatasetError(
+                f"image_folder: test_root {test_dir} has classes {list(test_classes)}, "
+                f"but {root} has {list(classes)}; they must match"
+            )
+        test_paths, test_labels = _rows(test_groups)
+        split = ("train",) * len(paths) + ("test",) * len(test_paths)
+        paths, labels = paths + test_paths, labels + test_labels
+    return ImageFiles(
+        tuple(paths),
+        np.asarray(labels, dtype=np.int64),
+        classes,
+        split,
+        image_size=image_size,
+        grayscale=bool(grayscale),
+    )
+
+
+def _rows(groups: list[list[str]]) -> tuple[list[str], list[int]]:
+    """Every path, class after class, and its label."""
+    paths = [path for group in groups for path in group]
+    labels = [label for label, group in enumerate(groups) for _ in group]
+    return paths, labels
+
+
+def _list_tree(root: Path | str) -> tuple[tuple[str, ...], list[list[str]]]:
+    """The class (sub-folder) names under ``root`` and each one's image files, sorted."""
+    tree = _uri_tree(str(root)) if is_uri(root) else _local_tree(Path(root))
+    if len(tree) < 2:
         raise DatasetError(
-            f"image_folder: test_root {test_dir} has classes {list(test_classes)}, "
-            f"but {root} has {list(classes)}; they must match"
+            f"image_folder: {root} needs one sub-folder of images per class (2 or more), "
+            f"found {len(tree)}"
         )
-    return RawDataset(x, y, classes, test_x, test_y)
+    for name, files in tree.items():
+        if not files:
+            kinds = " ".join(sorted(IMAGE_SUFFIXES))
+            raise DatasetError(f"image_folder: class folder {root}/{name} has no images ({kinds})")
+    names = sorted(tree)
+    return tuple(names), [sorted(tree[name]) for name in names]
 
 
-def _read_tree(
-    root: Path, size: int, grayscale: bool
-) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Every image under ``root``'s class folders, its label, and the class (folder) names."""
+def _local_tree(root: Path) -> dict[str, list[str]]:
     if not root.is_dir():
         raise DatasetError(
             f"image_folder: {root} is not a directory; point data.root (or test_root) at a "
             "folder with one sub-folder of images per class"
         )
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(folders) < 2:
-        raise DatasetError(
-            f"image_folder: {root} needs one sub-folder of images per class (2 or more), "
-            f"found {len(folders)}"
-        )
-    images, labels, unreadable = [], [], 0
-    for label, folder in enumerate(folders):
-        files = _image_files(folder)
-        if not files:
-            kinds = " ".join(sorted(IMAGE_SUFFIXES))
-            raise DatasetError(f"image_folder: class folder {folder} has no images ({kinds})")
-        decoded = [
-            image for image in (_decode(p, size, grayscale) for p in files) if image is not None
-        ]
-        if not decoded:
-            raise DatasetError(f"image_folder: none of the {len(files)} images in {folder} decode")
-        unreadable += len(files) - len(decoded)
-        images += decoded
-        labels += [label] * len(decoded)
-    if unreadable:
-        warnings.warn(
-            f"image_folder: skipped {unreadable} unreadable image(s) under {root}", stacklevel=3
-        )
-    return np.stack(images), np.asarray(labels, dtype=np.int64), tuple(f.name for f in folders)
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return {
+        folder.name: [str(p) for p in folder.rglob("*") if _is_image(p.name) and p.is_file()]
+        for folder in folders
+    }
 
 
-def _image_files(folder: Path) -> list[Path]:
-    """Image files below ``folder`` by suffix, sorted; hidden ones (macOS ``._x.jpg``) left out."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    )
+def _uri_tree(root: str) -> dict[str, list[str]]:
+    """A folder in an object store or remote file system, listed once through fsspec."""
+    import fsspec
 
-
-def _decode(path: Path, size: int, grayscale: bool) -> np.ndarray | None:
-    """One image as uint8 (C, size, size), or None when OpenCV can't decode it."""
-    flag = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR  # both give 8-bit pixels
+    fs, base = fsspec.core.url_to_fs(root)
     try:
-        image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flag)
-    except (OSError, cv2.error):  # unreadable file, or an empty one (imdecode rejects those)
-        return None
-    if image is None:
-        return None
-    # INTER_AREA averages pixels when shrinking, which avoids aliasing on large photos.
-    image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    if grayscale:
-        return image[None]
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)
+        found = fs.find(base, withdirs=True, detail=True)
+    except OSError as error:
+        raise DatasetError(f"image_folder: cannot list {root}: {error}") from None
+    if not found:
+        raise DatasetError(
+            f"image_folder: {root} is not a directory (or is empty); point data.root at a "
+            "folder with one sub-folder of images per class"
+        )
+    tree: dict[str, list[str]] = {}
+    for path, info in found.items():
+        parts = path[len(base.rstrip("/")) + 1 :].split("/")
+        if parts[0].startswith(".") or not parts[0]:
+            continue
+        if info.get("type") == "directory" and len(parts) == 1:
+            tree.setdefault(parts[0], [])
+        elif len(parts) > 1 and info.get("type") != "directory" and _is_image(parts[-1]):
+            tree.setdefault(parts[0], []).append(fs.unstrip_protocol(path))
+    return tree
+
+
+def _is_image(name: str) -> bool:
+    """An image by its suffix; hidden files (macOS ``._x.jpg``) left out."""
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".")

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from data import augment
 from data.augment import (
+    CROP_RATIO,
     ERASE_SCALE,
     Augmentation,
+    CentreCrop,
+    centre_crop,
     channel_stats,
     random_crop,
     random_erasing,
     random_hflip,
+    random_resized_crop,
     random_rotation,
+    resized_crop_boxes,
     rotate,
     to_float,
 )
@@ -178,6 +187,11 @@ def test_bad_settings_and_uint8_input_are_refused():
         {"erasing": 1.5},
         {"padding_mode": "wrap"},
         {"hflip": "alternating"},
+        {"crop_scale": 0.0},
+        {"crop_scale": 1.5},
+        {"crop_scale": [0.6, 0.3]},
+        {"crop_ratio": -1.0},
+        {"crop_ratio": [2.0, 1.0]},
     ):
         with pytest.raises(ValueError):
             Augmentation(**bad)
@@ -201,9 +215,111 @@ def test_normalisation_uses_the_per_channel_statistics(fashion):
     assert to_float(x[:2], mean, std, dtype=torch.float64).dtype == torch.float64
 
 
+def test_channel_stats_read_chunks_and_an_even_sample_of_a_large_split(fashion, monkeypatch):
+    x = torch.from_numpy(fashion[0])  # 1,000 images of 784 bytes
+    mean, std = channel_stats(x)
+    monkeypatch.setattr(augment, "STATS_CHUNK_BYTES", 8 * 784 * 7)  # 7 images a step
+    assert torch.allclose(torch.stack(channel_stats(x)), torch.stack((mean, std)), atol=1e-6)
+    monkeypatch.setattr(augment, "STATS_BYTES", 784 * 250)  # room for 250: every 4th image
+    sampled = channel_stats(x)
+    assert torch.equal(torch.stack(sampled), torch.stack(channel_stats(x[::4])))
+    assert not torch.equal(sampled[0], mean)
+    assert torch.allclose(torch.stack(sampled), torch.stack((mean, std)), rtol=0.05)  # 250 of 1000
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_a_cpu_generator_gives_the_same_augmentation_on_the_gpu():
     x = _batch(n=64, h=32, w=32)
     on_gpu = FULL(x.cuda(), _seed(9)).cpu()
     assert torch.allclose(on_gpu, FULL(x, _seed(9)), atol=1e-5)
     assert FULL(x.cuda()).device.type == "cuda"  # the device's own generator when none given
+
+
+# ---------------------------------------------------------------------------------------------
+# Random resized crops, and the centre crop evaluation sees
+# ---------------------------------------------------------------------------------------------
+
+
+def test_random_resized_crops_have_the_asked_size_and_repeat_with_the_seed(images):
+    out = random_resized_crop(images, (20, 24), generator=_seed(0))
+    assert out.shape == (64, 1, 20, 24) and out.dtype == images.dtype
+    # Bilinear: each output pixel lies between its own image's darkest and brightest.
+    low, high = images.amin(dim=(1, 2, 3)), images.amax(dim=(1, 2, 3))
+    assert (out.amin(dim=(1, 2, 3)) >= low - 1e-5).all()
+    assert (out.amax(dim=(1, 2, 3)) <= high + 1e-5).all()
+    assert torch.equal(out, random_resized_crop(images, (20, 24), generator=_seed(0)))
+    assert not torch.equal(out, random_resized_crop(images, (20, 24), generator=_seed(1)))
+
+
+def test_each_crop_is_torchvisions_resized_crop_of_its_own_box(images):
+    scale, ratio = (0.3, 1.0), CROP_RATIO
+    out = random_resized_crop(images, (12, 12), scale, ratio, _seed(3))
+    boxes = resized_crop_boxes(64, (28, 28), scale, ratio, _seed(3), like=images)
+    for image, crop, *box in zip(images, out, *boxes, strict=True):
+        top, left, height, width = (int(v) for v in box)
+        # Boxes of 13 px and more, output 12: torchvision reads inside the box as we do.
+        expected = TF.resized_crop(image, top, left, height, width, [12, 12], antialias=False)
+        assert torch.allclose(crop, expected, atol=1e-5)
+    assert len({tuple(int(b[i]) for b in boxes) for i in range(64)}) > 50  # a box each
+
+
+def test_crop_boxes_draw_area_and_aspect_uniformly_in_their_ranges():
+    top, left, height, width = resized_crop_boxes(4000, (96, 96), (0.25, 0.5), CROP_RATIO, _seed(2))
+    assert (top >= 0).all() and (left >= 0).all()
+    assert (top + height <= 96).all() and (left + width <= 96).all()
+    area, log_aspect = height * width / 96**2, torch.log(width / height)
+    # Whole pixels move the area by up to ~2 px per side (2 / 40 of the smallest boxes' side).
+    assert 0.25 * 0.95 <= area.min() < 0.26 and 0.49 < area.max() <= 0.5 * 1.05
+    assert abs(float(area.mean()) - 0.375) < 0.005  # uniform in [0.25, 0.5]
+    bound = math.log(4 / 3)
+    assert (log_aspect.abs() <= bound + 0.05).all() and log_aspect.abs().max() > bound - 0.05
+    assert abs(float(log_aspect.mean())) < 0.01  # log-uniform, symmetric about 1
+    assert abs(float(log_aspect.std()) - 2 * bound / math.sqrt(12)) < 0.01
+    # Placed uniformly: the boxes' centres spread over the free room, both ends reached.
+    assert top.min() == 0 and (top + height).max() == 96
+
+
+def test_crop_boxes_follow_torchvisions_draws_and_fallback():
+    # A wide image (8 x 64): many draws don't fit, so the fallback (the centre box) counts.
+    image, count = torch.zeros(1, 8, 64), 3000
+    torch.manual_seed(0)
+    theirs = torch.tensor(
+        [T.RandomResizedCrop.get_params(image, [0.08, 1.0], list(CROP_RATIO)) for _ in range(count)]
+    ).double()
+    boxes = resized_crop_boxes(count, (8, 64), (0.08, 1.0), CROP_RATIO, _seed(0))
+    ours = torch.stack(boxes, 1)  # rows (top, left, height, width), as torchvision's
+    fallback = torch.tensor([0.0, 26.0, 8.0, 11.0])  # 8 high, 8 * 4/3 wide, centred
+    assert (ours == fallback).all(1).float().mean() == pytest.approx(
+        float((theirs == fallback).all(1).float().mean()), abs=0.04
+    )
+    area = [b[:, 2] * b[:, 3] / (8 * 64) for b in (theirs, ours)]
+    assert float(area[1].mean()) == pytest.approx(float(area[0].mean()), abs=0.01)
+    centre = [b[:, 1] + b[:, 3] / 2 for b in (theirs, ours)]
+    assert float(centre[1].mean()) == pytest.approx(float(centre[0].mean()), abs=1.0)
+
+
+def test_the_centre_crop_is_the_same_every_time_and_torchvisions(images):
+    out = centre_crop(images, 16, 0.875)  # the centre 24 x 24 of 28 (87.5%), resized to 16
+    assert out.shape == (64, 1, 16, 16)
+    assert torch.allclose(out, TF.resized_crop(images, 2, 2, 24, 24, [16, 16]), atol=1e-5)
+    assert torch.equal(out, centre_crop(images, 16, 0.875))
+    assert torch.equal(out, CentreCrop(16, 0.875)(images))
+    same = centre_crop(images, 28)  # already 28 x 28: the images themselves, not a copy
+    assert same.data_ptr() == images.data_ptr() and torch.equal(same, images)
+    assert CentreCrop(28).is_identity(28, 28) and not CentreCrop(28, 0.875).is_identity(28, 28)
+    wide = torch.rand(2, 3, 10, 17, generator=_seed(0))  # a wide image: its centre square
+    assert torch.equal(centre_crop(wide, 10), wide[..., 3:13])
+
+
+def test_resized_crops_come_first_and_the_other_transforms_follow(images):
+    aug = Augmentation(crop_scale=[0.3, 0.9], crop_ratio=1.25, hflip=True, erasing=0.5)
+    assert aug.scale_range == (0.3, 0.9) and aug.ratio_range == (0.8, 1.25)
+    g = _seed(5)
+    x = random_resized_crop(images, (20, 20), (0.3, 0.9), (0.8, 1.25), g)
+    expected = random_erasing(random_hflip(x, 0.5, g), 0.5, g)
+    # The flip rides in the crop's grid: the mirrored pixels are read, equal to rounding.
+    assert torch.allclose(aug(images, _seed(5), size=20), expected, atol=1e-5)
+    # A number is [s, 1]; with no crop_scale, a size resizes each image's centre square.
+    assert Augmentation(crop_scale=0.5).scale_range == (0.5, 1.0) and aug.enabled
+    assert torch.equal(Augmentation()(images, size=14), centre_crop(images, 14))
+    assert Augmentation(crop_scale=0.5)(images, _seed(0)).shape == images.shape  # no size

@@ -144,8 +144,8 @@ def test_losing_a_worker_mid_search_loses_no_trial(cluster, tmp_path):
 # under ~ is a different folder on each node, as on machines that share nothing.
 # ---------------------------------------------------------------------------------------------
 
-FILE_DATA = (
-    "data: {dataset: image_folder, root: ~/datasets/digits, "
+FILE_DATA = (  # keep_in: cache, each node's own (small data would go by the object store)
+    "data: {dataset: image_folder, root: ~/datasets/digits, keep_in: cache, "
     "options: {image_size: 8, grayscale: true}}"
 )
 FILE_SPEC = SPEC.replace("data: {dataset: digits, seed: 0}", FILE_DATA)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
 import socket
 
 import ray
+import torch
 
 import data
 from tuner.search.inputs import data_source
@@ -77,3 +79,37 @@ def test_in_memory_splits_are_fetched_once_per_worker_process(ray_session):
     smaller = data.load("digits", max_train=60)
     other = ray.get(worker.receive.remote(InMemory.put(smaller)))
     assert other[1] == len(smaller.train_y) < len(splits.train_y)  # another search's data
+
+
+@ray.remote
+def _where_it_lives(sent: InMemory) -> tuple[bool, int, int]:
+    """In a worker: whether the splits' pages are the object store's shared memory (a mapping
+    of Ray's plasma file, not this process's heap), and how many images it sees."""
+    splits = splits_on_node(sent)
+    return _in_shared_memory(splits.train_x.data_ptr()), len(splits.train_y), len(splits.val_y)
+
+
+def _in_shared_memory(address: int) -> bool:
+    for line in open("/proc/self/maps").read().splitlines():  # noqa: SIM115 (read whole)
+        start, end = (int(part, 16) for part in line.split()[0].split("-"))
+        if start <= address < end:
+            return "plasma" in line or "/dev/shm" in line
+    return False
+
+
+def test_in_memory_splits_are_held_once_per_node_and_read_zero_copy(ray_session):
+    from tuner.search.inputs import shared_data
+
+    splits = data.load("digits", max_train=1000, max_test=100)  # ~70 kB: beyond Ray's inlining
+    sent, driver_splits = shared_data(splits)
+    assert isinstance(sent, InMemory)
+    shared, train, val = ray.get(_where_it_lives.remote(sent))
+    assert shared and (train, val) == (len(splits.train_y), len(splits.val_y))
+    # The driver drops its own copy and reads the object store's, as every worker does.
+    assert _in_shared_memory(driver_splits.train_x.data_ptr())
+    for name in ("train_x", "train_y", "val_x", "test_x", "test_y"):
+        assert torch.equal(getattr(driver_splits, name), getattr(splits, name)), name
+    # Sent on to a task (final.retrain), they travel as the object store reference.
+    assert len(pickle.dumps(driver_splits)) < 1_000 < driver_splits.train_x.numel()
+    both = driver_splits.with_val_in_train()  # train and val one block: a view, no copy
+    assert both.train_x.data_ptr() == driver_splits.train_x.data_ptr()

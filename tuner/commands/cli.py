@@ -123,6 +123,13 @@ def _reading_commands(commands: Any) -> None:
         action="store_true",
         help="the whole Pareto front of a search with objectives: (instead of the top trials)",
     )
+    best.add_argument(
+        "--weights",
+        type=Path,
+        metavar="FILE",
+        help="also save the registered best network's weights (.safetensors): a model's "
+        "pretrained_file in another search (docs/pretrained.md)",
+    )
     _tracking_flag(best)
 
     report = commands.add_parser(
@@ -172,6 +179,23 @@ def _catalogue_commands(commands: Any) -> None:
     fetch = data_commands.add_parser("fetch", help="download a dataset (needs a network)")
     fetch.add_argument("dataset", help="cifar10, mnist or fashion_mnist")
     fetch.add_argument("--root", type=Path, required=True, help="directory to download into")
+    prepare = data_commands.add_parser(
+        "prepare", help="decode a spec's images into each node's cache before a search"
+    )
+    prepare.add_argument("spec", type=Path, help="the experiment's YAML file")
+    prepare.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override any spec value, as `run --set` does (repeatable)",
+    )
+    prepare.add_argument(
+        "--address",
+        help="build it on every node of this running Ray cluster (e.g. auto); default: "
+        "$RAY_ADDRESS, else on this machine only",
+    )
 
 
 def _positive(text: str) -> int:
@@ -331,13 +355,16 @@ def _resume(args: argparse.Namespace) -> int:
 
     from tuner.spec.document import load_spec
     from tuner.tracking.records import latest_parent, overrides_of, spec_of
+    from tuner.tracking.tags import SearchTags
 
     with _store(args.tracking_uri) as uri, tempfile.TemporaryDirectory() as directory:
         parent = latest_parent(MlflowClient(uri), args.name)
         args.tracking_uri = uri
         spec_path = spec_of(parent, uri, Path(directory))
         overrides = overrides_of(parent)
-        spec = load_spec(spec_path, overrides)
+        # Its own code (import paths) from the folders the search started with.
+        code_path = SearchTags.of(parent).code_path or None
+        spec = load_spec(spec_path, overrides, code_path=code_path)
         return _search(spec, spec_path, args, resume=True, overrides=overrides)
 
 
@@ -465,6 +492,11 @@ def _best(args: argparse.Namespace) -> int:
         print_pareto(args.name, headline_of(parent), objectives, trials)
     else:
         print_best(args.name, headline_of(parent), trials)
+    if args.weights:  # torch and MLflow's model loading: imported only for this
+        from tuner.publishing.export import save_weights
+
+        saved = save_weights(uri, args.name, args.weights)
+        say(f"saved {saved} tensors of the registered best model to {args.weights}")
     return 0
 
 
@@ -551,6 +583,12 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
+    if args.data_command == "prepare":
+        from tuner.commands.prepare import prepare
+        from tuner.spec.document import load_spec
+
+        prepare(load_spec(args.spec, args.overrides), args.address or os.environ.get("RAY_ADDRESS"))
+        return 0
     import data
     from data.fetch import fetch
 

@@ -66,8 +66,10 @@ def repeat_recorded(
     client = MlflowClient(tracking_uri)
     parent = latest_parent(client, name)
     config = best_config_of(parent, tracking_uri)
+    code_path = SearchTags.of(parent).code_path or None  # its own code: where it came from
     with tempfile.TemporaryDirectory() as directory:
-        spec = load_spec(spec_of(parent, tracking_uri, Path(directory)), overrides_of(parent))
+        spec_path = spec_of(parent, tracking_uri, Path(directory))
+        spec = load_spec(spec_path, overrides_of(parent), code_path=code_path)
     recorded, now = SearchTags.of(parent), code_version()
     say(f"Experiment {name!r}, run {parent.info.run_id}: its best config, {seeds} seeds.")
     if recorded.code != now:  # a difference in results may come from the code
@@ -80,7 +82,7 @@ def repeat_recorded(
         )
     RayStart(address, forward_worker_output=False).wait()
     best_trial = next((t.trial_id for t in trials_of(client, parent) if t.best), "best")
-    trainable = trainable_module(spec.trainable)
+    trainable = trainable_module(spec.trainable, code_path=spec.code_path)
     settings = trial_settings(spec)
     earlier = repeat_runs(client, parent.info.experiment_id, parent.info.run_id)
     first = max([settings.seed, *(int(run.data.tags[Tag.SEED]) + 1 for run in earlier)])

@@ -32,11 +32,12 @@ from tuner.publishing.closing import Closing, close
 from tuner.reading.summary import Summary
 from tuner.search import searchers as search
 from tuner.search import tune_state
-from tuner.search.inputs import anchored_space, data_source, load_data, trial_settings
+from tuner.search.inputs import anchored_space, load_data, shared_data, trial_settings
 from tuner.search.progress import ProgressLine, TrialLines, trial_table
 from tuner.search.ray_start import RayStart
 from tuner.search.recorder import TrialRecorder
 from tuner.search.warm_start import WarmStart, earlier_trials
+from tuner.spec import own_code
 from tuner.spec import space as space_lang
 from tuner.spec.document import Spec
 from tuner.tracking.experiment import Experiment
@@ -45,7 +46,6 @@ from tuner.tracking.records import TrialRecord, trials_of
 from tuner.tracking.tags import SearchTags, Status, StudyTags
 from tuner.trainables import Settings, Trainable, trainable_module, trial_report
 from tuner.trainables.metrics import Evaluation
-from tuner.trainables.node_data import InMemory
 
 
 class Interrupted(Exception):
@@ -132,6 +132,8 @@ def run_search(
 def _ready(spec: Spec, tracking_uri: str, storage: str | None, resume: bool) -> _Search:
     """The data, the trainable, the parent run's experiment and Tune's folder: a new one, or
     the interrupted search's (``resume``)."""
+    if own := own_code.own_names(spec.model_dump()):  # a spec running the user's code says so
+        say(own_code.imported_line(own))
     splits = load_data(spec)
     tree = anchored_space(spec.tree)
     experiment = Experiment(tracking_uri, spec.experiment, spec.tracking.artifacts)
@@ -148,7 +150,7 @@ def _ready(spec: Spec, tracking_uri: str, storage: str | None, resume: bool) -> 
         spec=spec,
         tree=tree,
         splits=splits,
-        trainable=trainable_module(spec.trainable),
+        trainable=trainable_module(spec.trainable, code_path=spec.code_path),
         settings=trial_settings(spec, progress_bars=sys.stderr.isatty()),
         experiment=experiment,
         path=path,
@@ -160,9 +162,9 @@ def _ready(spec: Spec, tracking_uri: str, storage: str | None, resume: bool) -> 
 def _tuner(search: _Search, spec_path: Path, overrides: Sequence[str], verbose: bool) -> tune.Tuner:
     """Tune's Tuner for the search: restored, started again, or new (its parent run started)."""
     spec, experiment = search.spec, search.experiment
-    # Files under data.root are read by each trial on its own node (no shared disk assumed, and
-    # nothing large through the object store); data without a root goes from here in memory.
-    trial_data = data_source(spec) if spec.data.root else InMemory.put(search.splits)
+    # Data in memory goes to Ray's object store once (then the driver reads it from there);
+    # a cache is opened by each trial on its own node (search.inputs.shared_data).
+    trial_data, search.splits = shared_data(search.splits)
     function = tune.with_resources(
         tune.with_parameters(search.trainable.train, splits=trial_data, settings=search.settings),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
@@ -197,6 +199,7 @@ def _search_tags(search: _Search, spec_path: Path, overrides: Sequence[str]) -> 
         images=search.splits.sizes,
         objectives=tuple(spec.objective_modes.items()),
         code=code_version(),
+        code_path=spec.code_path,
     )
 
 

@@ -237,6 +237,47 @@ def load_registered(tracking_uri: str, experiment_name: str) -> Any:
         ) from None
 
 
+def save_weights(tracking_uri: str, experiment_name: str, path: Path) -> int:
+    """The registered best network's weights saved as a safetensors file at ``path``: a model's
+    ``pretrained_file`` (``models.pretrained``). The network's own tensors, named as in the
+    model the trials built (the registered graph's normalisation and test-time views left
+    out). Returns how many tensors were saved; UsageError for a classical model."""
+    import mlflow
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            with _using_store(tracking_uri):
+                local = mlflow.artifacts.download_artifacts(
+                    f"models:/{experiment_name}/latest", dst_path=tmp
+                )
+        except mlflow.exceptions.MlflowException as error:
+            raise UsageError(
+                f"no registered model {experiment_name!r} in {mask_secrets(tracking_uri)} "
+                f"({error.message}); run the search first (check --tracking-uri)"
+            ) from None
+        graphs = sorted(Path(local).rglob("*.pt2"))
+        if not graphs:
+            raise UsageError(f"{experiment_name}: its registered model is no network (no weights)")
+        # The pt2 archive: a graph of torch ops and its tensors, read without unpickling code.
+        state = torch.export.load(graphs[0]).state_dict
+    weights = _network_tensors(state)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({name: tensor.contiguous() for name, tensor in weights.items()}, str(path))
+    return len(weights)
+
+
+def _network_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of the network inside a RawImageClassifier (and a WithTta around it), named
+    as the network names them."""
+    for prefix in ("network.", "network."):  # RawImageClassifier's, then WithTta's
+        if any(name.startswith(prefix) for name in state) and all(
+            name.startswith(prefix) or name in ("mean", "std") for name in state
+        ):
+            state = {n[len(prefix) :]: t for n, t in state.items() if n.startswith(prefix)}
+    return state
+
+
 def predict(
     tracking_uri: str, experiment_name: str, image_paths: Sequence[str | Path]
 ) -> list[tuple[str, str, float]]:
@@ -287,4 +328,5 @@ __all__ = [
     "log_best_model",
     "predict",
     "read_image",
+    "save_weights",
 ]

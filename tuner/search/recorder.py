@@ -137,7 +137,7 @@ class TrialRecorder(tune.Callback):
         metrics = [
             Metric(key, value, now, step)
             for key, value in report.metrics.items()
-            if key in trial_report.PER_EPOCH
+            if trial_report.per_epoch(key)
         ]
         if first:  # with the first epoch, and no step: one value per run
             metrics += [

@@ -17,6 +17,7 @@ import os
 import pickle
 import re
 import shutil
+import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -29,6 +30,32 @@ from tuner.tracking.files import SNAPSHOTS
 
 _CHECKPOINT = re.compile(r"checkpoint_\d+")  # Tune's name for a trial's checkpoint folder
 _PICKLE_PROTOCOL = pickle.PROTO  # the first byte of every pickle of protocol 2 or later
+# The staging folder also holds a folder per trial: listing it at every step of Tune's loop
+# would cost more with every trial. Its files are listed at every step only until Tune's first
+# save, then this often (Tune saves its state every 10 s at most), and stat'ed by name between.
+LIST_EVERY_S = 10.0
+
+
+class _StagedFiles:
+    """The files in Tune's staging folder (its state), listed now and then (LIST_EVERY_S)."""
+
+    def __init__(self) -> None:
+        self.folder: Path | None = None
+        self.files: list[Path] = []
+        self.listed = -LIST_EVERY_S
+
+    def of(self, folder: Path, *, fresh: bool = False) -> list[Path]:
+        """The files in ``folder``; ``fresh``: listed now."""
+        saved = any(path.name.startswith("experiment_state") for path in self.files)
+        stale = time.monotonic() - self.listed >= LIST_EVERY_S
+        if fresh or stale or folder != self.folder or not saved:
+            with os.scandir(folder) as entries:  # the entries' types: no stat per trial folder
+                self.files = [Path(e.path) for e in entries if e.is_file(follow_symlinks=False)]
+            self.folder, self.listed = folder, time.monotonic()
+        return self.files
+
+
+_STAGED = _StagedFiles()  # one driver runs one search at a time
 
 
 class StateSnapshots(tune.Callback):
@@ -44,19 +71,20 @@ class StateSnapshots(tune.Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         # Tune's last save, when its loop ends (copied to storage before this is called): a
         # driver killed in the closing phase resumes from it, straight to the closing phase.
-        self._copy_changed(trials)
+        self._copy_changed(trials, fresh=True)
 
-    def _copy_changed(self, trials: list) -> None:
+    def _copy_changed(self, trials: list, *, fresh: bool = False) -> None:
         if not trials:
             return
         folders = state_folders(trials[0])
         if not folders.local:
             return  # an object store replaces a whole object or nothing
         target = Path(folders.experiment, SNAPSHOTS)
-        for path in folders.staging.iterdir():
-            if not path.is_file():
+        for path in _STAGED.of(folders.staging, fresh=fresh):
+            try:
+                mtime = path.stat().st_mtime_ns
+            except FileNotFoundError:  # replaced since it was listed
                 continue
-            mtime = path.stat().st_mtime_ns
             if self._copied.get(path.name) != mtime:
                 _copy_atomically(path, target / path.name)
                 self._copied[path.name] = mtime
@@ -127,8 +155,17 @@ class CheckpointRetention(tune.Callback):
 
 def _last_save(trials: list) -> int:
     """When Tune last saved its state (mtime, ns, of its staged file; 0: never)."""
-    staging = state_folders(trials[0]).staging
-    return max((path.stat().st_mtime_ns for path in staging.glob("experiment_state*")), default=0)
+    files = _STAGED.of(state_folders(trials[0]).staging)
+    return max(
+        (_mtime(path) for path in files if path.name.startswith("experiment_state")), default=0
+    )
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
 
 
 def _checkpoints(trial: Any) -> set[str]:

@@ -7,6 +7,7 @@ the CLI prints it and exits 2. Nothing is written before a spec has passed.
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
@@ -25,6 +26,7 @@ from pydantic import (
 from tuner.core import terminal
 from tuner.core.errors import UsageError, unknown_key
 from tuner.core.objective import Mode, Objective
+from tuner.spec import own_code
 from tuner.spec import space as space_lang
 
 
@@ -50,6 +52,11 @@ class DataSpec(_Strict):
     max_train: PositiveInt | None = None  # stratified subset, for quick searches
     max_test: PositiveInt | None = None
     options: dict[str, Any] = {}  # loader options, e.g. image_size for image_folder
+    # Where decoded images of a folder or manifest are kept: in memory (once per node, in Ray's
+    # object store), or decoded once into each node's cache on disk, for collections larger
+    # than memory; auto: memory up to 10% of the node's memory (data.storage, docs/data.md).
+    keep_in: Literal["auto", "memory", "cache"] = "auto"
+    cache_dir: str = "~/.cache/tuner/images"  # the cache of decoded images, on each node's disk
 
 
 class SearchSpec(_Strict):
@@ -140,7 +147,9 @@ class TrackingSpec(_Strict):
 
 class Spec(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-    trainable: Literal["deep", "classical"] = "deep"
+    # deep, classical, or the user's own training function, "my_pkg.train:fit"
+    # (tuner.trainables.function; docs/own-code.md).
+    trainable: str = "deep"
     data: DataSpec = DataSpec()
     metric: str = "val_acc"
     # None: follows the metric (min for a *_loss, max otherwise), so val_loss isn't maximised.
@@ -160,6 +169,24 @@ class Spec(_Strict):
     space: dict[str, Any] = {}
     # `space` parsed, by validate: the search and its checks use this one tree.
     _tree: space_lang.Group | None = PrivateAttr(default=None)
+    # The folders its own code is imported from (own_code.code_path); () if it names none.
+    _code_path: tuple[str, ...] = PrivateAttr(default=())
+
+    @field_validator("trainable")
+    @classmethod
+    def _known_trainable(cls, trainable: str) -> str:
+        from tuner.trainables import TRAINABLES
+
+        if trainable in TRAINABLES:
+            return trainable
+        from models.options import is_import_path  # `models` imports torch: own code only
+
+        if not is_import_path(trainable):
+            raise ValueError(
+                f"must be {' or '.join(map(repr, TRAINABLES))}, or your own training function "
+                "as 'package.module:function'"
+            )
+        return trainable
 
     @field_validator("objectives")
     @classmethod
@@ -195,6 +222,11 @@ class Spec(_Strict):
     @property
     def experiment(self) -> str:
         return self.tracking.experiment or self.name
+
+    @property
+    def code_path(self) -> tuple[str, ...]:
+        """The folders its own code (import paths) is imported from; () when it names none."""
+        return self._code_path
 
     @property
     def tree(self) -> space_lang.Group:
@@ -236,8 +268,14 @@ def read_yaml(text: str, source: str) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
-def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
-    """Read, override (``--set key.path=value``) and validate a spec; raises SpecError."""
+def load_spec(
+    path: str | Path, overrides: list[str] | None = None, *, code_path: Sequence[str] | None = None
+) -> Spec:
+    """Read, override (``--set key.path=value``) and validate a spec; raises SpecError.
+
+    Import paths in it (the user's own code) are imported from ``code_path``, by default the
+    spec file's folder and the current directory (own_code); a resumed search passes the one it
+    recorded."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -252,7 +290,14 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
         apply_override(raw, override, str(path))
     # In this order: grace_period dropped with ASHA is not lowered first.
     notes = [_drop_asha_keys(raw, overrides or []), _fit_grace_period(raw, overrides or [])]
+    folders: tuple[str, ...] = ()
+    if own_code.own_names(raw):  # checking it imports it: from these folders, here and in trials
+        from models.options import use_code_path
+
+        folders = tuple(own_code.code_path(path) if code_path is None else code_path)
+        use_code_path(folders)
     spec = validate(raw, str(path), overrides or [])
+    spec._code_path = folders
     for note in filter(None, notes):
         terminal.note(f"tuner: {note}")
     return spec
@@ -363,6 +408,21 @@ def _check_dataset(spec: Spec, source: str, overrides: Sequence[str]) -> None:
     except data.DatasetError as error:
         path = "data.options"
         raise SpecError(f"{_origin(path, source, overrides)}: {path}: {error}") from None
+    if spec.data.keep_in == "cache" and _returns(data.DATASETS[name]) is data.RawDataset:
+        path = "data.keep_in"
+        raise SpecError(
+            f"{_origin(path, source, overrides)}: {path}: {name} decodes its images itself "
+            "(a RawDataset); only loaders of image files (image_folder, manifest) are cached "
+            "on disk: use auto or memory"
+        )
+
+
+def _returns(loader: Any) -> Any:
+    """What a loader's annotation says it returns (None when it says nothing readable)."""
+    try:
+        return typing.get_type_hints(loader).get("return")
+    except Exception:  # an annotation naming what its module can't resolve: not checked
+        return None
 
 
 def _check_trainable(spec: Spec, tree: space_lang.Group) -> None:

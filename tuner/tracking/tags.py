@@ -38,6 +38,7 @@ class Tag:
     OVERRIDES: Final = "tuner.overrides"
     IMAGES: Final = "tuner.images"
     OBJECTIVES: Final = "tuner.objectives"
+    CODE_PATH: Final = "tuner.code_path"  # the folders the spec's own code was imported from
     OPTUNA_STORAGE: Final = "tuner.optuna_storage"
     OPTUNA_STUDY: Final = "tuner.optuna_study"
     WARM_START_TRIALS: Final = "tuner.warm_start_trials"
@@ -97,6 +98,8 @@ class SearchTags:
     # spec.objectives as (name, mode) pairs, the metric first; () for a single-metric search
     objectives: tuple[tuple[str, str], ...] = ()
     code: str = ""  # the git commit tuner ran from ("": not a git checkout), MLflow's own tag
+    # The folders its own code (import paths) was imported from; resume imports from them too.
+    code_path: tuple[str, ...] = ()
 
     def tags(self) -> dict[str, str]:
         return {
@@ -109,6 +112,7 @@ class SearchTags:
             Tag.IMAGES: self.images,
             Tag.OBJECTIVES: ",".join(f"{name}:{mode}" for name, mode in self.objectives),
             "mlflow.source.git.commit": self.code,
+            **({Tag.CODE_PATH: json.dumps(list(self.code_path))} if self.code_path else {}),
         }
 
     @classmethod
@@ -124,6 +128,7 @@ class SearchTags:
             images=tags.get(Tag.IMAGES, ""),
             objectives=_objectives(tags.get(Tag.OBJECTIVES, "")),
             code=tags.get("mlflow.source.git.commit", ""),
+            code_path=tuple(json.loads(tags.get(Tag.CODE_PATH, "[]"))),
         )
 
     @property

@@ -1,4 +1,5 @@
-"""The kinds of trial a spec can run (`trainable:`): modules that each implement ``Trainable``.
+"""The kinds of trial a spec can run (`trainable:`): modules that each implement ``Trainable``,
+and the user's own training function (``"my_pkg.train:fit"``), which ``function`` makes one.
 
 Modules are imported on demand: torch and OpenCV are slow to import and `tuner --help` needs
 neither.
@@ -9,10 +10,12 @@ May import: ``tuner.core``, ``tuner.spec``'s space language, and ``tuner.trackin
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import import_module
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from tuner.core.objective import Mode, Objective
@@ -28,6 +31,8 @@ TRAINABLES = {
     "deep": "tuner.trainables.deep",
     "classical": "tuner.trainables.classical",
 }
+# Any other `trainable:` is an import path: the user's own function, run by this module.
+FUNCTION = "tuner.trainables.function"
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,45 @@ class Trainable(Protocol):
         """The model ``validate`` kept for ``config``, evaluated once on the test split."""
 
 
-def trainable_module(kind: str) -> Trainable:
-    """The module implementing trainable ``kind`` (a name the spec schema already checked)."""
-    return cast(Trainable, import_module(TRAINABLES[kind]))
+# The functions of the Trainable protocol, in its order.
+PROTOCOL = (
+    "check_space",
+    "epochs",
+    "train",
+    "evaluate_test",
+    "retrain_and_test",
+    "validate",
+    "test_validated",
+)
+
+
+def trainable_module(kind: str, *, code_path: Sequence[str] = ()) -> Trainable:
+    """The module implementing trainable ``kind`` (a name the spec schema already checked); for
+    an import path, the function trainable of that function. With ``code_path`` (the folders
+    the spec's own code is imported from), each of its functions first puts them on the
+    ``sys.path`` of the process it runs in: a trial's worker imports the user's code too."""
+    if kind in TRAINABLES:
+        trainable = cast(Trainable, import_module(TRAINABLES[kind]))
+    else:
+        trainable = import_module(FUNCTION).bind(kind)
+    return on_code_path(trainable, tuple(code_path)) if code_path else trainable
+
+
+def on_code_path(trainable: Trainable, code_path: tuple[str, ...]) -> Trainable:
+    """``trainable`` whose every function first imports the user's code from ``code_path`` too.
+
+    Plain functions (closures), as Ray's ``remote`` and Tune's ``with_parameters`` take: they
+    travel to each worker with the folders. A folder is the driver's: a worker on this machine
+    or on a disk every node shares finds it (docs/own-code.md says what runs where)."""
+    from models.options import use_code_path  # `models` imports torch: not at `tuner --help`
+
+    def on_path(function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            use_code_path(code_path)
+            return function(*args, **kwargs)
+
+        return call
+
+    functions = {name: on_path(getattr(trainable, name)) for name in PROTOCOL}
+    return cast(Trainable, SimpleNamespace(**functions))

@@ -12,7 +12,8 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypedDict, get_type_hints
@@ -24,16 +25,17 @@ from torch import nn
 
 import models
 from data import DataSource, Splits
-from data.augment import Augmentation, channel_stats, to_float
+from data.augment import CROP_PCT, Augmentation, CentreCrop, channel_stats, to_float
 from models.options import POSITIVE, Range, Registry, option_types
 from models.raw_image import RawImageClassifier
+from models.timm_models import input_stats
 from tuner.core.selection import final_value
 from tuner.spec import space as space_lang
 from tuner.tracking.tags import Status
 from tuner.trainables import Settings, Validated
 from tuner.trainables.checks import check_keys, check_metric, check_named, check_objectives
 from tuner.trainables.node_data import splits_on_node
-from tuner.trainables.recipe import Ema, Tta, WithTta, optimizer_with_bias_group
+from tuner.trainables.recipe import Ema, Finetune, Tta, WithTta, optimizer_with_bias_group
 from tuner.trainables.size import report_rejected, size_of, violation
 from tuner.trainables.trial_report import ONCE, TrialReport
 
@@ -49,6 +51,8 @@ class TrialConfig(TypedDict, total=False):
     """A trial's config: the keys a deep spec's space may set, each with its type."""
 
     model: Mapping[str, Any]  # {name: simple_cnn, <the model's options>} (models.build)
+    # {freeze, head_lr_scale, layer_decay}: how a pretrained model trains on (recipe.Finetune)
+    finetune: Mapping[str, Any]
     # {name: sgd | adam | ..., <the torch optimizer's options>, bias options (see recipe), sgd's
     # lr_per_examples}: optimizer_options
     optimizer: Mapping[str, Any]
@@ -56,7 +60,13 @@ class TrialConfig(TypedDict, total=False):
     batch_size: Annotated[int, POSITIVE]  # images per step
     epochs: Annotated[int, POSITIVE]  # the trial's epoch budget (default: scheduler.max_epochs)
     label_smoothing: Annotated[float, Range(0, 1)]
-    augment: Mapping[str, Any]  # {crop_padding, hflip: true | alternate, ...}: Augmentation
+    augment: Mapping[str, Any]  # {crop_scale, crop_padding, hflip, ...}: Augmentation
+    # The side, pixels, of the images the model sees (it is built for it): training crops are
+    # resized to it, evaluation's centre crop too. Default: the data's image size.
+    resolution: Annotated[int, Range(8)]
+    # Evaluation's centre crop, a fraction of the short side (timm's crop_pct). Default:
+    # CROP_PCT after random resized crops (augment.crop_scale), else 1, the whole image.
+    crop_pct: Annotated[float, Range(0, 1, low_open=True)]
     # training images a model's ``data_init`` sees (airbench's whitening); 0: none
     data_init: Annotated[int, Range(0)]
     ema: Mapping[str, Any]  # {decay, every}: val and test use a moving average (recipe.Ema)
@@ -80,7 +90,9 @@ OPTIMIZERS: Registry[type[torch.optim.Optimizer]] = Registry(
     fixed=TORCH_ONLY,
 )
 CHECKPOINT_FILE = "checkpoint.pt"
-EVAL_BATCH = 1024  # images per forward pass when evaluating: no gradients, so large is fine
+# Pixels per forward pass when evaluating: no gradients, so large, but a pass's activations grow
+# with its images' size: 1,024 CIFAR-sized images, 64 of 128 px (1,024 of those took 2 GB).
+EVAL_PIXELS = 1024 * 32 * 32
 DATA_INIT_IMAGES = 5000  # airbench's count: plenty for the statistics of 2x2 patches
 LATENCY_RUNS = 5  # timed single-image predictions, after one to warm up; their median counts
 # A trial's warnings travel in its next result (``warnings``), which the driver records and
@@ -107,7 +119,8 @@ def check_space(tree: space_lang.Group, *, metric: str, objectives: Sequence[str
     check_named(tree, "model", models.MODELS)
     check_named(tree, "optimizer", OPTIMIZERS, optimizer_options)
     check_named(tree, "schedule", SCHEDULES, builds=True)
-    for key, section in (("augment", Augmentation), ("ema", Ema), ("tta", Tta)):
+    sections = (("augment", Augmentation), ("ema", Ema), ("tta", Tta), ("finetune", Finetune))
+    for key, section in sections:
         check_keys(tree, key, option_types(section), build=section)
     check_keys(tree, "fault", option_types(FaultInjection))
 
@@ -132,15 +145,22 @@ def options_of(config: Mapping[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in (config.get(key) or {}).items() if k != "name"}
 
 
+def resolution(config: Mapping[str, Any], splits: Splits) -> int:
+    """The side, pixels, of the images a trial's model sees: ``resolution``, else the data's."""
+    return int(config.get("resolution", splits.image_size))
+
+
 def build_model(config: Mapping[str, Any], splits: Splits) -> nn.Module:
+    """The config's model for the splits, its ``finetune.freeze`` blocks frozen."""
     options = dict(config.get("model") or {"name": "simple_cnn"})
-    return models.build(
+    model = models.build(
         options.pop("name", "simple_cnn"),
         num_classes=splits.num_classes,
         in_channels=splits.in_channels,
-        image_size=splits.image_size,
+        image_size=resolution(config, splits),
         **options,
     )
+    return Finetune(**options_of(config, "finetune")).frozen(model)
 
 
 def build_optimizer(
@@ -153,7 +173,8 @@ def build_optimizer(
         lr = linear_scaling(lr, batch_size, lr_per_examples=float(section.pop("lr_per_examples")))
     if name == "sgd":
         section.setdefault("momentum", 0.9)
-    return optimizer_with_bias_group(OPTIMIZERS[name], model, lr=lr, **section)
+    scaled = Finetune(**options_of(config, "finetune")).scaled(model)  # per block, with its lr
+    return optimizer_with_bias_group(OPTIMIZERS[name], model, scaled, lr=lr, **section)
 
 
 def linear_scaling(lr: float, batch_size: int, /, *, lr_per_examples: float) -> float:
@@ -245,11 +266,27 @@ def lr_factor(schedule: Mapping[str, Any], epoch: float, epochs: int) -> float:
     return SCHEDULES[options.pop("name", "constant")](**options).lr_factor(epoch, epochs)
 
 
+# The most of a GPU's free memory a trial's train and val images may take there (the rest is
+# for the model, its activations and other trials sharing the GPU); larger splits stay where
+# they lie and go to the GPU a batch at a time.
+DEVICE_DATA_FRACTION = 0.25
+# Gather the next batch in a background thread while this one trains, for splits not on the
+# trial's device (to a GPU). Not on the CPU: there a sorted batch's gather is 1-3% of a small
+# CNN's step at 64-128 px, even from a memory-mapped file, and on a quiet 2-core machine the
+# thread gained nothing. (On a busy one it seemed to: 1.4-3.5x with 2 torch threads; but that
+# was OpenMP's spin-waiting, which the thread happened to disturb: with OMP_WAIT_POLICY=PASSIVE
+# the batches ran as fast with or without it.)
+PREFETCH_ON_CPU = False
+
+
 @dataclass(frozen=True)
 class DeviceData:
-    """The train and val splits on the trial's device, with the train split's channel stats."""
+    """A trial's train and val splits as it reads them: labels on its device, and images there
+    too when they fit comfortably (``fits_on``: the fastest path on a GPU), else where they lie
+    (host memory, a memory-mapped cache), moved one batch at a time (``batches``). On the CPU
+    nothing is copied: ``.to("cpu")`` is the splits' own tensors."""
 
-    splits: Splits  # what they were copied from
+    splits: Splits  # what they were read from
     device: torch.device
     train: tuple[torch.Tensor, torch.Tensor]
     val: tuple[torch.Tensor, torch.Tensor]
@@ -261,21 +298,85 @@ ON_DEVICE: list[DeviceData] = []  # this worker's copy (one entry: Tune reuses t
 
 
 def on_device(splits: Splits, device: torch.device) -> DeviceData:
-    """The splits on ``device``, copied once per worker process: a reused worker (Tune's
-    ``reuse_actors``) gets the same ``Splits`` object for every trial, so the copy is kept."""
+    """The splits placed for ``device``, once per worker process: a reused worker (Tune's
+    ``reuse_actors``) gets the same ``Splits`` object for every trial, so the placing is kept."""
     if ON_DEVICE and ON_DEVICE[0].splits is splits and ON_DEVICE[0].device == device:
         return ON_DEVICE[0]
-    mean, std = (t.to(device) for t in channel_stats(splits.train_x))
+    mean, std = (t.to(device) for t in channel_stats(splits.train_x))  # chunked: no float copy
+    whole = fits_on(device, splits.train_x.nbytes + splits.val_x.nbytes)
     copy = DeviceData(
         splits,
         device,
-        train=(splits.train_x.to(device), splits.train_y.to(device)),
-        val=(splits.val_x.to(device), splits.val_y.to(device)),
+        train=(splits.train_x.to(device) if whole else splits.train_x, splits.train_y.to(device)),
+        val=(splits.val_x.to(device) if whole else splits.val_x, splits.val_y.to(device)),
         mean=mean,
         std=std,
     )
     ON_DEVICE[:] = [copy]
     return copy
+
+
+def fits_on(device: torch.device, nbytes: int, free: int | None = None) -> bool:
+    """Whether ``nbytes`` of images go whole to ``device``: on the CPU always (they are there
+    already, nothing is copied); on a GPU up to DEVICE_DATA_FRACTION of its ``free`` memory
+    (default: what CUDA reports now), so that one memory-mapped split too large for it, or
+    several trials' copies, never fill it; on other accelerators never."""
+    if device.type == "cpu":
+        return True
+    if device.type != "cuda":
+        return False
+    if free is None:
+        free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= DEVICE_DATA_FRACTION * free
+
+
+def fetch(x: torch.Tensor, index: torch.Tensor | slice, device: torch.device) -> torch.Tensor:
+    """The uint8 images ``x[index]`` on ``device``: indexed there when ``x`` is on it already;
+    else gathered where ``x`` lies (a memory-mapped file reads only these images' pages) into
+    pinned memory, and sent to the GPU without waiting for the copy (``non_blocking``)."""
+    if x.device == device:
+        return x[index if isinstance(index, slice) else index.to(device)]
+    pinned = device.type == "cuda"
+    if isinstance(index, slice):
+        part = x[index]  # a view: the copy into pinned memory reads it once
+        return part.pin_memory().to(device, non_blocking=True) if pinned else part.to(device)
+    index = index.cpu()
+    out = torch.empty((len(index), *x.shape[1:]), dtype=x.dtype, pin_memory=pinned)
+    torch.index_select(x, 0, index, out=out)
+    return out.to(device, non_blocking=pinned)
+
+
+def batches(
+    x: torch.Tensor, parts: Sequence[torch.Tensor | slice], device: torch.device
+) -> Iterator[torch.Tensor]:
+    """``fetch`` of each of ``parts`` in turn; for images not on ``device`` the next is gathered
+    in one background thread while the caller works on this one (torch's indexing and copies
+    release the GIL). ``parts`` are fixed beforehand, so the thread draws no random numbers."""
+    prefetch = x.device != device or (device.type == "cpu" and PREFETCH_ON_CPU)
+    if not prefetch or len(parts) < 2:  # one part (a latency probe): nothing to overlap
+        for part in parts:
+            yield fetch(x, part, device)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuner-batches") as pool:
+        ahead = pool.submit(fetch, x, parts[0], device)
+        for following in parts[1:]:
+            current, ahead = ahead, pool.submit(fetch, x, following, device)
+            yield current.result()
+        yield ahead.result()
+
+
+def eval_batch(x: torch.Tensor) -> int:
+    """Images per evaluation pass for images like those of ``x`` (N, C, H, W)."""
+    return max(1, EVAL_PIXELS // (x.shape[-1] * x.shape[-2]))
+
+
+def epoch_order(n: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """A random order of ``n`` training images, each batch's slice of it sorted: a batch is a
+    set, and sorted it reads a memory-mapped split in file order (fewer, longer page reads)."""
+    order = torch.randperm(n, generator=generator)
+    whole = n - n % batch_size  # the full batches, sorted row by row; then the last one
+    head = order[:whole].view(-1, batch_size).sort(dim=1).values.flatten()
+    return torch.cat([head, order[whole:].sort().values])
 
 
 def pick_device() -> torch.device:
@@ -329,7 +430,13 @@ class TrainingRun:
         device_data = on_device(splits, self.device)
         self.mean, self.std = device_data.mean, device_data.std
         self.data = {"train": device_data.train, "val": device_data.val}
+        # What the model sees: training crops at this side, evaluation the centre crop at it.
+        self.resolution = resolution(config, splits)
+        crop_pct = CROP_PCT if self.augment.crop_scale is not None else 1.0
+        self.view = CentreCrop(self.resolution, float(config.get("crop_pct", crop_pct)))
         self.model = build_model(config, splits).to(self.device)
+        if (stats := input_stats(self.model)) is not None:  # a pretrained timm model's own
+            self.mean, self.std = (t.to(self.device) for t in stats)
         self._data_init(int(config.get("data_init", DATA_INIT_IMAGES)))
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -371,7 +478,8 @@ class TrainingRun:
         ``images`` training images, normalised, not augmented (the split is shuffled). A
         resumed trial's checkpoint then overwrites what it set, as it should."""
         if images > 0 and hasattr(self.model, "data_init"):
-            self.model.data_init(to_float(self.data["train"][0][:images], self.mean, self.std))
+            first = fetch(self.data["train"][0], slice(0, images), self.device)
+            self.model.data_init(self._inputs(first))  # at the resolution trained at
 
     @property
     def eval_model(self) -> nn.Module:
@@ -379,11 +487,14 @@ class TrainingRun:
         return self.model if self.averaged is None else self.averaged.module
 
     def _inputs(self, x_uint8: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """Normalised float images on the device; a training batch (``index``: the images'
-        positions in the training set) is augmented."""
+        """Normalised float images on the device at the trial's resolution: a training batch
+        (``index``: the images' positions in the training set) augmented, others the centre
+        crop (``view``; the images as they are at the data's own size)."""
         x = to_float(x_uint8, self.mean, self.std)
-        if index is not None and self.augment.enabled:
-            x = self.augment(x, self.generator, index=index, epoch=self.epoch)
+        if index is None:
+            x = self.view(x)
+        else:
+            x = self.augment(x, self.generator, index=index, epoch=self.epoch, size=self.resolution)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -397,7 +508,12 @@ class TrainingRun:
         """One pass over the training data; returns (mean loss, accuracy)."""
         self.model.train()
         x_all, y_all = self.data["train"]
-        order = torch.randperm(len(y_all), generator=self.generator).to(self.device)
+        # The epoch's indices, sent to the device once (the labels' and augmentation's, and the
+        # images' when they are there); images elsewhere are gathered where they lie.
+        order = epoch_order(len(y_all), self.batch_size, self.generator)
+        order_here = order.to(self.device)
+        where = order_here if x_all.device == self.device else order
+        images = batches(x_all, where.split(self.batch_size), self.device)  # uint8, on device
         steps = max(1, math.ceil(len(order) / self.batch_size))
         # Summed on the device: reading a number back every step would wait for the GPU.
         total_loss = torch.zeros((), device=self.device)
@@ -406,8 +522,8 @@ class TrainingRun:
             factor = lr_factor(self.schedule, self.epoch + step / steps, self.epochs)
             for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
                 group["lr"] = base_lr * factor
-            index = order[step * self.batch_size : (step + 1) * self.batch_size]
-            x, y = self._inputs(x_all[index], index), y_all[index]
+            index = order_here[step * self.batch_size : (step + 1) * self.batch_size]
+            x, y = self._inputs(next(images), index), y_all[index]
             with self._autocast():
                 logits = self.train_model(x)
                 loss = self.loss_fn(logits.float(), y)
@@ -428,8 +544,10 @@ class TrainingRun:
         large batches, on the trial's device: validation and test both come through here."""
         model = self.eval_model.eval()
         chunks = []
-        for start in range(0, len(x_all), EVAL_BATCH):
-            x = self._inputs(x_all[start : start + EVAL_BATCH].to(self.device))
+        step = eval_batch(x_all)
+        parts = [slice(start, start + step) for start in range(0, len(x_all), step)]
+        for x_uint8 in batches(x_all, parts, self.device):
+            x = self._inputs(x_uint8)
             with self._autocast():
                 chunks.append(self.tta(model, x))
         return torch.cat(chunks)
@@ -649,5 +767,8 @@ def _test(trial: TrainingRun, splits: Splits) -> Evaluation:
     network = trial.eval_model.cpu().eval()
     if trial.tta.enabled:
         network = WithTta(network, trial.tta)
+    if not trial.view.is_identity(*splits.test_x.shape[-2:]):
+        # Served images come at the data's size: the model takes the view evaluation took.
+        network = nn.Sequential(trial.view.cpu(), network)
     model = RawImageClassifier(network, trial.mean.cpu(), trial.std.cpu())
     return Evaluation(splits.test_y.numpy(), logits.argmax(1).cpu().numpy(), splits.classes, model)

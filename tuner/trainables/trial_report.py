@@ -25,6 +25,9 @@ PER_EPOCH = (
     "val_f1",
     "lr",
 )
+# Beyond those, what a training function of the user's reports (tuner.trainables.function) is
+# charted per epoch too when it is named like them: any train_* or val_* number.
+OWN_PER_EPOCH = ("train_", "val_")
 # The model's size, and (deep) its inference time per image on the trial's device in ms: the
 # same every epoch, so MLflow records them once (per epoch, the UI charted a flat line). Known
 # before training: the costs a multi-objective search (spec.objectives) weighs accuracy against.
@@ -72,7 +75,11 @@ class TrialReport:
         elif result.get("diverged"):
             ending = Status.DIVERGED
         return cls(
-            metrics={k: numbers[k] for k in (*PER_EPOCH, *ONCE) if k in numbers},
+            metrics={
+                k: numbers[k]
+                for k in (*PER_EPOCH, *ONCE, *numbers)
+                if k in numbers and is_metric(k)
+            },
             epochs=int(result.get("epochs") or 0),
             ending=ending,
             reason=str(result.get("rejected") or ""),
@@ -80,6 +87,16 @@ class TrialReport:
             seconds={k: numbers[k] for k in SECONDS if k in numbers},
             warnings=tuple(result.get("warnings") or ()),
         )
+
+
+def per_epoch(key: str) -> bool:
+    """Whether a reported metric is charted per epoch (else it is one of ONCE, or no metric)."""
+    return key in PER_EPOCH or key.startswith(OWN_PER_EPOCH)
+
+
+def is_metric(key: str) -> bool:
+    """Whether a key of a Tune result is a metric a trial reported (Tune adds its own)."""
+    return per_epoch(key) or key in ONCE
 
 
 def status(last_result: Mapping[str, Any] | None, errored: bool = False) -> str:

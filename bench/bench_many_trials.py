@@ -1,0 +1,296 @@
+"""What each extra trial costs tuner, against plain Ray Tune doing the same work.
+
+Runs N trials of ``fixed_cost.py`` (each epoch waits ``--cost-s`` seconds, reports and saves a
+small checkpoint) through tuner (``trainable: "fixed_cost:fit"``: your own training function,
+random search, FIFO) and through plain ``ray.tune.Tuner`` (the same function body, Tune's own
+random search, FIFO), one epoch a trial, two trials at a time, for each N given; each run in a
+fresh process with its own Ray (so each starts alike and the driver's peak memory is its own).
+It prints both walls, the slope of wall time against N between the smallest and the largest N
+(fixed start-up and closing costs cancel) and their ratio, the fixed costs, tuner's driver time
+per trial by part (MLflow writes queued in Tune's loop, the writer thread, the searcher,
+checkpoint bookkeeping, the terminal) and the driver's CPU per trial, its peak memory, and the
+sizes of the MLflow store and Tune's folder. With ``--readers`` it then times `tuner best`,
+`tuner report` and `tuner ui` (its runs page, rendered by headless Chromium) on the largest
+tuner search.
+
+    .venv/bin/python bench/bench_many_trials.py --trials 100 1000 --readers
+    .venv/bin/python bench/bench_many_trials.py --trials 1000 10000 --cost-s 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+CONCURRENT = 2  # trials at once: one per core of a 2-core machine
+SPEC = """\
+name: many
+trainable: "fixed_cost:fit"
+data: {{dataset: digits}}
+search: {{algorithm: {algorithm}, num_samples: {trials}, max_concurrent: {concurrent}, seed: 0}}
+scheduler: {{type: fifo, max_epochs: 1}}
+final: {{repeats: 1}}
+space:
+  x: {{uniform: [0.0, 1.0]}}
+  cost_s: {cost_s}
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# One run, in its own process
+# ---------------------------------------------------------------------------------------------
+
+
+def run_plain(trials: int, cost_s: float, folder: Path) -> dict[str, Any]:
+    import fixed_cost
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+
+    ray.init(include_dashboard=False, log_to_driver=False)
+    tuner = tune.Tuner(
+        fixed_cost.plain,
+        param_space={"x": tune.uniform(0.0, 1.0), "cost_s": cost_s, "epochs": 1},
+        tune_config=tune.TuneConfig(
+            metric="val_acc",
+            mode="max",
+            num_samples=trials,
+            max_concurrent_trials=CONCURRENT,
+            scheduler=FIFOScheduler(),
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(name="plain", storage_path=str(folder), verbose=0),
+    )
+    started = time.perf_counter()
+    results = tuner.fit()
+    wall = time.perf_counter() - started
+    ray.shutdown()
+    return {"wall": wall, "loop": wall, "trials": len(results), "errors": results.num_errors}
+
+
+def run_tuner(trials: int, cost_s: float, folder: Path, algorithm: str) -> dict[str, Any]:
+    from bench_search_overhead import SECONDS, timed
+
+    from tuner.core.quiet import quiet_libraries
+    from tuner.search import progress, searchers, tune_state
+    from tuner.search.ray_start import RayStart
+    from tuner.search.recorder import TrialRecorder
+    from tuner.spec.document import load_spec
+    from tuner.tracking.writer import Writer
+
+    spec_path = folder / "many.yaml"
+    text = SPEC.format(algorithm=algorithm, trials=trials, concurrent=CONCURRENT, cost_s=cost_s)
+    spec_path.write_text(text)
+    os.chdir(folder)
+    spec = load_spec(spec_path)
+    quiet_libraries(verbose=False)
+    ray_start = RayStart(None, forward_worker_output=False)
+    for method in ("on_trial_start", "on_trial_result", "on_trial_complete"):
+        timed(TrialRecorder, method, "mlflow queued")
+    timed(Writer, "_send", "mlflow writer thread")
+    for method in ("next_trial", "on_trial_complete", "on_trial_result"):
+        timed(searchers._VariantGenerator, method, "searcher")
+    for method in ("suggest", "on_trial_result", "on_trial_complete"):
+        timed(searchers._OptunaSearch, method, "searcher")
+    timed(tune_state.StateSnapshots, "on_step_end", "checkpoints")
+    timed(tune_state.CheckpointRetention, "on_checkpoint", "checkpoints")
+    timed(tune_state.CheckpointRetention, "on_step_end", "checkpoints")
+    timed(progress.ProgressLine, "on_step_end", "terminal")
+    timed(progress.TrialLines, "on_trial_result", "terminal")
+    timed(progress.TrialLines, "on_trial_complete", "terminal")
+    from ray import tune
+
+    from tuner.commands import run as runner
+
+    timed(tune.Tuner, "fit", "loop")
+    cpu = {}
+    original_fit = tune.Tuner.fit
+
+    def fit(self: Any) -> Any:
+        cpu["start"] = time.process_time()
+        try:
+            return original_fit(self)
+        finally:
+            cpu["loop"] = time.process_time() - cpu["start"]
+
+    tune.Tuner.fit = fit
+    started = time.perf_counter()
+    runner.run_search(
+        spec,
+        spec_path,
+        tracking_uri=f"sqlite:///{folder}/mlflow.db",
+        storage=f"{folder}/tuner_results",
+        ray_start=ray_start,
+    )
+    wall = time.perf_counter() - started
+    import ray
+
+    ray.shutdown()
+    return {
+        "wall": wall,
+        "loop": SECONDS["loop"],
+        "driver_cpu_in_loop": cpu["loop"],
+        "parts": {k: v for k, v in SECONDS.items() if k != "loop"},
+        "mlflow_mb": _mb(folder / "mlflow.db"),
+        "optuna_mb": _mb(folder / "optuna.db"),
+    }
+
+
+def _mb(path: Path) -> float:
+    if path.is_file():
+        return path.stat().st_size / 2**20
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+
+
+def one(kind: str, trials: int, cost_s: float, folder: Path, algorithm: str) -> None:
+    """One run; its figures as a JSON line on stdout."""
+    sys.path.insert(0, str(BENCH))
+    if kind == "plain":
+        figures = run_plain(trials, cost_s, folder)
+    else:
+        figures = run_tuner(trials, cost_s, folder, algorithm)
+    storage = folder / ("plain" if kind == "plain" else "tuner_results")
+    figures["tune_folder_mb"] = _mb(storage)
+    figures["driver_peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("FIGURES " + json.dumps(figures), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The bench: runs in subprocesses, then the comparison
+# ---------------------------------------------------------------------------------------------
+
+
+def measured(kind: str, trials: int, cost_s: float, folder: Path, algorithm: str) -> dict:
+    command = [sys.executable, __file__, "--one", kind, "--trials", str(trials)]
+    command += ["--cost-s", str(cost_s), "--folder", str(folder), "--algorithm", algorithm]
+    env = {**os.environ, "PYTHONPATH": f"{BENCH}{os.pathsep}{REPO}", "RAY_AIR_NEW_OUTPUT": "0"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("FIGURES "):
+            return json.loads(line.removeprefix("FIGURES "))
+    output = done.stdout[-3000:] + done.stderr[-3000:]
+    raise SystemExit(f"{kind} with {trials} trials failed:\n{output}")
+
+
+def readers(folder: Path) -> None:
+    """`tuner best`, `tuner report` and `tuner ui`'s runs page on the search in ``folder``."""
+    uri = f"sqlite:///{folder}/mlflow.db"
+    for command in (["best", "many"], ["report", "many", "--out", str(folder / "many.html")]):
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "tuner", *command, "--tracking-uri", uri],
+            cwd=folder,
+            check=True,
+            capture_output=True,
+        )
+        print(f"tuner {command[0]}: {time.perf_counter() - started:.1f} s")
+    print(f"tuner ui (its runs page, rendered by headless Chromium): {ui_seconds(folder, uri)}")
+
+
+def ui_seconds(folder: Path, uri: str) -> str:
+    """Seconds from asking Chromium for the page `tuner ui` prints to its DOM listing the
+    trials (after the server answers)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        return "skipped (no chromium: apt-get install chromium)"
+    sys.path.insert(0, str(REPO))
+    from tests.processes import free_port, stop_group
+    from tests.tuner.test_ui_browser import CHROMIUM_FLAGS
+
+    port = str(free_port())
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tuner", "ui", "many", "--port", port, "--tracking-uri", uri],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        url = next(line for line in server.stdout if line.startswith("MLflow UI for "))
+        url = url.split(": ", 1)[1].strip()
+        started = time.perf_counter()
+        dom = subprocess.run(
+            [
+                chromium,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={folder / 'chromium'}",
+                "--virtual-time-budget=30000",
+                "--dump-dom",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        ).stdout
+        seconds = time.perf_counter() - started
+    finally:
+        stop_group(server)
+    rows = dom.count('role="row" row-index=')
+    return f"{seconds:.1f} s ({rows} run rows drawn, MLflow pages them)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--cost-s", type=float, default=0.02, help="seconds an epoch waits")
+    parser.add_argument("--algorithm", default="random", choices=["random", "optuna"])
+    parser.add_argument("--readers", action="store_true", help="time best, report, ui too")
+    parser.add_argument("--one", choices=["plain", "tuner"], help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        one(args.one, args.trials[0], args.cost_s, args.folder, args.algorithm)
+        return
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{args.cost_s} s per trial, {CONCURRENT} at once; tuner's search: {args.algorithm}")
+    walls: dict[str, dict[int, float]] = {"plain": {}, "tuner": {}}
+    with tempfile.TemporaryDirectory() as temporary:
+        for trials in args.trials:
+            for kind in ("plain", "tuner"):
+                folder = Path(temporary, f"{kind}_{trials}")
+                folder.mkdir()
+                figures = measured(kind, trials, args.cost_s, folder, args.algorithm)
+                walls[kind][trials] = figures["wall"]
+                print(f"{kind} {trials} trials: {described(figures, trials)}")
+        if len(args.trials) > 1:
+            low, high = min(args.trials), max(args.trials)
+            slopes = {k: (w[high] - w[low]) / (high - low) for k, w in walls.items()}
+            fixed = {k: walls[k][low] - slopes[k] * low for k in walls}
+            print(
+                f"per extra trial ({low} to {high}): tuner {1000 * slopes['tuner']:.1f} ms, "
+                f"plain Ray Tune {1000 * slopes['plain']:.1f} ms: "
+                f"{slopes['tuner'] / slopes['plain']:.2f}x"
+            )
+            print(f"fixed costs: tuner {fixed['tuner']:.1f} s, plain {fixed['plain']:.1f} s")
+        if args.readers:
+            readers(Path(temporary, f"tuner_{max(args.trials)}"))
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def described(figures: dict[str, Any], trials: int) -> str:
+    """One run's figures on a line; the driver's times per trial, in ms."""
+    line = f"wall {figures['wall']:.1f} s (Tune's loop {figures['loop']:.1f} s)"
+    if "driver_cpu_in_loop" in figures:
+        line += f"; driver CPU in the loop {1000 * figures['driver_cpu_in_loop'] / trials:.1f} ms"
+        parts = ", ".join(f"{k} {1000 * v / trials:.1f}" for k, v in figures["parts"].items())
+        line += f" a trial, of which (ms a trial) {parts}"
+        line += f"; MLflow store {figures['mlflow_mb']:.1f} MB"
+        line += f", Optuna's {figures['optuna_mb']:.1f} MB"
+    line += f"; Tune's folder {figures['tune_folder_mb']:.1f} MB"
+    return line + f"; driver peak RSS {figures['driver_peak_mb']:.0f} MB"
+
+
+if __name__ == "__main__":
+    main()
