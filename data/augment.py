@@ -316,11 +316,7 @@ def resized_crop_boxes(
     h, w = image
     like = like if like is not None else torch.empty(0)
     draws = _rand((4, n, CROP_ATTEMPTS), generator, like)
-    area = (scale[0] + draws[0] * (scale[1] - scale[0])) * (h * w)
-    log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
-    aspect = torch.exp(log_low + draws[1] * (log_high - log_low))
-    widths = torch.sqrt(area * aspect).round()  # (N, attempts), pixels
-    heights = torch.sqrt(area / aspect).round()
+    widths, heights = _box_sides(draws, h * w, scale, ratio)  # width / height in ``ratio``
     fits = (widths > 0) & (widths <= w) & (heights > 0) & (heights <= h)
     first = fits.float().argmax(dim=1, keepdim=True)  # first attempt that fits (0 if none)
     box_h, box_w = heights.gather(1, first)[:, 0], widths.gather(1, first)[:, 0]
@@ -431,11 +427,7 @@ def random_erasing(
     """
     n, _, h, w = x.shape
     draws = _rand((4, n, ERASE_ATTEMPTS), generator, x)
-    area = (ERASE_SCALE[0] + draws[0] * (ERASE_SCALE[1] - ERASE_SCALE[0])) * (h * w)
-    log_low, log_high = math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1])
-    ratio = torch.exp(log_low + draws[1] * (log_high - log_low))
-    heights = torch.sqrt(area * ratio).round()  # (N, attempts), pixels
-    widths = torch.sqrt(area / ratio).round()
+    heights, widths = _box_sides(draws, h * w, ERASE_SCALE, ERASE_RATIO)  # height / width
     fits = (heights < h) & (widths < w)
     first = fits.float().argmax(dim=1, keepdim=True)  # first attempt that fits (0 if none)
     eh, ew = heights.gather(1, first)[:, 0], widths.gather(1, first)[:, 0]
@@ -448,3 +440,15 @@ def random_erasing(
     in_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])  # (N, W)
     mask = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # (N, 1, H, W)
     return x.masked_fill_(mask, 0.0) if inplace else x.masked_fill(mask, 0.0)
+
+
+def _box_sides(
+    draws: torch.Tensor, image_area: int, scale: tuple[float, float], ratio: tuple[float, float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchvision's rectangles (RandomResizedCrop's, RandomErasing's) from uniform ``draws``
+    (4, N, attempts): area a fraction of ``image_area`` uniform in ``scale``, sides' ratio
+    log-uniform in ``ratio``; the long-by-ratio side, then the other, rounded to pixels."""
+    area = (scale[0] + draws[0] * (scale[1] - scale[0])) * image_area
+    log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_low + draws[1] * (log_high - log_low))
+    return torch.sqrt(area * aspect).round(), torch.sqrt(area / aspect).round()

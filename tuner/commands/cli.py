@@ -61,14 +61,7 @@ def _search_commands(commands: Any) -> None:
     run.add_argument("--name", help="experiment name (overrides the spec's `name`)")
     run.add_argument("--num-samples", type=int, help="number of trials (search.num_samples)")
     run.add_argument("--max-epochs", type=int, help="epoch budget per trial (scheduler.max_epochs)")
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override any spec value, e.g. --set search.algorithm=random (repeatable)",
-    )
+    _add_overrides(run)
     run.add_argument(
         "--resume",
         action="store_true",
@@ -183,14 +176,7 @@ def _catalogue_commands(commands: Any) -> None:
         "prepare", help="decode a spec's images into each node's cache before a search"
     )
     prepare.add_argument("spec", type=Path, help="the experiment's YAML file")
-    prepare.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override any spec value, as `run --set` does (repeatable)",
-    )
+    _add_overrides(prepare)
     prepare.add_argument(
         "--address",
         help="build it on every node of this running Ray cluster (e.g. auto); default: "
@@ -275,6 +261,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `tuner list models | head` closed the pipe: nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush
         return 1
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    """``--set KEY.PATH=VALUE``, repeatable: what every command that reads a spec file takes."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override any spec value, e.g. --set search.algorithm=random (repeatable)",
+    )
 
 
 def process_main() -> int:

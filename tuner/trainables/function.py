@@ -16,6 +16,7 @@ adds per trial is small: a seed, the thread count, the checkpoint saved with eac
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
@@ -220,9 +221,8 @@ def _run(path: str, config: Mapping[str, Any], splits: Splits, trial: _Trial) ->
     _seed(trial.settings.seed)
     TRIAL[:] = [trial]
     try:
-        fit({**config, "epochs": trial.epochs}, *([splits] if takes_data else []))
-    except Diverged:
-        pass
+        with contextlib.suppress(Diverged):  # a diverged run ends quietly
+            fit({**config, "epochs": trial.epochs}, *([splits] if takes_data else []))
     finally:
         TRIAL.clear()
 
