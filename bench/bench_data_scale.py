@@ -14,6 +14,16 @@ classes; no download; reused when present), then measures, all in one run:
   training throughput (train + val images over its epoch's seconds).
 
     python bench/bench_data_scale.py --images 4000 24000 --image-size 128
+
+``--resolution R`` has the search train and evaluate at R px from images kept at
+``--image-size`` (random resized crops and the centre crop resized to R): every image is still
+read from memory or the cache each epoch, but the model costs what R costs, so an epoch of a
+large folder fits on 2 CPU cores in minutes. A folder whose decoded images could not be held
+in memory twice over (the driver's decoded copy while it is put in the object store) is
+searched from the cache alone. The 100,000-image, 224-px search:
+
+    python bench/bench_data_scale.py --images 100000 --image-size 224 --resolution 64 \
+        --keep-in cache
 """
 
 from __future__ import annotations
@@ -54,7 +64,9 @@ space:
   model: {{name: simple_cnn, width: 16, depth: 2}}
   optimizer: {{choice: {{adam: {{lr: 0.003}}}}}}
   batch_size: 64
+  resolution: {resolution}
 """
+LIMIT_SAMPLE = 10_000  # files the decode limit is timed on: a rate, not a total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,7 +107,9 @@ def photo_folder(root: Path, count: int) -> Path:
 
 
 def decode_limit(paths: list[str], size: int) -> float:
-    """Images per second of imdecode + resize alone, on all cores (files already read in)."""
+    """Images per second of imdecode + resize alone, on all cores (files already read in; at
+    most LIMIT_SAMPLE of them, spread over the folder)."""
+    paths = paths[:: max(1, len(paths) // LIMIT_SAMPLE)]
     blobs = [np.fromfile(p, dtype=np.uint8) for p in paths]
 
     def one(blob: np.ndarray) -> None:
@@ -138,6 +152,7 @@ class SearchFigures:
     largest_private_mb: float  # the largest USS any process of the run reached
     largest_private_process: str
     driver_private_mb: float  # the largest USS of the driver (`tuner run`) itself
+    driver_anonymous_mb: float  # ... of its heap alone
     trial_private_mb: float  # the largest USS of a trial worker (ray::ImplicitFunc.train)
     largest_anonymous_mb: float  # the largest heap (anonymous memory) of any process
     trial_anonymous_mb: float  # ... of a trial worker
@@ -160,9 +175,16 @@ def private_mb(pid: int) -> tuple[float, float]:
 
 
 def used_mb() -> float:
+    return _meminfo_mb("MemTotal") - available_mb()
+
+
+def available_mb() -> float:
+    return _meminfo_mb("MemAvailable")
+
+
+def _meminfo_mb(key: str) -> float:
     info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-    kb = lambda key: int(info[key].split()[0])  # noqa: E731
-    return (kb("MemTotal") - kb("MemAvailable")) / 1024
+    return int(info[key].split()[0]) / 1024
 
 
 def tree(root: int) -> list[int]:
@@ -191,11 +213,20 @@ def name_of(pid: int) -> str:
     return " ".join(words[:3])[:60]
 
 
-def search(folder: Path, work: Path, keep_in: str, images: int, size: int) -> SearchFigures:
+def search(
+    folder: Path, work: Path, keep_in: str, images: int, size: int, resolution: int
+) -> SearchFigures:
     spec = work / f"{keep_in}_{images}.yaml"
     cache = work / "cache"
     spec.write_text(
-        SPEC.format(keep_in=keep_in, images=images, root=folder, cache=cache, size=size)
+        SPEC.format(
+            keep_in=keep_in,
+            images=images,
+            root=folder,
+            cache=cache,
+            size=size,
+            resolution=resolution,
+        )
     )
     store = work / f"mlflow_{keep_in}_{images}.db"
     command = [
@@ -211,6 +242,7 @@ def search(folder: Path, work: Path, keep_in: str, images: int, size: int) -> Se
     ]
     baseline = used_mb()
     peak = dict.fromkeys(("uss", "used", "driver", "trial", "anon", "trial_anon"), 0.0)
+    peak["driver_anon"] = 0.0
     peak["who"] = ""
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -228,8 +260,8 @@ def search(folder: Path, work: Path, keep_in: str, images: int, size: int) -> Se
             role = "driver" if pid == process.pid else "trial" if "ImplicitFunc" in name else ""
             if role:
                 peak[role] = max(peak[role], private)
-            if role == "trial":
-                peak["trial_anon"] = max(peak["trial_anon"], anon)
+            if role:
+                peak[f"{role}_anon"] = max(peak[f"{role}_anon"], anon)
         peak["used"] = max(peak["used"], used_mb() - baseline)
         time.sleep(SAMPLE_S)
     seconds = time.perf_counter() - started
@@ -244,6 +276,7 @@ def search(folder: Path, work: Path, keep_in: str, images: int, size: int) -> Se
         round(peak["uss"]),
         peak["who"],
         round(peak["driver"]),
+        round(peak["driver_anon"]),
         round(peak["trial"]),
         round(peak["anon"]),
         round(peak["trial_anon"]),
@@ -254,11 +287,14 @@ def search(folder: Path, work: Path, keep_in: str, images: int, size: int) -> Se
 
 
 def trial_rate(storage: Path, name: str, images: int) -> float:
-    """Mean over the trials of (train + val images) / epoch_seconds, from Tune's results."""
+    """Mean over the trials of (train + val images) / epoch_seconds, from Tune's results (of
+    this run: a search of a name used before is kept in ``name-2``, ``name-3``, ...)."""
     seen = images * 0.8  # train + val: all but the 20% test split
+    folders = [*storage.glob(f"{name}"), *storage.glob(f"{name}-*")]
+    latest = max(folders, key=lambda folder: folder.stat().st_mtime)
     rates = [
         seen / json.loads(line)["epoch_seconds"]
-        for result in (storage / name).glob("*/result.json")
+        for result in latest.glob("*/result.json")
         for line in result.read_text().splitlines()[:1]
     ]
     return float(np.mean(rates))
@@ -270,7 +306,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_data_scale"))
     parser.add_argument("--keep-in", nargs="+", default=["memory", "cache"])
+    parser.add_argument("--resolution", type=int, help="px the search trains at (default: size)")
     args = parser.parse_args()
+    resolution = args.resolution or args.image_size
     args.work.mkdir(parents=True, exist_ok=True)
     results = []
     for count in args.images:
@@ -287,13 +325,19 @@ def main() -> None:
         )
         row = {
             "images": count,
+            "image_size": args.image_size,
+            "resolution": resolution,
             "decode_limit_per_s": round(limit),
             "build_per_s": round(rate),
             "build_s": round(seconds, 1),
             "searches": [],
         }
         for keep_in in args.keep_in:
-            figures = search(folder, args.work, keep_in, count, args.image_size)
+            decoded = count * 3 * args.image_size**2
+            if keep_in == "memory" and 2 * decoded > available_mb() * 1e6:
+                print(f"memory: skipped, {decoded / 1e9:.1f} GB decoded can't be held twice")
+                continue
+            figures = search(folder, args.work, keep_in, count, args.image_size, resolution)
             print(json.dumps(asdict(figures)), flush=True)
             row["searches"].append(asdict(figures))
         results.append(row)

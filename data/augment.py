@@ -26,6 +26,8 @@ from typing import Literal, get_args
 import torch
 import torch.nn.functional as F
 
+from data import pages
+
 ERASE_SCALE = (0.02, 0.33)  # erased area as a fraction of the image (torchvision's defaults)
 ERASE_RATIO = (0.3, 3.3)  # erased rectangle's height / width (torchvision's defaults)
 ERASE_ATTEMPTS = 10  # torchvision's RandomErasing tries 10 rectangles, then leaves the image be
@@ -59,10 +61,11 @@ def channel_stats(x_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     total = torch.zeros(x_uint8.shape[1], dtype=torch.float64, device=x_uint8.device)
     squares = torch.zeros_like(total)
     # Chunks, not images: a handful of steps for small images, bounded memory for large ones.
-    for chunk in x_uint8.split(max(1, STATS_CHUNK_BYTES // (8 * per_image))):
-        chunk = chunk.to(torch.float64) / 255
+    for part in x_uint8.split(max(1, STATS_CHUNK_BYTES // (8 * per_image))):
+        chunk = part.to(torch.float64) / 255
         total += chunk.sum(dim=(0, 2, 3))
         squares += chunk.square().sum(dim=(0, 2, 3))
+        pages.forget(part)  # read: a shared split's pages aren't kept (data.pages)
     count = x_uint8.numel() / x_uint8.shape[1]
     mean = total / count
     std = (squares / count - mean.square()).clamp_min(0).sqrt()

@@ -7,6 +7,12 @@ the rows it skipped, so labels stay aligned). The key hashes each path with its 
 modification time, and the preprocessing (size, channels): a changed, added or removed file
 is another entry, and a second search on the same files opens this one at once.
 
+Old entries go by themselves: each open marks its entry used (the folder's mtime), and when an
+entry is built, the entries of the same source (the folder all its files lie under) not used
+for PRUNE_AFTER_S are removed, under their own lock (one being built or removed by another
+process is skipped) and renamed away before they are deleted, so no reader ever opens half of
+one. A process that still maps a removed entry reads on: the file lives until it unmaps it.
+
 One build per node: a file lock lets the first process build while the others wait for it,
 and the build writes to ``<key>.partial`` and renames it when complete, so a build killed
 halfway is never opened (the next one starts it again). The page cache holds the images once
@@ -15,11 +21,13 @@ for every process that maps them, which is why a dataset larger than memory stil
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,11 +36,15 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock, Timeout
 
+from data import pages
 from data.decode import REPORT_EVERY_S, decode_into
 from data.files import is_uri, stamp
 
 DEFAULT_DIR = "~/.cache/tuner/images"  # on each node's own disk
 FORMAT = 1  # bump when the layout or the decoding changes: old entries are then not opened
+# An entry of a source not opened for this long is removed when another entry of that source is
+# built (its files or preprocessing changed): long enough for an earlier search to be resumed.
+PRUNE_AFTER_S = 7 * 24 * 3600
 Say = Callable[[str], None]
 
 
@@ -63,19 +75,24 @@ def cached(
     folder = Path(cache_dir).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     entry = folder / key(paths, size, grayscale)
-    if not _complete(entry):
-        lock = FileLock(f"{entry}.lock")
+    if _complete(entry):
         try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            if say:
-                say(f"data: waiting for another process that is building the cache {entry}")
-            lock.acquire()
-        try:
-            if not _complete(entry):  # not built by the process we waited for
-                _build(entry, paths, size, grayscale, say)
-        finally:
-            lock.release()
+            return _open(entry)
+        except FileNotFoundError:  # removed as unused in between: build it again
+            pass
+    lock = FileLock(f"{entry}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if say:
+            say(f"data: waiting for another process that is building the cache {entry}")
+        lock.acquire()
+    try:
+        if not _complete(entry):  # not built by the process we waited for
+            _build(entry, paths, size, grayscale, say)
+            prune(folder, source_of(paths), keep=entry)
+    finally:
+        lock.release()
     return _open(entry)
 
 
@@ -104,6 +121,7 @@ def _build(entry: Path, paths: Sequence[str], size: int, grayscale: bool, say: S
     shape = (len(paths), channels, size, size)
     if paths:
         out = np.memmap(partial / "images.u8", dtype=np.uint8, mode="w+", shape=shape)
+        pages.register(out)  # each chunk written is released: the builder holds no pages
         skipped = decode_into(out, paths, grayscale=grayscale, progress=_progress(say, entry))
         out.flush()
         del out  # unmapped before the file is cut to the images kept
@@ -111,18 +129,68 @@ def _build(entry: Path, paths: Sequence[str], size: int, grayscale: bool, say: S
         skipped = np.zeros(0, dtype=np.int64)
     kept = len(paths) - len(skipped)
     os.truncate(partial / "images.u8", kept * channels * size * size)
-    meta = {"shape": [kept, channels, size, size], "skipped": skipped.tolist()}
+    meta = {
+        "shape": [kept, channels, size, size],
+        "skipped": skipped.tolist(),
+        "source": source_of(paths),
+    }
     (partial / "meta.json").write_text(json.dumps(meta))
     os.replace(partial, entry)
 
 
+def source_of(paths: Sequence[str]) -> str:
+    """The folder (or URI prefix) every one of ``paths`` lies under: what "the same source"
+    means to ``prune``."""
+    # Cut at the last "/": a common prefix of strings ("/a/photos" of /a/photos1 and
+    # /a/photos2) becomes a folder (/a); commonpath would mangle URIs (s3://).
+    common = os.path.commonprefix(list(paths))  # noqa: RUF071
+    return common.rpartition("/")[0] if paths else ""
+
+
+def prune(folder: Path, source: str, *, keep: Path, now: float | None = None) -> list[Path]:
+    """Remove the entries of ``source`` in ``folder`` other than ``keep`` not opened for
+    PRUNE_AFTER_S; returns those removed. Entries another process holds the lock of (building
+    or removing them) are left alone."""
+    old = (now or time.time()) - PRUNE_AFTER_S
+    removed = []
+    for other in folder.iterdir():
+        if other == keep or other.suffix or not _unused_since(other, source, old):
+            continue
+        lock = FileLock(f"{other}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue
+        try:
+            if _unused_since(other, source, old):  # not opened while we waited for the lock
+                gone = other.with_name(f"{other.name}.removed")
+                os.replace(other, gone)  # a reader either opens it whole or finds it missing
+                shutil.rmtree(gone, ignore_errors=True)
+                removed.append(other)
+        finally:
+            lock.release()
+    return removed
+
+
+def _unused_since(entry: Path, source: str, moment: float) -> bool:
+    """Whether ``entry`` is a complete entry of ``source`` last opened before ``moment``."""
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        return meta.get("source") == source and entry.stat().st_mtime < moment
+    except (OSError, ValueError):  # not an entry, or one being removed
+        return False
+
+
 def _open(entry: Path) -> Decoded:
     meta = json.loads((entry / "meta.json").read_text())
+    with contextlib.suppress(PermissionError):  # a cache someone else owns: they prune it
+        os.utime(entry)  # used now: kept by ``prune`` for PRUNE_AFTER_S from here
     shape = tuple(meta["shape"])
     if shape[0] == 0:  # numpy can't map an empty file
         images = np.zeros(shape, dtype=np.uint8)
     else:
         images = np.memmap(entry / "images.u8", dtype=np.uint8, mode="r", shape=shape)
+        pages.register(images)  # readers release what they have read (data.pages)
     return Decoded(images, np.asarray(meta["skipped"], dtype=np.int64))
 
 

@@ -2,8 +2,9 @@
 
 One function decodes for both places decoded images are kept (memory, ``data.cache``), so the
 two hold the same pixels. OpenCV's ``imdecode`` and ``resize`` release the GIL: a thread pool
-writing straight into the output array (a memory map for the cache) decodes on every core with
-no copy between processes (``bench/bench_data_scale.py`` measures it against the decode limit).
+writing straight into the output array (a memory map for the cache, whose pages each chunk
+then releases: ``data.pages``) decodes on every core with no copy between processes
+(``bench/bench_data_scale.py`` measures it against the decode limit).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from data import pages
 from data.files import read_bytes
 
 CHUNK = 64  # images per task: big enough to amortise the pool, small for an even spread
@@ -90,6 +92,7 @@ def decode_into(
                 missed.append(i)
             else:
                 out[i] = image
+        pages.forget(out[start : start + CHUNK])  # written: a cache's builder keeps no pages
         return missed
 
     began = last = time.monotonic()
@@ -105,6 +108,8 @@ def decode_into(
         progress(total, total, time.monotonic() - began)
     failed.sort()
     _compact(out, failed)
+    if failed:
+        pages.forget(out)
     return np.asarray(failed, dtype=np.int64)
 
 

@@ -94,6 +94,33 @@ def test_a_changed_file_invalidates_the_cache(photos, tmp_path):
     assert _white(after) == _white(before) + 1  # the new pixels, not the cached ones
 
 
+def test_entries_of_a_changed_source_unused_for_a_week_go_when_a_new_one_is_built(photos, tmp_path):
+    folder = tmp_path / "cache"
+    with pytest.warns(UserWarning):
+        _load(photos, folder)
+    first = _entries(folder)
+    week = time.time() - cache.PRUNE_AFTER_S - 60
+    for entry in first:  # last opened over a week ago
+        os.utime(entry, (week, week))
+    other = tmp_path / "other"  # another source's entry, as old: not this source's to remove
+    other.mkdir()
+    (other / "a.png").write_bytes(cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes())
+    foreign = folder / cache.key([str(other / "a.png")], 12, True)
+    cache.cached([str(other / "a.png")], 12, True, str(folder))
+    os.utime(foreign, (week, week))
+
+    changed = sorted((photos / "class_1").glob("*.png"))[0]
+    cv2.imwrite(str(changed), np.full((30, 20), 255, np.uint8))
+    with pytest.warns(UserWarning):
+        after = _load(photos, folder)  # builds the changed part's entry, then prunes
+    kept = set(_entries(folder))
+    assert foreign in kept
+    assert len(kept) == 3  # the new entry, the unchanged part's (opened: in use), the other's
+    assert sum(entry in kept for entry in first) == 1
+    assert not list(folder.glob("*.removed")) and not list(folder.glob("*.partial"))
+    assert len(after.train_y) + len(after.val_y) + len(after.test_y) > 0
+
+
 def _white(splits: data.Splits) -> int:
     """How many images of the splits are white all over."""
     images = (splits.train_x, splits.val_x, splits.test_x)

@@ -89,6 +89,19 @@ def _where_it_lives(sent: InMemory) -> tuple[bool, int, int]:
     return _in_shared_memory(splits.train_x.data_ptr()), len(splits.train_y), len(splits.val_y)
 
 
+def _private_kb_at(address: int) -> int:
+    """kB of the mapping holding ``address`` that only this process maps (its USS there)."""
+    kb, inside = 0, False
+    for line in open("/proc/self/smaps").read().splitlines():  # noqa: SIM115 (read whole)
+        first = line.split()[0]
+        if "-" in first and not first.endswith(":"):  # a mapping's first line
+            start, end = (int(part, 16) for part in first.split("-"))
+            inside = start <= address < end
+        elif inside and first.startswith("Private_"):
+            kb += int(line.split()[1])
+    return kb
+
+
 def _in_shared_memory(address: int) -> bool:
     for line in open("/proc/self/maps").read().splitlines():  # noqa: SIM115 (read whole)
         start, end = (int(part, 16) for part in line.split()[0].split("-"))
@@ -105,8 +118,10 @@ def test_in_memory_splits_are_held_once_per_node_and_read_zero_copy(ray_session)
     assert isinstance(sent, InMemory)
     shared, train, val = ray.get(_where_it_lives.remote(sent))
     assert shared and (train, val) == (len(splits.train_y), len(splits.val_y))
-    # The driver drops its own copy and reads the object store's, as every worker does.
+    # The driver drops its own copy and reads the object store's, as every worker does; the
+    # pages it wrote there with its put are not kept as its own (data.pages).
     assert _in_shared_memory(driver_splits.train_x.data_ptr())
+    assert _private_kb_at(driver_splits.train_x.data_ptr()) < driver_splits.train_x.nbytes / 4096
     for name in ("train_x", "train_y", "val_x", "test_x", "test_y"):
         assert torch.equal(getattr(driver_splits, name), getattr(splits, name)), name
     # Sent on to a task (final.retrain), they travel as the object store reference.

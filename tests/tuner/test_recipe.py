@@ -11,10 +11,11 @@ import torch
 from ray import tune
 
 import data
+import models.airbench
 from data.augment import to_float
 from tuner.spec import space as space_lang
 from tuner.spec.document import SpecError, load_spec
-from tuner.trainables import Settings
+from tuner.trainables import Settings, deep
 from tuner.trainables.deep import (
     CHECKPOINT_FILE,
     TrainingRun,
@@ -127,6 +128,28 @@ def test_data_init_sets_the_whitening_stem_before_the_first_step(splits):
     assert torch.allclose(stem["on"], plain.whiten.weight.cpu(), atol=1e-5)
     few = _trial(splits, data_init=50)
     assert not torch.allclose(few.model.whiten.weight.cpu(), stem["on"])
+
+
+def test_data_init_takes_a_bounded_sample_of_large_images_converted_a_pass_at_a_time(
+    splits, monkeypatch
+):
+    """Large images give as many 2x2 patches from fewer images: data_init sees at most
+    DATA_INIT_PIXELS at the trial's resolution (here 100 images), never a float copy of 5,000."""
+    monkeypatch.setattr(deep, "DATA_INIT_PIXELS", 100 * 8 * 8)  # digits: 8 px
+    monkeypatch.setattr(deep, "EVAL_PIXELS", 30 * 8 * 8)  # passes of 30 images
+    seen: list[int] = []
+    data_init = models.airbench.AirbenchNet.data_init
+    monkeypatch.setattr(
+        models.airbench.AirbenchNet,
+        "data_init",
+        lambda self, images: (seen.append(len(images)), data_init(self, images))[1],
+    )
+    trial = _trial(splits)
+    torch.manual_seed(SETTINGS.seed)
+    plain = build_model({"model": SMALL_AIRBENCH}, splits).to(trial.device)
+    data_init(plain, to_float(trial.data["train"][0][:100], trial.mean, trial.std))
+    assert seen == [100]
+    assert torch.allclose(trial.model.whiten.weight, plain.whiten.weight, atol=1e-5)
 
 
 def test_models_without_data_init_train_as_before(splits):

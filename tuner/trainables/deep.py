@@ -6,6 +6,7 @@ checked at load time against the code that reads it (``check_space``).
 
 from __future__ import annotations
 
+import itertools
 import math
 import pickle
 import statistics
@@ -24,7 +25,7 @@ from ray import tune
 from torch import nn
 
 import models
-from data import DataSource, Splits
+from data import DataSource, Splits, pages
 from data.augment import CROP_PCT, Augmentation, CentreCrop, channel_stats, to_float
 from models.options import POSITIVE, Range, Registry, option_types
 from models.raw_image import RawImageClassifier
@@ -67,7 +68,8 @@ class TrialConfig(TypedDict, total=False):
     # Evaluation's centre crop, a fraction of the short side (timm's crop_pct). Default:
     # CROP_PCT after random resized crops (augment.crop_scale), else 1, the whole image.
     crop_pct: Annotated[float, Range(0, 1, low_open=True)]
-    # training images a model's ``data_init`` sees (airbench's whitening); 0: none
+    # training images a model's ``data_init`` sees (airbench's whitening), at most
+    # DATA_INIT_PIXELS' worth at the trial's resolution; 0: none
     data_init: Annotated[int, Range(0)]
     ema: Mapping[str, Any]  # {decay, every}: val and test use a moving average (recipe.Ema)
     tta: Mapping[str, Any]  # {flip, translate}: val and test average logits over views (Tta)
@@ -94,6 +96,9 @@ CHECKPOINT_FILE = "checkpoint.pt"
 # with its images' size: 1,024 CIFAR-sized images, 64 of 128 px (1,024 of those took 2 GB).
 EVAL_PIXELS = 1024 * 32 * 32
 DATA_INIT_IMAGES = 5000  # airbench's count: plenty for the statistics of 2x2 patches
+# ... of 32 px images: larger ones give as many patches from fewer images, and the model's
+# patch matrix (12 floats a pixel) stays ~250 MB at any resolution.
+DATA_INIT_PIXELS = DATA_INIT_IMAGES * 32 * 32
 LATENCY_RUNS = 5  # timed single-image predictions, after one to warm up; their median counts
 # A trial's warnings travel in its next result (``warnings``), which the driver records and
 # prints: a worker's stderr reaches the user only through Ray's log_to_driver, and is lost in
@@ -353,16 +358,21 @@ def batches(
     in one background thread while the caller works on this one (torch's indexing and copies
     release the GIL). ``parts`` are fixed beforehand, so the thread draws no random numbers."""
     prefetch = x.device != device or (device.type == "cpu" and PREFETCH_ON_CPU)
+    # Each part, once used, is unmapped from this process where the images are a shared
+    # mapping (a cache's memory map, Ray's object store): a pass keeps no split's pages.
     if not prefetch or len(parts) < 2:  # one part (a latency probe): nothing to overlap
         for part in parts:
             yield fetch(x, part, device)
+            pages.forget_rows(x, part)
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuner-batches") as pool:
         ahead = pool.submit(fetch, x, parts[0], device)
-        for following in parts[1:]:
+        for part, following in itertools.pairwise(parts):
             current, ahead = ahead, pool.submit(fetch, x, following, device)
             yield current.result()
+            pages.forget_rows(x, part)
         yield ahead.result()
+        pages.forget_rows(x, parts[-1])
 
 
 def eval_batch(x: torch.Tensor) -> int:
@@ -475,11 +485,17 @@ class TrainingRun:
 
     def _data_init(self, images: int) -> None:
         """Let a model with ``data_init`` (airbench's whitening) set itself from the first
-        ``images`` training images, normalised, not augmented (the split is shuffled). A
-        resumed trial's checkpoint then overwrites what it set, as it should."""
-        if images > 0 and hasattr(self.model, "data_init"):
-            first = fetch(self.data["train"][0], slice(0, images), self.device)
-            self.model.data_init(self._inputs(first))  # at the resolution trained at
+        ``images`` training images (at most DATA_INIT_PIXELS' worth), normalised, not augmented
+        (the split is shuffled). A resumed trial's checkpoint then overwrites what it set, as
+        it should."""
+        if images <= 0 or not hasattr(self.model, "data_init"):
+            return
+        x = self.data["train"][0]
+        images = min(images, len(x), max(1, DATA_INIT_PIXELS // self.resolution**2))
+        parts = [slice(s, min(s + eval_batch(x), images)) for s in range(0, images, eval_batch(x))]
+        # Converted a pass at a time, to the resolution trained at: no float copy of the
+        # images at their stored size.
+        self.model.data_init(torch.cat([self._inputs(b) for b in batches(x, parts, self.device)]))
 
     @property
     def eval_model(self) -> nn.Module:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import ray
 
-from data import DatasetError, DataSource, Splits
+from data import DatasetError, DataSource, Splits, pages
 from data.splits import joined, tensors
 
 
@@ -78,7 +78,13 @@ def _received(ref: ray.ObjectRef) -> Splits:
     key = ref.hex()
     if key not in RECEIVED:
         RECEIVED.clear()
-        splits = tensors(*ray.get(ref))
+        arrays = ray.get(ref)
+        for images in (arrays[0], arrays[3]):
+            # Shared memory: passes over it release what they read (data.pages), and the pages
+            # this process wrote there when it put them (the driver) go now.
+            if pages.register(images):
+                pages.forget(images)
+        splits = tensors(*arrays)
         # Sent on to a Ray task (final.retrain, repeats), they travel as this reference.
         RECEIVED[key] = replace(splits, reopen=functools.partial(_received, ref))
     return RECEIVED[key]
