@@ -30,7 +30,7 @@ from tuner.publishing import export
 from tuner.publishing.artifacts import log_search_artifacts, study_of
 from tuner.search.inputs import load_data
 from tuner.spec.document import load_spec
-from tuner.tracking.records import latest_parent, trials_of
+from tuner.tracking.records import TrialRecord, latest_parent, trials_of
 from tuner.tracking.tags import PARENT_ROLE, TRIAL_ROLE, Status, Tag
 from tuner.trainables.metrics import Evaluation
 
@@ -283,6 +283,110 @@ def test_many_parameter_plots_show_the_most_important_few_at_page_width(name):
         assert f"the {shown} most important of 10 parameters" in figure.get_suptitle()
     finally:
         plt.close(figure)
+
+
+def _lines(figure) -> list:
+    from matplotlib.collections import LineCollection
+
+    return [c for c in figure.axes[0].collections if isinstance(c, LineCollection)]
+
+
+def test_parallel_coordinates_of_a_thousand_trials_colour_only_the_best_few():
+    """1,000 lines are one tangle: the best TOP_LINES are drawn in colour, on top, over a faint
+    grey density of the rest; the colour bar spans the best few's values. A small search
+    keeps Optuna's own plot."""
+    from tuner.publishing.artifacts import FAINT, TOP_LINES, optuna_figure
+
+    study = _ten_parameter_study(1000)
+    order = [f"p{i}" for i in (7, 3, 0, 1, 2, 4, 5, 6, 8, 9)]  # ranked: no fANOVA to wait for
+    figure = optuna_figure(study, "optuna_parallel_coordinate", "best val_acc", order=order)
+    try:
+        everyone, best = _lines(figure)
+        assert len(everyone.get_segments()) == 1000 and everyone.get_array() is None
+        assert everyone.get_colors().tolist() == [pytest.approx((*FAINT, 0.06))]  # all alike
+        values = sorted(t.value for t in study.trials)
+        top = sorted(segment[0, 1] for segment in best.get_segments())  # the objective axis
+        assert top == pytest.approx(values[-TOP_LINES:])
+        assert best.get_zorder() > everyone.get_zorder()
+        assert (best.norm.vmin, best.norm.vmax) == pytest.approx((values[-TOP_LINES], values[-1]))
+        assert best.colorbar is not None and "the best 20" in best.colorbar.ax.get_ylabel()
+        assert f"the {TOP_LINES} best of 1,000 trials in colour" in figure.get_suptitle()
+    finally:
+        plt.close(figure)
+    figure = optuna_figure(_ten_parameter_study(TOP_LINES), "optuna_parallel_coordinate", "v")
+    try:
+        (lines,) = _lines(figure)
+        assert lines.get_array() is not None  # Optuna's colour map, every line
+        assert "in colour" not in figure.get_suptitle()
+    finally:
+        plt.close(figure)
+
+
+@pytest.mark.parametrize("name", ["optuna_history", "optuna_slice"])
+def test_scatter_plots_of_a_thousand_trials_use_small_translucent_dots(name):
+    from matplotlib.collections import PathCollection
+
+    from tuner.publishing.artifacts import DOT_AREA, optuna_figure
+
+    order = [f"p{i}" for i in range(10)]
+    for trials, small in ((1000, True), (30, False)):
+        figure = optuna_figure(_ten_parameter_study(trials), name, "best val_acc", order=order)
+        try:
+            drawn = [c for ax in figure.axes for c in ax.collections]
+            dots = [c for c in drawn if isinstance(c, PathCollection)]
+            assert dots
+            for c in dots:
+                if small:  # 20,000 / 1,000 points^2, within DOT_AREA, no edges
+                    assert list(c.get_sizes()) == [20.0] and DOT_AREA[0] <= 20.0 <= DOT_AREA[1]
+                    assert c.get_alpha() == 0.6 and list(c.get_linewidths()) == [0]
+                else:  # a small search: Optuna's own dots
+                    assert c.get_alpha() != 0.6 and max(c.get_sizes()) > DOT_AREA[1] / 2
+        finally:
+            plt.close(figure)
+
+
+def test_a_pareto_search_of_a_thousand_trials_keeps_its_front_readable(tmp_path, monkeypatch):
+    """The Pareto plot of 1,000 trials: small grey dots, the best trial's star as large as
+    ever; the trials CSV marks each front member, for a front too long to list."""
+    from tuner.publishing import artifacts
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("big", artifact_location=str(tmp_path / "artifacts"))
+    tags = {Tag.ROLE: PARENT_ROLE, Tag.METRIC: "val_acc", Tag.MODE: "max"}
+    tags[Tag.OBJECTIVES] = "val_acc:max,model_params:min"
+    parent = client.get_run(client.create_run(experiment, tags=tags).info.run_id)
+    rng = np.random.default_rng(0)
+    values, costs = rng.uniform(size=1000), rng.uniform(1e3, 1e6, 1000)
+    trials = [
+        TrialRecord(
+            f"t{i:04d}",
+            f"r{i}",
+            Status.COMPLETED,
+            float(values[i]),
+            3,
+            {"lr": "0.1"},
+            i == 0,
+            {"model_params": float(costs[i])},
+            pareto=i < 30,
+        )
+        for i in range(1000)
+    ]
+    drawn: list = []
+    monkeypatch.setattr(
+        artifacts, "_save", lambda client, run_id, figure, name: drawn.append(figure)
+    )
+    artifacts._log_pareto(client, parent, trials)
+    try:
+        (axes,) = drawn[0].axes
+        dots, star = axes.collections
+        assert len(dots.get_offsets()) == 1000 and list(dots.get_sizes()) == [20.0]
+        assert list(star.get_sizes()) == [180.0]
+    finally:
+        plt.close(drawn[0])
+    artifacts._log_trials_csv(client, parent.info.run_id, parent, trials)
+    local = client.download_artifacts(parent.info.run_id, "results/trials.csv", str(tmp_path))
+    rows = list(csv.DictReader(io.StringIO(Path(local).read_text())))
+    assert len(rows) == 1000 and sum(row["pareto"] == "true" for row in rows) == 30
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,7 +71,10 @@ def test_rejected_trials_are_never_the_best():
     assert text.endswith("0:10 elapsed")  # every trial finished: nothing left to guess
 
 
-def test_on_a_terminal_the_line_is_redrawn_in_place_and_cleared_for_tuner_lines(capsys):
+def test_on_a_terminal_the_line_is_redrawn_in_place_and_cleared_for_tuner_lines(
+    capsys, monkeypatch
+):
+    monkeypatch.setattr(terminal, "width", lambda: 200)  # a wide terminal: the whole line
     line = ProgressLine("val_acc", "max", 5, trainable="deep", tty=True)
     line.setup(total_num_samples=4)
     trials = search()
@@ -214,3 +217,24 @@ def test_a_big_search_off_a_terminal_shows_its_line_by_the_clock_not_per_trial(c
     trials[2].set_status(Trial.TERMINATED)
     line.on_step_end(2, trials)  # a trial finished, but far less than 30 s since the last line
     assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+def test_a_thousand_trial_line_too_wide_for_the_terminal_keeps_the_time_left():
+    """~100 columns at 1,000 trials: on an 80-column terminal the epochs go first, then the
+    best value, so the line stays one line and still says how long is left."""
+    line = ProgressLine("val_acc", "max", 5, trainable="deep", tty=True)
+    line.setup(total_num_samples=1000)
+    trials = [trial(f"c_{i:05d}", Trial.TERMINATED, [0.9]) for i in range(990)]
+    trials += [trial(f"c_{i:05d}", Trial.ERROR, [0.5]) for i in range(990, 998)]
+    trials += [trial(f"c_{i:05d}", Trial.RUNNING, [0.97, 0.98]) for i in (998, 999)]
+    whole = line.line(trials, 3723.0)
+    assert whole == (
+        "trials 998/1000 done (8 errored), 2 running · epochs 1002/5000 · best val_acc 0.9800 · "
+        "1:02:03 elapsed, ~0:22 left"
+    )
+    assert line.line(trials, 3723.0, columns=len(whole)) == whole  # it fits: all of it
+    assert line.line(trials, 3723.0, columns=79) == (
+        "trials 998/1000 done (8 errored), 2 running · 1:02:03 elapsed, ~0:22 left"
+    )
+    narrow = line.line(trials, 3723.0, columns=40)  # too narrow even so: cut at the end
+    assert narrow == "trials 998/1000 done (8 errored), 2 run…" and len(narrow) == 40

@@ -8,13 +8,15 @@ import struct
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from tests.helpers import Store, tuner_run
 from tuner.commands.cli import main
 from tuner.core.errors import UsageError
-from tuner.reading.report import write_report
-from tuner.tracking.records import latest_parent, trials_of
-from tuner.tracking.tags import Status
+from tuner.reading.report import _front_table, write_report
+from tuner.reading.summary import FRONT_SHOWN
+from tuner.tracking.records import TrialRecord, latest_parent, trials_of
+from tuner.tracking.tags import PARENT_ROLE, Status, Tag
 
 CLASSICAL = """\
 name: digits_report_knn
@@ -147,3 +149,31 @@ def test_compare_puts_both_experiments_side_by_side(store, capsys):
         f"{knn_run.data.metrics['test_acc']:.4f}",
     ]
     assert "best_val_acc" in rows and "test_f1" in rows
+
+
+def test_a_long_pareto_front_shows_its_first_rows_and_points_to_the_csv(tmp_path):
+    """A front of 60 among 1,000 trials: the report's table holds the first FRONT_SHOWN."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("big", artifact_location=str(tmp_path / "artifacts"))
+    tags = {Tag.ROLE: PARENT_ROLE, Tag.METRIC: "val_acc", Tag.MODE: "max"}
+    tags[Tag.OBJECTIVES] = "val_acc:max,model_params:min"
+    parent = client.get_run(client.create_run(experiment, tags=tags).info.run_id)
+    trials = [
+        TrialRecord(
+            f"t{i:04d}",
+            f"r{i}",
+            Status.COMPLETED,
+            1 - i / 1000,
+            3,
+            {"lr": "0.1"},
+            i == 0,
+            {"model_params": 1000.0 - i},
+            pareto=i < 60,
+        )
+        for i in range(1000)
+    ]
+    table = _front_table(parent, trials)
+    assert "Pareto front (60 of 1,000 trials)" in table
+    assert table.count("<tr") == 1 + FRONT_SHOWN  # the head, then the first rows
+    assert f"and {60 - FRONT_SHOWN} more: the CSV's <code>pareto</code> column marks" in table
+    assert "more:" not in _front_table(parent, trials[:FRONT_SHOWN])  # a short front: all of it

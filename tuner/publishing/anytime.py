@@ -9,14 +9,15 @@ says how fast a search finds good configs: what a user waiting on it sees, and w
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tuner.core.objective import Mode, Objective
-from tuner.tracking.tags import SearchTags, Status, Tag, child_runs
+from tuner.tracking.records import TrialRecord, trials_of
+from tuner.tracking.tags import SearchTags, Status
 
 
 @dataclass(frozen=True)
@@ -44,15 +45,17 @@ def anytime_curve(
     return [point for point in curve if not math.isnan(point.best)]
 
 
-def search_curve(client: MlflowClient, parent: Run) -> list[Point]:
-    """The anytime curve of a parent run's trials, read back from MLflow."""
+def search_curve(
+    client: MlflowClient, parent: Run, trials: Sequence[TrialRecord] | None = None
+) -> list[Point]:
+    """The anytime curve of a parent run's trials (``trials``: as read already), read back
+    from MLflow."""
     search = SearchTags.of(parent)
     metric = search.metric
-    runs = child_runs(client, parent.info.experiment_id, parent.info.run_id)
     histories = [
-        [(m.timestamp, m.value) for m in client.get_metric_history(run.info.run_id, metric)]
-        for run in runs
-        if run.data.tags.get(Tag.STATUS) != Status.REJECTED  # reported the worst, trained nothing
+        [(m.timestamp, m.value) for m in client.get_metric_history(trial.run_id, metric)]
+        for trial in (trials_of(client, parent) if trials is None else trials)
+        if trial.status != Status.REJECTED  # reported the worst, trained nothing
     ]
     return anytime_curve(histories, start_ms=parent.info.start_time, mode=search.objective.mode)
 

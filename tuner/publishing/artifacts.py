@@ -16,7 +16,8 @@ On the parent run:
     plots/optuna_parallel_coordinate.png
     plots/optuna_slice.png
     results/confusion_matrix.json     {"classes": [...], "matrix": [[count, ...], ...]}
-    results/trials.csv                one row per trial: id, status, value, epochs, every param
+    results/trials.csv                one row per trial: id, status, best, pareto (with
+                                      objectives), value, epochs, every param
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from tuner.publishing.anytime import search_curve
 from tuner.spec.document import recorded_space
 from tuner.spec.space import Group
 from tuner.tracking.records import TrialRecord, overrides_of, parsed_params, spec_of, trials_of
-from tuner.tracking.tags import SearchTags, child_runs
+from tuner.tracking.tags import SearchTags
 from tuner.trainables.metrics import Evaluation
 
 if TYPE_CHECKING:
@@ -74,6 +75,19 @@ MOST_IMPORTANT = {  # artifact name -> (parameters shown, figure height in inche
     "optuna_parallel_coordinate": (5, 5.0),  # one axis per parameter: ~2 in apart
     "optuna_slice": (4, 3.6),  # one panel per parameter: ~2.5 in wide
 }
+# A big search (thousands of trials) keeps its plots legible: past TOP_LINES trials, parallel
+# coordinates colour only the best TOP_LINES and draw the rest as a faint grey density; the
+# scatter plots' dots shrink with the count (about DOT_INK points^2 of dots in all, each between
+# DOT_AREA) and turn translucent, so dense regions read as density, not as one blot.
+TOP_LINES = 20
+FAINT = (0.45, 0.45, 0.45)  # RGB of a line outside the top
+# Its opacity: about FAINT_INK lines' worth of ink in all (0.06 each at 1,000 trials: ~15
+# overlaps make a mid grey), within FAINT_ALPHA, so 10,000 lines stay a density, not a wall.
+FAINT_INK = 60.0
+FAINT_ALPHA = (1 / 255, 0.1)  # 1/255: the least opacity a PNG's 8 bits keep
+DOT_INK = 20_000.0
+DOT_AREA = (6.0, 40.0)  # points^2: ~2.5 px to Optuna's own ~7 px at DPI 110
+MANY_DOTS = 200  # above this many trials, dots lose their edges and turn translucent
 
 
 def log_search_artifacts(
@@ -92,13 +106,17 @@ def log_search_artifacts(
     parent, trials = found
     _attempt("trials CSV", lambda: _log_trials_csv(client, parent_run_id, parent, trials))
     _attempt("learning curves", lambda: _log_curves(client, parent, trials[:top_k]))
-    _attempt("anytime curve", lambda: _log_anytime(client, parent))
+    _attempt("anytime curve", lambda: _log_anytime(client, parent, trials))
     if SearchTags.of(parent).objectives:
         _attempt("Pareto plot", lambda: _log_pareto(client, parent, trials))
     study = _attempt("Optuna study", lambda: study_of(client, parent, trials))
+    if study is None:
+        return
     target = f"best {SearchTags.of(parent).metric}"
-    for name in OPTUNA_PLOTS if study is not None else ():
-        _attempt(name, lambda n=name: _log_optuna(client, parent_run_id, study, n, target))
+    # Ranked once: fANOVA takes ~0.5 s at 1,000 trials, and two plots need the order.
+    order = _attempt("importance order", lambda: importance_order(study))
+    for name in OPTUNA_PLOTS:
+        _attempt(name, lambda n=name: _log_optuna(client, parent_run_id, study, n, target, order))
 
 
 def _parent_and_trials(client: MlflowClient, run_id: str) -> tuple[Run, list[TrialRecord]]:
@@ -206,10 +224,10 @@ def _log_curves(client: MlflowClient, parent: Run, trials: Sequence[TrialRecord]
     _save(client, parent.info.run_id, figure, "learning_curves")
 
 
-def _log_anytime(client: MlflowClient, parent: Run) -> None:
+def _log_anytime(client: MlflowClient, parent: Run, trials: Sequence[TrialRecord]) -> None:
     import matplotlib.pyplot as plt
 
-    curve = search_curve(client, parent)
+    curve = search_curve(client, parent, trials)
     if not curve:
         raise ValueError("no trial reported a finite metric")
     metric = SearchTags.of(parent).metric
@@ -248,7 +266,8 @@ def _log_pareto(client: MlflowClient, parent: Run, trials: Sequence[TrialRecord]
     )
     for ax, (cost, _) in zip(axes[0], costs, strict=True):
         xs = [t.metrics[cost] for t in shown]
-        ax.scatter(xs, [t.value for t in shown], color="0.65", s=18, label="trials")
+        trials_drawn = ax.scatter(xs, [t.value for t in shown], color="0.6", s=18, label="trials")
+        trials_drawn.set(**_dots(len(shown)))
         steps = sorted(front, key=lambda t: t.metrics[cost])
         ax.step(
             [t.metrics[cost] for t in steps],
@@ -280,14 +299,17 @@ def _finite_history(client: MlflowClient, run_id: str, key: str) -> tuple[list[i
 def _log_trials_csv(
     client: MlflowClient, run_id: str, parent: Run, trials: Sequence[TrialRecord]
 ) -> None:
-    metric = SearchTags.of(parent).metric
+    search = SearchTags.of(parent)
     params = sorted({key for trial in trials for key in trial.params})
+    front = ["pareto"] if search.objectives else []  # a front's members, for a big front
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["trial_id", "status", "best", final_key(metric), "epochs", *params, "run_id"])
+    head = ["trial_id", "status", "best", *front, final_key(search.metric), "epochs"]
+    writer.writerow([*head, *params, "run_id"])
     for trial in trials:
         value = "" if trial.value is None else repr(trial.value)
-        row = [trial.trial_id, trial.status, str(trial.best).lower(), value, trial.epochs]
+        marks = [str(trial.best).lower()] + ([str(trial.pareto).lower()] if front else [])
+        row = [trial.trial_id, trial.status, *marks, value, trial.epochs]
         writer.writerow([*row, *(trial.params.get(p, "") for p in params), trial.run_id])
     client.log_text(run_id, buffer.getvalue(), f"{RESULTS}/trials.csv")
 
@@ -319,11 +341,7 @@ def study_of(client: MlflowClient, parent: Run, trials: Sequence[TrialRecord]) -
         )
     finally:
         optuna.logging.set_verbosity(verbosity)
-    started = {
-        run.info.run_id: run.info.start_time
-        for run in child_runs(client, parent.info.experiment_id, parent.info.run_id)
-    }
-    for trial in sorted(trials, key=lambda t: started.get(t.run_id) or 0):
+    for trial in sorted(trials, key=lambda t: t.start_time):
         params, distributions = sampled[trial.run_id]
         finite = trial.value is not None and math.isfinite(trial.value)
         study.add_trial(
@@ -428,14 +446,24 @@ def _decode(text: str, distribution: optuna.distributions.BaseDistribution) -> A
 
 
 def _log_optuna(
-    client: MlflowClient, run_id: str, study: optuna.Study, name: str, target: str
+    client: MlflowClient,
+    run_id: str,
+    study: optuna.Study,
+    name: str,
+    target: str,
+    order: Sequence[str] | None,
 ) -> None:
-    _save(client, run_id, optuna_figure(study, name, target), name)
+    _save(client, run_id, optuna_figure(study, name, target, order=order), name)
 
 
-def optuna_figure(study: optuna.Study, name: str, target: str) -> Figure:
+def optuna_figure(
+    study: optuna.Study, name: str, target: str, *, order: Sequence[str] | None = None
+) -> Figure:
     """One of Optuna's plots (OPTUNA_PLOTS) of ``study``; the parallel coordinates and the
-    slice plot show only the MOST_IMPORTANT parameters, most important first, page-wide."""
+    slice plot show only the MOST_IMPORTANT parameters, most important first, page-wide
+    (``order``: the parameters by importance, if already ranked). A big search stays legible:
+    parallel coordinates colour the TOP_LINES best trials over a grey density of the rest, and
+    the scatter plots' dots shrink and fade with the number of trials."""
     import matplotlib.pyplot as plt
     import optuna
     from optuna.visualization import matplotlib as plots
@@ -446,7 +474,7 @@ def optuna_figure(study: optuna.Study, name: str, target: str) -> Figure:
     if not completed:
         raise ValueError("no completed trial")
     shown, height = MOST_IMPORTANT.get(name, (0, 0.0))
-    drawn = _most_important(study, shown) if shown else study
+    drawn = _most_important(study, shown, order) if shown else study
     with warnings.catch_warnings():
         # Optuna marks its matplotlib plots experimental and warns about small samples.
         warnings.simplefilter("ignore")
@@ -462,17 +490,84 @@ def optuna_figure(study: optuna.Study, name: str, target: str) -> Figure:
         title = "Parallel coordinates" if name == "optuna_parallel_coordinate" else "Slices"
         if kept < total:
             title += f": the {kept} most important of {total} parameters"
+        if name == "optuna_parallel_coordinate" and _top_in_colour(figure, study):
+            title += f"; the {TOP_LINES} best of {len(completed):,} trials in colour"
         figure.suptitle(title)
         first.set_title("")  # Optuna's own title, on the first panel
     if name == "optuna_parallel_coordinate":
         _legible_axes(figure)
+    else:
+        _thin_dots(figure, len(completed))
     return figure
+
+
+def _top_in_colour(figure: Figure, study: optuna.Study) -> bool:
+    """Parallel coordinates of more than TOP_LINES trials: the best TOP_LINES drawn over the
+    rest in a colour per rank (the colour bar: their values), the rest one faint grey, so a
+    thousand lines read as a density with the winners' paths on top. False: few enough lines
+    to leave Optuna's plot as it is."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import ListedColormap, Normalize
+
+    lines = figure.axes[0]
+    drawn = [c for c in lines.collections if isinstance(c, LineCollection)]
+    if len(drawn) != 1 or len(drawn[0].get_segments()) <= TOP_LINES or not drawn[0].colorbar:
+        return False
+    everyone = drawn[0]
+    colour_bar = everyone.colorbar.ax
+    segments = everyone.get_segments()
+    values = np.array([segment[0, 1] for segment in segments])  # x = 0: the objective's axis
+    minimise = study.direction.name == "MINIMIZE"
+    ranked = np.argsort(-values if minimise else values)  # worst first: the best drawn last
+    top = ranked[-TOP_LINES:]
+    # Viridis from light green (the 20th) to dark purple (the best): distinct hues to follow a
+    # line across the axes, none as pale as the grey background.
+    shades = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, 256))
+    best = LineCollection(
+        [segments[i] for i in top],
+        cmap=ListedColormap(shades if minimise else shades[::-1]),
+        norm=Normalize(values[top].min(), values[top].max()),
+        linewidths=1.6,
+        zorder=3,
+    )
+    best.set_array(values[top])
+    everyone.set_array(None)  # one colour, not the colour map
+    alpha = float(np.clip(FAINT_INK / len(segments), *FAINT_ALPHA))
+    everyone.set(color=(*FAINT, alpha), linewidth=0.8)
+    lines.add_collection(best)
+    label = colour_bar.get_ylabel()
+    colour_bar.clear()
+    figure.colorbar(best, cax=colour_bar, label=f"{label}, the best {TOP_LINES}")
+    return True
+
+
+def _dots(count: int) -> dict[str, Any]:
+    """Matplotlib scatter settings for ``count`` trials: {} (as drawn) up to MANY_DOTS; past it
+    dots of about DOT_INK / count points^2 each (within DOT_AREA), edgeless and translucent, so
+    overlaps show as darker areas instead of one blot."""
+    if count <= MANY_DOTS:
+        return {}
+    return {"sizes": [float(np.clip(DOT_INK / count, *DOT_AREA))], "linewidth": 0, "alpha": 0.6}
+
+
+def _thin_dots(figure: Figure, count: int) -> None:
+    """Every scatter of an Optuna plot of ``count`` trials drawn with ``_dots(count)``."""
+    from matplotlib.collections import PathCollection
+
+    for ax in figure.axes:
+        for drawn in ax.collections:
+            if isinstance(drawn, PathCollection):
+                drawn.set(**_dots(count))
 
 
 def _legible_axes(figure: Figure) -> None:
     """Parallel coordinates: each parameter's axis labels its ticks over the trials' lines, and
     draws its own grid across the whole plot. No grids; labels on a pale backing."""
-    for ax in figure.axes[:-1]:  # the last is the colour bar
+    colour_bars = {c.colorbar.ax for ax in figure.axes for c in ax.collections if c.colorbar}
+    for ax in figure.axes:
+        if ax in colour_bars:
+            continue
         ax.grid(False)
         for label in ax.get_yticklabels():
             label.set_bbox({"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1})
@@ -497,12 +592,16 @@ def _param_names(study: optuna.Study) -> list[str]:
     return list(dict.fromkeys(p for t in study.get_trials(deepcopy=False) for p in t.params))
 
 
-def _most_important(study: optuna.Study, keep: int) -> optuna.Study:
-    """A copy of ``study`` with only its ``keep`` most important parameters, named ``1 lr``,
-    ``2 width``, ...: Optuna lays parameters out alphabetically, so these come in rank order."""
+def _most_important(
+    study: optuna.Study, keep: int, order: Sequence[str] | None = None
+) -> optuna.Study:
+    """A copy of ``study`` with only its ``keep`` most important parameters (``order``, else
+    ranked here), named ``1 lr``, ``2 width``, ...: Optuna lays parameters out alphabetically,
+    so these come in rank order."""
     import optuna
 
-    names = {p: f"{i} {p}" for i, p in enumerate(importance_order(study)[:keep], 1)}
+    ranked = importance_order(study) if order is None else order
+    names = {p: f"{i} {p}" for i, p in enumerate(ranked[:keep], 1)}
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created"
     try:

@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from tuner.conclusion import pareto
 from tuner.core.secrets import mask_secrets
 from tuner.core.terminal import short_value
+from tuner.reading.summary import FRONT_SHOWN
 from tuner.tracking.records import TrialRecord, latest_parent, trials_of
 from tuner.tracking.tags import SearchTags, Status, Tag
 
@@ -116,7 +117,7 @@ def _page(
         _table(["metric", "value"], sorted(parent.data.metrics.items(), key=_metric_order)),
         "<h2>Best config</h2>",
         _table(["parameter", "value"], _best_config(parent).items()),
-        f"<h2>Top {min(top_k, len(trials))} of {len(trials)} trials</h2>",
+        f"<h2>Top {min(top_k, len(trials))} of {len(trials):,} trials</h2>",
         _top_table(parent, trials, top_k),
         _csv_link(files.get("results/trials.csv")),
         _front_table(parent, trials),
@@ -191,16 +192,20 @@ def _front_table(parent: Run, trials: Sequence[TrialRecord]) -> str:
     names = [name for name, _ in objectives[1:]]
     keys = _sampled(parent, trials)
     head = ["trial", f"best {objectives[0][0]}", *names, "test_acc", "status", *keys]
+    shown = front[:FRONT_SHOWN]
     rows = [
         [t.trial_id, t.value, *(t.metrics.get(n) for n in [*names, "test_acc"]), t.status]
         + [short_value(t.params.get(k, "")) for k in keys]
-        for t in front
+        for t in shown
     ]
     goals = ", ".join(f"{name} {mode}" for name, mode in objectives)
+    rest = len(front) - len(shown)
+    more = f"<p>... and {rest} more: the CSV's <code>pareto</code> column marks them all</p>"
     return (
-        f"<h2>Pareto front ({len(front)} of {len(trials)} trials)</h2><p>{html.escape(goals)}; "
+        f"<h2>Pareto front ({len(front)} of {len(trials):,} trials)</h2><p>{html.escape(goals)}; "
         "test_acc of each member's best checkpoint, measured after the search</p>"
-        + _table(head, rows, highlight=[t.best for t in front])
+        + _table(head, rows, highlight=[t.best for t in shown])
+        + (more if rest else "")
     )
 
 

@@ -18,6 +18,10 @@ if TYPE_CHECKING:  # imports torch and Ray, which `tuner best` does without
 from tuner.core.terminal import say, short_value
 
 TOP = 5
+# A front of many objectives over thousands of trials can hold dozens of trials: the closing
+# summary, `tuner best --pareto` and the report show its first FRONT_SHOWN (one screen) and say
+# where the rest are.
+FRONT_SHOWN = 20
 
 
 @dataclass
@@ -162,4 +166,9 @@ def print_pareto(
         f"Experiment {name!r}, run {parent['run_id']}: the Pareto front of {goals} "
         f"({len(front)} trials; * = the trial chosen as best):"
     )
-    say(pareto_table(objectives, front, parent["sampled"]))
+    say(pareto_table(objectives, front[:FRONT_SHOWN], parent["sampled"]))
+    if len(front) > FRONT_SHOWN:
+        say(
+            f"... and {len(front) - FRONT_SHOWN} more on the front: "
+            f"python -m tuner best {name} --pareto --json lists them all"
+        )

@@ -44,6 +44,7 @@ LINE_COST_SHARE = 50
 # errored, and off a terminal a progress line only every PLAIN_EVERY_S: a thousand-trial search
 # stays readable, and its driver does no work per trial that grows with the trials before it.
 MANY_TRIALS = 100
+DROPPED = ("epochs", "best")  # what a line too wide for the terminal leaves out, first to last
 
 
 def _clock(seconds: float) -> str:
@@ -104,19 +105,22 @@ class ProgressLine(tune.Callback):
             return
         if self.start_epochs is None:
             self.start_epochs = _epochs(trials)
-        text = self.line(trials, now - self.started)
+        # Fitted on a terminal: a wrapped line can't be redrawn.
+        text = self.line(trials, now - self.started, columns=terminal.width() if tty else None)
         self.line_seconds = time.monotonic() - now
         done = _done(trials)
         if tty:
             if text != self.last_text or not terminal.drawn() or final:
-                # fitted: a wrapped line can't be redrawn
-                terminal.draw(terminal.fit(text, terminal.width()), final=final)
+                terminal.draw(text, final=final)
         elif text != self.last_text:
             terminal.say(text)
         self.shown, self.last_text, self.last_done = now, text, done
 
-    def line(self, trials: list, elapsed: float) -> str:
-        """The progress line for ``trials`` after ``elapsed`` seconds of this run."""
+    def line(self, trials: list, elapsed: float, *, columns: int | None = None) -> str:
+        """The progress line for ``trials`` after ``elapsed`` seconds of this run, in at most
+        ``columns`` (None: whole). Too long, it drops the epochs, then the best value, before it
+        cuts the end: the trials done and the time left are what a long search is watched for
+        (a 1,000-trial line is ~100 columns)."""
         total = max(self.total, len(trials))
         done = sum(trial.status == Trial.TERMINATED for trial in trials)
         errored = sum(trial.status == Trial.ERROR for trial in trials)
@@ -130,15 +134,12 @@ class ProgressLine(tune.Callback):
         to_go = unseen + sum(
             max(0, self.epochs(t.config) - _epochs([t])) for t in trials if t.status not in finished
         )
-        parts = [
+        trials_part = (
             f"trials {done + errored}/{total} done"
             + (f" ({errored} errored)" if errored else "")
-            + f", {running} running",
-            f"epochs {epochs}/{budget}",
-        ]
+            + f", {running} running"
+        )
         best = self.best(trials)
-        if best is not None:
-            parts.append(f"best {self.metric} {best:.4f}")
         clock = f"{_clock(elapsed)} elapsed"
         left = [self.time_budget_s - elapsed] if self.time_budget_s else []
         # The epochs this run (not the one a resume continues) trained, at the rate it did.
@@ -147,7 +148,19 @@ class ProgressLine(tune.Callback):
             left.append(to_go * elapsed / run)
         if left and to_go:
             clock += f", ~{_clock(max(0.0, min(left)))} left"
-        return " · ".join([*parts, clock])
+        parts = {  # in the order shown; dropped, when too long, in the order DROPPED
+            "trials": trials_part,
+            "epochs": f"epochs {epochs}/{budget}",
+            "best": None if best is None else f"best {self.metric} {best:.4f}",
+            "clock": clock,
+        }
+        text = " · ".join(part for part in parts.values() if part)
+        for dropped in DROPPED if columns is not None else ():
+            if len(text) <= columns:
+                break
+            parts[dropped] = None
+            text = " · ".join(part for part in parts.values() if part)
+        return text if columns is None else terminal.fit(text, columns)
 
     def epochs(self, config: dict[str, Any]) -> int:
         """The epochs a trial of ``config`` runs at most ({}: a config not sampled yet)."""

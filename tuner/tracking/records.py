@@ -32,6 +32,7 @@ class TrialRecord:
     best: bool
     metrics: dict[str, float]  # each metric's latest value: sizes, a front member's test_acc
     pareto: bool = False  # on the Pareto front of a multi-objective search (tuner.pareto)
+    start_time: int = 0  # ms: when its run started
 
 
 def latest_parent(client: MlflowClient, experiment_name: str) -> Run:
@@ -81,6 +82,7 @@ def _record(run: Run, metric: str) -> TrialRecord:
         best=run.data.tags.get(Tag.BEST) == TRUE,
         metrics=dict(run.data.metrics),
         pareto=run.data.tags.get(Tag.PARETO) == TRUE,
+        start_time=run.info.start_time or 0,
     )
 
 
