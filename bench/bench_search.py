@@ -38,7 +38,7 @@ from mlflow.tracking import MlflowClient
 from tuner.commands import run as runner
 from tuner.publishing.anytime import Point, epochs_to_reach, search_curve
 from tuner.search.ray_start import RayStart
-from tuner.spec.document import apply_override, read_yaml, validate
+from tuner.spec.document import Spec, apply_override, read_yaml, validate
 from tuner.tracking.records import latest_parent
 
 SPACE = """\
@@ -92,9 +92,15 @@ def run_one(
         apply_override(raw, override, "bench_search.py")
     spec = validate(raw, "bench_search.py")
     folder.mkdir()
-    os.chdir(folder)
     spec_path = folder / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
+    return run_spec(folder, spec, spec_path)
+
+
+def run_spec(folder: Path, spec: Spec, spec_path: Path) -> list[Point]:
+    """One search of ``spec`` (read from ``spec_path``) in a fresh store in the existing
+    ``folder``; its anytime curve. Ray starts with the first search (and is reused after)."""
+    os.chdir(folder)
     uri = f"sqlite:///{folder}/mlflow.db"
     runner.run_search(
         spec,

@@ -97,7 +97,7 @@ def test_overrides_apply_before_validation(tmp_path):
         ),
         (
             VALID.replace("algorithm: optuna", "algorithm: hyperband"),
-            "search.algorithm: must be 'optuna', 'random' or 'grid'",
+            "search.algorithm: must be 'optuna', 'random', 'grid' or 'bohb'",
         ),
         (VALID + "  optimiser: adam\n", "space.optimiser: unknown key (did you mean `optimizer`?)"),
         (

@@ -18,6 +18,9 @@ QUIET_LOGGERS = {
     # "Retrying (Retry(total=...)) after connection broken...": a line per HTTP retry of MLflow's
     # client while a tracking server is down; tuner's writer says once that it keeps the writes.
     "urllib3.connectionpool": logging.ERROR,
+    # search.algorithm bohb: "sampling based optimization ... failed" with the KDEs' matrices,
+    # each time BOHB falls back to a random config (its documented behaviour, nothing to do).
+    "hpbandster": logging.ERROR,
 }
 
 

@@ -1,5 +1,5 @@
 """How a spec's search runs on Ray Tune: the space translated into Optuna's define-by-run
-function and Ray Tune's domains, the search algorithm and the scheduler."""
+function, Ray Tune's domains and BOHB's ConfigSpace, the search algorithm and the scheduler."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import json
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import optuna
 from ray import tune
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandForBOHB, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchAlgorithm, Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils import flatten_dict
@@ -26,7 +27,7 @@ from tuner.core.internals import (
     optuna_trial_numbers,
 )
 from tuner.core.objective import Objective
-from tuner.spec.document import Spec
+from tuner.spec.document import SearchSpec, Spec
 from tuner.spec.space import (
     SCALARS,
     Branches,
@@ -40,6 +41,11 @@ from tuner.spec.space import (
     trial_params,
 )
 from tuner.tracking.store import sqlite_database, store_lock
+
+if TYPE_CHECKING:
+    import ConfigSpace
+
+    from tuner.search.bohb import BOHBSearch
 
 # ---------------------------------------------------------------------------------------------
 # The search algorithm and the scheduler
@@ -102,13 +108,27 @@ def param_space(spec: Spec, tree: Group) -> dict[str, Any]:
         return ray_param_space(tree)
     if spec.search.algorithm == "grid":
         return ray_grid_space(tree)
-    return {}  # optuna: the searcher's define-by-run function samples everything
+    return {}  # optuna, bohb: the searcher samples everything from the tree
 
 
 def _searcher(spec: Spec, tree: Group, study: Study | None) -> Searcher | SearchAlgorithm:
     # search.max_concurrent is applied here for every algorithm. Not TuneConfig's
     # max_concurrent_trials: Tune ignores it (with a warning) for a BasicVariantGenerator.
     concurrency = spec.search.max_concurrent or 0  # 0: as many as resources allow
+    if spec.search.algorithm == "bohb":
+        # Imported here: ConfigSpace and hpbandster take ~3 s to import, for bohb only.
+        from tuner.search.bohb import BOHBSearch
+
+        # Its own limit, not a ConcurrencyLimiter: the limiter would count the trials HyperBand
+        # paused at a rung as running, and start no new ones to fill the rung.
+        return BOHBSearch(
+            config_space(tree),
+            _FromNamed(tree),
+            metric=spec.metric,
+            mode=spec.mode,
+            seed=spec.search.seed,
+            max_concurrent=concurrency,
+        )
     if spec.search.algorithm != "optuna":  # random and grid: Tune's own variant generator
         return _VariantGenerator(random_state=spec.search.seed, max_concurrent=concurrency)
     values = optimized(spec)
@@ -116,7 +136,7 @@ def _searcher(spec: Spec, tree: Group, study: Study | None) -> Searcher | Search
         space=optuna_define_by_run(tree),
         metric=list(values) if len(values) > 1 else spec.metric,
         mode=list(values.values()) if len(values) > 1 else spec.mode,
-        sampler=tpe_sampler(spec.search.seed, startup_trials=spec.search.startup_trials),
+        sampler=optuna_sampler(spec.search),
         # The study new_study made (load_if_exists), in memory without one.
         study_name=study.name if study else None,
         storage=optuna.storages.RDBStorage(study.storage) if study else None,
@@ -132,7 +152,9 @@ class ResumedTrials(tune.Callback):
     had the driver not been killed. Give it the searcher given to ``TuneConfig``: Tune restores
     that very object (the callbacks and the searcher come back from one pickle, ``tuner.pkl``)."""
 
-    def __init__(self, searcher: _VariantGenerator | _ConcurrencyLimiter | _OptunaSearch) -> None:
+    def __init__(
+        self, searcher: _VariantGenerator | _ConcurrencyLimiter | _OptunaSearch | BOHBSearch
+    ) -> None:
         self._searcher = searcher
         self._first_step = True
 
@@ -217,6 +239,23 @@ class _OptunaSearch(OptunaSearch):
             self._saved = saved
 
 
+def optuna_sampler(search: SearchSpec) -> optuna.samplers.BaseSampler:
+    """Optuna's ``search.sampler``, seeded, sampling ``search.startup_trials`` trials at random
+    first. Parameters outside what gp and cmaes model jointly (a branch's own, and choices for
+    cmaes) are sampled at random, quietly: that is how they handle a conditional space."""
+    if search.sampler == "tpe":
+        return tpe_sampler(search.seed, startup_trials=search.startup_trials)
+    if search.sampler == "gp":
+        return optuna.samplers.GPSampler(
+            seed=search.seed,
+            n_startup_trials=search.startup_trials,
+            warn_independent_sampling=False,
+        )
+    return optuna.samplers.CmaEsSampler(
+        seed=search.seed, n_startup_trials=search.startup_trials, warn_independent_sampling=False
+    )
+
+
 def tpe_sampler(seed: int, *, startup_trials: int = 10) -> optuna.samplers.TPESampler:
     """Optuna's TPE as tuner uses it (``bench/bench_search.py`` compares it with random search):
     multivariate, so parameters that work together (lr with batch size) are modelled together;
@@ -234,6 +273,12 @@ def tpe_sampler(seed: int, *, startup_trials: int = 10) -> optuna.samplers.TPESa
 
 
 def _scheduler(spec: Spec) -> TrialScheduler:
+    if spec.search.algorithm == "bohb":  # BOHB's own: its budgets are what the searcher models
+        return HyperBandForBOHB(
+            time_attr="training_iteration",
+            max_t=spec.scheduler.max_epochs,
+            reduction_factor=spec.scheduler.reduction_factor,
+        )
     if spec.scheduler.type == "fifo":
         return FIFOScheduler()
     return ASHAScheduler(
@@ -337,6 +382,62 @@ def _decode(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in "[{":
         return json.loads(value)
     return value
+
+
+def config_space(space: Group) -> ConfigSpace.ConfigurationSpace:
+    """The space as BOHB's ConfigSpace, under ``named``'s names: a branch is a categorical, and
+    each of its own settings is active only when the branch is taken (an EqualsCondition)."""
+    import ConfigSpace  # bohb only: an optional dependency, slow to import
+
+    hyperparameters: dict[str, Any] = {}
+    # "optimizer.sgd." -> ("optimizer.name", "sgd"): the settings under it are that branch's.
+    branches: dict[str, tuple[str, str]] = {}
+    conditions = []
+    for name, _, node in named(space):
+        if isinstance(node, Const):
+            continue
+        hyperparameter = hyperparameters[name] = _hyperparameter(name, node)
+        inside = [prefix for prefix in branches if name.startswith(prefix)]
+        if inside:  # the innermost branch: an outer one's condition holds through it
+            owner, branch = branches[max(inside, key=len)]
+            condition = ConfigSpace.EqualsCondition(hyperparameter, hyperparameters[owner], branch)
+            conditions.append(condition)
+        if isinstance(node, Branches):
+            for branch in node.options:
+                branches[f"{name.removesuffix('name')}{branch}."] = (name, branch)
+    result = ConfigSpace.ConfigurationSpace()
+    result.add([*hyperparameters.values(), *conditions])
+    return result
+
+
+@dataclass(frozen=True)
+class _FromNamed:
+    """A trial's nested config from its sampled settings under ``named``'s names (BOHB's flat
+    configs), through the one define-by-run walk of the space. A class: Tune pickles it."""
+
+    space: Group
+
+    def __call__(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        fixed = optuna.trial.FixedTrial({name: _native(v) for name, v in params.items()})
+        return _DefineByRun(self.space)(fixed)
+
+
+def _hyperparameter(name: str, node: Node) -> Any:
+    import ConfigSpace
+
+    if isinstance(node, Float):
+        return ConfigSpace.UniformFloatHyperparameter(name, node.lo, node.hi, log=node.log)
+    if isinstance(node, Int):
+        return ConfigSpace.UniformIntegerHyperparameter(name, node.lo, node.hi, log=node.log)
+    if isinstance(node, Categorical):  # as Optuna gets them: lists as JSON
+        return ConfigSpace.CategoricalHyperparameter(name, [_encode(o) for o in node.options])
+    assert isinstance(node, Branches), node
+    return ConfigSpace.CategoricalHyperparameter(name, list(node.options))
+
+
+def _native(value: Any) -> Any:
+    """A ConfigSpace value (NumPy's scalars) as Python's own, as a config holds it."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def ray_param_space(space: Group) -> dict[str, Any]:

@@ -6,6 +6,7 @@ the CLI prints it and exits 2. Nothing is written before a spec has passed.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import typing
 from collections.abc import Sequence
@@ -60,14 +61,19 @@ class DataSpec(_Strict):
 
 
 class SearchSpec(_Strict):
-    algorithm: Literal["optuna", "random", "grid"] = "optuna"
+    # optuna: Optuna's `sampler` under `scheduler`; bohb: Tune's BOHB, its own searcher and
+    # HyperBand scheduler (docs/search.md; bench/bench_searchers.py measures them all).
+    algorithm: Literal["optuna", "random", "grid", "bohb"] = "optuna"
     # Trials; for grid, repeats of the whole grid. None: 10 trials, or the grid once.
     num_samples: PositiveInt | None = None
     max_concurrent: PositiveInt | None = None  # any algorithm; None: as many as resources allow
     seed: int = 0
     time_budget_s: Annotated[float, Field(gt=0)] | None = None
-    # optuna only: trials sampled at random before TPE models the results (Optuna's default
-    # n_startup_trials is 10; see README's "Speed" for the bench behind tuner's choice).
+    # optuna only: Optuna's sampler (tuner.search.searchers.optuna_sampler): tpe, the default;
+    # gp, a Gaussian process; cmaes, CMA-ES (one objective only).
+    sampler: Literal["tpe", "gp", "cmaes"] = "tpe"
+    # optuna only: trials sampled at random before the sampler models the results (Optuna's
+    # default n_startup_trials is 10; see README's "Speed" for the bench behind tuner's choice).
     startup_trials: PositiveInt = 10
     # Experiments whose finished trials Optuna learns from before it samples (optuna only).
     warm_start: list[str] = []
@@ -468,13 +474,7 @@ def _check_together(spec: Spec, tree: space_lang.Group) -> None:
             "picks one config by its mean validation value; a search with objectives ends in "
             "a Pareto front: remove final.repeats or objectives",
         )
-    optuna_only = {"startup_trials", "warm_start", "optuna_storage"}
-    written = sorted(optuna_only & spec.search.model_fields_set)
-    if spec.search.algorithm != "optuna" and written:
-        raise space_lang.SpaceError(
-            f"search.{written[0]}",
-            f"only search.algorithm optuna has a TPE study; got {spec.search.algorithm}",
-        )
+    _check_search(spec)
     # models/classical (features, kNN with torch on the CPU, SVM) never moves data to a GPU:
     # a GPU per trial would be reserved and left idle.
     if spec.trainable == "classical" and spec.resources.gpu > 0:
@@ -489,6 +489,51 @@ def _check_together(spec: Spec, tree: space_lang.Group) -> None:
             "space.epochs",
             f"up to {epochs:g} epochs exceeds scheduler.max_epochs ({scheduler.max_epochs}): a "
             "trial would have two epoch budgets; keep epochs <= max_epochs, or leave it out",
+        )
+
+
+# The packages (import names, as pip takes them too) a search choice needs beyond tuner's own.
+NEEDS = {"cmaes": ("cmaes",), "bohb": ("hpbandster", "ConfigSpace")}
+
+
+def _check_search(spec: Spec) -> None:
+    """Search settings that only one algorithm reads, or that its scheduler contradicts."""
+    search, scheduler = spec.search, spec.scheduler
+    optuna_only = {"sampler", "startup_trials", "warm_start", "optuna_storage"}
+    written = sorted(optuna_only & search.model_fields_set)
+    if search.algorithm != "optuna" and written:
+        raise space_lang.SpaceError(
+            f"search.{written[0]}",
+            f"only search.algorithm optuna has an Optuna study; got {search.algorithm}",
+        )
+    if search.sampler == "cmaes" and spec.objectives:
+        raise space_lang.SpaceError(
+            "search.sampler",
+            "cmaes optimizes one objective; a search with objectives needs tpe or gp",
+        )
+    key = "algorithm" if search.algorithm == "bohb" else "sampler"
+    choice = getattr(search, key)
+    missing = [name for name in NEEDS.get(choice, ()) if importlib.util.find_spec(name) is None]
+    if missing:
+        raise space_lang.SpaceError(
+            f"search.{key}",
+            f"{choice} needs {' and '.join(missing)}: pip install {' '.join(missing)}, or leave "
+            f"search.{key} out (tuner's default)",
+        )
+    if search.algorithm != "bohb":
+        return
+    # BOHB's HyperBand scheduler (HyperBandForBOHB) stops and resumes trials itself: its
+    # brackets start at max_epochs / reduction_factor^k, so no grace period and no other type.
+    contradicting = sorted({"type", "grace_period"} & scheduler.model_fields_set)
+    if contradicting:
+        raise space_lang.SpaceError(
+            f"scheduler.{contradicting[0]}",
+            "search.algorithm bohb runs its own HyperBand scheduler (max_epochs and "
+            "reduction_factor only); remove it",
+        )
+    if spec.objectives:
+        raise space_lang.SpaceError(
+            "search.algorithm", "bohb optimizes one metric; a search with objectives needs optuna"
         )
 
 
