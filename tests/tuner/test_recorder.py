@@ -16,7 +16,7 @@ from tuner.spec import space as space_lang
 from tuner.tracking import writer as writes
 from tuner.tracking.experiment import Experiment
 from tuner.tracking.tags import SearchTags, Status, Tag
-from tuner.tracking.writer import Write, merged
+from tuner.tracking.writes import Write, merged
 
 EPOCHS = 6
 SPACE = space_lang.parse({"model": {"width": {"int": [8, 32]}}})

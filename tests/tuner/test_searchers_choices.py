@@ -6,7 +6,6 @@ conditional space (real Ray, Optuna and MLflow)."""
 from __future__ import annotations
 
 import importlib.util
-
 import textwrap
 from pathlib import Path
 

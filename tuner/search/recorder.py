@@ -21,7 +21,8 @@ from tuner.search.trial_errors import error_line
 from tuner.spec.space import Group, trial_params
 from tuner.tracking.tags import Status, Tag, child_runs
 from tuner.tracking.values import as_params, now_ms
-from tuner.tracking.writer import TrialRun, Write, Writer, flush_writes, writer
+from tuner.tracking.writer import Writer, flush_writes, writer
+from tuner.tracking.writes import TrialRun, Write
 from tuner.trainables import trial_report
 from tuner.trainables.trial_report import TrialReport
 
