@@ -76,22 +76,29 @@ LIMIT_SAMPLE = 10_000  # files the decode limit is timed on: a rate, not a total
 
 def photo_folder(root: Path, count: int) -> Path:
     """``count`` JPEGs under ``root/<class>/``: smooth random colour fields with noise, each
-    class its own tint, sides 192-320 px (reused when the folder already holds them)."""
+    class its own tint, sides 192-320 px (reused when the folder already holds them; a folder
+    cut short goes on from the files it holds)."""
     folder = root / f"photos_{count}"
     if (folder / "done").is_file():
         return folder
 
     def write(index: int) -> None:
-        rng = np.random.default_rng(index)
         label = index % CLASSES
+        path = folder / f"class_{label}" / f"{index:06d}.jpg"
+        if path.is_file():
+            return
+        rng = np.random.default_rng(index)
         height, width = (int(v) for v in rng.integers(SOURCE_PX * 3 // 4, SOURCE_PX * 5 // 4, 2))
         coarse = rng.integers(0, 256, (8, 8, 3)).astype(np.uint8)
         coarse[..., label % 3] = 255 - coarse[..., label % 3] // 3  # the class's tint
         image = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
-        noise = rng.integers(-20, 20, image.shape)
+        noise = rng.integers(-20, 20, image.shape, dtype=np.int16)  # int16: no 1.5 MB arrays
         image = np.clip(image + noise, 0, 255).astype(np.uint8)
-        path = folder / f"class_{label}" / f"{index:06d}.jpg"
-        assert cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        assert ok
+        partial = path.with_suffix(".part")  # whole files only, should the run be cut short
+        encoded.tofile(partial)
+        partial.rename(path)
 
     for label in range(CLASSES):
         (folder / f"class_{label}").mkdir(parents=True, exist_ok=True)
