@@ -20,6 +20,10 @@ KeepIn = Literal["auto", "memory", "cache"]
 # auto keeps images in memory up to this share of the node's memory: the object store holds
 # them (Ray gives it 30% of memory by default), beside the trials' own working memory.
 MEMORY_SHARE = 0.1
+# ... and up to this size: the driver holds a decoded copy while it puts them in the object
+# store (twice their size at its peak). Above it the cache is as fast to train from
+# (docs/benchmarks.md), shared by every process alike, kept for the next search, with no peak.
+MEMORY_CAP = 512_000_000
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,13 @@ def place(
         f"({size / memory:.0%} of this node's {_size(memory)})"
     )
     if keep_in == "auto":
-        where = "memory" if size <= MEMORY_SHARE * memory else "cache"
-        why = f"data.keep_in: auto, {'within' if where == 'memory' else 'over'} {MEMORY_SHARE:.0%}"
+        share, cap = f"{MEMORY_SHARE:.0%}", _size(MEMORY_CAP)
+        if size > MEMORY_SHARE * memory:
+            where, why = "cache", f"data.keep_in: auto, over {share}"
+        elif size > MEMORY_CAP:
+            where, why = "cache", f"data.keep_in: auto, over {cap}"
+        else:
+            where, why = "memory", f"data.keep_in: auto, within {share} and {cap}"
     else:
         where, why = keep_in, f"data.keep_in: {keep_in}"
     kept = "in memory, once per node" if where == "memory" else "in each node's cache on disk"

@@ -108,6 +108,14 @@ def test_auto_keeps_small_data_in_memory_and_large_in_the_cache(images, tmp_path
         "36 images, 1.1 MB decoded at 100 px (20% of this node's 5.4 MB): kept in each node's "
         "cache on disk (data.keep_in: auto, over 10%)"
     )
+    # Within 10% of a large node, but over 512 MB: the driver's peak while it puts them would
+    # be twice that, and the cache trains as fast.
+    big = data.read("manifest", tmp_path / "images" / "list.csv", image_size=2400)
+    over = place(big, "auto", memory=100 * big.decoded_bytes)
+    assert big.decoded_bytes > 512e6 and over.where == "cache"
+    assert over.reason.endswith(
+        "kept in each node's cache on disk (data.keep_in: auto, over 512.0 MB)"
+    )
     assert place(files, "memory", memory=1).where == "memory"  # forced either way
     with pytest.raises(data.DatasetError, match=r"data\.keep_in: cache needs a loader that lists"):
         place(data.read("digits"), "cache")
