@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import signal
 import threading
 import time
 from typing import Any
@@ -50,7 +51,11 @@ def serve(
 ) -> None:
     """The writer process's body: the driver's working folder, environment and log levels (a
     process forked from the fork server has the server's), then the writes until STOP; it ends
-    at once when the driver dies (what it had not written is in the journal)."""
+    at once when the driver dies (what it had not written is in the journal), and ignores
+    Ctrl-C."""
+    # Ctrl-C reaches every process of the terminal's group: the driver's own handling decides
+    # (Experiment.interrupt flushes), the writer writes on until it is told to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.chdir(setting["cwd"])
     os.environ.clear()
     os.environ.update(setting["environ"])
