@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import socket
+import struct
 
 import ray
 import torch
@@ -89,17 +91,16 @@ def _where_it_lives(sent: InMemory) -> tuple[bool, int, int]:
     return _in_shared_memory(splits.train_x.data_ptr()), len(splits.train_y), len(splits.val_y)
 
 
-def _private_kb_at(address: int) -> int:
-    """kB of the mapping holding ``address`` that only this process maps (its USS there)."""
-    kb, inside = 0, False
-    for line in open("/proc/self/smaps").read().splitlines():  # noqa: SIM115 (read whole)
-        first = line.split()[0]
-        if "-" in first and not first.endswith(":"):  # a mapping's first line
-            start, end = (int(part, 16) for part in first.split("-"))
-            inside = start <= address < end
-        elif inside and first.startswith("Private_"):
-            kb += int(line.split()[1])
-    return kb
+def _own_pages(address: int, nbytes: int) -> int:
+    """Pages of ``[address, address + nbytes)`` mapped in this process and in no other (its USS
+    there), read from /proc/self/pagemap: bit 63 present, bit 56 mapped exclusively. Only this
+    range: the object store's mapping holds other tests' objects too."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    first, last = address // page, (address + nbytes - 1) // page
+    with open("/proc/self/pagemap", "rb") as pagemap:
+        pagemap.seek(first * 8)
+        entries = struct.unpack(f"{last - first + 1}Q", pagemap.read((last - first + 1) * 8))
+    return sum(1 for e in entries if e >> 63 & 1 and e >> 56 & 1)
 
 
 def _in_shared_memory(address: int) -> bool:
@@ -116,12 +117,14 @@ def test_in_memory_splits_are_held_once_per_node_and_read_zero_copy(ray_session)
     splits = data.load("digits", max_train=1000, max_test=100)  # ~70 kB: beyond Ray's inlining
     sent, driver_splits = shared_data(splits)
     assert isinstance(sent, InMemory)
+    # The pages the driver wrote with its put are not kept as its own (data.pages): checked
+    # before any worker maps them too.
+    train_x = driver_splits.train_x
+    assert _own_pages(train_x.data_ptr(), train_x.nbytes) < train_x.nbytes / 4096 / 4
     shared, train, val = ray.get(_where_it_lives.remote(sent))
     assert shared and (train, val) == (len(splits.train_y), len(splits.val_y))
-    # The driver drops its own copy and reads the object store's, as every worker does; the
-    # pages it wrote there with its put are not kept as its own (data.pages).
+    # The driver drops its own copy and reads the object store's, as every worker does.
     assert _in_shared_memory(driver_splits.train_x.data_ptr())
-    assert _private_kb_at(driver_splits.train_x.data_ptr()) < driver_splits.train_x.nbytes / 4096
     for name in ("train_x", "train_y", "val_x", "test_x", "test_y"):
         assert torch.equal(getattr(driver_splits, name), getattr(splits, name)), name
     # Sent on to a task (final.retrain), they travel as the object store reference.
