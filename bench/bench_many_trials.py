@@ -7,9 +7,8 @@ random search, FIFO), one epoch a trial, two trials at a time, for each N given;
 fresh process with its own Ray (so each starts alike and the driver's peak memory is its own).
 It prints both walls, the slope of wall time against N between the smallest and the largest N
 (fixed start-up and closing costs cancel) and their ratio, the fixed costs, tuner's driver time
-per trial by part (MLflow writes queued in Tune's loop, the searcher, checkpoint bookkeeping,
-the terminal; MLflow's writes themselves are sent by tuner's writer process) and the driver's
-CPU per trial, its peak memory, and the
+per trial by part (MLflow writes queued in Tune's loop, the writer thread, the searcher,
+checkpoint bookkeeping, the terminal) and the driver's CPU per trial, its peak memory, and the
 sizes of the MLflow store and Tune's folder. With ``--readers`` it then times `tuner best`,
 `tuner report` and `tuner ui` (its runs page, rendered by headless Chromium) on the largest
 tuner search.
@@ -88,6 +87,7 @@ def run_tuner(trials: int, cost_s: float, folder: Path, algorithm: str) -> dict[
     from tuner.search.ray_start import RayStart
     from tuner.search.recorder import TrialRecorder
     from tuner.spec.document import load_spec
+    from tuner.tracking.writer import Writer
 
     spec_path = folder / "many.yaml"
     text = SPEC.format(algorithm=algorithm, trials=trials, concurrent=CONCURRENT, cost_s=cost_s)
@@ -98,6 +98,7 @@ def run_tuner(trials: int, cost_s: float, folder: Path, algorithm: str) -> dict[
     ray_start = RayStart(None, forward_worker_output=False)
     for method in ("on_trial_start", "on_trial_result", "on_trial_complete"):
         timed(TrialRecorder, method, "mlflow queued")
+    timed(Writer, "_send", "mlflow writer thread")
     for method in ("next_trial", "on_trial_complete", "on_trial_result"):
         timed(searchers._VariantGenerator, method, "searcher")
     for method in ("suggest", "on_trial_result", "on_trial_complete"):

@@ -3,9 +3,7 @@ epoch arrives once and in order, the writes leave Tune's loop, and nothing is lo
 
 from __future__ import annotations
 
-import os
 import pickle
-import signal
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from tuner.spec import space as space_lang
 from tuner.tracking import writer as writes
 from tuner.tracking.experiment import Experiment
 from tuner.tracking.tags import SearchTags, Status, Tag
-from tuner.tracking.writes import Write, merged
+from tuner.tracking.writer import Write, merged
 
 EPOCHS = 6
 SPACE = space_lang.parse({"model": {"width": {"int": [8, 32]}}})
@@ -128,21 +126,6 @@ def test_a_failed_write_is_reported_at_flush(tmp_path):
     writer.put(Write("no-such-run", metrics=[Metric("val_acc", 0.5, 0, 1)]))
     with pytest.warns(UserWarning, match="1 MLflow write.* failed: run no-such-run"):
         writes.flush_writes(uri, close=True)
-
-
-def test_the_writer_is_a_process_of_its_own_that_ctrl_c_does_not_stop(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    run_id = client.create_run(client.create_experiment("e")).info.run_id
-    writer = writes.writer(uri)
-    assert writer.flush() == 0  # started
-    assert writer._process.pid != os.getpid()
-    os.kill(writer._process.pid, signal.SIGINT)  # as a terminal's Ctrl-C reaches its group
-    writer.put(Write(run_id, metrics=[Metric("val_acc", 0.5, 0, 1)], status="FINISHED"))
-    assert writes.flush_writes(uri, close=True) == 0
-    run = client.get_run(run_id)
-    assert run.data.metrics == {"val_acc": 0.5} and run.info.status == "FINISHED"
-    assert writer._process.exitcode == 0  # ended when asked, not by the signal
 
 
 def test_queued_writes_merge_per_run_and_keep_each_runs_order():

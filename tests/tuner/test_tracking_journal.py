@@ -31,8 +31,7 @@ from tuner.tracking.experiment import Experiment
 from tuner.tracking.files import JOURNAL, UNPUBLISHED, SearchFiles
 from tuner.tracking.records import latest_parent, trials_of
 from tuner.tracking.tags import SearchTags, Status, Tag, child_runs
-from tuner.tracking.writer import Writer
-from tuner.tracking.writes import TrialRun, Write
+from tuner.tracking.writer import TrialRun, Write, Writer
 
 pytestmark = pytest.mark.slow
 
@@ -102,8 +101,7 @@ KILLED_DRIVER = """\
 import os, sys
 from pathlib import Path
 from tests.tuner.test_tracking_journal import epoch_writes
-from tuner.tracking.writer import Writer
-from tuner.tracking.writes import TrialRun
+from tuner.tracking.writer import TrialRun, Writer
 
 url, experiment_id, parent_id, journal = sys.argv[1:]
 writer = Writer(url, Path(journal))

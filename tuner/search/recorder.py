@@ -1,9 +1,8 @@
 """The Ray Tune callback that mirrors every trial into a child run of the parent MLflow run.
 
 It runs in the driver's event loop, so it only queues its writes (``tuner.tracking.writer.Writer``
-has a process of its own send them, and keeps them in the search's journal until the store
-holds them); a trial's run is named by its Tune trial id (``tracking.writes.TrialRun``), so it waits
-for nothing.
+sends them from a thread, and keeps them in the search's journal while a server is down); a
+trial's run is named by its Tune trial id (``tracking.TrialRun``), so it waits for nothing.
 """
 
 from __future__ import annotations
@@ -22,8 +21,7 @@ from tuner.search.trial_errors import error_line
 from tuner.spec.space import Group, trial_params
 from tuner.tracking.tags import Status, Tag, child_runs
 from tuner.tracking.values import as_params, now_ms
-from tuner.tracking.writer import Writer, flush_writes, writer
-from tuner.tracking.writes import TrialRun, Write
+from tuner.tracking.writer import TrialRun, Write, Writer, flush_writes, writer
 from tuner.trainables import trial_report
 from tuner.trainables.trial_report import TrialReport
 
@@ -35,8 +33,8 @@ class TrialRecorder(tune.Callback):
 
     Tune pickles its callbacks into the experiment state, so this holds only plain values and
     rebuilds what it knows from MLflow in ``setup`` — which is how a resumed search finds each
-    trial's existing child run instead of opening a duplicate. Its writer (the driver's end of the
-    writer process) is found by tracking URI and journal, never pickled.
+    trial's existing child run instead of opening a duplicate. Its writer (a thread and a queue)
+    is found by tracking URI and journal, never pickled.
     """
 
     def __init__(
@@ -177,7 +175,7 @@ class TrialRecorder(tune.Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         # The search is over: trials it stopped unfinished (the time budget ran out) end as
-        # stopped early, then what is queued is written and the writer process ends. (Ctrl-C skips
+        # stopped early, then what is queued is written and the thread stops. (Ctrl-C skips
         # this hook; Experiment.interrupt flushes instead.)
         self._remove_forgotten(trials)
         for trial in trials:

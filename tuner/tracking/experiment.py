@@ -28,8 +28,7 @@ from tuner.tracking.tags import (
     new_child_run,
 )
 from tuner.tracking.values import as_params, metrics_now, now_ms
-from tuner.tracking.writer import flush_writes, write_journal, writer
-from tuner.tracking.writes import TrialRun, Write
+from tuner.tracking.writer import TrialRun, Write, flush_writes, write_journal, writer
 
 
 class Experiment:
