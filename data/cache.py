@@ -76,10 +76,8 @@ def cached(
     folder.mkdir(parents=True, exist_ok=True)
     entry = folder / key(paths, size, grayscale)
     if _complete(entry):
-        try:
+        with contextlib.suppress(FileNotFoundError):  # removed as unused since: built again
             return _open(entry)
-        except FileNotFoundError:  # removed as unused in between: build it again
-            pass
     lock = FileLock(f"{entry}.lock")
     try:
         lock.acquire(timeout=0)

@@ -9,10 +9,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from mlflow.tracking import MlflowClient
+
+from tuner.reading.summary import Summary
+from tuner.tracking.records import TrialRecord
 
 if TYPE_CHECKING:
     from tuner.trainables.metrics import Evaluation
@@ -157,3 +160,25 @@ def refused_at_load(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: st
     assert err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # nothing written
     return err
+
+
+def summary_of(trials: list[TrialRecord], **fields: Any) -> Summary:
+    """A closing summary of ``trials`` (best first), its other fields as small as they can be
+    unless given."""
+    defaults: dict[str, Any] = {
+        "experiment": "e",
+        "tracking_uri": "sqlite:///x.db",
+        "artifacts": "",
+        "parent_run_id": "p",
+        "storage": "",
+        "metric": "val_acc",
+        "best_trial_id": trials[0].trial_id,
+        "test_metrics": {},
+        "model_size": None,
+        "retrained": False,
+        "model_uri": None,
+        "trials": trials,
+        "sampled": [],
+        "val_images": 288,
+    }
+    return Summary(**(defaults | fields))

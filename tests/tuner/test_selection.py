@@ -12,6 +12,7 @@ import pytest
 from ray.tune import Result
 from ray.tune.experiment import Trial
 
+from tests.helpers import summary_of
 from tuner.commands import run as runner
 from tuner.core.selection import final_value, interval, tied
 from tuner.reading.summary import Summary, noise_line
@@ -102,22 +103,7 @@ def _summary(values: list[float], val_images: int) -> Summary:
         TrialRecord(f"t{i}", f"r{i}", Status.COMPLETED, v, 20, {}, i == 0, {})
         for i, v in enumerate(values)
     ]
-    return Summary(
-        experiment="e",
-        tracking_uri="sqlite:///x.db",
-        artifacts="",
-        parent_run_id="p",
-        storage="",
-        metric="val_acc",
-        best_trial_id="t0",
-        test_metrics={},
-        model_size=None,  # type: ignore[arg-type]  # noise_line reads none of the model
-        retrained=False,
-        model_uri=None,
-        trials=trials,
-        sampled=[],
-        val_images=val_images,
-    )
+    return summary_of(trials, val_images=val_images)
 
 
 def test_the_summary_says_when_the_top_trials_are_within_the_splits_noise():

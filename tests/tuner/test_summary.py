@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tuner.reading.summary import FRONT_SHOWN, TOP, Summary, print_pareto, print_summary
+from tests.helpers import summary_of
+from tuner.reading.summary import FRONT_SHOWN, TOP, print_pareto, print_summary
 from tuner.tracking.records import TrialRecord
 from tuner.tracking.tags import Status
 from tuner.trainables.size import ModelSize
@@ -35,21 +36,13 @@ def _trials(count: int, front: int = 0) -> list[TrialRecord]:
 
 def test_the_closing_summary_of_a_thousand_trials_is_one_screen(capsys):
     trials = _trials(1000, front=40)
-    summary = Summary(
+    summary = summary_of(
+        trials,
         experiment="big",
-        tracking_uri="sqlite:///mlflow.db",
-        artifacts="file:///tmp/mlartifacts/big",
-        parent_run_id="p",
-        storage="/tmp/tuner_results/big",
-        metric="val_acc",
-        best_trial_id=trials[0].trial_id,
         test_metrics={"test_acc": 0.9, "test_f1": 0.89},
         model_size=ModelSize(params=650, mb=0.01),
-        retrained=False,
         model_uri="models:/big/1",
-        trials=trials,
         sampled=list(PARAMS),
-        val_images=288,
     )
     print_summary(summary)
     lines = capsys.readouterr().out.splitlines()
