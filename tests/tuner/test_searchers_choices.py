@@ -16,6 +16,7 @@ from ray.tune.schedulers import ASHAScheduler, HyperBandForBOHB
 
 from tests.helpers import new_store, tuner_run
 from tuner.search.searchers import config_space, optuna_sampler, tune_config
+from tuner.spec import document
 from tuner.spec.document import SpecError, load_spec
 from tuner.spec.space import parse, trial_params
 from tuner.tracking.records import latest_parent, trials_of
@@ -105,6 +106,17 @@ def test_a_search_choice_that_cannot_run_is_one_line_at_load(
         load_spec(write(tmp_path, spec_text(search, scheduler, extra)))
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_a_choice_whose_package_is_missing_names_the_install(tmp_path, monkeypatch):
+    # A package no environment has, so the check runs whether or not the bohb extra is installed.
+    monkeypatch.setitem(document.NEEDS, "bohb", ("ConfigSpace", "tuner_no_such_package"))
+    with pytest.raises(SpecError) as error:
+        load_spec(write(tmp_path, spec_text("algorithm: bohb")))
+    assert str(error.value).endswith(
+        "search.algorithm: bohb needs tuner_no_such_package: pip install tuner_no_such_package, "
+        "or leave search.algorithm out (tuner's default)"
+    )
 
 
 def test_each_sampler_is_optunas_own_seeded_with_the_startup_trials(tmp_path):

@@ -511,6 +511,22 @@ def _check_search(spec: Spec) -> None:
             "search.sampler",
             "cmaes optimizes one objective; a search with objectives needs tpe or gp",
         )
+    if search.algorithm == "bohb":
+        # BOHB's HyperBand scheduler (HyperBandForBOHB) stops and resumes trials itself: its
+        # brackets start at max_epochs / reduction_factor^k, so no grace period and no other type.
+        contradicting = sorted({"type", "grace_period"} & scheduler.model_fields_set)
+        if contradicting:
+            raise space_lang.SpaceError(
+                f"scheduler.{contradicting[0]}",
+                "search.algorithm bohb runs its own HyperBand scheduler (max_epochs and "
+                "reduction_factor only); remove it",
+            )
+        if spec.objectives:
+            raise space_lang.SpaceError(
+                "search.algorithm",
+                "bohb optimizes one metric; a search with objectives needs optuna",
+            )
+    # Last: a spec that contradicts itself says so whether or not the packages are installed.
     key = "algorithm" if search.algorithm == "bohb" else "sampler"
     choice = getattr(search, key)
     missing = [name for name in NEEDS.get(choice, ()) if importlib.util.find_spec(name) is None]
@@ -519,21 +535,6 @@ def _check_search(spec: Spec) -> None:
             f"search.{key}",
             f"{choice} needs {' and '.join(missing)}: pip install {' '.join(missing)}, or leave "
             f"search.{key} out (tuner's default)",
-        )
-    if search.algorithm != "bohb":
-        return
-    # BOHB's HyperBand scheduler (HyperBandForBOHB) stops and resumes trials itself: its
-    # brackets start at max_epochs / reduction_factor^k, so no grace period and no other type.
-    contradicting = sorted({"type", "grace_period"} & scheduler.model_fields_set)
-    if contradicting:
-        raise space_lang.SpaceError(
-            f"scheduler.{contradicting[0]}",
-            "search.algorithm bohb runs its own HyperBand scheduler (max_epochs and "
-            "reduction_factor only); remove it",
-        )
-    if spec.objectives:
-        raise space_lang.SpaceError(
-            "search.algorithm", "bohb optimizes one metric; a search with objectives needs optuna"
         )
 
 
