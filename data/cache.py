@@ -27,8 +27,9 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ FORMAT = 1  # bump when the layout or the decoding changes: old entries are then
 # An entry of a source not opened for this long is removed when another entry of that source is
 # built (its files or preprocessing changed): long enough for an earlier search to be resumed.
 PRUNE_AFTER_S = 7 * 24 * 3600
+WRITEBACK_S = 1.0  # how often a build sends what it wrote so far to disk
 Say = Callable[[str], None]
 
 
@@ -120,8 +122,8 @@ def _build(entry: Path, paths: Sequence[str], size: int, grayscale: bool, say: S
     if paths:
         out = np.memmap(partial / "images.u8", dtype=np.uint8, mode="w+", shape=shape)
         pages.register(out)  # each chunk written is released: the builder holds no pages
-        skipped = decode_into(out, paths, grayscale=grayscale, progress=_progress(say, entry))
-        out.flush()
+        with _written_to_disk(partial / "images.u8"):
+            skipped = decode_into(out, paths, grayscale=grayscale, progress=_progress(say, entry))
         del out  # unmapped before the file is cut to the images kept
     else:
         skipped = np.zeros(0, dtype=np.int64)
@@ -134,6 +136,29 @@ def _build(entry: Path, paths: Sequence[str], size: int, grayscale: bool, say: S
     }
     (partial / "meta.json").write_text(json.dumps(meta))
     os.replace(partial, entry)
+
+
+@contextlib.contextmanager
+def _written_to_disk(path: Path) -> Iterator[None]:
+    """On disk when the block ends, so an entry never outlives a machine crash half-written:
+    a thread syncs the file every WRITEBACK_S while the block writes it (``os.fsync`` waits on
+    the disk, not the GIL), which leaves the last sync little to write."""
+    done = threading.Event()
+    fd = os.open(path, os.O_RDONLY)
+
+    def sync_while_writing() -> None:
+        while not done.wait(WRITEBACK_S):
+            os.fsync(fd)
+
+    syncer = threading.Thread(target=sync_while_writing, name="tuner-cache-sync", daemon=True)
+    syncer.start()
+    try:
+        yield
+    finally:
+        done.set()
+        syncer.join()
+        os.fsync(fd)
+        os.close(fd)
 
 
 def source_of(paths: Sequence[str]) -> str:

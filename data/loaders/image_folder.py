@@ -7,6 +7,8 @@ resized to a square, into memory or into each node's cache. The folder may be lo
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -92,10 +94,18 @@ def _local_tree(root: Path) -> dict[str, list[str]]:
             "folder with one sub-folder of images per class"
         )
     folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    return {
-        folder.name: [str(p) for p in folder.rglob("*") if _is_image(p.name) and p.is_file()]
-        for folder in folders
-    }
+    return {folder.name: list(_images_under(str(folder))) for folder in folders}
+
+
+def _images_under(folder: str) -> Iterator[str]:
+    """The image files at any depth under ``folder``: a directory's entries say what they are
+    without a ``stat`` per file (only a link is followed to see where it points)."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir():
+                yield from _images_under(entry.path)
+            elif _is_image(entry.name) and entry.is_file():
+                yield entry.path
 
 
 def _uri_tree(root: str) -> dict[str, list[str]]:

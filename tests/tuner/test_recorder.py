@@ -7,7 +7,7 @@ import pickle
 from pathlib import Path
 
 import pytest
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
@@ -16,7 +16,7 @@ from tuner.spec import space as space_lang
 from tuner.tracking import writer as writes
 from tuner.tracking.experiment import Experiment
 from tuner.tracking.tags import SearchTags, Status, Tag
-from tuner.tracking.writer import Write, merged
+from tuner.tracking.writer import TrialRun, Write, merged
 
 EPOCHS = 6
 SPACE = space_lang.parse({"model": {"width": {"int": [8, 32]}}})
@@ -139,13 +139,63 @@ def test_queued_writes_merge_per_run_and_keep_each_runs_order():
         Write("a", metrics=[metric(3)], status="FINISHED"),
         Write("a", status="RUNNING"),  # a retried trial: after its end, never merged before it
         Write("b", metrics=[metric(2)]),
+        Write("a", metrics=[metric(4)]),  # its start takes what follows it, and keeps RUNNING
     ]
     out = merged(writes)
     assert [(w.run, [m.step for m in w.metrics], w.status) for w in out] == [
         ("a", [1, 2, 3], "FINISHED"),
         ("b", [1, 2], None),
-        ("a", [], "RUNNING"),
+        ("a", [4], "RUNNING"),
     ]
+
+
+class CountingClient:
+    """A real MlflowClient that counts the store calls made through it."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self.client, self.calls = client, []
+
+    def __getattr__(self, name: str):
+        self.calls.append(name)
+        return getattr(self.client, name)
+
+
+def test_a_new_trials_start_epochs_and_end_queued_together_are_three_store_calls(tmp_path):
+    experiment = Experiment(f"sqlite:///{tmp_path / 'mlflow.db'}", "calls")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: calls\n")
+    experiment.start(spec, SearchTags())
+    writes.flush_writes(experiment.tracking_uri)  # the parent's writes: not counted
+    writer = writes.writer(experiment.tracking_uri)
+    counting = CountingClient(writer.client)
+    writer.client = counting
+    trial = TrialRun(experiment.experiment_id, experiment.parent_id, "t1")
+    started = Write(
+        trial,
+        params=[Param("lr", "0.1")],
+        tags=[RunTag(Tag.STATUS, Status.RUNNING)],
+        status="RUNNING",
+        start_time=1000,
+    )
+    epochs = [Write(trial, metrics=[Metric("val_acc", s / 10, 1000 + s, s)]) for s in (1, 2)]
+    ended = Write(trial, tags=[RunTag(Tag.STATUS, Status.COMPLETED)], status="FINISHED", end_time=9)
+    for write in merged([started, *epochs, ended]):
+        writer._send(write)
+    writes.flush_writes(experiment.tracking_uri, close=True)
+    # The search's runs are listed once per parent (one query, not one per trial).
+    assert [call for call in counting.calls if call != "search_runs"] == [
+        "create_run",
+        "log_batch",
+        "set_terminated",
+    ]
+    (run,) = experiment.children()
+    assert run.info.status == "FINISHED"
+    assert (run.info.start_time, run.info.end_time) == (1000, 9)
+    assert run.data.tags[Tag.STATUS] == Status.COMPLETED
+    assert run.data.tags[Tag.TRIAL_ID] == "t1"
+    assert run.data.params == {"lr": "0.1"}
+    history = experiment.client.get_metric_history(run.info.run_id, "val_acc")
+    assert sorted(m.step for m in history) == [1, 2]
 
 
 def test_a_trial_the_resumed_search_never_knew_has_its_run_removed(tmp_path, capsys):

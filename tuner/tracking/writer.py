@@ -60,7 +60,8 @@ class Write:
         self.params += later.params
         self.tags += later.tags
         self.texts |= later.texts
-        self.status, self.end_time = later.status, later.end_time
+        if later.status:
+            self.status, self.end_time = later.status, later.end_time
         self.start_time = self.start_time or later.start_time
 
     def as_json(self) -> dict[str, Any]:
@@ -226,31 +227,43 @@ class Writer:
         note(f"tuner: {server} {what}")
 
     def _send(self, write: Write) -> None:
-        run_id = self._run_id(write)
-        tags = list({tag.key: tag for tag in write.tags}.values())  # the last value of each key
-        log_batch(self.client, run_id, metrics=write.metrics, params=write.params, tags=tags)
+        tags = {tag.key: tag for tag in write.tags}  # the last value of each key
+        run_id = self._existing_run(write.run)
+        created = run_id is None
+        if created:  # a new run takes the tags, and starts RUNNING: two store calls fewer
+            run_id = self._new_run(write, {key: tag.value for key, tag in tags.items()})
+            tags = {}
+        log_batch(
+            self.client, run_id, metrics=write.metrics, params=write.params, tags=[*tags.values()]
+        )
         for path, text in write.texts.items():
             self.client.log_text(run_id, text, path)
-        if write.status == "RUNNING":
+        if write.status == "RUNNING" and not created:
             self.client.update_run(run_id, write.status)
-        elif write.status:
+        elif write.status and write.status != "RUNNING":
             self.client.set_terminated(run_id, write.status, end_time=write.end_time)
 
-    def _run_id(self, write: Write) -> str:
-        run = write.run
+    def _existing_run(self, run: str | TrialRun) -> str | None:
+        """The id of ``run`` when it exists: a run's id, or a trial run this writer or an
+        earlier driver made."""
         if isinstance(run, str):
             return run
         if run.parent_id not in self._listed:
             self._list_runs(run)
-        if run not in self._runs:  # no earlier driver made it: only this thread makes runs
-            self._runs[run] = new_child_run(
-                self.client,
-                run.experiment_id,
-                run.parent_id,
-                f"trial_{run.trial_id}",
-                {Tag.ROLE: TRIAL_ROLE, Tag.TRIAL_ID: run.trial_id},
-                start_time=write.start_time,
-            )
+        return self._runs.get(run)
+
+    def _new_run(self, write: Write, tags: dict[str, str]) -> str:
+        """Create the trial run ``write`` goes to, with ``tags`` (only this thread makes runs)."""
+        run = write.run
+        assert isinstance(run, TrialRun)
+        self._runs[run] = new_child_run(
+            self.client,
+            run.experiment_id,
+            run.parent_id,
+            f"trial_{run.trial_id}",
+            {**tags, Tag.ROLE: TRIAL_ROLE, Tag.TRIAL_ID: run.trial_id},
+            start_time=write.start_time,
+        )
         return self._runs[run]
 
     def _list_runs(self, run: TrialRun) -> None:
@@ -266,12 +279,13 @@ class Writer:
 
 
 def merged(writes: Iterable[Write]) -> list[Write]:
-    """Each run's consecutive writes as one, up to and including a change of its status."""
+    """Each run's consecutive writes as one, up to and including the run's end (a write after
+    it, such as a resumed trial's RUNNING, starts another)."""
     out: list[Write] = []
     last: dict[str | TrialRun, Write] = {}  # run -> its latest write in ``out``
     for write in writes:
         previous = last.get(write.run)
-        if previous is not None and previous.status is None:
+        if previous is not None and previous.status in (None, "RUNNING"):
             previous.absorb(write)
         else:
             out.append(write)
