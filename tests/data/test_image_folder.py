@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -129,3 +131,25 @@ def test_image_folder_needs_a_root_and_a_positive_size(tmp_path, options):
         match=r"data\.root is not set|image_size=.* is not allowed; must be an integer >= 1",
     ):
         data.load("image_folder", root=root, **options)
+
+
+def test_images_at_any_depth_and_through_links_belong_to_their_class(tmp_path):
+    image = np.full((8, 8, 3), 200, dtype=np.uint8)
+    for name in ("a", "b"):
+        (tmp_path / name / "deeper" / "still").mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / name / "top.png"), image)
+        cv2.imwrite(str(tmp_path / name / "deeper" / "still" / "low.png"), image)
+    (tmp_path / "a" / "linked.png").symlink_to(tmp_path / "b" / "top.png")
+    (tmp_path / "a" / "dangling.png").symlink_to(tmp_path / "nowhere.png")  # not a file
+    files = data.read("image_folder", tmp_path, image_size=8)
+    shown = sorted(
+        (str(Path(path).relative_to(tmp_path)), label)
+        for path, label in zip(files.paths, files.labels, strict=True)
+    )
+    assert shown == [
+        ("a/deeper/still/low.png", 0),
+        ("a/linked.png", 0),
+        ("a/top.png", 0),
+        ("b/deeper/still/low.png", 1),
+        ("b/top.png", 1),
+    ]
