@@ -474,14 +474,22 @@ def _best(args: argparse.Namespace) -> int:
 
     from tuner.conclusion import pareto
     from tuner.reading.summary import print_best, print_pareto
-    from tuner.tracking.records import headline_of, latest_parent, parsed_params, trials_of
+    from tuner.tracking.records import (
+        best_trials,
+        headline_of,
+        latest_parent,
+        parsed_params,
+        trials_of,
+    )
     from tuner.tracking.tags import SearchTags
 
     with _store(args.tracking_uri) as uri:
         client = MlflowClient(uri)
         parent = latest_parent(client, args.name)
-        trials = trials_of(client, parent)
-    trials = pareto.recorded(parent, trials) if args.pareto else trials[: args.top]
+        if args.pareto:
+            trials = pareto.recorded(parent, trials_of(client, parent))
+        else:
+            trials = best_trials(client, parent, args.top)
     if args.json:
         rows = [{**t.__dict__, "params": parsed_params(t.params)} for t in trials]
         say(json.dumps({**headline_of(parent), "trials": rows}, indent=2))

@@ -74,6 +74,7 @@ class Status:
 TRUE: Final = "true"  # the value of a flag tag (tuner.best, tuner.pareto, tuner.chosen)
 PARENT_ROLE = "parent"
 TRIAL_ROLE = "trial"
+MAX_RUNS = 50000  # the most runs MLflow hands back from one search
 REPEAT = "repeat"  # the role and tuner.final tag of a child run repeating a config (final.repeats)
 
 
@@ -197,14 +198,24 @@ def latest_parent_run(client: MlflowClient, experiment_id: str) -> Run | None:
 
 
 def child_runs(
-    client: MlflowClient, experiment_id: str, parent_id: str, trial_id: str | None = None
+    client: MlflowClient,
+    experiment_id: str,
+    parent_id: str,
+    trial_id: str | None = None,
+    *,
+    where: str | None = None,
+    order_by: str | None = None,
+    max_results: int = MAX_RUNS,
 ) -> list[Run]:
-    """The trial runs nested under a parent run, or the one of Tune's trial ``trial_id`` (the
-    one query every reader uses)."""
+    """The trial runs nested under a parent run, or the one of Tune's trial ``trial_id``, or
+    those ``where`` (an MLflow filter) picks, in ``order_by``'s order (the one query every
+    reader uses)."""
     kind = tag_filter(Tag.ROLE, TRIAL_ROLE)
     if trial_id is not None:
         kind += f" and {tag_filter(Tag.TRIAL_ID, trial_id)}"
-    return _children(client, experiment_id, parent_id, kind)
+    if where is not None:
+        kind += f" and {where}"
+    return _children(client, experiment_id, parent_id, kind, order_by, max_results)
 
 
 def repeat_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
@@ -212,11 +223,19 @@ def repeat_runs(client: MlflowClient, experiment_id: str, parent_id: str) -> lis
     return _children(client, experiment_id, parent_id, tag_filter(Tag.FINAL, REPEAT))
 
 
-def _children(client: MlflowClient, experiment_id: str, parent_id: str, kind: str) -> list[Run]:
+def _children(
+    client: MlflowClient,
+    experiment_id: str,
+    parent_id: str,
+    kind: str,
+    order_by: str | None = None,
+    max_results: int = MAX_RUNS,
+) -> list[Run]:
     return client.search_runs(
         [experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and {kind}",
-        max_results=50000,
+        order_by=[order_by] if order_by else None,
+        max_results=max_results,
     )
 
 
