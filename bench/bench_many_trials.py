@@ -11,9 +11,11 @@ per trial by part (MLflow writes queued in Tune's loop, the writer thread, the s
 checkpoint bookkeeping, the terminal) and the driver's CPU per trial, its peak memory, and the
 sizes of the MLflow store and Tune's folder. With ``--readers`` it then times `tuner best`,
 `tuner report` and `tuner ui` (its runs page, rendered by headless Chromium) on the largest
-tuner search.
+tuner search. The slope of one run moves by tens of percent from one run to the next on a
+shared 2-core machine: ``--repeats R`` runs everything R times, each repeat's two kinds as
+neighbours in time, and prints the median ratio with every repeat's.
 
-    .venv/bin/python bench/bench_many_trials.py --trials 100 1000 --readers
+    .venv/bin/python bench/bench_many_trials.py --trials 100 1000 --repeats 3 --readers
     .venv/bin/python bench/bench_many_trials.py --trials 1000 10000 --cost-s 0
 """
 
@@ -24,6 +26,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -247,6 +250,9 @@ def main() -> None:
     parser.add_argument("--cost-s", type=float, default=0.02, help="seconds an epoch waits")
     parser.add_argument("--algorithm", default="random", choices=["random", "optuna"])
     parser.add_argument("--readers", action="store_true", help="time best, report, ui too")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="run it all this many times: the median ratio"
+    )
     parser.add_argument("--one", choices=["plain", "tuner"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -255,27 +261,41 @@ def main() -> None:
         return
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{args.cost_s} s per trial, {CONCURRENT} at once; tuner's search: {args.algorithm}")
-    walls: dict[str, dict[int, float]] = {"plain": {}, "tuner": {}}
+    low, high = min(args.trials), max(args.trials)
+    slopes: dict[str, list[float]] = {"plain": [], "tuner": []}
+    fixed: dict[str, list[float]] = {"plain": [], "tuner": []}
     with tempfile.TemporaryDirectory() as temporary:
-        for trials in args.trials:
-            for kind in ("plain", "tuner"):
-                folder = Path(temporary, f"{kind}_{trials}")
-                folder.mkdir()
-                figures = measured(kind, trials, args.cost_s, folder, args.algorithm)
-                walls[kind][trials] = figures["wall"]
-                print(f"{kind} {trials} trials: {described(figures, trials)}")
-        if len(args.trials) > 1:
-            low, high = min(args.trials), max(args.trials)
-            slopes = {k: (w[high] - w[low]) / (high - low) for k, w in walls.items()}
-            fixed = {k: walls[k][low] - slopes[k] * low for k in walls}
+        for repeat in range(args.repeats):
+            walls: dict[str, dict[int, float]] = {"plain": {}, "tuner": {}}
+            for trials in args.trials:
+                for kind in ("plain", "tuner"):
+                    folder = Path(temporary, f"{kind}_{trials}_{repeat}")
+                    folder.mkdir()
+                    figures = measured(kind, trials, args.cost_s, folder, args.algorithm)
+                    walls[kind][trials] = figures["wall"]
+                    print(f"{kind} {trials} trials: {described(figures, trials)}", flush=True)
+            if high > low:
+                for kind, wall in walls.items():
+                    slopes[kind].append((wall[high] - wall[low]) / (high - low))
+                    fixed[kind].append(wall[low] - slopes[kind][-1] * low)
+                ratio = slopes["tuner"][-1] / slopes["plain"][-1]
+                print(
+                    f"per extra trial ({low} to {high}): tuner {1000 * slopes['tuner'][-1]:.1f} "
+                    f"ms, plain Ray Tune {1000 * slopes['plain'][-1]:.1f} ms: {ratio:.2f}x; fixed "
+                    f"costs: tuner {fixed['tuner'][-1]:.1f} s, plain {fixed['plain'][-1]:.1f} s",
+                    flush=True,
+                )
+        if args.repeats > 1 and high > low:
+            # Each repeat's runs are neighbours in time: its ratio is the paired comparison.
+            ratios = sorted(t / p for t, p in zip(slopes["tuner"], slopes["plain"], strict=True))
             print(
-                f"per extra trial ({low} to {high}): tuner {1000 * slopes['tuner']:.1f} ms, "
-                f"plain Ray Tune {1000 * slopes['plain']:.1f} ms: "
-                f"{slopes['tuner'] / slopes['plain']:.2f}x"
+                f"over {args.repeats} repeats, median: tuner "
+                f"{1000 * statistics.median(slopes['tuner']):.1f} ms, plain "
+                f"{1000 * statistics.median(slopes['plain']):.1f} ms a trial; ratio "
+                f"{statistics.median(ratios):.2f}x ({', '.join(f'{r:.2f}' for r in ratios)})"
             )
-            print(f"fixed costs: tuner {fixed['tuner']:.1f} s, plain {fixed['plain']:.1f} s")
         if args.readers:
-            readers(Path(temporary, f"tuner_{max(args.trials)}"))
+            readers(Path(temporary, f"tuner_{high}_{args.repeats - 1}"))
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
