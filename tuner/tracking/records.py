@@ -54,8 +54,7 @@ def latest_parent(client: MlflowClient, experiment_name: str) -> Run:
 def trials_of(client: MlflowClient, parent: Run) -> list[TrialRecord]:
     """Every trial of a parent run, best first by the run's search metric."""
     objective = SearchTags.of(parent).objective
-    runs = child_runs(client, parent.info.experiment_id, parent.info.run_id)
-    return _ranked([_record(run, objective.metric) for run in runs], objective)
+    return _ranked(child_runs(client, parent.info.experiment_id, parent.info.run_id), objective)
 
 
 def best_trials(client: MlflowClient, parent: Run, top: int) -> list[TrialRecord]:
@@ -68,18 +67,20 @@ def best_trials(client: MlflowClient, parent: Run, top: int) -> list[TrialRecord
     metric = f"metrics.`{final_key(objective.metric)}`"
     experiment_id, parent_id = parent.info.experiment_id, parent.info.run_id
     order = f"{metric} {'DESC' if objective.maximize else 'ASC'}"
-    first = child_runs(client, experiment_id, parent_id, order_by=order, max_results=top)
-    values = [_record(run, objective.metric).value for run in first]
-    if len(values) < top or not all(v is not None and math.isfinite(v) for v in values):
+    first = _ranked(
+        child_runs(client, experiment_id, parent_id, order_by=order, max_results=top), objective
+    )
+    unranked = any(objective.rank_key(r.value)[0] for r in first)  # no value, nan or inf
+    if len(first) < top or unranked:
         return trials_of(client, parent)[:top]
-    as_good = f"{metric} {'>=' if objective.maximize else '<='} {values[-1]!r}"
-    runs = child_runs(client, experiment_id, parent_id, where=as_good)
-    return _ranked([_record(run, objective.metric) for run in runs], objective)[:top]
+    as_good = f"{metric} {'>=' if objective.maximize else '<='} {first[-1].value!r}"
+    return _ranked(child_runs(client, experiment_id, parent_id, where=as_good), objective)[:top]
 
 
-def _ranked(records: list[TrialRecord], objective: Objective) -> list[TrialRecord]:
-    # As the driver ranked them (runner._ranked). Ties: the chosen best first, then by trial
-    # id, so every table and plot ranks them alike.
+def _ranked(runs: list[Run], objective: Objective) -> list[TrialRecord]:
+    """The runs' trials as the driver ranks them (tuner.commands.run._ranked). Ties: the chosen best
+    first, then by trial id, so every table and plot ranks them alike."""
+    records = [_record(run, objective.metric) for run in runs]
     return sorted(records, key=lambda r: (*objective.rank_key(r.value), not r.best, r.trial_id))
 
 

@@ -230,7 +230,7 @@ class Writer:
         tags = {tag.key: tag for tag in write.tags}  # the last value of each key
         run_id = self._existing_run(write.run)
         created = run_id is None
-        if created:  # a new run takes the tags, and starts RUNNING: two store calls fewer
+        if created:  # a new run takes the tags at creation: one store call fewer
             run_id = self._new_run(write, {key: tag.value for key, tag in tags.items()})
             tags = {}
         log_batch(
@@ -238,9 +238,10 @@ class Writer:
         )
         for path, text in write.texts.items():
             self.client.log_text(run_id, text, path)
-        if write.status == "RUNNING" and not created:
-            self.client.update_run(run_id, write.status)
-        elif write.status and write.status != "RUNNING":
+        if write.status == "RUNNING":
+            if not created:  # a run created now is RUNNING already
+                self.client.update_run(run_id, write.status)
+        elif write.status:
             self.client.set_terminated(run_id, write.status, end_time=write.end_time)
 
     def _existing_run(self, run: str | TrialRun) -> str | None:
