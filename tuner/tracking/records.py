@@ -58,8 +58,8 @@ def trials_of(client: MlflowClient, parent: Run) -> list[TrialRecord]:
 
 
 def best_trials(client: MlflowClient, parent: Run, top: int) -> list[TrialRecord]:
-    """``trials_of(client, parent)[:top]``, reading only the runs that can be among them (every
-    trial's run took ~1 s to read at 1,000 trials): MLflow finds the ``top`` best by the final
+    """``trials_of(client, parent)[:top]``, reading only the runs that can be among them (reading
+    every trial's run grows with the search): MLflow finds the ``top`` best by the final
     metric, then every run at least as good as the last of them (ties rank as trials_of
     ranks them). A search with fewer trials, or with unranked ones among the first, is read
     whole."""
