@@ -4,6 +4,7 @@ epoch arrives once and in order, the writes leave Tune's loop, and nothing is lo
 from __future__ import annotations
 
 import pickle
+import time
 from pathlib import Path
 
 import pytest
@@ -160,7 +161,8 @@ class CountingClient:
         return getattr(self.client, name)
 
 
-def test_a_new_trials_start_epochs_and_end_queued_together_are_three_store_calls(tmp_path):
+def counted_writer(tmp_path: Path) -> tuple[Experiment, writes.Writer, CountingClient]:
+    """A search's writer whose store calls are counted from its first trial on."""
     experiment = Experiment(f"sqlite:///{tmp_path / 'mlflow.db'}", "calls")
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: calls\n")
@@ -169,6 +171,11 @@ def test_a_new_trials_start_epochs_and_end_queued_together_are_three_store_calls
     writer = writes.writer(experiment.tracking_uri)
     counting = CountingClient(writer.client)
     writer.client = counting
+    return experiment, writer, counting
+
+
+def one_trials_writes(experiment: Experiment) -> list[Write]:
+    """A trial's start, 2 epochs and end, as the recorder queues them."""
     trial = TrialRun(experiment.experiment_id, experiment.parent_id, "t1")
     started = Write(
         trial,
@@ -179,15 +186,20 @@ def test_a_new_trials_start_epochs_and_end_queued_together_are_three_store_calls
     )
     epochs = [Write(trial, metrics=[Metric("val_acc", s / 10, 1000 + s, s)]) for s in (1, 2)]
     ended = Write(trial, tags=[RunTag(Tag.STATUS, Status.COMPLETED)], status="FINISHED", end_time=9)
-    for write in merged([started, *epochs, ended]):
+    return [started, *epochs, ended]
+
+
+def calls_made(counting: CountingClient) -> list[str]:
+    # The search's runs are listed once per parent (one query, not one per trial).
+    return [call for call in counting.calls if call != "search_runs"]
+
+
+def test_a_new_trials_start_epochs_and_end_merged_are_three_store_calls(tmp_path):
+    experiment, writer, counting = counted_writer(tmp_path)
+    for write in merged(one_trials_writes(experiment)):
         writer._send(write)
     writes.flush_writes(experiment.tracking_uri, close=True)
-    # The search's runs are listed once per parent (one query, not one per trial).
-    assert [call for call in counting.calls if call != "search_runs"] == [
-        "create_run",
-        "log_batch",
-        "set_terminated",
-    ]
+    assert calls_made(counting) == ["create_run", "log_batch", "set_terminated"]
     (run,) = experiment.children()
     assert run.info.status == "FINISHED"
     assert (run.info.start_time, run.info.end_time) == (1000, 9)
@@ -196,6 +208,21 @@ def test_a_new_trials_start_epochs_and_end_queued_together_are_three_store_calls
     assert run.data.params == {"lr": "0.1"}
     history = experiment.client.get_metric_history(run.info.run_id, "val_acc")
     assert sorted(m.step for m in history) == [1, 2]
+
+
+def test_a_short_trials_writes_queued_within_the_linger_are_sent_as_one(tmp_path):
+    """The writer waits LINGER_S after a write for more: a trial that ends within it is written
+    in 3 store calls, however soon the thread woke up for its start."""
+    experiment, writer, counting = counted_writer(tmp_path)
+    started, *rest = one_trials_writes(experiment)
+    writer.put(started)
+    time.sleep(0.02)  # the thread wakes up for the start (and, without the linger, sends it)
+    for write in rest:
+        writer.put(write)
+    writes.flush_writes(experiment.tracking_uri, close=True)
+    assert calls_made(counting) == ["create_run", "log_batch", "set_terminated"]
+    (run,) = experiment.children()
+    assert (run.info.status, run.data.tags[Tag.STATUS]) == ("FINISHED", Status.COMPLETED)
 
 
 def test_a_trial_the_resumed_search_never_knew_has_its_run_removed(tmp_path, capsys):
