@@ -111,7 +111,7 @@ FLAGS = ("--name", "digits_set", "--max-epochs", "4", "--set", "data.max_train=9
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_records_every_trial_once(ray_session, tmp_path):
+def test_sigkill_then_resume_records_every_trial_once(ray_session, tmp_path, capsys):
     spec, uri, storage = _search_files(tmp_path, SPEC)
     _run_and_kill(spec, uri, storage, after_epochs=8, flags=FLAGS)
     runs, _, _ = _runs(uri, "digits_set")
@@ -120,6 +120,7 @@ def test_sigkill_then_resume_records_every_trial_once(ray_session, tmp_path):
 
     # From what MLflow recorded alone: the spec file, the overrides, the storage folder.
     assert main(["resume", "digits_set", "--tracking-uri", uri]) == 0
+    lost = capsys.readouterr().out.count("was not in Tune's saved state: its run is removed")
 
     client = MlflowClient(uri)
     runs, parents, children = _runs(uri, "digits_set")
@@ -143,12 +144,14 @@ def test_sigkill_then_resume_records_every_trial_once(ray_session, tmp_path):
     assert parent.data.tags[Tag.IMAGES] == "train=720 val=180 test=360"
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["test_acc"] >= 0.9
-    # Optuna learned each trial's value once, the resumed ones' too; the trials it was asked for
-    # after Tune's last save, lost with the driver, are FAIL, not left RUNNING forever.
+    # Optuna learned each trial's value once, the resumed ones' too. A trial it was asked for
+    # after Tune's last save is lost with the driver: FAIL if it was running, not left RUNNING
+    # forever; COMPLETE if it ended before the kill (Optuna's finished trials stay finished),
+    # while Tune runs another in its place and the resume removes the lost one's MLflow run.
     study_tags = StudyTags.of(parent)
     study = optuna.load_study(study_name=study_tags.name, storage=study_tags.storage)
     states = [trial.state.name for trial in study.trials]
-    assert states.count("COMPLETE") == NUM_TRIALS, states
+    assert NUM_TRIALS <= states.count("COMPLETE") <= NUM_TRIALS + lost, (states, lost)
     assert set(states) <= {"COMPLETE", "FAIL"}, states
 
 
