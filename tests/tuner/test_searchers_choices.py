@@ -197,8 +197,9 @@ def test_bohbs_configspace_makes_a_branchs_settings_conditional_on_it():
 @pytest.mark.parametrize(
     ("search", "scheduler"),
     [
-        ("sampler: gp", "max_epochs: 3, reduction_factor: 2"),
-        ("sampler: cmaes", "max_epochs: 3, reduction_factor: 2"),
+        # 2 random trials first: the sampler's own model picks the other 4
+        ("sampler: gp, startup_trials: 2", "max_epochs: 3, reduction_factor: 2"),
+        ("sampler: cmaes, startup_trials: 2", "max_epochs: 3, reduction_factor: 2"),
         pytest.param("algorithm: bohb", "max_epochs: 3, reduction_factor: 3", marks=needs_bohb),
     ],
 )
