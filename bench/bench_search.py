@@ -1,4 +1,5 @@
-"""Does the default search (Optuna TPE + ASHA) find good configs faster than random search?
+"""Does the default search (Optuna + ASHA; Optuna's GP up to 250 trials) find good configs faster
+than random search?
 
 Runs the same search with four searcher / scheduler pairs, each with several seeds, on a
 Fashion-MNIST subset whose space has bad corners (learning rates that diverge or crawl, tiny

@@ -135,6 +135,25 @@ def test_each_sampler_is_optunas_own_seeded_with_the_startup_trials(tmp_path):
         assert isinstance(config.search_alg._sampler, kind)
 
 
+@pytest.mark.parametrize(
+    ("search", "sampler"),
+    [
+        ("seed: 0", optuna.samplers.GPSampler),  # 10 trials
+        (f"num_samples: {document.GP_MAX_TRIALS}", optuna.samplers.GPSampler),
+        (f"num_samples: {document.GP_MAX_TRIALS + 1}", optuna.samplers.TPESampler),
+        ("num_samples: 24, sampler: tpe", optuna.samplers.TPESampler),  # named: kept
+    ],
+)
+def test_the_default_sampler_is_a_gp_up_to_its_most_trials_then_tpe(tmp_path, search, sampler):
+    spec = load_spec(write(tmp_path, spec_text(search)))
+    assert isinstance(tune_config(spec, spec.tree).search_alg._sampler, sampler)
+
+
+def test_a_random_search_has_no_sampler(tmp_path):
+    spec = load_spec(write(tmp_path, spec_text("algorithm: random")))
+    assert spec.search.sampler is None
+
+
 # search.algorithm bohb needs the `bohb` extra (hpbandster builds netifaces from source).
 needs_bohb = pytest.mark.skipif(
     importlib.util.find_spec("hpbandster") is None, reason="pip install -e '.[bohb]'"
@@ -178,8 +197,9 @@ def test_bohbs_configspace_makes_a_branchs_settings_conditional_on_it():
 @pytest.mark.parametrize(
     ("search", "scheduler"),
     [
-        ("sampler: gp", "max_epochs: 3, reduction_factor: 2"),
-        ("sampler: cmaes", "max_epochs: 3, reduction_factor: 2"),
+        # 2 random trials first: the sampler's own model picks the other 4
+        ("sampler: gp, startup_trials: 2", "max_epochs: 3, reduction_factor: 2"),
+        ("sampler: cmaes, startup_trials: 2", "max_epochs: 3, reduction_factor: 2"),
         pytest.param("algorithm: bohb", "max_epochs: 3, reduction_factor: 3", marks=needs_bohb),
     ],
 )

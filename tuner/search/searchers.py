@@ -80,8 +80,8 @@ def new_study(study: Study, spec: Spec, trials: Sequence[optuna.trial.FrozenTria
 
 
 def optimized(spec: Spec) -> dict[str, str]:
-    """What Optuna optimizes, name -> mode: every objective (multi-objective TPE, each from a
-    trial's last result), else the metric. Tune's own metric, which ASHA stops on, stays the
+    """What Optuna optimizes, name -> mode: every objective (a multi-objective sampler, each from
+    a trial's last result), else the metric. Tune's own metric, which ASHA stops on, stays the
     first."""
     return spec.objective_modes or {spec.metric: spec.mode}
 
@@ -192,7 +192,7 @@ class _OptunaSearch(OptunaSearch):
     saved only when that changed it.
 
     Ray also reports every epoch's value to the study: only Optuna's own pruners read those (ASHA
-    stops trials here, TPE reads final values), and each is a write to the study's storage,
+    stops trials here, the samplers read final values), and each is a write to the study's storage,
     3 s of a 24-trial digits search on sqlite (bench/bench_search_overhead.py's "searcher").
     Tune saves its state, this searcher's pickle included, every 10 s or more and whenever the
     search stops; the searcher changes only when it suggests a trial or learns one's value, so
@@ -218,7 +218,7 @@ class _OptunaSearch(OptunaSearch):
         """Ends each of the study's running trials as what became of its Tune trial: finished
         ones are told their last result, as Tune would have; a trial Tune did not restore (asked
         for after Tune's last save, then lost with the driver) is FAIL, as Optuna's heartbeat
-        ends a trial whose process died. Left running, TPE's constant liar would count it as
+        ends a trial whose process died. Left running, the sampler would count it as
         running forever, and the study would show it so."""
         numbers, study = optuna_trial_numbers(self), optuna_study(self)
         restored = {numbers[t.trial_id]: t for t in trials if t.trial_id in numbers}

@@ -69,9 +69,9 @@ class SearchSpec(_Strict):
     max_concurrent: PositiveInt | None = None  # any algorithm; None: as many as resources allow
     seed: int = 0
     time_budget_s: Annotated[float, Field(gt=0)] | None = None
-    # optuna only: Optuna's sampler (tuner.search.searchers.optuna_sampler): tpe, the default;
-    # gp, a Gaussian process; cmaes, CMA-ES (one objective only).
-    sampler: Literal["tpe", "gp", "cmaes"] = "tpe"
+    # optuna only: Optuna's sampler (tuner.search.searchers.optuna_sampler): gp, a Gaussian
+    # process; tpe; cmaes, CMA-ES (one objective only). None: gp_or_tpe(num_samples).
+    sampler: Literal["tpe", "gp", "cmaes"] | None = None
     # optuna only: trials sampled at random before the sampler models the results (Optuna's
     # default n_startup_trials is 10; see README's "Speed" for the bench behind tuner's choice).
     startup_trials: PositiveInt = 10
@@ -82,10 +82,25 @@ class SearchSpec(_Strict):
     optuna_storage: str | None = None
 
     @model_validator(mode="after")
-    def _default_samples(self) -> SearchSpec:
+    def _defaults(self) -> SearchSpec:
         if self.num_samples is None:
             self.num_samples = 1 if self.algorithm == "grid" else 10
+        if self.sampler is None and self.algorithm == "optuna":
+            self.sampler = gp_or_tpe(self.num_samples)
         return self
+
+
+# The most trials the default sampler is a GP for. bench/bench_searchers.py measured GP ahead of
+# TPE for the same epochs on both its tasks, in searches of up to ~200 trials; a GP's ask grows
+# with the trials it fits (0.14 s at 100-200 on 2 cores, more past them, in Tune's loop), where
+# TPE's stays milliseconds: past this, thousands of trials, TPE. OptunaHub's AutoSampler leaves
+# the GP at the same count.
+GP_MAX_TRIALS = 250
+
+
+def gp_or_tpe(trials: int) -> Literal["gp", "tpe"]:
+    """The sampler a search of ``trials`` trials gets unless its spec names one."""
+    return "gp" if trials <= GP_MAX_TRIALS else "tpe"
 
 
 ASHA_ONLY = ("grace_period", "reduction_factor")  # SchedulerSpec keys only ASHA reads
