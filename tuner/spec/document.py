@@ -91,10 +91,10 @@ class SearchSpec(_Strict):
 
 
 # The most trials the default sampler is a GP for. bench/bench_searchers.py measured GP ahead of
-# TPE for the same epochs on both its tasks, in searches of up to ~200 trials; a GP's ask grows
-# with the trials it fits (0.14 s at 100-200 on 2 cores, more past them, in Tune's loop), where
-# TPE's stays milliseconds: past this, thousands of trials, TPE. OptunaHub's AutoSampler leaves
-# the GP at the same count.
+# TPE for the same epochs on both its tasks, in searches of up to ~200 trials; a GP's ask, in
+# Tune's loop, grows with the trials it fits where TPE's stays milliseconds
+# (bench/bench_sampler_ask.py): past this, thousands of trials, TPE. OptunaHub's AutoSampler
+# leaves the GP at the same count.
 GP_MAX_TRIALS = 250
 
 
