@@ -7,9 +7,9 @@ random search, FIFO), one epoch a trial, two trials at a time, for each N given;
 fresh process with its own Ray (so each starts alike and the driver's peak memory is its own).
 It prints both walls, the slope of wall time against N between the smallest and the largest N
 (fixed start-up and closing costs cancel) and their ratio, the fixed costs, tuner's driver time
-per trial by part (MLflow writes queued in Tune's loop, the writer thread, the searcher,
-checkpoint bookkeeping, the terminal) and the driver's CPU per trial, its peak memory, and the
-sizes of the MLflow store and Tune's folder. With ``--readers`` it then times `tuner best`,
+per trial by part (MLflow writes queued in Tune's loop, the searcher, checkpoint bookkeeping,
+the terminal), the driver's CPU per trial and the MLflow writer processes', the driver's peak
+memory, and the sizes of the MLflow store and Tune's folder. With ``--readers`` it then times `tuner best`,
 `tuner report` and `tuner ui` (its runs page, rendered by headless Chromium) on the largest
 tuner search. The slope of one run moves by tens of percent from one run to the next on a
 shared 2-core machine: ``--repeats R`` runs everything R times, each repeat's two kinds as
@@ -101,7 +101,14 @@ def run_tuner(trials: int, cost_s: float, folder: Path, algorithm: str) -> dict[
     ray_start = RayStart(None, forward_worker_output=False)
     for method in ("on_trial_start", "on_trial_result", "on_trial_complete"):
         timed(TrialRecorder, method, "mlflow queued")
-    timed(Writer, "_send", "mlflow writer thread")
+    original_close = Writer.close
+
+    def close(self: Writer) -> int:
+        self.flush()  # all sent: then the writer process's CPU
+        _writer_cpu(self)
+        return original_close(self)
+
+    Writer.close = close
     for method in ("next_trial", "on_trial_complete", "on_trial_result"):
         timed(searchers._VariantGenerator, method, "searcher")
     for method in ("suggest", "on_trial_result", "on_trial_complete"):
@@ -144,10 +151,22 @@ def run_tuner(trials: int, cost_s: float, folder: Path, algorithm: str) -> dict[
         "wall": wall,
         "loop": SECONDS["loop"],
         "driver_cpu_in_loop": cpu["loop"],
+        "writer_cpu": WRITER_CPU["s"],
         "parts": {k: v for k, v in SECONDS.items() if k != "loop"},
         "mlflow_mb": _mb(folder / "mlflow.db"),
         "optuna_mb": _mb(folder / "optuna.db"),
     }
+
+
+WRITER_CPU = {"s": 0.0}  # CPU seconds of the MLflow writer processes that ended
+
+
+def _writer_cpu(writer: Any) -> None:
+    """Add a writer process's CPU time (user and system) so far to WRITER_CPU."""
+    stat = Path(f"/proc/{writer._process.pid}/stat")
+    if stat.is_file():
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        WRITER_CPU["s"] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _mb(path: Path) -> float:
@@ -306,6 +325,8 @@ def described(figures: dict[str, Any], trials: int) -> str:
         line += f"; driver CPU in the loop {1000 * figures['driver_cpu_in_loop'] / trials:.1f} ms"
         parts = ", ".join(f"{k} {1000 * v / trials:.1f}" for k, v in figures["parts"].items())
         line += f" a trial, of which (ms a trial) {parts}"
+        line += f"; MLflow writer processes' CPU {1000 * figures['writer_cpu'] / trials:.1f} ms"
+        line += " a trial"
         line += f"; MLflow store {figures['mlflow_mb']:.1f} MB"
         line += f", Optuna's {figures['optuna_mb']:.1f} MB"
     line += f"; Tune's folder {figures['tune_folder_mb']:.1f} MB"

@@ -4,6 +4,8 @@ epoch arrives once and in order, the writes leave Tune's loop, and nothing is lo
 from __future__ import annotations
 
 import pickle
+import queue
+import threading
 import time
 from pathlib import Path
 
@@ -161,17 +163,18 @@ class CountingClient:
         return getattr(self.client, name)
 
 
-def counted_writer(tmp_path: Path) -> tuple[Experiment, writes.Writer, CountingClient]:
-    """A search's writer whose store calls are counted from its first trial on."""
+def counted_sender(tmp_path: Path) -> tuple[Experiment, writes.Sender, CountingClient]:
+    """A search's sender (what the writer process runs), in this process, whose store calls
+    are counted from its first trial on."""
     experiment = Experiment(f"sqlite:///{tmp_path / 'mlflow.db'}", "calls")
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: calls\n")
     experiment.start(spec, SearchTags())
-    writes.flush_writes(experiment.tracking_uri)  # the parent's writes: not counted
-    writer = writes.writer(experiment.tracking_uri)
-    counting = CountingClient(writer.client)
-    writer.client = counting
-    return experiment, writer, counting
+    writes.flush_writes(experiment.tracking_uri, close=True)  # the parent's writes
+    sender = writes.Sender(experiment.tracking_uri)
+    counting = CountingClient(sender.client)
+    sender.client = counting
+    return experiment, sender, counting
 
 
 def one_trials_writes(experiment: Experiment) -> list[Write]:
@@ -195,10 +198,9 @@ def calls_made(counting: CountingClient) -> list[str]:
 
 
 def test_a_new_trials_start_epochs_and_end_merged_are_three_store_calls(tmp_path):
-    experiment, writer, counting = counted_writer(tmp_path)
+    experiment, sender, counting = counted_sender(tmp_path)
     for write in merged(one_trials_writes(experiment)):
-        writer._send(write)
-    writes.flush_writes(experiment.tracking_uri, close=True)
+        sender.send(write)
     assert calls_made(counting) == ["create_run", "log_batch", "set_terminated"]
     (run,) = experiment.children()
     assert run.info.status == "FINISHED"
@@ -212,14 +214,19 @@ def test_a_new_trials_start_epochs_and_end_merged_are_three_store_calls(tmp_path
 
 def test_a_short_trials_writes_queued_within_the_linger_are_sent_as_one(tmp_path):
     """The writer waits LINGER_S after a write for more: a trial that ends within it is written
-    in 3 store calls, however soon the thread woke up for its start."""
-    experiment, writer, counting = counted_writer(tmp_path)
+    in 3 store calls, however soon the writer woke up for its start."""
+    experiment, sender, counting = counted_sender(tmp_path)
+    requests, replies = queue.Queue(), queue.Queue()
+    serving = threading.Thread(target=writes.serve, args=(sender, requests, replies))
+    serving.start()
     started, *rest = one_trials_writes(experiment)
-    writer.put(started)
-    time.sleep(0.02)  # the thread wakes up for the start (and, without the linger, sends it)
-    for write in rest:
-        writer.put(write)
-    writes.flush_writes(experiment.tracking_uri, close=True)
+    requests.put((1, started))
+    time.sleep(0.02)  # the writer wakes up for the start (and, without the linger, sends it)
+    for seq, write in enumerate(rest, start=2):
+        requests.put((seq, write))
+    requests.put(writes._STOP)
+    serving.join()
+    assert [replies.get_nowait() for _ in range(2)] == [("written", 4), ("done", [], 0)]
     assert calls_made(counting) == ["create_run", "log_batch", "set_terminated"]
     (run,) = experiment.children()
     assert (run.info.status, run.data.tags[Tag.STATUS]) == ("FINISHED", Status.COMPLETED)

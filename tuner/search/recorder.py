@@ -1,8 +1,9 @@
 """The Ray Tune callback that mirrors every trial into a child run of the parent MLflow run.
 
 It runs in the driver's event loop, so it only queues its writes (``tuner.tracking.writer.Writer``
-sends them from a thread, and keeps them in the search's journal while a server is down); a
-trial's run is named by its Tune trial id (``tracking.TrialRun``), so it waits for nothing.
+sends them from a process of its own, and keeps them in the search's journal until they are
+written); a trial's run is named by its Tune trial id (``tracking.TrialRun``), so it waits for
+nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class TrialRecorder(tune.Callback):
 
     Tune pickles its callbacks into the experiment state, so this holds only plain values and
     rebuilds what it knows from MLflow in ``setup`` — which is how a resumed search finds each
-    trial's existing child run instead of opening a duplicate. Its writer (a thread and a queue)
+    trial's existing child run instead of opening a duplicate. Its writer (a process and queues)
     is found by tracking URI and journal, never pickled.
     """
 
@@ -175,7 +176,7 @@ class TrialRecorder(tune.Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         # The search is over: trials it stopped unfinished (the time budget ran out) end as
-        # stopped early, then what is queued is written and the thread stops. (Ctrl-C skips
+        # stopped early, then what is queued is written and the writer stops. (Ctrl-C skips
         # this hook; Experiment.interrupt flushes instead.)
         self._remove_forgotten(trials)
         for trial in trials:

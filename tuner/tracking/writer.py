@@ -1,22 +1,28 @@
-"""The background writer: MLflow writes queued, merged, and kept in the journal while a server
-is down."""
+"""The background writer: MLflow writes queued, sent by a process of their own, merged, and kept
+in the journal while a server is down."""
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
+import multiprocessing.queues
+import os
 import queue
-import threading
+import signal
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import RestException
 from mlflow.tracking import MlflowClient
 
 from tuner.core.errors import UsageError
+from tuner.core.quiet import QUIET_LOGGERS
 from tuner.core.secrets import mask_secrets
 from tuner.core.terminal import note
 from tuner.tracking.journal import Journal
@@ -97,136 +103,80 @@ class Write:
         )
 
 
+# The queues between a driver and its writer process (a thread's, in tests).
+Requests: TypeAlias = "queue.Queue[tuple[int, Write] | str] | multiprocessing.queues.Queue[Any]"
+Replies: TypeAlias = "queue.Queue[tuple[Any, ...]] | multiprocessing.queues.Queue[Any]"
+
+
 _NOW = "now"  # a queued request: write what is kept now (ask a down server at once)
 
 
-_STOP = "stop"  # the same, then end the thread
+_STOP = "stop"  # the same, then end the writer process
 
 
-class Writer:
-    """One thread that sends queued MLflow writes, so Tune's event loop never waits on the store
-    (a sqlite commit or an HTTP round trip per epoch of every trial).
+class Sender:
+    """What the writer process sends, in order: each run's writes merged, and, while a tracking
+    server does not answer, kept (with every write after them) and sent when it answers again.
 
-    One thread keeps each run's writes in order. What queued up while it was writing is merged
-    per run (several epochs' results become one log_batch). A write the store refuses is
-    reported by ``flush``. A write that fails because a tracking server does not answer (after
-    MLflow's own retries, minutes by default) is kept, in memory and in the ``journal``, with
-    every write after it; the server is asked every PROBE_S seconds, and when it answers they
-    are sent, in order. (MLflow's own ``synchronous=False`` logging sends batches from a pool of
-    threads, in no set order within a run, and can't queue ``set_terminated``.)
+    A write the store refuses is reported (``errors``). A write that fails because a tracking
+    server does not answer (after MLflow's own retries, minutes by default) is kept; the server
+    is asked every PROBE_S seconds. (MLflow's own ``synchronous=False`` logging sends batches
+    from a pool of threads, in no set order within a run, and can't queue ``set_terminated``.)
     """
 
-    def __init__(self, tracking_uri: str, journal: Path | None = None) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        kept: list[Write] | None = None,
+        last: int = 0,
+        say: Callable[[str], None] = note,
+        keeping: str = "memory (no journal)",
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
-        self.journal = Journal(journal) if journal else None
-        # What an earlier driver kept and never wrote: sent first, once the server answers.
-        self._kept = [Write.of_json(w) for w in self.journal.unwritten] if self.journal else []
-        self.recovered = len(self._kept)
-        self._down = bool(self._kept)  # ask the server before sending what is kept
-        self._next_probe = 0.0  # time.monotonic() of the next question to a down server
-        # The journal's number of the latest write taken from the queue (or read from it).
-        self._last = self.journal.seq if self.journal else 0
+        self.kept = kept or []  # taken and not yet in the store, in order
+        self.down = bool(self.kept)  # what an earlier driver kept: ask the server first
+        self.next_probe = 0.0  # time.monotonic() of the next question to a down server
+        self.last = last  # the number of the latest write taken (the journal's)
+        self.written = last if not self.kept else 0  # every write up to it is in the store
+        self.errors: list[str] = []
+        self._say = say
+        self._keeping = keeping  # where the driver keeps what is not written
         self._runs: dict[TrialRun, str] = {}  # trial runs found or created: their run ids
         self._listed: set[str] = set()  # parents whose trial runs are all in _runs
-        self._errors: list[str] = []
-        self._queue: queue.Queue[tuple[int, Write] | str] = queue.Queue()
-        self._lock = threading.Lock()  # the journal's file and the queue, as one
-        # A daemon: a driver that dies must not hang on it; flush() is what waits for writes.
-        self._thread = threading.Thread(target=self._loop, name="tuner-mlflow", daemon=True)
-        self._thread.start()
 
-    def put(self, write: Write) -> None:
-        with self._lock:
-            seq = self.journal.append(write.as_json()) if self.journal else 0
-            self._queue.put((seq, write))
+    def take(self, seq: int, write: Write) -> None:
+        self.last = seq
+        self.kept.append(write)
 
-    def flush(self) -> int:
-        """Wait until every queued write is written, or kept while the server does not answer
-        (asked once more now); warn about those the store refused. How many are kept."""
-        self._queue.put(_NOW)
-        self._queue.join()
-        return self._report()
-
-    def close(self) -> int:
-        """``flush``, and end the thread."""
-        self._queue.put(_STOP)
-        self._thread.join()
-        return self._report()
-
-    def _report(self) -> int:
-        errors, self._errors = self._errors, []
-        if errors:
-            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            warnings.warn(
-                f"tuner: {len(errors)} MLflow write(s) failed: {errors[0]}{more}", stacklevel=3
-            )
-        return len(self._kept)
-
-    def _loop(self) -> None:
-        while True:
-            items = self._take()
-            for item in items:
-                if isinstance(item, tuple):
-                    self._last, write = item
-                    self._kept.append(write)
-            self._write_kept(now=any(isinstance(item, str) for item in items))
-            for _ in items:
-                self._queue.task_done()
-            if _STOP in items:
-                return
-
-    def _take(self) -> list[tuple[int, Write] | str]:
-        """What is queued: waits for something, or while the server is down, until it is time
-        to ask it again (nothing, then); then for what follows within LINGER_S, unless asked
-        to write now."""
-        timeout = max(0.0, self._next_probe - time.monotonic()) if self._down else None
-        try:
-            items = [self._queue.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        until = time.monotonic() + LINGER_S
-        while not isinstance(items[-1], str) and (left := until - time.monotonic()) > 0:
-            try:
-                items.append(self._queue.get(timeout=left))
-            except queue.Empty:
-                break
-        while not self._queue.empty():  # only this thread takes from the queue
-            items.append(self._queue.get())
-        return items
-
-    def _write_kept(self, *, now: bool) -> None:
+    def write_kept(self, *, now: bool) -> None:
         """Send what is kept, in order, unless the server is down (asked when it is time, or
-        ``now``); what the store refuses is reported by flush(); what does not get there is
-        kept, with the rest, and the server is asked again in PROBE_S seconds."""
-        if not self._kept:
+        ``now``); what the store refuses goes to ``errors``; what does not get there is kept,
+        with the rest, and the server is asked again in PROBE_S seconds."""
+        if not self.kept:
             return
-        if self._down:
-            if not now and time.monotonic() < self._next_probe:
+        if self.down:
+            if not now and time.monotonic() < self.next_probe:
                 return
-            self._next_probe = time.monotonic() + PROBE_S
+            self.next_probe = time.monotonic() + PROBE_S
             if is_server(self.tracking_uri):  # a database or a folder: kept by a killed driver
                 if unanswered(health_url(self.tracking_uri)):
                     return
-                self._say(f"answers: writing the {len(self._kept)} writes kept")
-            self._down = False
-        writes = merged(self._kept)
+                self._server(f"answers: writing the {len(self.kept)} writes kept")
+            self.down = False
+        writes = merged(self.kept)
         for i, write in enumerate(writes):
             try:
-                self._send(write)
+                self.send(write)
             except Exception as error:
                 if not self._undelivered(error):
-                    self._errors.append(f"run {write.run}: {type(error).__name__}: {error}")
+                    self.errors.append(f"run {write.run}: {type(error).__name__}: {error}")
                     continue
-                self._kept, self._down = writes[i:], True
-                self._next_probe = time.monotonic() + PROBE_S
-                where = self.journal.path if self.journal else "memory (no journal)"
-                self._say(f"does not answer: its writes are kept in {where}")
+                self.kept, self.down = writes[i:], True
+                self.next_probe = time.monotonic() + PROBE_S
+                self._server(f"does not answer: its writes are kept in {self._keeping}")
                 return
-        self._kept = []
-        if self.journal:
-            with self._lock:  # no put() in between, which would make a later write the latest
-                self.journal.written(self._last)
+        self.kept, self.written = [], self.last
 
     def _undelivered(self, error: Exception) -> bool:
         """Whether a write failed on its way to a tracking server (it did not answer, after
@@ -234,11 +184,10 @@ class Writer:
         server sends as a RestException: reported and dropped."""
         return is_server(self.tracking_uri) and not isinstance(error, RestException)
 
-    def _say(self, what: str) -> None:
-        server = f"the MLflow server at {mask_secrets(self.tracking_uri)}"
-        note(f"tuner: {server} {what}")
+    def _server(self, what: str) -> None:
+        self._say(f"tuner: the MLflow server at {mask_secrets(self.tracking_uri)} {what}")
 
-    def _send(self, write: Write) -> None:
+    def send(self, write: Write) -> None:
         tags = {tag.key: tag for tag in write.tags}  # the last value of each key
         run_id = self._existing_run(write.run)
         created = run_id is None
@@ -266,7 +215,8 @@ class Writer:
         return self._runs.get(run)
 
     def _new_run(self, write: Write, tags: dict[str, str]) -> str:
-        """Create the trial run ``write`` goes to, with ``tags`` (only this thread makes runs)."""
+        """Create the trial run ``write`` goes to, with ``tags`` (only this process makes
+        runs)."""
         run = write.run
         assert isinstance(run, TrialRun)
         self._runs[run] = new_child_run(
@@ -291,6 +241,206 @@ class Writer:
         self._listed.add(run.parent_id)
 
 
+ALIVE_CHECK_S = 1.0  # how often an idle writer process asks whether its driver still runs
+
+
+def serve(
+    sender: Sender,
+    requests: Requests,
+    replies: Replies,
+    alive: Callable[[], bool] = lambda: True,
+) -> None:
+    """The writer process's loop: take what is queued in ``requests`` (numbered writes, or
+    _NOW / _STOP) and send it; put in ``replies`` how far the store holds them (``written``)
+    and, for each _NOW or _STOP, what the store refused and how many writes are kept. Ends
+    on _STOP, or at once when ``alive`` says the driver is gone (its journal holds what was not
+    sent: a resumed search sends it, and a second writer must not race it)."""
+    while True:
+        items = _take(sender, requests, alive)
+        if items is None:
+            return
+        for item in items:
+            if isinstance(item, tuple):
+                sender.take(*item)
+        written = sender.written
+        sender.write_kept(now=any(isinstance(item, str) for item in items))
+        if sender.written != written:
+            replies.put(("written", sender.written))
+        for item in items:
+            if isinstance(item, str):
+                replies.put(("done", sender.errors, len(sender.kept)))
+                sender.errors = []
+        if _STOP in items:
+            return
+
+
+def _take(
+    sender: Sender, requests: Requests, alive: Callable[[], bool]
+) -> list[tuple[int, Write] | str] | None:
+    """What is queued: waits for something, or while the server is down, until it is time
+    to ask it again (nothing, then); then for what follows within LINGER_S, unless asked
+    to write now. None once the driver is gone."""
+    while True:
+        wait = ALIVE_CHECK_S
+        if sender.down:
+            wait = min(wait, max(0.0, sender.next_probe - time.monotonic()))
+        try:
+            items = [requests.get(timeout=wait)]
+            break
+        except queue.Empty:
+            if not alive():
+                return None
+            if sender.down and time.monotonic() >= sender.next_probe:
+                return []
+    until = time.monotonic() + LINGER_S
+    while not isinstance(items[-1], str) and (left := until - time.monotonic()) > 0:
+        try:
+            items.append(requests.get(timeout=left))
+        except queue.Empty:
+            break
+    while True:  # only this process takes from the queue
+        try:
+            items.append(requests.get_nowait())
+        except queue.Empty:
+            return items
+
+
+def _writer_process(
+    tracking_uri: str,
+    kept: list[dict[str, Any]],
+    last: int,
+    keeping: str,
+    requests: Requests,
+    replies: Replies,
+    driver: dict[str, Any],
+    driver_alive: Connection,
+) -> None:
+    """The writer process: the driver's environment, folder and log levels (``_driver``: a
+    forkserver's child inherits none of them), then ``serve`` until told to stop, or until the
+    driver is gone (``driver_alive``, a pipe only the driver writes to, reads as ended)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    os.environ.clear()
+    os.environ.update(driver["environment"])
+    os.chdir(driver["cwd"])  # a relative sqlite URI
+    for name, level in driver["log_levels"].items():
+        logging.getLogger(name).setLevel(level)
+
+    def say(text: str) -> None:
+        replies.put(("note", text))
+
+    sender = Sender(tracking_uri, [Write.of_json(w) for w in kept], last, say, keeping)
+    serve(sender, requests, replies, alive=lambda: not driver_alive.poll())
+
+
+def _driver() -> dict[str, Any]:
+    levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    return {"environment": dict(os.environ), "cwd": os.getcwd(), "log_levels": levels}
+
+
+# The writer processes fork from one server process that has imported MLflow: a search starts
+# one for its trials and one for its closing phase, and a test session many more.
+_CONTEXT = multiprocessing.get_context("forkserver")
+_CONTEXT.set_forkserver_preload([__name__])
+
+
+class Writer:
+    """A driver's MLflow writes, sent by a process of their own: Tune's event loop never waits
+    on the store (a sqlite commit or an HTTP round trip per epoch of every trial), and the
+    store's work (tens of ms of CPU a trial in MLflow's sqlite store) never holds the driver's
+    GIL. Each write is kept in the ``journal`` before it is queued, and marked there once the
+    store holds it, so nothing is lost while a server is down or when the driver is killed.
+    """
+
+    def __init__(self, tracking_uri: str, journal: Path | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.journal = Journal(journal) if journal else None
+        # What an earlier driver kept and never wrote: sent first, once the server answers.
+        kept = self.journal.unwritten if self.journal else []
+        self.recovered = len(kept)
+        self._seq = self.journal.seq if self.journal else 0  # the latest write's number
+        self._written = self._seq if not kept else 0  # every write up to it is in the store
+        self._requests: Requests = _CONTEXT.Queue()
+        self._replies: Replies = _CONTEXT.Queue()
+        # Held open by this driver only: the writer process stops when it ends, however it ends.
+        alive_end, self._alive = _CONTEXT.Pipe(duplex=False)
+        keeping = str(journal) if journal else "memory (no journal)"
+        args = (tracking_uri, kept, self._seq, keeping, self._requests, self._replies)
+        args += (_driver(), alive_end)
+        # A daemon: ended with the driver's interpreter; flush() is what waits for writes.
+        self._process = _CONTEXT.Process(
+            target=_writer_process, args=args, name="tuner-mlflow", daemon=True
+        )
+        self._process.start()
+        alive_end.close()  # the process has its own copy
+
+    def put(self, write: Write) -> None:
+        if self.journal:
+            self._seq = self.journal.append(write.as_json())
+        else:
+            self._seq += 1
+        self._requests.put((self._seq, write))
+        self._read_replies()
+
+    def flush(self) -> int:
+        """Wait until every queued write is written, or kept while the server does not answer
+        (asked once more now); warn about those the store refused. How many are kept."""
+        return self._ask(_NOW)
+
+    def close(self) -> int:
+        """``flush``, and end the process."""
+        kept = self._ask(_STOP)
+        self._process.join()
+        self._requests.close()
+        self._alive.close()
+        return kept
+
+    def _ask(self, request: str) -> int:
+        self._requests.put(request)
+        while True:
+            try:
+                reply = self._replies.get(timeout=ALIVE_CHECK_S)
+            except queue.Empty:
+                if self._process.is_alive():
+                    continue
+                return self._died()
+            if reply[0] == "done":
+                _, errors, kept = reply
+                _warn(errors)
+                return kept
+            self._read(reply)
+
+    def _read_replies(self) -> None:
+        while True:
+            try:
+                reply = self._replies.get_nowait()
+            except queue.Empty:
+                return
+            self._read(reply)
+
+    def _read(self, reply: tuple[Any, ...]) -> None:
+        if reply[0] == "note":
+            note(reply[1])
+        elif reply[0] == "written":
+            self._written = reply[1]
+            if self.journal:
+                self.journal.written(self._written)
+
+    def _died(self) -> int:
+        kept = self._seq - self._written
+        where = f"kept in {self.journal.path}" if self.journal else "lost (no journal)"
+        code = self._process.exitcode
+        note(f"tuner: the MLflow writer process ended (exit code {code}): {kept} writes {where}")
+        return kept
+
+
+def _warn(errors: list[str]) -> None:
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        warnings.warn(
+            f"tuner: {len(errors)} MLflow write(s) failed: {errors[0]}{more}", stacklevel=4
+        )
+
+
 def merged(writes: Iterable[Write]) -> list[Write]:
     """Each run's consecutive writes as one, up to and including the run's end (a write after
     it, such as a resumed trial's RUNNING, starts another)."""
@@ -312,7 +462,7 @@ _writers: dict[tuple[str, Path | None], Writer] = {}
 
 
 def writer(tracking_uri: str, journal: Path | None = None) -> Writer:
-    """This process's background writer to ``tracking_uri``, keeping what the store does not
+    """This driver's background writer to ``tracking_uri``, keeping what the store does not
     take in ``journal``, started on first use."""
     key = (tracking_uri, journal)
     if key not in _writers:
@@ -322,7 +472,7 @@ def writer(tracking_uri: str, journal: Path | None = None) -> Writer:
 
 def flush_writes(tracking_uri: str, journal: Path | None = None, *, close: bool = False) -> int:
     """Wait for the queued writes to ``tracking_uri`` (warning of refused ones); ``close`` also
-    stops the writer's thread (the end of an experiment: a later write starts a new one, which
+    ends the writer's process (the end of an experiment: a later write starts a new one, which
     reads what is kept from the journal). How many writes are kept, unwritten."""
     key = (tracking_uri, journal)
     found = _writers.pop(key, None) if close else _writers.get(key)
