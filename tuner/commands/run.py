@@ -144,6 +144,7 @@ def _ready(spec: Spec, tracking_uri: str, storage: str | None, resume: bool) -> 
         experiment.files = SearchFiles.new(storage, spec.name)
         path = experiment.files.folder
         start = NEW
+    experiment.start_writer()  # its process starts while the rest gets ready (and Ray starts)
     # A bad experiment name in search.warm_start stops it here, before Ray is needed.
     warm = None if start == RESUME else earlier_trials(experiment.client, spec, tree)
     return _Search(

@@ -132,6 +132,11 @@ class Experiment:
     def trial_run(self, trial_id: str) -> TrialRun:
         return TrialRun(self.experiment_id, self.parent_id, trial_id)
 
+    def start_writer(self) -> None:
+        """Start the background writer now, not at the first write: its first process takes
+        a second or two to start (it imports MLflow), which Tune's loop would wait for."""
+        writer(self.tracking_uri, self.journal)
+
     def put(self, write: Write) -> None:
         """Queue a write to the background writer (kept in the journal until it is written)."""
         writer(self.tracking_uri, self.journal).put(write)
