@@ -32,9 +32,9 @@ from tuner.tracking.values import log_batch
 
 PROBE_S = 10  # while a server is down, how often the writer asks whether it answers again
 # How long the writer waits, after a write arrives, for more before it sends: a short trial's
-# start, epochs and end then merge into one write (3 store calls, not 5), and the writer keeps
-# a steady pace instead of writing each piece as it comes while Tune's loop competes with it
-# for the GIL. A UI a quarter of a second behind is not behind.
+# start, epochs and end then merge into one write (3 store calls, not 5: each costs ms of CPU
+# on the cores the trials and Tune's loop use). A UI a quarter of a second behind is not
+# behind.
 LINGER_S = 0.25
 
 
