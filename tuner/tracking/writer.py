@@ -397,10 +397,13 @@ class Writer:
     def _ask(self, request: str) -> int:
         self._requests.put(request)
         while True:
+            # Whether it runs, asked before reading: what a process that has ended sent is all
+            # in the queue already (it answers, then ends, at a _STOP).
+            running = self._process.is_alive()
             try:
-                reply = self._replies.get(timeout=ALIVE_CHECK_S)
+                reply = self._replies.get(timeout=ALIVE_CHECK_S if running else 0)
             except queue.Empty:
-                if self._process.is_alive():
+                if running:
                     continue
                 return self._died()
             if reply[0] == "done":
