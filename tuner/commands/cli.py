@@ -550,6 +550,9 @@ def _ui(args: argparse.Namespace) -> int:
     address = f"[{local}]" if ":" in local else local  # an IPv6 address in a URL
     root = f"http://{address}:{args.port}"
     command = ["--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    # One user's browser: MLflow's default of 4 server workers each import its app, and on a
+    # small machine the first page waits on their start.
+    command += ["--workers", "1"]
     ui = Server([sys.executable, "-m", "mlflow", "ui", *command], verbose=args.verbose)
     server = ui.process
     signal.signal(signal.SIGTERM, lambda *_: server.terminate())  # stop it with this process
