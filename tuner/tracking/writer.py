@@ -108,6 +108,9 @@ Requests: TypeAlias = "queue.Queue[tuple[int, Write] | str] | multiprocessing.qu
 Replies: TypeAlias = "queue.Queue[tuple[Any, ...]] | multiprocessing.queues.Queue[Any]"
 
 
+NO_JOURNAL = "memory (no journal)"  # where a writer without a journal keeps what is unwritten
+
+
 _NOW = "now"  # a queued request: write what is kept now (ask a down server at once)
 
 
@@ -130,7 +133,7 @@ class Sender:
         kept: list[Write] | None = None,
         last: int = 0,
         say: Callable[[str], None] = note,
-        keeping: str = "memory (no journal)",
+        keeping: str = NO_JOURNAL,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
@@ -363,7 +366,7 @@ class Writer:
         self._replies: Replies = _CONTEXT.Queue()
         # Held open by this driver only: the writer process stops when it ends, however it ends.
         alive_end, self._alive = _CONTEXT.Pipe(duplex=False)
-        keeping = str(journal) if journal else "memory (no journal)"
+        keeping = str(journal) if journal else NO_JOURNAL
         args = (tracking_uri, kept, self._seq, keeping, self._requests, self._replies)
         args += (_driver(), alive_end)
         # A daemon: ended with the driver's interpreter; flush() is what waits for writes.
