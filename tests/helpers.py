@@ -5,6 +5,7 @@ checkpoint on the test split."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -38,22 +39,42 @@ space:
 """
 
 
-def slow_digits_search(name: str, trials: int, epochs: int) -> str:
-    """A spec whose search lasts: ResNet-18 on 8x8 digits, a few seconds an epoch on a core (a
-    tracking server can be stopped while it runs). Plain SGD: no momentum buffer to checkpoint,
-    a model's worth less on CI's small disk."""
-    return f"""\
+PACED_LOOP = Path(__file__).parent / "tuner" / "paced_loop.py"
+
+
+@dataclass(frozen=True)
+class Pace:
+    """The pace file of a paced search: how many epochs its trials may have trained so far."""
+
+    path: Path
+
+    def allow(self, epochs: int) -> None:
+        partial = self.path.with_name(f"{self.path.name}.partial")
+        partial.write_text(str(epochs))
+        partial.replace(self.path)  # at once: a trial never reads half a number
+
+
+def paced_search(folder: Path, name: str, trials: int, epochs: int) -> Pace:
+    """``folder/{name}.yaml``: a search (two trials at a time) whose training function
+    (tests/tuner/paced_loop.py, copied beside it) trains each epoch only once the test allows it
+    (``Pace.allow``): a server can be stopped, or the driver killed, between given epochs on
+    any machine. Nothing is allowed yet."""
+    shutil.copy(PACED_LOOP, folder / PACED_LOOP.name)
+    pace = Pace(folder / f"{name}.pace")
+    pace.allow(0)
+    (folder / f"{name}.yaml").write_text(f"""\
 name: {name}
+trainable: "paced_loop:fit"
 data: {{dataset: digits, seed: 0}}
 search: {{algorithm: random, num_samples: {trials}, max_concurrent: 2, seed: 0}}
 scheduler: {{type: fifo, max_epochs: {epochs}}}
 final: {{repeats: 1}}  # no re-training of tied configs: the search's own run is what is tested
 resources: {{cpu: 1}}
 space:
-  model: {{name: resnet18}}
-  optimizer: {{name: sgd, lr: {{loguniform: [1e-2, 1e-1]}}, momentum: 0}}
-  batch_size: 64
-"""
+  lr: {{loguniform: [0.1, 1.0]}}
+  pace: "{pace.path}"
+""")
+    return pace
 
 
 @dataclass(frozen=True)
@@ -114,7 +135,7 @@ def own_tuner_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key not in unset}
 
 
-FIRST_EPOCHS_S = 600  # Ray's start, the data, a few epochs of ResNet-18 on a loaded 2-core box
+FIRST_EPOCHS_S = 600  # Ray's start, torch's import, the data, a few epochs, on a loaded 2-core box
 
 
 def epochs_logged(client: MlflowClient, name: str) -> int:

@@ -23,7 +23,7 @@ import pytest
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import own_tuner_env, slow_digits_search, wait_for_epochs
+from tests.helpers import own_tuner_env, paced_search, wait_for_epochs
 from tests.processes import Server, kill_group
 from tuner.commands.cli import EXIT_UNWRITTEN, main
 from tuner.publishing.artifacts import PLOTS, RESULTS
@@ -148,15 +148,15 @@ def test_what_a_killed_driver_kept_is_written_by_sync_once(mlflow_server, tmp_pa
 NAME, TRIALS = "gone", 3
 SEARCH_S = 600  # on a loaded 2-core machine
 SYNC_KILL_SEED = 0
-SPEC = slow_digits_search(NAME, TRIALS, EPOCHS)  # most epochs come after the server is gone
 
 
 @pytest.fixture(scope="module")
 def unwritten(mlflow_server, tmp_path_factory) -> tuple[int, str, Path]:
-    """`tuner run` in its own process, its server stopped for good once two epochs are logged.
-    Returns its exit code, its stderr and its folder."""
+    """`tuner run` in its own process, its server stopped for good once two epochs are logged;
+    the rest of the epochs come after. Returns its exit code, its stderr and its folder."""
     cwd = tmp_path_factory.mktemp("gone")
-    (cwd / "gone.yaml").write_text(SPEC)
+    pace = paced_search(cwd, NAME, TRIALS, EPOCHS)
+    pace.allow(1)
     command = [sys.executable, "-m", "tuner", "run", "gone.yaml"]
     command += ["--tracking-uri", mlflow_server.url]
     env = {**own_tuner_env(), **QUICK_FAILURE}
@@ -166,6 +166,7 @@ def unwritten(mlflow_server, tmp_path_factory) -> tuple[int, str, Path]:
     try:
         wait_for_epochs(MlflowClient(mlflow_server.url), NAME, search, 2, stderr)
         mlflow_server.stop()
+        pace.allow(EPOCHS)
         search.wait(timeout=SEARCH_S)
     finally:
         if search.poll() is None:
@@ -302,7 +303,7 @@ def the_search(
 # ---------------------------------------------------------------------------------------------
 
 KILLED, KILLED_TRIALS = "killed_in_outage", 2
-KEPT_S = 8  # the driver runs on without its server: its writes (an epoch or two) are kept
+KEPT_S = 8  # the driver runs on without its server: the writes of its trials' next epoch are kept
 
 
 def test_resume_after_a_driver_killed_in_an_outage_writes_the_whole_search_once(
@@ -310,13 +311,14 @@ def test_resume_after_a_driver_killed_in_an_outage_writes_the_whole_search_once(
 ):
     if not mlflow_server.running:  # a test before this one left it stopped
         mlflow_server.start()
-    (tmp_path / "killed.yaml").write_text(slow_digits_search(KILLED, KILLED_TRIALS, EPOCHS))
+    pace = paced_search(tmp_path, KILLED, KILLED_TRIALS, EPOCHS)
+    pace.allow(1)
     env = own_tuner_env()
     store = ["--tracking-uri", mlflow_server.url]
     output = tmp_path / "run.txt"
     with output.open("w") as file:
         driver = subprocess.Popen(
-            [sys.executable, "-m", "tuner", "run", "killed.yaml", *store],
+            [sys.executable, "-m", "tuner", "run", f"{KILLED}.yaml", *store],
             cwd=tmp_path,
             env={**env, **QUICK_FAILURE},
             stdout=file,
@@ -326,11 +328,13 @@ def test_resume_after_a_driver_killed_in_an_outage_writes_the_whole_search_once(
     try:
         wait_for_epochs(MlflowClient(mlflow_server.url), KILLED, driver, 2, output)
         mlflow_server.stop()
+        pace.allow(2)
         time.sleep(KEPT_S)
         assert driver.poll() is None, output.read_text()[-3000:]
     finally:
         kill_group(driver)
     assert (tmp_path / "tuner_results" / KILLED / JOURNAL).is_file()
+    pace.allow(EPOCHS)
     mlflow_server.start()
     resumed = subprocess.run(
         [sys.executable, "-m", "tuner", "resume", KILLED, *store],

@@ -1,9 +1,10 @@
 """A tracking server that goes away for 30 s in the middle of a search (issue 16).
 
-A real `mlflow server` on a loopback port; `tuner run` in its own process logs a search to it;
-once trials have logged epochs the test kills the server's whole process group, waits 30 s and
-starts it again on the same port and database. The search goes on and, at the end, MLflow holds
-all of it: one child run per trial with every epoch once, statuses, the best trial, test_acc and
+A real `mlflow server` on a loopback port; `tuner run` in its own process logs a paced search
+to it (its trials train an epoch only when the test allows it): once trials have logged epochs
+the test kills the server's whole process group, lets the trials train more epochs, waits 30 s
+and starts the server again on the same port and database; the rest of the epochs come after.
+The search goes on and, at the end, MLflow holds all of it: one child run per trial with every epoch once, statuses, the best trial, test_acc and
 the registered model.
 """
 
@@ -16,7 +17,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import own_tuner_env, slow_digits_search, wait_for_epochs
+from tests.helpers import own_tuner_env, paced_search, wait_for_epochs
 from tests.processes import Server
 from tuner.tracking.records import latest_parent, trials_of
 from tuner.tracking.tags import Status, Tag
@@ -26,16 +27,17 @@ pytestmark = pytest.mark.slow
 OUTAGE_S = 30
 SEARCH_S = 600  # the whole search, outage included, on a loaded 2-core machine
 TRIALS, EPOCHS = 4, 6
-SPEC = slow_digits_search("outage", TRIALS, EPOCHS)  # it outlasts the outage
 
 
 @pytest.fixture(scope="module")
 def searched(mlflow_server, tmp_path_factory) -> tuple[Server, str]:
     """The search, run by `tuner run` in its own process, with the server down for OUTAGE_S
-    seconds once some epochs are logged. Returns the server and what the search printed."""
+    seconds once some epochs are logged: epochs come before, during and after the outage.
+    Returns the server and what the search printed."""
     server = mlflow_server
     cwd = tmp_path_factory.mktemp("outage_client")
-    (cwd / "outage.yaml").write_text(SPEC)
+    pace = paced_search(cwd, "outage", TRIALS, EPOCHS)
+    pace.allow(2)
     command = [sys.executable, "-m", "tuner", "run", "outage.yaml", "--tracking-uri", server.url]
     output = cwd / "output.txt"  # a file, not a pipe: nothing blocks on a full pipe meanwhile
     with output.open("w") as file:
@@ -46,9 +48,11 @@ def searched(mlflow_server, tmp_path_factory) -> tuple[Server, str]:
         wait_for_epochs(MlflowClient(server.url), "outage", search, 2, output)
         server.stop()
         down = time.monotonic()
+        pace.allow(EPOCHS - 1)  # the first trials' epochs but their last: kept, not lost
         time.sleep(OUTAGE_S)
-        assert search.poll() is None, "the search ended during the outage (make it longer)"
+        assert search.poll() is None, output.read_text()[-3000:]
         server.start()
+        pace.allow(EPOCHS)
         print(f"server down {time.monotonic() - down:.0f} s")
         search.wait(timeout=SEARCH_S)
     finally:

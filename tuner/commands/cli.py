@@ -439,6 +439,7 @@ def _store_flags(args: argparse.Namespace) -> str:
 def _sync(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
+    from models.options import use_code_path
     from tuner.publishing.closing import publish_kept
     from tuner.tracking.files import SearchFiles
     from tuner.tracking.records import latest_parent
@@ -447,13 +448,15 @@ def _sync(args: argparse.Namespace) -> int:
 
     with _store(args.tracking_uri) as uri:
         parent = latest_parent(MlflowClient(uri), args.name)
-        files = SearchFiles(SearchTags.of(parent).folder(args.storage))
+        tags = SearchTags.of(parent)
+        files = SearchFiles(tags.folder(args.storage))
         journal = files.journal
         written = write_journal(uri, journal)
         if written:
             say(f"wrote the {written} MLflow writes kept in {journal} to {mask_secrets(uri)}")
         else:
             say(f"nothing to write: no MLflow writes are kept in {journal}")
+        use_code_path(tags.code_path)  # the kept model of the search's own code unpickles
         model_uri = publish_kept(uri, files)
     if model_uri:
         say(f"registered the best model: {model_uri}")
