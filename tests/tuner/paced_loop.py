@@ -4,7 +4,7 @@ stops a tracking server or kills a driver mid-search decides when the epochs com
 hoping that a slow network outlasts what it does on every machine.
 
 Copied beside a spec by ``tests.helpers.paced_search``: tuner imports it from the spec's folder
-(docs/own-code.md). """
+(docs/own-code.md)."""
 
 import time
 from pathlib import Path
@@ -14,16 +14,13 @@ from torch import nn
 
 import tuner
 
-STEPS = 20  # full-batch steps an epoch: the epochs are cheap, the pace decides how long a trial takes
+STEPS = 20  # full-batch steps an epoch: cheap; the pace decides how long a trial takes
 POLL_S = 0.2
 
 
 def allowed(pace: Path) -> int:
-    """The epochs the test allows each trial to have trained (0 until it writes a number)."""
-    try:
-        return int(pace.read_text())
-    except (FileNotFoundError, ValueError):  # not yet written, or being rewritten
-        return 0
+    """The epochs the test allows each trial to have trained (it writes the file whole)."""
+    return int(pace.read_text())
 
 
 class Net(nn.Module):

@@ -4,8 +4,8 @@ A real `mlflow server` on a loopback port; `tuner run` in its own process logs a
 to it (its trials train an epoch only when the test allows it): once trials have logged epochs
 the test kills the server's whole process group, lets the trials train more epochs, waits 30 s
 and starts the server again on the same port and database; the rest of the epochs come after.
-The search goes on and, at the end, MLflow holds all of it: one child run per trial with every epoch once, statuses, the best trial, test_acc and
-the registered model.
+The search goes on and, at the end, MLflow holds all of it: one child run per trial with every
+epoch once, statuses, the best trial, test_acc and the registered model.
 """
 
 from __future__ import annotations
