@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -29,7 +30,8 @@ def stop_group(process: subprocess.Popen, timeout: float = 30) -> None:
 def kill_group(process: subprocess.Popen, timeout: float = 30) -> None:
     """SIGKILL a process started in its own session and its whole process group (the Ray a
     driver started: its processes join the driver's group), and wait until none is left."""
-    os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):  # the whole group had ended already
+        os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
     deadline = time.monotonic() + timeout
     while left := group_members(process.pid):
