@@ -172,6 +172,7 @@ def _loader(photos: Path, cache_dir: Path, tmp_path: Path, slow: str = "") -> su
     )
 
 
+@pytest.mark.slow
 def test_two_processes_that_start_together_build_the_cache_once(photos, tmp_path):
     loaders = [_loader(photos, tmp_path / "cache", tmp_path, slow="0.02") for _ in range(2)]
     deadline = time.monotonic() + 120
@@ -188,6 +189,7 @@ def test_two_processes_that_start_together_build_the_cache_once(photos, tmp_path
     assert any("waiting for another process" in err for _, err in outputs), outputs
 
 
+@pytest.mark.slow
 def test_a_build_killed_halfway_is_rebuilt_not_used(photos, tmp_path):
     cache_dir = tmp_path / "cache"
     (tmp_path / "go").touch()

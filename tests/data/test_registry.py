@@ -55,6 +55,7 @@ def test_an_unknown_dataset_lists_the_known_ones():
         data.load("imagenet")
 
 
+@pytest.mark.slow
 def test_the_data_package_imports_neither_ray_nor_mlflow():
     code = "import sys, data, data.augment, data.fetch; print({'ray', 'mlflow'} & {*sys.modules})"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

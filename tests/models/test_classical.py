@@ -259,6 +259,7 @@ def _fill_cache(directory: str, images: np.ndarray, counter: str, barrier, out) 
     out.put((bag.cache_.misses, histograms))
 
 
+@pytest.mark.slow
 def test_two_processes_filling_one_entry_compute_it_once(digits, tmp_path):
     context = multiprocessing.get_context("spawn")
     barrier, out = context.Barrier(2), context.Queue()

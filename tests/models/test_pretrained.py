@@ -192,6 +192,7 @@ def test_unknown_timm_name_lists_close_matches() -> None:
         build("timm/convnext_atoo", num_classes=5, in_channels=3, image_size=32)
 
 
+@pytest.mark.slow
 def test_without_timm_a_timm_name_says_how_to_install() -> None:
     code = (
         "import sys; sys.modules['timm'] = None\n"  # as if not installed

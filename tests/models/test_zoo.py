@@ -173,6 +173,7 @@ def test_pretrained_for_another_architecture_is_refused(tmp_path: Path) -> None:
         build("resnet18", num_classes=10, in_channels=3, image_size=32, pretrained=str(path))
 
 
+@pytest.mark.slow
 def test_models_never_import_ray_or_mlflow() -> None:
     code = "import sys, models; print(sorted({'ray', 'mlflow'} & set(sys.modules)))"
     result = subprocess.run(

@@ -34,6 +34,7 @@ print(json.dumps({"codes": codes, "heavy": heavy}))
 """
 
 
+@pytest.mark.slow
 def test_best_and_compare_read_mlflow_without_importing_ray_or_torch(tmp_path):
     experiment, _ = record_search(tmp_path)
     done = subprocess.run(
@@ -88,6 +89,7 @@ def test_usage_errors_name_the_command_once(capsys):
     assert capsys.readouterr().err.startswith("tuner: error: argument command: invalid choice")
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_ends_listing_quietly():
     done = subprocess.run(
         f"{sys.executable} -m tuner list models | head -1",

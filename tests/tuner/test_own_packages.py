@@ -42,6 +42,7 @@ def _tuner(folder: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_listing_from_a_folder_with_its_own_data_and_models(tmp_path):
     folder = _project(tmp_path)
     models = _tuner(folder, "list", "models")

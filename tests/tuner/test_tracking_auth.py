@@ -32,6 +32,8 @@ from tests.processes import Server, basic_auth_config, free_port, group_members,
 from tuner.commands.cli import main
 from tuner.tracking.tags import PARENT_ROLE, Status, Tag
 
+pytestmark = pytest.mark.slow  # every test here talks to a real MLflow server it starts
+
 ADMIN_PASSWORD = "admin-Pass-4d1f9c"  # basic_auth.ini's: MLflow ships no default
 PASSWORDS = {"alice": "alice-Pass-8c2e7b", "bob": "bob-Pass-51a9e0", "carol": "carol-Pass-77d3a4"}
 NAME = "team_digits"
@@ -146,7 +148,6 @@ def search(team, tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.mark.slow
 def test_a_search_with_the_right_login_is_recorded(team, search):
     with logged_in("alice"):
         client = MlflowClient(team.url)
@@ -160,7 +161,6 @@ def test_a_search_with_the_right_login_is_recorded(team, search):
     assert (search / "t" / "ray").is_dir()  # Ray started, under TMPDIR: its logs are read below
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("user", ["alice", "bob"])  # bob reads by the default permission
 def test_the_reading_commands_work_with_a_login(team, search, user, tmp_path, capsys):
     with logged_in(user):
@@ -173,7 +173,6 @@ def test_the_reading_commands_work_with_a_login(team, search, user, tmp_path, ca
         assert best["run_id"] in capsys.readouterr().out
 
 
-@pytest.mark.slow
 def test_the_password_is_in_no_file_and_no_record(team, search):
     """Every byte of every file the search's process and the server wrote: the spec, Tune's
     folder, the temporary folder with Ray's session logs, what it printed; the server's

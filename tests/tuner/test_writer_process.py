@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tuner.tracking import writer as writes
 from tuner.tracking.experiment import Experiment
 from tuner.tracking.tags import SearchTags
@@ -50,6 +52,7 @@ def ended(pid: int) -> bool:
     return state == "Z"  # not yet reaped
 
 
+@pytest.mark.slow
 def test_the_writer_process_ends_with_a_killed_driver(tmp_path):
     """Within about ALIVE_CHECK_S: it would otherwise write on beside the driver's resume."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
