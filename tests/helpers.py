@@ -5,7 +5,6 @@ checkpoint on the test split."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.tuner.own_package import PACKAGE, write_package
 from tuner.reading.summary import Summary
 from tuner.tracking.records import TrialRecord
 
@@ -39,9 +39,6 @@ space:
 """
 
 
-PACED_LOOP = Path(__file__).parent / "tuner" / "paced_loop.py"
-
-
 @dataclass(frozen=True)
 class Pace:
     """The pace file of a paced search: how many epochs its trials may have trained so far."""
@@ -55,23 +52,23 @@ class Pace:
 
 
 def paced_search(folder: Path, name: str, trials: int, epochs: int) -> Pace:
-    """``folder/{name}.yaml``: a search (two trials at a time) whose training function
-    (tests/tuner/paced_loop.py, copied beside it) trains each epoch only once the test allows it
-    (``Pace.allow``): a server can be stopped, or the driver killed, between given epochs on
-    any machine. Nothing is allowed yet."""
-    shutil.copy(PACED_LOOP, folder / PACED_LOOP.name)
+    """``folder/{name}.yaml``: a search of digits (two trials at a time) whose training function
+    (tests/tuner/own_package.py's, written beside it) trains each epoch only once the test
+    allows it (``Pace.allow``): a server can be stopped, or the driver killed, between given
+    epochs on any machine. Nothing is allowed yet."""
+    write_package(folder)
     pace = Pace(folder / f"{name}.pace")
     pace.allow(0)
     (folder / f"{name}.yaml").write_text(f"""\
 name: {name}
-trainable: "paced_loop:fit"
+trainable: "{PACKAGE}.train:fit"
 data: {{dataset: digits, seed: 0}}
 search: {{algorithm: random, num_samples: {trials}, max_concurrent: 2, seed: 0}}
 scheduler: {{type: fifo, max_epochs: {epochs}}}
 final: {{repeats: 1}}  # no re-training of tied configs: the search's own run is what is tested
 resources: {{cpu: 1}}
 space:
-  lr: {{loguniform: [0.1, 1.0]}}
+  lr: {{loguniform: [1e-3, 1e-2]}}
   pace: "{pace.path}"
 """)
     return pace
