@@ -13,6 +13,7 @@ import pytest
 
 from tuner.tracking import writer as writes
 from tuner.tracking.experiment import Experiment
+from tuner.tracking.journal import Journal
 from tuner.tracking.tags import SearchTags
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,3 +72,35 @@ def test_the_writer_process_ends_with_a_killed_driver(tmp_path):
     while not ended(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert ended(pid)
+
+
+DEAD_WRITER = """\
+import os, signal, sys
+from pathlib import Path
+from tuner.tracking.writer import Write, writer
+
+started = writer(sys.argv[1], Path(sys.argv[2]))
+started.flush()
+os.kill(started._process.pid, signal.SIGKILL)
+for i in range(WRITES):  # far more than a pipe holds: nobody reads them
+    started.put(Write(run="a-run", texts={f"note{i}.txt": "x" * 1000}))
+print("queued", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_driver_whose_writer_died_exits_with_its_writes_in_the_journal(tmp_path):
+    """Its queued writes are in the journal (a resume or sync sends them): the driver's exit
+    must not wait for a process that will never read them."""
+    uri, journal = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "journal.jsonl"
+    script = DEAD_WRITER.replace("WRITES", "500")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    driver = subprocess.run(
+        [sys.executable, "-c", script, uri, str(journal)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert (driver.returncode, driver.stdout) == (0, "queued\n"), driver.stderr
+    assert len(Journal(journal).unwritten) == 500

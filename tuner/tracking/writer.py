@@ -363,6 +363,10 @@ class Writer:
         self._seq = self.journal.seq if self.journal else 0  # the latest write's number
         self._written = self._seq if not kept else 0  # every write up to it is in the store
         self._requests: Requests = _CONTEXT.Queue()
+        # The journal holds every write: a driver that exits before close() (an error, or a
+        # writer process that died with writes queued past the pipe's room) must not wait at
+        # exit for a process that will never read them.
+        self._requests.cancel_join_thread()
         self._replies: Replies = _CONTEXT.Queue()
         # Held open by this driver only: the writer process stops when it ends, however it ends.
         alive_end, self._alive = _CONTEXT.Pipe(duplex=False)
