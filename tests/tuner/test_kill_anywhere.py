@@ -32,6 +32,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.helpers import own_tuner_env
 from tests.processes import kill_group
+from tuner.publishing.anytime import search_curve
 from tuner.tracking.files import JOURNAL
 from tuner.tracking.records import latest_parent, trials_of
 from tuner.tracking.tags import PARENT_ROLE, Tag
@@ -153,6 +154,14 @@ def check_whole_search(uri: str, folder: Path) -> None:
     for trial in records:
         steps = [m.step for m in client.get_metric_history(trial.run_id, "val_acc")]
         assert steps == list(range(1, EPOCHS + 1)), f"every epoch once: {trial.trial_id}"
+    curve = search_curve(client, parent)  # kept on the parent as the epochs came, resumed
+    best_epoch = max(
+        m.value for t in records for m in client.get_metric_history(t.run_id, "val_acc")
+    )
+    # A trial the killed driver started after Tune last saved its state trained epochs too,
+    # though its run is removed: the curve counts them.
+    assert curve[-1].epochs >= TRIALS * EPOCHS
+    assert curve[-1].best >= best_epoch
     (version,) = client.search_model_versions(f"name = '{NAME}'")
     assert version.run_id == parent.info.run_id
     assert not (folder / "tuner_results" / NAME / JOURNAL).exists(), "an empty journal"

@@ -1,23 +1,22 @@
 """A search's anytime curve: the best metric found so far, against wall time and epochs trained.
 
-Every epoch a trial reports is one point of its metric history (MLflow timestamps it when the
-driver receives it). Merging all trials' histories in time order and keeping the running best
-says how fast a search finds good configs: what a user waiting on it sees, and what
-``bench/bench_search.py`` compares between searchers and schedulers.
+The driver keeps it as the epochs arrive, in the parent run's ``best_so_far_<metric>`` (step:
+the epochs all trials had trained; MLflow's UI charts it on the parent); each point is when the
+best improved, and the last one is the search's last epoch. It says how fast a search finds good
+configs: what a user waiting on it sees, and what ``bench/bench_search.py`` compares between
+searchers and schedulers.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tuner.core.objective import Mode, Objective
-from tuner.tracking.records import TrialRecord, trials_of
-from tuner.tracking.tags import SearchTags, Status
+from tuner.core.selection import best_so_far_key
+from tuner.tracking.tags import SearchTags
 
 
 @dataclass(frozen=True)
@@ -27,37 +26,16 @@ class Point:
     best: float  # the best value of the metric so far
 
 
-def anytime_curve(
-    histories: Iterable[Iterable[tuple[int, float]]], *, start_ms: int, mode: Mode
-) -> list[Point]:
-    """The running best over every (timestamp in ms, value) point of every trial's history.
-
-    Non-finite values (a diverged trial's inf) count as epochs trained but never as the best.
-    """
-    points = sorted(point for history in histories for point in history)
-    objective = Objective("", mode)  # only its mode: the values are already the metric's
-    curve: list[Point] = []
-    best = math.nan
-    for epochs, (timestamp, value) in enumerate(points, start=1):
-        if math.isfinite(value):
-            best = value if math.isnan(best) else objective.best((best, value))
-        curve.append(Point((timestamp - start_ms) / 1000, epochs, best))
-    return [point for point in curve if not math.isnan(point.best)]
-
-
-def search_curve(
-    client: MlflowClient, parent: Run, trials: Sequence[TrialRecord] | None = None
-) -> list[Point]:
-    """The anytime curve of a parent run's trials (``trials``: as read already), read back
-    from MLflow."""
-    search = SearchTags.of(parent)
-    metric = search.metric
-    histories = [
-        [(m.timestamp, m.value) for m in client.get_metric_history(trial.run_id, metric)]
-        for trial in (trials_of(client, parent) if trials is None else trials)
-        if trial.status != Status.REJECTED  # reported the worst, trained nothing
+def search_curve(client: MlflowClient, parent: Run) -> list[Point]:
+    """The anytime curve a search kept on its parent run (tuner.search.recorder), read back
+    from MLflow in one request."""
+    metric = SearchTags.of(parent).metric
+    history = client.get_metric_history(parent.info.run_id, best_so_far_key(metric))
+    start_ms = parent.info.start_time
+    return [
+        Point((m.timestamp - start_ms) / 1000, m.step, m.value)
+        for m in sorted(history, key=lambda m: m.step)
     ]
-    return anytime_curve(histories, start_ms=parent.info.start_time, mode=search.objective.mode)
 
 
 def epochs_to_reach(curve: list[Point], target: float, mode: Mode) -> int | None:

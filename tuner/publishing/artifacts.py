@@ -106,7 +106,7 @@ def log_search_artifacts(
     parent, trials = found
     _attempt("trials CSV", lambda: _log_trials_csv(client, parent_run_id, parent, trials))
     _attempt("learning curves", lambda: _log_curves(client, parent, trials[:top_k]))
-    _attempt("anytime curve", lambda: _log_anytime(client, parent, trials))
+    _attempt("anytime curve", lambda: _log_anytime(client, parent))
     if SearchTags.of(parent).objectives:
         _attempt("Pareto plot", lambda: _log_pareto(client, parent, trials))
     study = _attempt("Optuna study", lambda: study_of(client, parent, trials))
@@ -224,10 +224,10 @@ def _log_curves(client: MlflowClient, parent: Run, trials: Sequence[TrialRecord]
     _save(client, parent.info.run_id, figure, "learning_curves")
 
 
-def _log_anytime(client: MlflowClient, parent: Run, trials: Sequence[TrialRecord]) -> None:
+def _log_anytime(client: MlflowClient, parent: Run) -> None:
     import matplotlib.pyplot as plt
 
-    curve = search_curve(client, parent, trials)
+    curve = search_curve(client, parent)
     if not curve:
         raise ValueError("no trial reported a finite metric")
     metric = SearchTags.of(parent).metric

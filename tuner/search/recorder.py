@@ -16,7 +16,14 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from tuner.core.selection import LAST_EPOCHS, final_key, final_value, with_latest
+from tuner.core.objective import Objective
+from tuner.core.selection import (
+    LAST_EPOCHS,
+    best_so_far_key,
+    final_key,
+    final_value,
+    with_latest,
+)
 from tuner.core.terminal import say
 from tuner.search.trial_errors import error_line
 from tuner.spec.space import Group, trial_params
@@ -65,6 +72,7 @@ class TrialRecorder(tune.Callback):
         self.warnings: dict[str, str] = {}  # Tune trial id -> its tuner.warnings tag so far
         self.last_step: dict[str, int] = {}  # Tune trial id -> the last epoch logged
         self.ended: set[str] = set()  # Tune trial ids whose runs hold how they ended
+        self.anytime = AnytimeCurve(Objective(metric, mode))  # the parent's best_so_far_*
         self._client: MlflowClient | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -77,6 +85,7 @@ class TrialRecorder(tune.Callback):
             "warnings": {},
             "last_step": {},
             "ended": set(),
+            "anytime": AnytimeCurve(Objective(self.metric, self.mode)),
         }
 
     @property
@@ -102,10 +111,14 @@ class TrialRecorder(tune.Callback):
                 history = self.client.get_metric_history(run.info.run_id, self.metric)
                 values = [m.value for m in sorted(history, key=lambda m: m.step)]
                 self.recent[trial_id] = values[-LAST_EPOCHS:]  # a resumed trial's go on
+                if Tag.REJECTED not in run.data.tags:  # a rejected trial trained nothing
+                    self.anytime.trained(history)
                 if "epoch" in run.data.metrics:  # the latest value: the last epoch logged
                     self.last_step[trial_id] = int(run.data.metrics["epoch"])
                 if run.data.tags.get(Tag.STATUS) not in (Status.RUNNING, Status.INTERRUPTED):
                     self.ended.add(trial_id)
+        kept = self.client.get_metric_history(self.parent_id, best_so_far_key(self.metric))
+        self.anytime.resumed(kept)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # A retried or resumed trial keeps its one child run (the writer finds it): its params
@@ -167,6 +180,15 @@ class TrialRecorder(tune.Callback):
             final = final if math.isfinite(final) else math.nan
             metrics.append(Metric(final_key(self.metric), final, now, step))
         self.writer.put(Write(self._run(trial), metrics=metrics, tags=tags))
+        if value is not None and report.ending != Status.REJECTED:
+            self._anytime(self.anytime.epoch(value, now))
+
+    def _anytime(self, point: tuple[float, int, int] | None) -> None:
+        """A point of the anytime curve (value, timestamp, step) to the parent run."""
+        if point is not None:
+            value, timestamp, step = point
+            key = best_so_far_key(self.metric)
+            self.writer.put(Write(self.parent_id, metrics=[Metric(key, value, timestamp, step)]))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, trial_report.status(trial.last_result), "FINISHED")
@@ -182,6 +204,7 @@ class TrialRecorder(tune.Callback):
         for trial in trials:
             if trial.trial_id not in self.ended:
                 self._end(trial, trial_report.status(trial.last_result), "FINISHED")
+        self._anytime(self.anytime.last())
         flush_writes(self.tracking_uri, self.journal, close=True)
 
     def _remove_forgotten(self, trials: list) -> None:
@@ -202,3 +225,46 @@ class TrialRecorder(tune.Callback):
         if status == Status.REJECTED:
             tags.append(RunTag(Tag.REJECTED, TrialReport.read(trial.last_result).reason))
         self.writer.put(Write(self._run(trial), tags=tags, status=run_status, end_time=now_ms()))
+
+
+class AnytimeCurve:
+    """A search's anytime curve as the epochs arrive, kept on its parent run: the best value of
+    the metric so far against the epochs all trials trained (each epoch once, in the order the
+    driver got them; a rejected trial trains none, a non-finite value counts as an epoch but
+    never as the best). A point goes to MLflow when the best improves, and the last one when
+    the search ends: readers get the whole curve in one request, not one per trial."""
+
+    def __init__(self, objective: Objective) -> None:
+        self.objective = objective
+        self.epochs = 0  # trained by all trials so far
+        self.best = math.nan
+        self.latest_ms = 0  # when the latest epoch arrived
+        self.logged = 0  # the step of the last point logged
+
+    def epoch(self, value: float, timestamp: int) -> tuple[float, int, int] | None:
+        """One more epoch: the point to log when it is the best so far."""
+        self.epochs, self.latest_ms = self.epochs + 1, timestamp
+        if not math.isfinite(value):
+            return None
+        if not math.isnan(self.best) and not self.objective.better(value, self.best):
+            return None
+        self.best, self.logged = value, self.epochs
+        return value, timestamp, self.epochs
+
+    def last(self) -> tuple[float, int, int] | None:
+        """The point that ends the curve at the last epoch, unless it holds it already."""
+        if math.isnan(self.best) or self.logged == self.epochs:
+            return None
+        self.logged = self.epochs
+        return self.best, self.latest_ms, self.epochs
+
+    def trained(self, history: list[Metric]) -> None:
+        """A resumed search: the epochs a trial's run holds (its metric's history)."""
+        self.epochs += len(history)
+        self.latest_ms = max([self.latest_ms, *(m.timestamp for m in history)])
+
+    def resumed(self, kept: list[Metric]) -> None:
+        """A resumed search: the points the parent holds (after ``trained`` for every run)."""
+        if kept:
+            last = max(kept, key=lambda m: m.step)
+            self.best, self.logged = last.value, last.step
