@@ -4,10 +4,10 @@ than random search?
 Runs the same search with four searcher / scheduler pairs, each with several seeds, on a
 Fashion-MNIST subset whose space has bad corners (learning rates that diverge or crawl, tiny
 nets, heavy dropout), all with the same per-trial epoch budget (ASHA pairs get 3x the trials,
-about the same epochs in all), and compares their anytime
-curves (the best validation accuracy so far, against epochs trained and against wall time;
-``tuner/anytime.py``, read back from MLflow as ``tuner run`` records it). It prints each pair's
-final best and epochs per seed, saves the median curves as a PNG, and ends with one line: the
+about the same epochs in all), and compares their anytime curves (the best validation
+accuracy so far, against epochs trained and against wall time; ``tuner/publishing/anytime.py``,
+read back from MLflow as ``tuner run`` records it). It prints each pair's final best and
+epochs per seed, saves the median curves as a PNG, and ends with one line: the
 epochs the default needed to reach random + FIFO's final best, against the epochs random + FIFO
 trained, as a median over seeds with the spread.
 

@@ -26,9 +26,17 @@ ARRIVING = [
 ]
 
 
+def points(logged: list[Metric | None]) -> list[tuple[float, int, int] | None]:
+    return [m and (m.value, m.timestamp, m.step) for m in logged]
+
+
+def new_curve(mode: str = "max") -> AnytimeCurve:
+    return AnytimeCurve("anytime_val_acc", Objective("val_acc", mode))
+
+
 def test_a_point_is_logged_when_the_best_improves_and_at_the_last_epoch():
-    curve = AnytimeCurve(Objective("val_acc", "max"))
-    logged = [curve.epoch(value, timestamp) for timestamp, value in ARRIVING]
+    curve = new_curve()
+    logged = points([curve.epoch(value, timestamp) for timestamp, value in ARRIVING])
     assert logged == [
         (0.5, 1_000, 1),
         (0.6, 2_000, 2),
@@ -37,33 +45,33 @@ def test_a_point_is_logged_when_the_best_improves_and_at_the_last_epoch():
         (0.9, 5_000, 5),
         None,
     ]
-    assert curve.last() == (0.9, 6_000, 6)  # the inf epoch and the last were trained too
+    assert points([curve.last()]) == [(0.9, 6_000, 6)]  # the inf epoch and the last count
     assert curve.last() is None  # logged once
 
 
 def test_the_last_point_is_not_logged_twice_when_the_last_epoch_was_the_best():
-    curve = AnytimeCurve(Objective("val_loss", "min"))
-    assert [curve.epoch(v, t) for t, v in [(10, 2.0), (20, 3.0), (30, 1.5)]] == [
-        (2.0, 10, 1),
-        None,
-        (1.5, 30, 3),
-    ]
+    curve = new_curve("min")
+    logged = [curve.epoch(v, t) for t, v in [(10, 2.0), (20, 3.0), (30, 1.5)]]
+    assert points(logged) == [(2.0, 10, 1), None, (1.5, 30, 3)]
     assert curve.last() is None
 
 
-def test_a_resumed_search_goes_on_from_the_epochs_and_points_mlflow_holds():
-    curve = AnytimeCurve(Objective("val_acc", "max"))
-    curve.trained([Metric("val_acc", v, t, s) for t, v, s in [(1, 0.5, 1), (3, 0.7, 2)]])
-    curve.trained([Metric("val_acc", 0.6, 2, 1)])  # another trial's epoch
-    curve.resumed(
-        [Metric("best_so_far_val_acc", v, t, s) for v, t, s in [(0.5, 1, 1), (0.7, 3, 3)]]
+def test_a_resumed_curve_goes_on_from_the_trials_epochs_and_the_parents_points():
+    curve = new_curve()
+    curve.resume_trial([Metric("val_acc", v, t, s) for t, v, s in [(1, 0.5, 1), (4, 0.95, 2)]])
+    curve.resume_trial([Metric("val_acc", 0.6, 2, 1)])  # another trial's epoch
+    # A trial the killed driver ran after Tune's last save: its run is gone, its epochs count.
+    curve.resume_curve(
+        [Metric("anytime_val_acc", v, t, s) for v, t, s in [(0.5, 1, 1), (0.6, 2, 2), (0.7, 3, 4)]]
     )
-    assert curve.epoch(0.65, 10) is None  # not the best: epoch 4
-    assert curve.epoch(0.8, 11) == (0.8, 11, 5)
+    # The best is the trials' 0.95, whose point the killed driver never logged.
+    assert (curve.epochs, curve.best) == (4, 0.95)
+    assert curve.epoch(0.9, 10) is None
+    assert points([curve.epoch(0.97, 11)]) == [(0.97, 11, 6)]
 
 
 def test_a_search_nothing_finite_came_from_has_no_curve():
-    curve = AnytimeCurve(Objective("val_acc", "max"))
+    curve = new_curve()
     assert curve.epoch(math.nan, 1) is None
     assert curve.last() is None
 

@@ -16,6 +16,7 @@ A failing case prints its moments and its seed: the same seed replays it.
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import random
@@ -155,13 +156,13 @@ def check_whole_search(uri: str, folder: Path) -> None:
         steps = [m.step for m in client.get_metric_history(trial.run_id, "val_acc")]
         assert steps == list(range(1, EPOCHS + 1)), f"every epoch once: {trial.trial_id}"
     curve = search_curve(client, parent)  # kept on the parent as the epochs came, resumed
-    best_epoch = max(
-        m.value for t in records for m in client.get_metric_history(t.run_id, "val_acc")
-    )
+    assert all(a.epochs < b.epochs and a.best <= b.best for a, b in itertools.pairwise(curve))
     # A trial the killed driver started after Tune last saved its state trained epochs too,
     # though its run is removed: the curve counts them.
     assert curve[-1].epochs >= TRIALS * EPOCHS
-    assert curve[-1].best >= best_epoch
+    assert curve[-1].best >= max(
+        m.value for t in records for m in client.get_metric_history(t.run_id, "val_acc")
+    )
     (version,) = client.search_model_versions(f"name = '{NAME}'")
     assert version.run_id == parent.info.run_id
     assert not (folder / "tuner_results" / NAME / JOURNAL).exists(), "an empty journal"

@@ -14,6 +14,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
+from tuner.publishing.anytime import search_curve
 from tuner.search.recorder import TrialRecorder
 from tuner.spec import space as space_lang
 from tuner.tracking import writer as writes
@@ -241,3 +242,37 @@ def test_a_trial_the_resumed_search_never_knew_has_its_run_removed(tmp_path, cap
     kept = {run.data.tags[Tag.TRIAL_ID] for run in experiment.children()}
     assert kept == {"t1"}
     assert "trial t2 was not in Tune's saved state: its run is removed" in capsys.readouterr().out
+
+
+def curve_of(experiment: Experiment) -> list[tuple[int, float]]:
+    parent = experiment.client.get_run(experiment.parent_id)
+    return [(point.epochs, point.best) for point in search_curve(experiment.client, parent)]
+
+
+def test_the_anytime_curve_is_kept_on_the_parent_and_a_resume_goes_on_from_it(tmp_path):
+    experiment, trials = record_search(tmp_path)
+    # t1 0.55, t2 0.8 (the best from then on: t1's last 0.8 only equals it), ... 9 epochs.
+    assert curve_of(experiment) == [(1, 0.55), (2, 0.8), (9, 0.8)]
+    resumed = TrialRecorder(*ids(experiment), "val_acc", "max", SPACE)
+    resumed.setup()
+    assert (resumed.anytime.epochs, resumed.anytime.best) == (9, 0.8)
+    third = new_trial("t3", 8)
+    resumed.on_trial_start(iteration=7, trials=[*trials, third], trial=third)
+    for step, value in ((1, 0.7), (2, 0.85)):
+        resumed.on_trial_result(
+            iteration=7 + step, trials=[*trials, third], trial=third, result=result(step, value)
+        )
+    resumed.on_experiment_end(trials=[*trials, third])
+    assert curve_of(experiment) == [(1, 0.55), (2, 0.8), (9, 0.8), (11, 0.85)]
+
+
+def test_a_search_restarted_from_its_first_trial_starts_a_new_curve(tmp_path):
+    experiment, _ = record_search(tmp_path)
+    experiment.restart()  # Tune never saved its state: the trials' runs are deleted
+    restarted = TrialRecorder(*ids(experiment), "val_acc", "max", SPACE)
+    restarted.setup()
+    trial = new_trial("t9", 8)
+    restarted.on_trial_start(iteration=0, trials=[trial], trial=trial)
+    restarted.on_trial_result(iteration=1, trials=[trial], trial=trial, result=result(1, 0.3))
+    restarted.on_experiment_end(trials=[trial])
+    assert curve_of(experiment) == [(1, 0.3)]  # not below the earlier search's 0.8

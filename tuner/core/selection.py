@@ -35,13 +35,6 @@ def final_key(metric: str) -> str:
     return f"final_{metric}"
 
 
-def best_so_far_key(metric: str) -> str:
-    """The parent run's MLflow metric holding a search's anytime curve: the best value of
-    ``metric`` any epoch of any trial reported so far, at step = the epochs all trials had
-    trained then (tuner.search.recorder logs it, tuner.publishing.anytime reads it)."""
-    return f"best_so_far_{metric}"
-
-
 def with_latest(recent: Sequence[float], value: float) -> list[float]:
     """A trial's last LAST_EPOCHS values (what ``final_value`` reads) once ``value``, its
     newest, is added: what the Tune callbacks keep per trial."""

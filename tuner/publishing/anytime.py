@@ -1,10 +1,10 @@
 """A search's anytime curve: the best metric found so far, against wall time and epochs trained.
 
-The driver keeps it as the epochs arrive, in the parent run's ``best_so_far_<metric>`` (step:
-the epochs all trials had trained; MLflow's UI charts it on the parent); each point is when the
-best improved, and the last one is the search's last epoch. It says how fast a search finds good
-configs: what a user waiting on it sees, and what ``bench/bench_search.py`` compares between
-searchers and schedulers.
+The driver keeps it as the epochs arrive (tuner.search.recorder), in the parent run's
+``anytime_<metric>`` (step: the epochs all trials had trained; MLflow's UI charts it): a point
+each time the best improves, and one at the latest epoch when the search ends. It says how fast
+a search finds good configs: what a user waiting on it sees, and what ``bench/bench_search.py``
+compares between searchers and schedulers.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tuner.core.objective import Mode, Objective
-from tuner.core.selection import best_so_far_key
-from tuner.tracking.tags import SearchTags
+from tuner.tracking.tags import anytime_points
 
 
 @dataclass(frozen=True)
@@ -27,14 +26,11 @@ class Point:
 
 
 def search_curve(client: MlflowClient, parent: Run) -> list[Point]:
-    """The anytime curve a search kept on its parent run (tuner.search.recorder), read back
-    from MLflow in one request."""
-    metric = SearchTags.of(parent).metric
-    history = client.get_metric_history(parent.info.run_id, best_so_far_key(metric))
+    """The anytime curve a search kept on its parent run, read back in one request."""
     start_ms = parent.info.start_time
     return [
         Point((m.timestamp - start_ms) / 1000, m.step, m.value)
-        for m in sorted(history, key=lambda m: m.step)
+        for m in anytime_points(client, parent)
     ]
 
 

@@ -9,25 +9,20 @@ nothing.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from tuner.core.objective import Objective
-from tuner.core.selection import (
-    LAST_EPOCHS,
-    best_so_far_key,
-    final_key,
-    final_value,
-    with_latest,
-)
+from tuner.core.objective import Mode, Objective
+from tuner.core.selection import LAST_EPOCHS, final_key, final_value, with_latest
 from tuner.core.terminal import say
 from tuner.search.trial_errors import error_line
 from tuner.spec.space import Group, trial_params
-from tuner.tracking.tags import Status, Tag, child_runs
+from tuner.tracking.tags import Status, Tag, anytime_key, anytime_points, child_runs
 from tuner.tracking.values import as_params, now_ms
 from tuner.tracking.writer import TrialRun, Write, Writer, flush_writes, writer
 from tuner.trainables import trial_report
@@ -72,7 +67,7 @@ class TrialRecorder(tune.Callback):
         self.warnings: dict[str, str] = {}  # Tune trial id -> its tuner.warnings tag so far
         self.last_step: dict[str, int] = {}  # Tune trial id -> the last epoch logged
         self.ended: set[str] = set()  # Tune trial ids whose runs hold how they ended
-        self.anytime = AnytimeCurve(Objective(metric, mode))  # the parent's best_so_far_*
+        self.anytime = AnytimeCurve(anytime_key(metric), Objective(metric, cast(Mode, mode)))
         self._client: MlflowClient | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -85,7 +80,7 @@ class TrialRecorder(tune.Callback):
             "warnings": {},
             "last_step": {},
             "ended": set(),
-            "anytime": AnytimeCurve(Objective(self.metric, self.mode)),
+            "anytime": AnytimeCurve(self.anytime.key, self.anytime.objective),
         }
 
     @property
@@ -112,13 +107,14 @@ class TrialRecorder(tune.Callback):
                 values = [m.value for m in sorted(history, key=lambda m: m.step)]
                 self.recent[trial_id] = values[-LAST_EPOCHS:]  # a resumed trial's go on
                 if Tag.REJECTED not in run.data.tags:  # a rejected trial trained nothing
-                    self.anytime.trained(history)
+                    self.anytime.resume_trial(history)
                 if "epoch" in run.data.metrics:  # the latest value: the last epoch logged
                     self.last_step[trial_id] = int(run.data.metrics["epoch"])
                 if run.data.tags.get(Tag.STATUS) not in (Status.RUNNING, Status.INTERRUPTED):
                     self.ended.add(trial_id)
-        kept = self.client.get_metric_history(self.parent_id, best_so_far_key(self.metric))
-        self.anytime.resumed(kept)
+        if self.runs:  # a resumed search (a search's points come with its trials' runs)
+            parent = self.client.get_run(self.parent_id)
+            self.anytime.resume_curve(anytime_points(self.client, parent))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # A retried or resumed trial keeps its one child run (the writer finds it): its params
@@ -165,6 +161,8 @@ class TrialRecorder(tune.Callback):
         if node and self.nodes.get(trial.trial_id) != node:  # where it runs (it may move)
             self.nodes[trial.trial_id] = node
             tags.append(RunTag(Tag.NODE_ID, node))
+        if report.ending == Status.REJECTED:  # already: a resume must not count its epoch
+            tags.append(RunTag(Tag.REJECTED, report.reason))
         if report.warnings:  # one per line, after the trial's earlier ones
             lines = [self.warnings.get(trial.trial_id, ""), *report.warnings]
             self.warnings[trial.trial_id] = "\n".join(filter(None, lines))
@@ -181,14 +179,11 @@ class TrialRecorder(tune.Callback):
             metrics.append(Metric(final_key(self.metric), final, now, step))
         self.writer.put(Write(self._run(trial), metrics=metrics, tags=tags))
         if value is not None and report.ending != Status.REJECTED:
-            self._anytime(self.anytime.epoch(value, now))
+            self._log_anytime_point(self.anytime.epoch(value, now))
 
-    def _anytime(self, point: tuple[float, int, int] | None) -> None:
-        """A point of the anytime curve (value, timestamp, step) to the parent run."""
+    def _log_anytime_point(self, point: Metric | None) -> None:
         if point is not None:
-            value, timestamp, step = point
-            key = best_so_far_key(self.metric)
-            self.writer.put(Write(self.parent_id, metrics=[Metric(key, value, timestamp, step)]))
+            self.writer.put(Write(self.parent_id, metrics=[point]))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, trial_report.status(trial.last_result), "FINISHED")
@@ -204,7 +199,7 @@ class TrialRecorder(tune.Callback):
         for trial in trials:
             if trial.trial_id not in self.ended:
                 self._end(trial, trial_report.status(trial.last_result), "FINISHED")
-        self._anytime(self.anytime.last())
+        self._log_anytime_point(self.anytime.last())
         flush_writes(self.tracking_uri, self.journal, close=True)
 
     def _remove_forgotten(self, trials: list) -> None:
@@ -228,43 +223,60 @@ class TrialRecorder(tune.Callback):
 
 
 class AnytimeCurve:
-    """A search's anytime curve as the epochs arrive, kept on its parent run: the best value of
-    the metric so far against the epochs all trials trained (each epoch once, in the order the
-    driver got them; a rejected trial trains none, a non-finite value counts as an epoch but
-    never as the best). A point goes to MLflow when the best improves, and the last one when
-    the search ends: readers get the whole curve in one request, not one per trial."""
+    """A search's anytime curve as the epochs arrive, kept on its parent run (``key``): the
+    best value of the metric so far against the epochs all trials trained (each epoch once, in
+    the order the driver got them; a rejected trial trains none, a non-finite value counts as
+    an epoch but never as the best). A point goes to MLflow each time the best improves, and
+    one at the latest epoch when the search ends: readers get the whole curve in one request,
+    not one per trial."""
 
-    def __init__(self, objective: Objective) -> None:
+    def __init__(self, key: str, objective: Objective) -> None:
+        self.key = key
         self.objective = objective
         self.epochs = 0  # trained by all trials so far
         self.best = math.nan
         self.latest_ms = 0  # when the latest epoch arrived
-        self.logged = 0  # the step of the last point logged
+        self.logged = 0  # the step of the latest point logged (0: none, or resumed)
 
-    def epoch(self, value: float, timestamp: int) -> tuple[float, int, int] | None:
+    def epoch(self, value: float, timestamp: int) -> Metric | None:
         """One more epoch: the point to log when it is the best so far."""
-        self.epochs, self.latest_ms = self.epochs + 1, timestamp
-        if not math.isfinite(value):
+        self.epochs += 1
+        self.latest_ms = max(self.latest_ms, timestamp)
+        if not self._improves(value):
             return None
-        if not math.isnan(self.best) and not self.objective.better(value, self.best):
-            return None
-        self.best, self.logged = value, self.epochs
-        return value, timestamp, self.epochs
+        self.logged = self.epochs
+        return Metric(self.key, self.best, timestamp, self.epochs)
 
-    def last(self) -> tuple[float, int, int] | None:
-        """The point that ends the curve at the last epoch, unless it holds it already."""
+    def last(self) -> Metric | None:
+        """The point that ends the curve at the latest epoch, unless it is the latest logged."""
         if math.isnan(self.best) or self.logged == self.epochs:
             return None
         self.logged = self.epochs
-        return self.best, self.latest_ms, self.epochs
+        return Metric(self.key, self.best, self.latest_ms, self.epochs)
 
-    def trained(self, history: list[Metric]) -> None:
+    def resume_trial(self, history: Sequence[Metric]) -> None:
         """A resumed search: the epochs a trial's run holds (its metric's history)."""
         self.epochs += len(history)
-        self.latest_ms = max([self.latest_ms, *(m.timestamp for m in history)])
+        for epoch in history:
+            self._seen(epoch)
 
-    def resumed(self, kept: list[Metric]) -> None:
-        """A resumed search: the points the parent holds (after ``trained`` for every run)."""
-        if kept:
-            last = max(kept, key=lambda m: m.step)
-            self.best, self.logged = last.value, last.step
+    def resume_curve(self, points: Sequence[Metric]) -> None:
+        """Then the points the parent holds: the count never goes back, nor the best (a trial
+        the killed driver ran after Tune last saved its state trained epochs too, though its
+        run is gone)."""
+        for point in points:
+            self.epochs = max(self.epochs, point.step)
+            self._seen(point)
+
+    def _seen(self, metric: Metric) -> None:
+        self.latest_ms = max(self.latest_ms, metric.timestamp)
+        self._improves(metric.value)
+
+    def _improves(self, value: float) -> bool:
+        """Whether ``value`` is the best so far (then kept as it)."""
+        if not math.isfinite(value):
+            return False
+        if not math.isnan(self.best) and not self.objective.better(value, self.best):
+            return False
+        self.best = value
+        return True

@@ -120,8 +120,10 @@ class Experiment:
     def restart(self) -> None:
         """Continue the run find_resumable found, whose search starts again from its first trial
         (Tune never saved its state): the runs of the trials it started are deleted (MLflow
-        keeps them as deleted runs), since no resumed trial will ever finish them."""
+        keeps them as deleted runs), since no resumed trial will ever finish them; so are the
+        points of its anytime curve, from now on."""
         self.resume()
+        self.client.set_tag(self.parent_id, Tag.CURVE_SINCE, str(now_ms()))
         for run in child_runs(self.client, self.experiment_id, self.parent_id):
             self.client.delete_run(run.info.run_id)
 

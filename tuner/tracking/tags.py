@@ -18,7 +18,7 @@ from tuner.core.objective import Mode, Objective
 from tuner.core.secrets import mask_secrets
 
 if TYPE_CHECKING:
-    from mlflow.entities import Run
+    from mlflow.entities import Metric, Run
     from mlflow.tracking import MlflowClient
 
 
@@ -43,6 +43,9 @@ class Tag:
     OPTUNA_STUDY: Final = "tuner.optuna_study"
     WARM_START_TRIALS: Final = "tuner.warm_start_trials"
     FINAL: Final = "tuner.final"  # how the best trial was tested; on a child run: REPEAT
+    # ms since the epoch: a search restarted from its first trial then (Experiment.restart); the
+    # anytime curve's points from before it belong to the search it replaced
+    CURVE_SINCE: Final = "tuner.curve_since"
     # A trial's child run
     TRIAL_ID: Final = "tuner.trial_id"  # Tune's (a repeat: the trial whose config it trains)
     BEST: Final = "tuner.best"  # TRUE on the chosen trial
@@ -184,6 +187,22 @@ def _overrides(tag: str) -> tuple[str, ...]:
         return tuple(json.loads(tag))
     except json.JSONDecodeError:
         return tuple(tag.split("; "))
+
+
+def anytime_key(metric: str) -> str:
+    """The parent run's metric holding a search's anytime curve: the best value of ``metric``
+    any epoch of any trial reported so far, at step = the epochs all trials had trained then
+    (tuner.search.recorder logs it as the search goes; MLflow's UI charts it)."""
+    return f"anytime_{metric}"
+
+
+def anytime_points(client: MlflowClient, parent: Run) -> list[Metric]:
+    """The points of the anytime curve ``parent`` holds, in step order: its search's, not those
+    of a search it restarted from the first trial (Tag.CURVE_SINCE)."""
+    since = int(parent.data.tags.get(Tag.CURVE_SINCE, 0))
+    metric = SearchTags.of(parent).metric
+    history = client.get_metric_history(parent.info.run_id, anytime_key(metric))
+    return sorted((m for m in history if m.timestamp >= since), key=lambda m: m.step)
 
 
 def latest_parent_run(client: MlflowClient, experiment_id: str) -> Run | None:
