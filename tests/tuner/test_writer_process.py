@@ -82,7 +82,7 @@ from tuner.tracking.writer import Write, writer
 started = writer(sys.argv[1], Path(sys.argv[2]))
 started.flush()
 os.kill(started._process.pid, signal.SIGKILL)
-for i in range(WRITES):  # far more than a pipe holds: nobody reads them
+for i in range(int(sys.argv[3])):  # far more than a pipe holds: nobody reads them
     started.put(Write(run="a-run", texts={f"note{i}.txt": "x" * 1000}))
 print("queued", flush=True)
 """
@@ -93,10 +93,9 @@ def test_a_driver_whose_writer_died_exits_with_its_writes_in_the_journal(tmp_pat
     """Its queued writes are in the journal (a resume or sync sends them): the driver's exit
     must not wait for a process that will never read them."""
     uri, journal = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "journal.jsonl"
-    script = DEAD_WRITER.replace("WRITES", "500")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     driver = subprocess.run(
-        [sys.executable, "-c", script, uri, str(journal)],
+        [sys.executable, "-c", DEAD_WRITER, uri, str(journal), "500"],
         capture_output=True,
         text=True,
         env=env,

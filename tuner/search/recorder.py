@@ -161,7 +161,8 @@ class TrialRecorder(tune.Callback):
         if node and self.nodes.get(trial.trial_id) != node:  # where it runs (it may move)
             self.nodes[trial.trial_id] = node
             tags.append(RunTag(Tag.NODE_ID, node))
-        if report.ending == Status.REJECTED:  # already: a resume must not count its epoch
+        rejected = report.ending == Status.REJECTED
+        if rejected:  # with its result: a resume must not count its epoch
             tags.append(RunTag(Tag.REJECTED, report.reason))
         if report.warnings:  # one per line, after the trial's earlier ones
             lines = [self.warnings.get(trial.trial_id, ""), *report.warnings]
@@ -178,7 +179,7 @@ class TrialRecorder(tune.Callback):
             final = final if math.isfinite(final) else math.nan
             metrics.append(Metric(final_key(self.metric), final, now, step))
         self.writer.put(Write(self._run(trial), metrics=metrics, tags=tags))
-        if value is not None and report.ending != Status.REJECTED:
+        if value is not None and not rejected:
             self._log_anytime_point(self.anytime.epoch(value, now))
 
     def _log_anytime_point(self, point: Metric | None) -> None:
@@ -217,8 +218,6 @@ class TrialRecorder(tune.Callback):
         tags = [RunTag(Tag.STATUS, status)]
         if status == Status.ERRORED:
             tags.append(RunTag(Tag.ERROR, error_line(trial)[:5000]))
-        if status == Status.REJECTED:
-            tags.append(RunTag(Tag.REJECTED, TrialReport.read(trial.last_result).reason))
         self.writer.put(Write(self._run(trial), tags=tags, status=run_status, end_time=now_ms()))
 
 
