@@ -182,14 +182,41 @@ def _mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
+def count_actor_requests() -> dict[str, int]:
+    """Count the trial actors Ray Tune asks Ray for (its actor manager's ``add_actor``).
+
+    They tell which of its two modes Tune's loop ran in. With ``reuse_actors``, every trial of
+    a steady search runs on an actor an earlier trial ended (CONCURRENT actors in all). When
+    two trials end at once with no next trial staged, Tune keeps one actor and stops the other;
+    from then on the next trial asks for a new actor, takes a freed one before it has started,
+    and Tune stops the new one gracefully, after its worker process has started (seconds, at
+    Ray's worker niceness on busy cores). Meanwhile it holds a trial's resources, so one trial
+    runs at a time: a trial costs about twice as much, plain or in tuner, and the mode holds for
+    the whole run while trials are shorter than a worker's start.
+    """
+    from ray.air.execution._internal.actor_manager import RayActorManager
+
+    requests = {"n": 0}
+    add_actor = RayActorManager.add_actor
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        requests["n"] += 1
+        return add_actor(self, *args, **kwargs)
+
+    RayActorManager.add_actor = counted
+    return requests
+
+
 def one(kind: str, trials: int, cost_s: float, folder: Path, algorithm: str) -> None:
     """One run; its figures as a JSON line on stdout."""
     sys.path.insert(0, str(BENCH))
+    requests = count_actor_requests()
     if kind == "plain":
         figures = run_plain(trials, cost_s, folder)
     else:
         figures = run_tuner(trials, cost_s, folder, algorithm)
     storage = folder / ("plain" if kind == "plain" else "tuner_results")
+    figures["actors_requested"] = requests["n"]
     figures["tune_folder_mb"] = _mb(storage)
     figures["driver_peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("FIGURES " + json.dumps(figures), flush=True)
@@ -290,21 +317,26 @@ def main() -> None:
     low, high = min(args.trials), max(args.trials)
     slopes: dict[str, list[float]] = {"plain": [], "tuner": []}
     fixed: dict[str, list[float]] = {"plain": [], "tuner": []}
+    same_mode: list[float] = []  # ratios of repeats whose runs all ran in one mode
     with tempfile.TemporaryDirectory() as temporary:
         for repeat in range(args.repeats):
             walls: dict[str, dict[int, float]] = {"plain": {}, "tuner": {}}
+            modes = set()
             for trials in args.trials:
                 for kind in ("plain", "tuner"):
                     folder = Path(temporary, f"{kind}_{trials}_{repeat}")
                     folder.mkdir()
                     figures = measured(kind, trials, args.cost_s, folder, args.algorithm)
                     walls[kind][trials] = figures["wall"]
+                    modes.add(mode(figures))
                     print(f"{kind} {trials} trials: {described(figures, trials)}", flush=True)
             if high > low:
                 for kind, wall in walls.items():
                     slopes[kind].append((wall[high] - wall[low]) / (high - low))
                     fixed[kind].append(wall[low] - slopes[kind][-1] * low)
                 ratio = slopes["tuner"][-1] / slopes["plain"][-1]
+                if len(modes) == 1:
+                    same_mode.append(ratio)
                 print(
                     f"per extra trial ({low} to {high}): tuner {1000 * slopes['tuner'][-1]:.1f} "
                     f"ms, plain Ray Tune {1000 * slopes['plain'][-1]:.1f} ms: {ratio:.2f}x; fixed "
@@ -320,14 +352,26 @@ def main() -> None:
                 f"{1000 * statistics.median(slopes['plain']):.1f} ms a trial; ratio "
                 f"{statistics.median(ratios):.2f}x ({', '.join(f'{r:.2f}' for r in ratios)})"
             )
+            if same_mode:
+                print(
+                    f"repeats whose runs all reused their actors, or all did not: "
+                    f"{len(same_mode)}, median ratio {statistics.median(same_mode):.2f}x "
+                    f"({', '.join(f'{r:.2f}' for r in sorted(same_mode))})"
+                )
         if args.readers:
             readers(Path(temporary, f"tuner_{high}_{args.repeats - 1}"))
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
+def mode(figures: dict[str, Any]) -> str:
+    """Which of Tune's two modes a run's loop ran in (``count_actor_requests``)."""
+    return "reused" if figures["actors_requested"] <= CONCURRENT else "one at a time"
+
+
 def described(figures: dict[str, Any], trials: int) -> str:
     """One run's figures on a line; the driver's times per trial, in ms."""
-    line = f"wall {figures['wall']:.1f} s (Tune's loop {figures['loop']:.1f} s)"
+    line = f"wall {figures['wall']:.1f} s (Tune's loop {figures['loop']:.1f} s"
+    line += f", {mode(figures)}: {figures['actors_requested']} actors asked for)"
     line += f"; driver CPU in the loop {1000 * figures['driver_cpu_in_loop'] / trials:.1f} ms"
     line += " a trial"
     if "parts" in figures:

@@ -90,8 +90,9 @@ print("queued", flush=True)
 
 @pytest.mark.slow
 def test_a_driver_whose_writer_died_exits_with_its_writes_in_the_journal(tmp_path):
-    """Its queued writes are in the journal (a resume or sync sends them): the driver's exit
-    must not wait for a process that will never read them."""
+    """Its writes are in the journal (a resume or sync sends them): the driver says so at the
+    first write the process can't take, queues no more, and its exit does not wait for a
+    process that will never read them."""
     uri, journal = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "journal.jsonl"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     driver = subprocess.run(
@@ -103,3 +104,6 @@ def test_a_driver_whose_writer_died_exits_with_its_writes_in_the_journal(tmp_pat
     )
     assert (driver.returncode, driver.stdout) == (0, "queued\n"), driver.stderr
     assert len(Journal(journal).unwritten) == 500
+    # Said once, at the first write the process could not take (the script never flushes).
+    assert driver.stderr.count("MLflow writer process ended (exit code -9)") == 1, driver.stderr
+    assert f"kept in {journal}" in driver.stderr

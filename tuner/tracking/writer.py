@@ -379,13 +379,18 @@ class Writer:
         )
         self._process.start()
         alive_end.close()  # the process has its own copy
+        self._told_dead = False  # whether a write found the process ended and said so
 
     def put(self, write: Write) -> None:
         if self.journal:
             self._seq = self.journal.append(write.as_json())
         else:
             self._seq += 1
-        self._requests.put((self._seq, write))
+        if self._process.exitcode is None:
+            self._requests.put((self._seq, write))
+        elif not self._told_dead:  # nobody would read the queue: the journal keeps the write
+            self._told_dead = True
+            self._died()
         self._read_replies()
 
     def flush(self) -> int:
