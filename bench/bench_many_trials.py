@@ -11,12 +11,13 @@ per trial, tuner's driver time per trial by part (MLflow writes queued in Tune's
 searcher, checkpoint bookkeeping, the terminal) and its MLflow writer processes' CPU, the
 driver's peak memory, and the sizes of the MLflow store and Tune's folder. With ``--readers``
 it then times `tuner best`, `tuner report` and `tuner ui` (its runs page, rendered by headless
-Chromium) on the largest tuner search. The slope of one run moves by tens of percent from one
-run to the next on a shared 2-core machine (Tune's own loop, plain or not, runs 1,000 of these
-trials in about 40 s or in about 70 s): ``--repeats R`` runs everything R times, each repeat's
-two kinds as neighbours in time, and prints the median ratio with every repeat's.
+Chromium) on the largest tuner search. Tune's own loop, plain or not, runs 1,000 of these
+trials in about 30 s or in about 60 s, by the mode it falls into at the start (each run's line
+says which: ``count_actor_requests``). ``--repeats R`` runs everything R times, each repeat's
+two kinds as neighbours in time, and prints the median ratio with every repeat's, then the
+slopes within each mode, from the median walls of the runs that fell in it.
 
-    .venv/bin/python bench/bench_many_trials.py --trials 100 1000 --repeats 3 --readers
+    .venv/bin/python bench/bench_many_trials.py --trials 100 1000 --repeats 4 --readers
     .venv/bin/python bench/bench_many_trials.py --trials 1000 10000 --cost-s 0
 """
 
@@ -317,26 +318,23 @@ def main() -> None:
     low, high = min(args.trials), max(args.trials)
     slopes: dict[str, list[float]] = {"plain": [], "tuner": []}
     fixed: dict[str, list[float]] = {"plain": [], "tuner": []}
-    same_mode: list[float] = []  # ratios of repeats whose runs all ran in one mode
+    runs: list[tuple[str, int, str, float]] = []  # kind, trials, Tune's mode, wall
     with tempfile.TemporaryDirectory() as temporary:
         for repeat in range(args.repeats):
             walls: dict[str, dict[int, float]] = {"plain": {}, "tuner": {}}
-            modes = set()
             for trials in args.trials:
                 for kind in ("plain", "tuner"):
                     folder = Path(temporary, f"{kind}_{trials}_{repeat}")
                     folder.mkdir()
                     figures = measured(kind, trials, args.cost_s, folder, args.algorithm)
                     walls[kind][trials] = figures["wall"]
-                    modes.add(mode(figures))
+                    runs.append((kind, trials, mode(figures), figures["wall"]))
                     print(f"{kind} {trials} trials: {described(figures, trials)}", flush=True)
             if high > low:
                 for kind, wall in walls.items():
                     slopes[kind].append((wall[high] - wall[low]) / (high - low))
                     fixed[kind].append(wall[low] - slopes[kind][-1] * low)
                 ratio = slopes["tuner"][-1] / slopes["plain"][-1]
-                if len(modes) == 1:
-                    same_mode.append(ratio)
                 print(
                     f"per extra trial ({low} to {high}): tuner {1000 * slopes['tuner'][-1]:.1f} "
                     f"ms, plain Ray Tune {1000 * slopes['plain'][-1]:.1f} ms: {ratio:.2f}x; fixed "
@@ -352,15 +350,35 @@ def main() -> None:
                 f"{1000 * statistics.median(slopes['plain']):.1f} ms a trial; ratio "
                 f"{statistics.median(ratios):.2f}x ({', '.join(f'{r:.2f}' for r in ratios)})"
             )
-            if same_mode:
-                print(
-                    f"repeats whose runs all reused their actors, or all did not: "
-                    f"{len(same_mode)}, median ratio {statistics.median(same_mode):.2f}x "
-                    f"({', '.join(f'{r:.2f}' for r in sorted(same_mode))})"
-                )
+            by_mode(runs, low, high)
         if args.readers:
             readers(Path(temporary, f"tuner_{high}_{args.repeats - 1}"))
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def by_mode(runs: list[tuple[str, int, str, float]], low: int, high: int) -> None:
+    """The slopes within each of Tune's modes: the median wall of each kind's runs in that mode
+    at ``low`` and at ``high`` trials (a repeat's four runs seldom fall in one mode)."""
+    for each in ("reused", "one at a time"):
+        walls = {
+            (kind, trials): [w for k, t, m, w in runs if (k, t, m) == (kind, trials, each)]
+            for kind in ("plain", "tuner")
+            for trials in (low, high)
+        }
+        counts = ", ".join(f"{k} {t}: {len(w)}" for (k, t), w in walls.items())
+        if not all(walls.values()):
+            print(f"Tune's {each} mode: not every kind and size ran in it ({counts} runs)")
+            continue
+        slope = {
+            kind: (statistics.median(walls[kind, high]) - statistics.median(walls[kind, low]))
+            / (high - low)
+            for kind in ("plain", "tuner")
+        }
+        print(
+            f"Tune's {each} mode ({counts} runs), per extra trial from the median walls: tuner "
+            f"{1000 * slope['tuner']:.1f} ms, plain {1000 * slope['plain']:.1f} ms: "
+            f"{slope['tuner'] / slope['plain']:.2f}x"
+        )
 
 
 def mode(figures: dict[str, Any]) -> str:
