@@ -187,13 +187,12 @@ def count_actor_requests() -> dict[str, int]:
     """Count the trial actors Ray Tune asks Ray for (its actor manager's ``add_actor``).
 
     They tell which of its two modes Tune's loop ran in. With ``reuse_actors``, every trial of
-    a steady search runs on an actor an earlier trial ended (CONCURRENT actors in all). When
-    two trials end at once with no next trial staged, Tune keeps one actor and stops the other;
-    from then on the next trial asks for a new actor, takes a freed one before it has started,
-    and Tune stops the new one gracefully, after its worker process has started (seconds, at
-    Ray's worker niceness on busy cores). Meanwhile it holds a trial's resources, so one trial
-    runs at a time: a trial costs about twice as much, plain or in tuner, and the mode holds for
-    the whole run while trials are shorter than a worker's start.
+    a steady search runs on a worker an earlier trial freed (CONCURRENT of them in all). A
+    trial waiting for the worker it asked for takes the first one freed instead, and Tune stops
+    the asked-for one once it has started, holding a trial's CPUs meanwhile; when the first
+    trial ends before the second's worker has started, each new trial from then on asks for a
+    worker that a freed one replaces before it starts: one trial runs at a time, plain or in
+    tuner, to the end of a run of trials shorter than a worker's start (docs/speed.md).
     """
     from ray.air.execution._internal.actor_manager import RayActorManager
 
