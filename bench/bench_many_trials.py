@@ -184,16 +184,9 @@ def _mb(path: Path) -> float:
 
 
 def count_actor_requests() -> dict[str, int]:
-    """Count the trial actors Ray Tune asks Ray for (its actor manager's ``add_actor``).
-
-    They tell which of its two modes Tune's loop ran in. With ``reuse_actors``, every trial of
-    a steady search runs on a worker an earlier trial freed (CONCURRENT of them in all). A
-    trial waiting for the worker it asked for takes the first one freed instead, and Tune stops
-    the asked-for one once it has started, holding a trial's CPUs meanwhile; when the first
-    trial ends before the second's worker has started, each new trial from then on asks for a
-    worker that a freed one replaces before it starts: one trial runs at a time, plain or in
-    tuner, to the end of a run of trials shorter than a worker's start (docs/speed.md).
-    """
+    """Count the trial workers (actors) Ray Tune asks Ray for, which tell the mode its loop ran
+    in: CONCURRENT when it reused them, one a trial when it ran one trial at a time (why:
+    docs/speed.md, "Warm workers")."""
     from ray.air.execution._internal.actor_manager import RayActorManager
 
     requests = {"n": 0}
@@ -331,7 +324,7 @@ def main() -> None:
                     print(f"{kind} {trials} trials: {described(figures, trials)}", flush=True)
             if high > low:
                 for kind, wall in walls.items():
-                    slopes[kind].append((wall[high] - wall[low]) / (high - low))
+                    slopes[kind].append(per_extra_trial(wall[low], wall[high], low, high))
                     fixed[kind].append(wall[low] - slopes[kind][-1] * low)
                 ratio = slopes["tuner"][-1] / slopes["plain"][-1]
                 print(
@@ -355,6 +348,11 @@ def main() -> None:
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
+def per_extra_trial(wall_low: float, wall_high: float, low: int, high: int) -> float:
+    """Seconds each trial past ``low`` added: the slope, in which fixed costs cancel."""
+    return (wall_high - wall_low) / (high - low)
+
+
 def by_mode(runs: list[tuple[str, int, str, float]], low: int, high: int) -> None:
     """The slopes within each of Tune's modes: the median wall of each kind's runs in that mode
     at ``low`` and at ``high`` trials (a repeat's four runs seldom fall in one mode)."""
@@ -369,8 +367,9 @@ def by_mode(runs: list[tuple[str, int, str, float]], low: int, high: int) -> Non
             print(f"Tune's {each} mode: not every kind and size ran in it ({counts} runs)")
             continue
         slope = {
-            kind: (statistics.median(walls[kind, high]) - statistics.median(walls[kind, low]))
-            / (high - low)
+            kind: per_extra_trial(
+                statistics.median(walls[kind, low]), statistics.median(walls[kind, high]), low, high
+            )
             for kind in ("plain", "tuner")
         }
         print(

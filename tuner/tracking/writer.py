@@ -379,7 +379,7 @@ class Writer:
         )
         self._process.start()
         alive_end.close()  # the process has its own copy
-        self._told_dead = False  # whether a write found the process ended and said so
+        self._told_dead = False  # whether _died has said so
 
     def put(self, write: Write) -> None:
         if self.journal:
@@ -388,8 +388,7 @@ class Writer:
             self._seq += 1
         if self._process.exitcode is None:
             self._requests.put((self._seq, write))
-        elif not self._told_dead:  # nobody would read the queue: the journal keeps the write
-            self._told_dead = True
+        else:  # nobody would read the queue: the journal keeps the write
             self._died()
         self._read_replies()
 
@@ -441,10 +440,13 @@ class Writer:
                 self.journal.written(self._written)
 
     def _died(self) -> int:
+        """How many writes the ended process did not write; said once."""
         kept = self._seq - self._written
-        where = f"kept in {self.journal.path}" if self.journal else "lost (no journal)"
-        code = self._process.exitcode
-        note(f"tuner: the MLflow writer process ended (exit code {code}): {kept} writes {where}")
+        if not self._told_dead:
+            self._told_dead = True
+            where = f"kept in {self.journal.path}" if self.journal else "lost (no journal)"
+            ended = f"the MLflow writer process ended (exit code {self._process.exitcode})"
+            note(f"tuner: {ended}: {kept} writes {where}")
         return kept
 
 
