@@ -34,6 +34,16 @@ def test_ctrl_c_at_a_terminal_leaves_the_writes_to_the_driver(tmp_path):
     assert experiment.client.get_run(experiment.parent_id).data.metrics == {"val_acc": 0.5}
 
 
+def test_the_writer_process_runs_below_the_trials(tmp_path):
+    """At the lowest CPU priority: the trials and the workers Tune waits on come first."""
+    driver = os.getpriority(os.PRIO_PROCESS, 0)
+    writer = writes.writer(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    writer.flush()  # its process is in its loop
+    assert os.getpriority(os.PRIO_PROCESS, writer._process.pid) == writes.NICENESS == 19
+    assert os.getpriority(os.PRIO_PROCESS, 0) == driver  # the driver's own is left alone
+    writer.close()
+
+
 KILLED_DRIVER = """\
 import os, sys
 from tuner.tracking.writer import writer

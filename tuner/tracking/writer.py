@@ -36,6 +36,10 @@ PROBE_S = 10  # while a server is down, how often the writer asks whether it ans
 # on the cores the trials and Tune's loop use). A UI a quarter of a second behind is not
 # behind.
 LINGER_S = 0.25
+# The writer's CPU priority: the lowest, below Ray's trial workers (niceness 15). Its writes can
+# wait (the journal keeps them); a trial, or a trial worker that Tune's loop waits on as it
+# starts, should not wait for them.
+NICENESS = 19
 
 
 @dataclass(frozen=True)
@@ -322,6 +326,7 @@ def _writer_process(
     forkserver's child inherits none of them), then ``serve`` until told to stop, or until the
     driver is gone (``driver_alive``, a pipe only the driver writes to, reads as ended)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    os.nice(NICENESS - os.nice(0))
     os.environ.clear()
     os.environ.update(driver["environment"])
     os.chdir(driver["cwd"])  # a relative sqlite URI
