@@ -5,7 +5,10 @@ Every searcher runs through tuner itself (``tuner run``'s ``run_search``, each s
 MLflow store, Ray started once for the whole bench): random search under ASHA and under FIFO,
 Tune's BOHB (TuneBOHB with its HyperBandForBOHB scheduler, ``search.algorithm: bohb``),
 Optuna's TPE and CMA-ES samplers under ASHA (``search.sampler: tpe | cmaes``), and OptunaHub's
-AutoSampler, which OptunaHub fetches from GitHub at run time (listed as unavailable offline).
+AutoSampler under ASHA. OptunaHub fetches AutoSampler from GitHub at run time; offline, give
+``--optunahub-registry``, a local copy of the registry (github.com/optuna/optunahub-registry's
+``package`` folder), else it is listed as unavailable. It is not a ``search.sampler`` choice:
+the bench has tuner's search use it in place of its own sampler.
 Two tasks:
 
 - ``mfh``: mf-prior-bench's MF-Hartmann 6 (``bench/mf_hartmann.py``: a benchmark nobody here
@@ -33,6 +36,8 @@ AutoSampler optunahub:
     .venv/bin/python bench/bench_searchers.py                  # mfh, 10 seeds
     .venv/bin/python bench/bench_searchers.py --task fashion --seeds 1
     .venv/bin/python bench/bench_searchers.py --task fashion --searchers tpe,random-fifo,bohb
+    .venv/bin/python bench/bench_searchers.py --searchers auto,gp \
+        --optunahub-registry optunahub-registry/package
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from ray import tune
 
 from tuner.core.objective import Mode, Objective
 from tuner.publishing.anytime import Point, epochs_to_reach
+from tuner.search import searchers
 from tuner.spec.document import load_spec, read_yaml
 
 BENCH = Path(__file__).resolve().parent
@@ -70,7 +76,7 @@ SEARCHERS = {
     "bohb": ("bohb (its hyperband)", ("search.algorithm=bohb",)),
     "tpe": ("optuna tpe + asha", ("search.sampler=tpe",)),
     "cmaes": ("optuna cma-es + asha", ("search.sampler=cmaes",)),
-    "auto": ("optunahub autosampler + asha", ()),  # run only if OptunaHub could fetch it
+    "auto": ("optunahub autosampler + asha", ()),  # its sampler: sampled_by
 }
 DEFAULT, BASELINE = "gp", "random-fifo"
 # Trials per FIFO trial for the searchers that stop trials early: enough for BOHB (HyperBand's
@@ -111,18 +117,45 @@ TASKS = {
 }
 
 
-def unavailable(key: str) -> str | None:
+AUTO_SAMPLER = "samplers/auto_sampler"  # its package in OptunaHub's registry
+
+
+def auto_sampler(registry: Path | None) -> type:
+    """OptunaHub's AutoSampler class: from ``registry`` (a local copy of OptunaHub's registry's
+    ``package`` folder), else fetched from GitHub (a git or network error offline)."""
+    import optunahub
+
+    if registry is not None:
+        return optunahub.load_local_module(AUTO_SAMPLER, registry_root=str(registry)).AutoSampler
+    return optunahub.load_module(AUTO_SAMPLER).AutoSampler
+
+
+def unavailable(key: str, registry: Path | None) -> str | None:
     """Why searcher ``key`` cannot run here; None when it can."""
     if key != "auto":
         return None
-    import optunahub
-
     try:
-        optunahub.load_module("samplers/auto_sampler")
-    except Exception as error:  # git's or the network's error: no network here
+        auto_sampler(registry)
+    except Exception as error:  # git's or the network's error, or no package in ``registry``
         reason = str(error).strip().splitlines()[-1].strip()
-        return f"unavailable offline (OptunaHub fetches it from GitHub at run time: {reason})"
-    return "fetched, but not a search.sampler choice (fetched at run time): not run"
+        return f"unavailable ({reason}): give --optunahub-registry, a local copy of its registry"
+    return None
+
+
+@contextlib.contextmanager
+def sampled_by(key: str, registry: Path | None) -> Iterator[None]:
+    """For ``auto``, tuner's search samples with AutoSampler (seeded with ``search.seed``) in
+    place of its own Optuna sampler: a bench-only patch, as ``stopped_at`` below."""
+    if key != "auto":
+        yield
+        return
+    sampler = auto_sampler(registry)
+    original = searchers.optuna_sampler
+    searchers.optuna_sampler = lambda search: sampler(seed=search.seed)
+    try:
+        yield
+    finally:
+        searchers.optuna_sampler = original
 
 
 class EpochBudget(tune.Stopper):
@@ -160,7 +193,14 @@ def stopped_at(budget: int) -> Iterator[None]:
 
 
 def run_search(
-    root: Path, task: Task, key: str, seed: int, trials: int, budget: int, verbose: bool
+    root: Path,
+    task: Task,
+    key: str,
+    seed: int,
+    trials: int,
+    budget: int,
+    verbose: bool,
+    registry: Path | None = None,
 ) -> Run:
     """One search of ``task`` by searcher ``key`` in its own folder and store; its curve."""
     raw = read_yaml(task.spec, "bench_searchers.py")
@@ -180,6 +220,7 @@ def run_search(
             stack.enter_context(contextlib.redirect_stdout(stream))
             stack.enter_context(contextlib.redirect_stderr(stream))
         stack.enter_context(stopped_at(budget))
+        stack.enter_context(sampled_by(key, registry))
         curve = run_spec(folder, spec, spec_path)
     return Run(curve, time.perf_counter() - started)
 
@@ -262,6 +303,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, help="random + FIFO's trials (the spec's: 16, 20)")
     parser.add_argument("--out", type=Path, default=Path("."), help="folder for the PNG")
     parser.add_argument("--verbose", action="store_true", help="tuner's lines for each search")
+    parser.add_argument(
+        "--optunahub-registry",
+        type=Path,
+        help="a local copy of OptunaHub's registry's package folder, for AutoSampler (offline)",
+    )
     args = parser.parse_args()
     task = TASKS[args.task]
     keys = [key for key in SEARCHERS if key in {*args.searchers.split(","), BASELINE}]
@@ -269,7 +315,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown searchers {sorted(unknown)}; known: {', '.join(SEARCHERS)}")
     for key in list(keys):
-        reason = unavailable(key)
+        reason = unavailable(key, args.optunahub_registry)
         if reason:
             print(f"{SEARCHERS[key][0]}: {reason}")
             keys.remove(key)
@@ -288,7 +334,9 @@ def main() -> None:
     started = time.perf_counter()
     for seed in seeds:
         for key in keys:
-            run = run_search(root, task, key, seed, trials, budget, args.verbose)
+            run = run_search(
+                root, task, key, seed, trials, budget, args.verbose, args.optunahub_registry
+            )
             curves[key].append(run.curve)
             trained = run.curve[-1].epochs
             short = f", SHORT of the {budget}-epoch budget" if trained < budget else ""
