@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import math
 import os
 import shutil
@@ -120,6 +121,7 @@ TASKS = {
 AUTO_SAMPLER = "samplers/auto_sampler"  # its package in OptunaHub's registry
 
 
+@functools.cache  # loaded once: checked by ``unavailable``, then used by every search
 def auto_sampler(registry: Path | None) -> type:
     """OptunaHub's AutoSampler class: from ``registry`` (a local copy of OptunaHub's registry's
     ``package`` folder), else fetched from GitHub (a git or network error offline)."""
@@ -200,7 +202,7 @@ def run_search(
     trials: int,
     budget: int,
     verbose: bool,
-    registry: Path | None = None,
+    registry: Path | None,
 ) -> Run:
     """One search of ``task`` by searcher ``key`` in its own folder and store; its curve."""
     raw = read_yaml(task.spec, "bench_searchers.py")

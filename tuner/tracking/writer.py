@@ -326,7 +326,7 @@ def _writer_process(
     forkserver's child inherits none of them), then ``serve`` until told to stop, or until the
     driver is gone (``driver_alive``, a pipe only the driver writes to, reads as ended)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
-    os.nice(NICENESS - os.nice(0))
+    os.setpriority(os.PRIO_PROCESS, 0, NICENESS)
     os.environ.clear()
     os.environ.update(driver["environment"])
     os.chdir(driver["cwd"])  # a relative sqlite URI
